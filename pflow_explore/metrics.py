@@ -1,0 +1,297 @@
+"""Distances between sample sets, and image-quality scores.
+
+Sample sets are tensors (n, d); anything shaped (n, ...) is flattened to (n, d) (so image
+batches (n, C, H, W) work directly). The set distances return Python floats computed in
+float64 without gradients: they are for evaluation, not training.
+
+- :func:`sliced_w2`, :func:`exact_w2`: Wasserstein-2 (sliced by random 1D projections, or
+  exact by linear programming with POT);
+- :func:`energy_distance`, :func:`mmd`: kernel-type two-sample statistics;
+- :func:`frechet_distance`: W2 between Gaussians fitted to features, and
+  :func:`digits_frechet_distance`, the FID analogue with the shipped digits classifier;
+- :func:`psnr`, :func:`ssim`: per-image scores for restoration chapters.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+from torch import Tensor
+
+EXACT_W2_MAX_PAIRS = 4_000_000
+REDUCTIONS = ("none", "mean")
+
+
+def _as_sets(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Flatten (n, ...) and (m, ...) to float64 (n, d) and (m, d) on x's device."""
+    x = torch.as_tensor(x).detach()
+    y = torch.as_tensor(y).detach().to(x.device)
+    if x.dim() < 1 or y.dim() < 1 or x.shape[0] < 1 or y.shape[0] < 1:
+        raise ValueError("x and y must be non-empty sample sets shaped (n, d)")
+    x = x.reshape(x.shape[0], -1).double()
+    y = y.reshape(y.shape[0], -1).double()
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(
+            f"x and y must have the same dimension d, got {x.shape[1]} and {y.shape[1]}"
+        )
+    return x, y
+
+
+def w2_1d_squared(a: Tensor, b: Tensor) -> Tensor:
+    """Squared W2 between empirical 1D measures, batched over rows.
+
+    a: (P, n), b: (P, m) -> (P,).  W2^2 = int_0^1 (F_a^{-1}(u) - F_b^{-1}(u))^2 du, exact
+    for empirical measures: both quantile functions are step functions, constant between
+    consecutive levels of {i/n} U {j/m}, so the integral is a finite sum over that grid.
+    """
+    a, b = a.sort(dim=1).values, b.sort(dim=1).values
+    n, m = a.shape[1], b.shape[1]
+    if n == m:
+        return ((a - b) ** 2).mean(dim=1)
+    levels = torch.cat(
+        [torch.arange(1, n + 1, dtype=a.dtype) / n, torch.arange(1, m + 1, dtype=a.dtype) / m]
+    ).unique()  # sorted, ends at 1
+    widths = torch.diff(levels, prepend=levels.new_zeros(1))
+    mid = levels - widths / 2
+    # F^{-1}(u) = a_(ceil(n u)) (1-based) for u in ((i-1)/n, i/n]; midpoints avoid ties
+    ia = (mid * n).floor().long().clamp_max(n - 1).to(a.device)
+    ib = (mid * m).floor().long().clamp_max(m - 1).to(a.device)
+    return (((a[:, ia] - b[:, ib]) ** 2) * widths.to(a.device)).sum(dim=1)
+
+
+def sliced_w2(
+    x: Tensor, y: Tensor, n_projections: int = 256, generator: torch.Generator | None = None
+) -> float:
+    """Sliced Wasserstein-2 distance between sample sets x (n, d) and y (m, d).
+
+    SW2(P, Q) = ( E_{theta ~ U(S^{d-1})} W2^2(theta#P, theta#Q) )^{1/2},
+
+    estimated with ``n_projections`` random directions theta_k (normalised Gaussians from
+    ``generator``, a CPU generator): SW2^2 ~ (1/K) sum_k W2^2(<theta_k, x>, <theta_k, y>).
+    Each 1D W2^2 is exact (:func:`w2_1d_squared`: sorted samples for n = m, merged quantile
+    levels otherwise). A pure shift y = x + mu gives SW2^2 = |mu|^2 / d in expectation.
+    """
+    if n_projections < 1:
+        raise ValueError(f"n_projections must be >= 1, got {n_projections!r}")
+    x, y = _as_sets(x, y)
+    theta = torch.randn(n_projections, x.shape[1], generator=generator, dtype=torch.float64)
+    theta = (theta / theta.norm(dim=1, keepdim=True)).to(x.device)
+    return math.sqrt(w2_1d_squared(theta @ x.T, theta @ y.T).mean().item())
+
+
+def energy_distance(x: Tensor, y: Tensor) -> float:
+    """Squared energy distance (Szekely & Rizzo) between sample sets x (n, d), y (m, d).
+
+    D^2 = 2 E|X - Y| - E|X - X'| - E|Y - Y'|, estimated by the V-statistic
+
+        D^2 = 2/(nm) sum_ij |x_i - y_j| - 1/n^2 sum_ij |x_i - x_j| - 1/m^2 sum_ij |y_i - y_j|,
+
+    i.e. the exact energy distance between the two empirical measures: always >= 0 and 0
+    exactly when the sets are equal as multisets. Its bias is O(1/n) (positive).
+    Equals ``scipy.stats.energy_distance(x, y) ** 2`` in 1D. Memory O(n m).
+    """
+    x, y = _as_sets(x, y)
+    xy = torch.cdist(x, y).mean()
+    xx = torch.cdist(x, x).mean()
+    yy = torch.cdist(y, y).mean()
+    return max((2 * xy - xx - yy).item(), 0.0)
+
+
+def median_bandwidth(x: Tensor, y: Tensor) -> float:
+    """The median heuristic: median pairwise distance of the pooled set (x, y) flattened."""
+    x, y = _as_sets(x, y)
+    z = torch.cat([x, y])[:2000]  # the median is stable long before n = 2000
+    d = torch.cdist(z, z)
+    med = d[torch.triu_indices(len(z), len(z), 1, device=z.device).unbind()].median().item()
+    return med if med > 0 else 1.0
+
+
+def mmd(x: Tensor, y: Tensor, bandwidths: float | list[float] | None = None) -> float:
+    """Unbiased squared maximum mean discrepancy with a multi-bandwidth RBF kernel.
+
+    k(a, b) = (1/H) sum_h exp(-|a - b|^2 / (2 h^2)),  h in ``bandwidths``
+    (default: the median heuristic times (0.5, 1, 2));
+
+    MMD_u^2 = 1/(n(n-1)) sum_{i!=j} k(x_i, x_j) + 1/(m(m-1)) sum_{i!=j} k(y_i, y_j)
+              - 2/(nm) sum_{i,j} k(x_i, y_j)                         (Gretton et al. 2012)
+
+    Unbiased, so it can be slightly negative when the distributions agree (and is about
+    -2/n for a set compared with itself). Needs n, m >= 2. Memory O((n + m)^2).
+    """
+    x, y = _as_sets(x, y)
+    if len(x) < 2 or len(y) < 2:
+        raise ValueError(f"mmd needs at least 2 samples in each set, got {len(x)} and {len(y)}")
+    if bandwidths is None:
+        med = median_bandwidth(x, y)
+        bandwidths = [0.5 * med, med, 2.0 * med]
+    hs = [float(bandwidths)] if isinstance(bandwidths, (int, float)) else list(bandwidths)
+    if not hs or any(h <= 0 for h in hs):
+        raise ValueError(f"bandwidths must be positive, got {bandwidths!r}")
+
+    def kernel(a: Tensor, b: Tensor) -> Tensor:
+        d2 = torch.cdist(a, b) ** 2
+        return sum(torch.exp(-d2 / (2 * h * h)) for h in hs) / len(hs)
+
+    n, m = len(x), len(y)
+    kxx, kyy, kxy = kernel(x, x), kernel(y, y), kernel(x, y)
+    term_x = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+    term_y = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+    return (term_x + term_y - 2 * kxy.mean()).item()
+
+
+def exact_w2(x: Tensor, y: Tensor, max_pairs: int = EXACT_W2_MAX_PAIRS) -> float:
+    """Exact Wasserstein-2 distance between empirical measures of x (n, d) and y (m, d).
+
+    W2^2 = min_{P in U(1/n, 1/m)} sum_ij P_ij |x_i - y_j|^2, the optimal transport linear
+    programme with uniform weights (POT's network simplex, ``ot.emd2``); returns W2.
+    Cost O(n m) memory and roughly O(n^3) time: n * m above ``max_pairs`` is refused.
+    """
+    import ot
+
+    x, y = _as_sets(x, y)
+    n, m = len(x), len(y)
+    if n * m > max_pairs:
+        raise ValueError(
+            f"exact_w2 with n*m = {n}*{m} = {n * m} exceeds max_pairs = {max_pairs}: "
+            "subsample the sets, raise max_pairs, or use sliced_w2 for large sets"
+        )
+    xs, ys = x.cpu().numpy(), y.cpu().numpy()
+    cost = ot.dist(xs, ys, metric="sqeuclidean")
+    w2sq = ot.emd2(np.full(n, 1.0 / n), np.full(m, 1.0 / m), cost, numItermax=10_000_000)
+    return math.sqrt(max(float(w2sq), 0.0))
+
+
+def _images(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Check and return (N, C, H, W) float64 images; (N, H, W) gets a channel axis."""
+    x, y = torch.as_tensor(x).detach().double(), torch.as_tensor(y).detach().double()
+    if x.shape != y.shape:
+        raise ValueError(
+            f"x and y must have the same shape, got {tuple(x.shape)}, {tuple(y.shape)}"
+        )
+    if x.dim() == 3:
+        x, y = x[:, None], y[:, None]
+    if x.dim() != 4:
+        raise ValueError(f"images must be (N, C, H, W) or (N, H, W), got {tuple(x.shape)}")
+    return x, y.to(x.device)
+
+
+def _reduce(values: Tensor, reduction: str) -> Tensor:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return values.mean() if reduction == "mean" else values
+
+
+def psnr(x: Tensor, y: Tensor, data_range: float = 2.0, reduction: str = "none") -> Tensor:
+    """Peak signal-to-noise ratio per image, in dB.
+
+    PSNR_i = 10 log10(R^2 / MSE_i),  MSE_i = mean over pixels of (x_i - y_i)^2,
+    R = ``data_range`` (2 for images in [-1, 1]). x, y: (N, C, H, W) or (N, H, W) ->
+    (N,) float64 (``reduction="mean"``: the mean over images, a () tensor). Identical
+    images give +inf.
+    """
+    x, y = _images(x, y)
+    mse = ((x - y) ** 2).flatten(1).mean(dim=1)
+    return _reduce(10 * torch.log10(data_range**2 / mse), reduction)
+
+
+def ssim(
+    x: Tensor,
+    y: Tensor,
+    data_range: float = 2.0,
+    win_size: int | None = None,
+    reduction: str = "none",
+) -> Tensor:
+    """Structural similarity per image (Wang et al. 2004), via scikit-image.
+
+    SSIM = mean over windows of
+    (2 mu_x mu_y + C1)(2 s_xy + C2) / ((mu_x^2 + mu_y^2 + C1)(s_x^2 + s_y^2 + C2)),
+    C1 = (0.01 R)^2, C2 = (0.03 R)^2, R = ``data_range``; uniform square windows of side
+    ``win_size`` (default 7, or the largest odd number <= the image side for smaller
+    images; must be odd and >= 3). Multi-channel images average SSIM over channels.
+    x, y: (N, C, H, W) or (N, H, W) -> (N,) float64, or its mean for ``reduction="mean"``.
+    """
+    from skimage.metrics import structural_similarity
+
+    x, y = _images(x, y)
+    side = min(x.shape[-2:])
+    if win_size is None:
+        win_size = min(7, side if side % 2 else side - 1)
+    if win_size < 3 or win_size % 2 == 0 or win_size > side:
+        raise ValueError(
+            f"win_size must be odd, >= 3 and <= the image side {side}, got {win_size!r}"
+        )
+    xs, ys = x.cpu().numpy(), y.cpu().numpy()
+    values = [
+        structural_similarity(
+            a[0] if a.shape[0] == 1 else a,
+            b[0] if b.shape[0] == 1 else b,
+            data_range=data_range,
+            win_size=win_size,
+            channel_axis=None if a.shape[0] == 1 else 0,
+        )
+        for a, b in zip(xs, ys, strict=True)
+    ]
+    return _reduce(torch.tensor(values, dtype=torch.float64), reduction)
+
+
+def frechet_distance(feat_a: Tensor | np.ndarray, feat_b: Tensor | np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to feature sets (n, F) and (m, F).
+
+    FD = |mu_a - mu_b|^2 + Tr(C_a + C_b - 2 (C_a C_b)^{1/2}),
+
+    the W2^2 between N(mu_a, C_a) and N(mu_b, C_b) (Dowson & Landau 1982; FID, Heusel et
+    al. 2017), with sample means and unbiased covariances. The matrix square root is
+    scipy.linalg.sqrtm; its real part is kept (round-off gives tiny imaginary parts) and,
+    if scipy warns that the product is singular or the root is not finite, 1e-6 I is
+    added to both covariances first (as pytorch-fid does).
+    """
+    from scipy import linalg
+
+    a = np.asarray(torch.as_tensor(feat_a).detach().cpu().double().reshape(len(feat_a), -1))
+    b = np.asarray(torch.as_tensor(feat_b).detach().cpu().double().reshape(len(feat_b), -1))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature dimensions differ: {a.shape[1]} and {b.shape[1]}")
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"need at least 2 samples per set, got {len(a)} and {len(b)}")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    ca = np.atleast_2d(np.cov(a, rowvar=False))
+    cb = np.atleast_2d(np.cov(b, rowvar=False))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", linalg.LinAlgWarning)
+        root = linalg.sqrtm(ca @ cb)
+    singular = any(issubclass(w.category, linalg.LinAlgWarning) for w in caught)
+    if singular or not np.isfinite(root).all():
+        # singular covariances (fewer samples than features, dead features): the regularised
+        # product has a well-defined root and moves FD by O(eps * F)
+        eps = 1e-6 * np.eye(len(ca))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", linalg.LinAlgWarning)
+            root = linalg.sqrtm((ca + eps) @ (cb + eps))
+    root = np.real(root)
+    fd = np.sum((mu_a - mu_b) ** 2) + np.trace(ca) + np.trace(cb) - 2 * np.trace(root)
+    return max(float(fd), 0.0)
+
+
+def digits_features(images: Tensor, batch: int = 512) -> Tensor:
+    """Penultimate DigitsCNN features (N, 128) of digit images (N, 1, S, S) in [-1, 1].
+
+    S = 8, 16 or 32 (larger images are average-pooled to 8x8). Runs on the CPU.
+    """
+    from pflow_explore.nets.classifier import load_digits_classifier
+
+    model = load_digits_classifier()
+    images = torch.as_tensor(images).detach().float().cpu()
+    with torch.no_grad():
+        return torch.cat([model.features(chunk) for chunk in images.split(batch)])
+
+
+def digits_frechet_distance(images_a: Tensor, images_b: Tensor) -> float:
+    """FID for digits: :func:`frechet_distance` of the shipped classifier's features.
+
+    images_a (n, 1, S, S), images_b (m, 1, S, S) in [-1, 1]; use a few hundred images per
+    set or more (the features are 128-dimensional), and compare values only at equal n.
+    """
+    return frechet_distance(digits_features(images_a), digits_features(images_b))

@@ -1,0 +1,81 @@
+"""A time- (and optionally class-) conditioned MLP for low-dimensional data.
+
+The workhorse of the 2D chapters: it predicts a velocity, a noise, a denoised point or a
+score for x (B, d) at time t, depending on the loss it is trained with.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from pflow_explore.nets.embeddings import ClassEmbedding, TimeEmbedding, time_batch
+
+
+class MLP(nn.Module):
+    """f(x, t, y): (B, d) -> (B, d), with the conditioning fed to every layer.
+
+    With c = TimeEmbedding(t) (+ ClassEmbedding(y) when ``n_classes`` is set), c in
+    R^time_dim, the layers are
+
+        h_0     = W_0 [x, c] + b_0
+        h_{l+1} = W_{l+1} [SiLU(h_l), c] + b_{l+1},     l = 0 .. depth - 2
+        out     = W_out SiLU(h_{depth-1}) + b_out
+
+    i.e. ``depth`` hidden layers of width ``hidden``; concatenating c at every layer (rather
+    than only at the input) keeps the time dependence sharp in deep nets. The output layer
+    starts small (weights scaled by 0.1), so an untrained net is close to f = 0 but
+    gradients still reach every layer from the first step.
+
+    Class conditioning: ``y=None`` or ``y == n_classes`` (the null class) is unconditional;
+    see :func:`pflow_explore.nets.embeddings.drop_labels` for training with it.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int = 256,
+        depth: int = 3,
+        time_dim: int = 64,
+        n_classes: int | None = None,
+        time_kind: str = "sinusoidal",
+        log_scale: bool = False,
+    ) -> None:
+        super().__init__()
+        for name, value, low in (("dim", dim, 1), ("hidden", hidden, 1), ("depth", depth, 1)):
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        self.dim, self.n_classes = dim, n_classes
+        self.time_embedding = TimeEmbedding(time_dim, kind=time_kind, log_scale=log_scale)
+        self.class_embedding = (
+            ClassEmbedding(n_classes, time_dim) if n_classes is not None else None
+        )
+        widths = [dim] + [hidden] * depth
+        self.layers = nn.ModuleList(
+            nn.Linear(w_in + time_dim, w_out)
+            for w_in, w_out in zip(widths[:-1], widths[1:], strict=True)
+        )
+        self.out = nn.Linear(hidden, dim)
+        self.out.weight.data.mul_(0.1)
+        self.out.bias.data.zero_()
+        self.act = nn.SiLU()
+
+    def condition(self, t: float | Tensor, y: Tensor | None, like: Tensor) -> Tensor:
+        """The conditioning vector c (B, time_dim) for a batch shaped like ``like``."""
+        batch = like.shape[0]
+        c = self.time_embedding(time_batch(t, batch, like))
+        if self.class_embedding is not None:
+            c = c + self.class_embedding(y, batch)
+        elif y is not None:
+            raise ValueError("y was given but this MLP was built with n_classes=None")
+        return c
+
+    def forward(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Tensor:
+        """x: (B, d), t: float, () or (B,), y: (B,) int64 or None -> (B, d)."""
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (B, {self.dim}), got {tuple(x.shape)}")
+        c = self.condition(t, y, x)
+        h = x
+        for i, layer in enumerate(self.layers):
+            h = layer(torch.cat([self.act(h) if i else h, c], dim=-1))
+        return self.out(self.act(h))

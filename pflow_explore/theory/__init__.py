@@ -1,0 +1,7 @@
+"""Exact mathematics: the ground truth that tests and chapters compare against."""
+
+from __future__ import annotations
+
+from pflow_explore.theory.mixtures import MixtureFlow
+
+__all__ = ["MixtureFlow"]

@@ -1,0 +1,42 @@
+"""Plotly figure builders: data in (torch tensors or arrays), ``go.Figure`` out.
+
+Pure functions with no widget state; ``widgets/`` wraps their traces in FigureWidgets.
+``*_trace`` builders return one trace to compose; ``*_figure`` builders a whole figure.
+"""
+
+from __future__ import annotations
+
+from pflow_explore.viz.arrays import as_numpy, padded_range, polylines
+from pflow_explore.viz.fields import (
+    arrow_scale,
+    density_heatmap_figure,
+    density_heatmap_trace,
+    density_on_grid,
+    plane_grid,
+    quiver_figure,
+    quiver_trace,
+    vector_field_figure,
+)
+from pflow_explore.viz.images import image_grid, image_grid_figure, to_uint8
+from pflow_explore.viz.points import plane_layout, points_figure, points_trace, trajectories_trace
+
+__all__ = [
+    "arrow_scale",
+    "as_numpy",
+    "density_heatmap_figure",
+    "density_heatmap_trace",
+    "density_on_grid",
+    "image_grid",
+    "image_grid_figure",
+    "padded_range",
+    "plane_grid",
+    "plane_layout",
+    "points_figure",
+    "points_trace",
+    "polylines",
+    "quiver_figure",
+    "quiver_trace",
+    "to_uint8",
+    "trajectories_trace",
+    "vector_field_figure",
+]

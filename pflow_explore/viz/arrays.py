@@ -1,0 +1,66 @@
+"""Turning tensors into the flat numpy arrays plotly draws.
+
+Every figure builder accepts torch tensors (any device, with or without grad) or array-likes;
+they all pass through :func:`as_numpy`. Many polylines are drawn as ONE trace whose
+coordinates are separated by NaN (plotly breaks a line at a non-number), because one trace
+of 10^5 points renders and updates far faster than 10^3 traces of 100 points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def as_numpy(x: Any, name: str = "array", dtype: type = np.float64) -> np.ndarray:
+    """``x`` (torch tensor or array-like) as a numpy array of ``dtype``, detached, on the CPU."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().to("cpu")
+        if x.dtype == torch.bfloat16:  # numpy has no bfloat16
+            x = x.float()
+        x = x.numpy()
+    try:
+        return np.asarray(x, dtype=dtype)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"{name} must be numeric (a tensor or array), got {type(x).__name__}"
+        ) from err
+
+
+def check_shape(x: np.ndarray, name: str, shape: Sequence[int | None], meaning: str) -> None:
+    """Raise ValueError unless ``x.shape`` matches ``shape`` (``None`` = any size).
+
+    ``meaning`` is the shape as the reader knows it, e.g. ``"(n, 2)"``.
+    """
+    ok = x.ndim == len(shape) and all(
+        s is None or s == d for s, d in zip(shape, x.shape, strict=True)
+    )
+    if not ok:
+        raise ValueError(f"{name} must have shape {meaning}, got {tuple(x.shape)}")
+
+
+def polylines(paths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten m polylines of L points each into one NaN-separated (x, y) pair.
+
+    paths: (L, m, 2), point l of line j at ``paths[l, j]`` (the layout solvers return:
+    time first). Returns x, y of length m (L + 1): line j occupies entries
+    ``[j (L+1), j (L+1) + L)`` and entry ``j (L+1) + L`` is NaN, the break.
+    """
+    length, m, _ = paths.shape
+    flat = np.full((m, length + 1, 2), np.nan, dtype=paths.dtype)
+    flat[:, :length] = np.swapaxes(paths, 0, 1)
+    flat = flat.reshape(m * (length + 1), 2)
+    return flat[:, 0], flat[:, 1]
+
+
+def padded_range(values: np.ndarray, margin: float = 0.05) -> tuple[float, float]:
+    """(lo, hi) of the finite ``values`` widened by ``margin`` of the span on each side."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return (-1.0, 1.0)
+    lo, hi = float(finite.min()), float(finite.max())
+    pad = margin * (hi - lo) if hi > lo else 0.5
+    return (lo - pad, hi + pad)

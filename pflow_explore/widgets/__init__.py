@@ -1,0 +1,28 @@
+"""Explorers built from ``viz`` traces and ipywidgets: step through, play, change parameters.
+
+Interactive figures are ``go.FigureWidget``s updated in place (``fig.show()`` renders blank in
+Voila); bad input shows a message next to the controls (``messages``), never a traceback.
+"""
+
+from __future__ import annotations
+
+from pflow_explore.widgets.messages import (
+    clear_message,
+    describe_error,
+    message_html,
+    message_label,
+    show_message,
+    shown_errors,
+)
+from pflow_explore.widgets.trajectory import TrajectoryExplorer, validated_trajectories
+
+__all__ = [
+    "TrajectoryExplorer",
+    "clear_message",
+    "describe_error",
+    "message_html",
+    "message_label",
+    "show_message",
+    "shown_errors",
+    "validated_trajectories",
+]

@@ -1,0 +1,288 @@
+"""Step through 2D trajectories x_0, ..., x_T of n particles (an ODE/SDE solution).
+
+One ``go.FigureWidget`` holds, bottom to top: optional background traces (a density, the
+data), faint full paths of up to ``n_lines`` particles, the same paths traced up to the
+current step, and all n particles at the current step. Moving the slider (or Play, or
+Prev/Next) rewrites the data of the last three traces in place inside ``batch_update``;
+the figure itself is built once (the first FigureWidget costs seconds, an update ms).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+import plotly.graph_objects as go
+from plotly.basedatatypes import BaseTraceType
+
+from pflow_explore.viz.arrays import as_numpy, padded_range
+from pflow_explore.viz.points import SAMPLE_COLOR, plane_layout, points_trace
+from pflow_explore.widgets.messages import message_label, show_message, shown_errors
+
+FULL_PATH_COLOR = "rgba(90, 90, 90, 0.18)"
+TRACED_PATH_COLOR = "rgba(31, 119, 180, 0.55)"
+BACKGROUND_POINT_COLOR = "rgba(150, 150, 150, 0.5)"
+
+
+def validated_trajectories(trajectories: Any, times: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Check and convert trajectories (T+1, n, 2) and times (T+1,); ValueError if unusable.
+
+    Returns float32 trajectories (half the bytes sent to the browser, ample for a plot)
+    and float64 times.
+    """
+    x = as_numpy(trajectories, "trajectories", np.float32)
+    if x.ndim != 3 or x.shape[2] != 2:
+        raise ValueError(
+            f"trajectories must have shape (T+1, n, 2), time first, got {tuple(x.shape)}"
+        )
+    if x.shape[0] < 2:
+        raise ValueError(f"trajectories need at least 2 time points (T >= 1), got {x.shape[0]}")
+    if x.shape[1] < 1:
+        raise ValueError("trajectories must hold at least one path (n >= 1), got n = 0")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = int(np.argmax(bad.any(axis=(1, 2))))
+        raise ValueError(
+            f"trajectories contain NaN or infinite values ({int(bad.sum())} of {bad.size} "
+            f"coordinates, from step {first}): the solver probably diverged; "
+            "try more steps or a smaller step size"
+        )
+    t = as_numpy(times, "times")
+    if t.shape != (x.shape[0],):
+        raise ValueError(
+            f"times must have shape (T+1,) = ({x.shape[0]},), one time per step of "
+            f"trajectories {tuple(x.shape)}, got {tuple(t.shape)}"
+        )
+    if not np.isfinite(t).all():
+        raise ValueError("times contain NaN or infinite values")
+    return x, t
+
+
+def _background_traces(background: Any) -> list[dict[str, Any]]:
+    """Traces (as dicts, so they can join a new figure) from a figure, trace(s) or points."""
+    if background is None:
+        return []
+    if isinstance(background, go.Figure | go.FigureWidget):
+        return [t.to_plotly_json() for t in background.data]
+    if isinstance(background, BaseTraceType):
+        return [background.to_plotly_json()]
+    if isinstance(background, Sequence) and all(isinstance(t, BaseTraceType) for t in background):
+        return [t.to_plotly_json() for t in background]
+    try:
+        trace = points_trace(background, name="background", color=BACKGROUND_POINT_COLOR, size=3)
+    except ValueError as err:
+        raise ValueError(
+            "background must be None, a go.Figure, a trace, a list of traces or points (k, 2)"
+        ) from err
+    return [trace.to_plotly_json()]
+
+
+class TrajectoryExplorer(widgets.VBox):
+    """Scrub, play and step through trajectories (T+1, n, 2) at times (T+1,).
+
+    Controls: Play (linked to the slider in the browser, so playing needs no round trip),
+    Prev/Next, a step slider with the time t beside it; below, a readout of the mean
+    displacement (1/n) sum_j |x_i^j - x_0^j| and the mean path length
+    (1/n) sum_j sum_{k<=i} |x_k^j - x_{k-1}^j| at the current step i, and a message line.
+
+    ``set_trajectories`` swaps the data (after a parameter change) in the same figure; bad
+    data shows a message and keeps the last good picture. ``background`` is drawn beneath:
+    a go.Figure (its traces), a trace, a list of traces, or points (k, 2).
+    """
+
+    def __init__(
+        self,
+        trajectories: Any,
+        times: Any,
+        background: Any = None,
+        title: str | None = None,
+        n_lines: int = 200,
+        xlim: tuple[float, float] | None = None,
+        ylim: tuple[float, float] | None = None,
+        interval_ms: int = 100,
+        marker_size: float = 4,
+    ) -> None:
+        if int(n_lines) != n_lines or n_lines < 0:
+            raise ValueError(f"n_lines (paths drawn) must be an integer >= 0, got {n_lines!r}")
+        self.n_lines = int(n_lines)
+        self._fixed_limits = (xlim, ylim)
+        self._x, self._t = validated_trajectories(trajectories, times)
+        self._prepare()
+        self._step = 0
+        self._quiet = False  # True while we move the slider ourselves
+
+        paths = [
+            dict(
+                type="scatter",
+                mode="lines",
+                name=name,
+                line=dict(color=color, width=width),
+                hoverinfo="skip",
+            )
+            for name, color, width in [
+                ("paths", FULL_PATH_COLOR, 1),
+                ("so far", TRACED_PATH_COLOR, 1.2),
+            ]
+        ]
+        current = points_trace(self._x[0], name="x_t", color=SAMPLE_COLOR, size=marker_size)
+        data = _background_traces(background) + paths + [current.to_plotly_json()]
+        layout = plane_layout(title, *self._limits(), height=480)
+        self.figure = go.FigureWidget(data=data, layout=layout)
+        self._full_paths, self._traced_paths, self._current = self.figure.data[-3:]
+
+        t_max = self.n_steps
+        self.slider = widgets.IntSlider(
+            value=0,
+            min=0,
+            max=t_max,
+            step=1,
+            description="step",
+            continuous_update=True,
+            layout=widgets.Layout(width="360px"),
+        )
+        self.play = widgets.Play(value=0, min=0, max=t_max, step=1, interval=int(interval_ms))
+        self.play_link = widgets.jslink((self.play, "value"), (self.slider, "value"))
+        self.prev_button = widgets.Button(
+            description="", icon="step-backward", tooltip="previous step", layout={"width": "40px"}
+        )
+        self.next_button = widgets.Button(
+            description="", icon="step-forward", tooltip="next step", layout={"width": "40px"}
+        )
+        self.time_label = widgets.Label()
+        self.readout = widgets.HTML()
+        self.message = message_label()
+
+        self.slider.observe(self._on_slider, names="value")
+        self.prev_button.on_click(lambda _: self._guarded_step(self._step - 1))
+        self.next_button.on_click(lambda _: self._guarded_step(self._step + 1))
+
+        controls = widgets.HBox(
+            [self.play, self.prev_button, self.next_button, self.slider, self.time_label]
+        )
+        super().__init__([self.figure, controls, self.readout, self.message])
+        self._draw_paths()
+        self.step_to(0)
+
+    # --- data -------------------------------------------------------------------------
+
+    @property
+    def n_steps(self) -> int:
+        """T: the last step index (trajectories hold T+1 time points)."""
+        return self._x.shape[0] - 1
+
+    @property
+    def step(self) -> int:
+        """The step i now shown."""
+        return self._step
+
+    @property
+    def trajectories(self) -> np.ndarray:
+        """The trajectories (T+1, n, 2) now shown (float32)."""
+        return self._x
+
+    @property
+    def times(self) -> np.ndarray:
+        """The times (T+1,) now shown."""
+        return self._t
+
+    def _prepare(self) -> None:
+        """Precompute what every step needs: the drawn subset and the path statistics."""
+        n = self._x.shape[1]
+        m = min(self.n_lines, n)
+        # Evenly spaced particles, not random ones: the same data always draws the same.
+        chosen = np.unique(np.linspace(0, n - 1, m).round().astype(int)) if m else []
+        lines = np.full((len(chosen), self._x.shape[0] + 1, 2), np.nan, dtype=np.float32)
+        lines[:, :-1] = np.swapaxes(self._x[:, chosen], 0, 1)
+        self._lines = lines  # (m, T+2, 2), the last point a NaN break
+        self._gap = np.full((len(chosen), 1, 2), np.nan, dtype=np.float32)
+        seg = np.linalg.norm(np.diff(self._x.astype(np.float64), axis=0), axis=-1)  # (T, n)
+        self._path_length = np.concatenate([[0.0], np.cumsum(seg.mean(axis=1))])  # (T+1,)
+
+    def _limits(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        xlim, ylim = self._fixed_limits
+        return (
+            tuple(xlim) if xlim else padded_range(self._x[..., 0]),
+            tuple(ylim) if ylim else padded_range(self._x[..., 1]),
+        )
+
+    def set_trajectories(self, trajectories: Any, times: Any) -> bool:
+        """Show new trajectories (T+1, n, 2) at times (T+1,) in the same figure.
+
+        Returns True on success. Bad input (wrong shapes, NaN, mismatched times) shows a
+        message under the controls, keeps the last good picture and returns False: it never
+        raises, so a parameter callback can call it directly.
+        """
+        with shown_errors(self.message) as outcome:
+            x, t = validated_trajectories(trajectories, times)
+        if not outcome.ok:
+            reason = str(outcome.error).rstrip(".")
+            show_message(self.message, f"{reason}. Showing the previous trajectories.")
+            return False
+        self._x, self._t = x, t
+        self._prepare()
+        self._step = min(self._step, self.n_steps)
+        self._quiet = True
+        try:  # lowering max clamps value: set the new step first so nothing is out of range
+            if self.n_steps >= self.slider.max:
+                self.slider.max = self.play.max = self.n_steps
+                self.slider.value = self.play.value = self._step
+            else:
+                self.slider.value = self.play.value = self._step
+                self.slider.max = self.play.max = self.n_steps
+        finally:
+            self._quiet = False
+        xlim, ylim = self._limits()
+        with self.figure.batch_update():
+            self.figure.layout.xaxis.range = xlim
+            self.figure.layout.yaxis.range = ylim
+            self._draw_paths()
+        self.step_to(self._step)
+        return True
+
+    # --- drawing ----------------------------------------------------------------------
+
+    def _draw_paths(self) -> None:
+        flat = self._lines.reshape(-1, 2)
+        with self.figure.batch_update():
+            self._full_paths.x = flat[:, 0]
+            self._full_paths.y = flat[:, 1]
+
+    def step_to(self, i: int) -> None:
+        """Show step i in [0, T]: particles at x_i, paths traced up to x_i, readout at t_i.
+
+        Only trace data change (in place, one batched message); the slider follows.
+        """
+        if isinstance(i, bool) or int(i) != i or not 0 <= i <= self.n_steps:
+            raise ValueError(f"step must be an integer in [0, {self.n_steps}], got {i!r}")
+        i = int(i)
+        self._step = i
+        now = self._x[i]
+        traced = np.concatenate([self._lines[:, : i + 1], self._gap], axis=1).reshape(-1, 2)
+        with self.figure.batch_update():
+            self._current.x = now[:, 0]
+            self._current.y = now[:, 1]
+            self._traced_paths.x = traced[:, 0]
+            self._traced_paths.y = traced[:, 1]
+        displacement = float(np.linalg.norm(now - self._x[0], axis=-1).mean())
+        self.time_label.value = f"t = {self._t[i]:.3f}"
+        self.readout.value = (
+            f"step {i} of {self.n_steps}, t = {self._t[i]:.3f}, n = {now.shape[0]} &nbsp;|&nbsp; "
+            f"mean displacement |x<sub>t</sub> &minus; x<sub>0</sub>| = {displacement:.3f}"
+            f" &nbsp;|&nbsp; mean path length = {self._path_length[i]:.3f}"
+        )
+        if self.slider.value != i:
+            self._quiet = True
+            try:
+                self.slider.value = i
+            finally:
+                self._quiet = False
+
+    def _guarded_step(self, i: int) -> None:
+        with shown_errors(self.message, clear=False):
+            self.step_to(min(max(int(i), 0), self.n_steps))
+
+    def _on_slider(self, change: dict[str, Any]) -> None:
+        if not self._quiet and change["new"] != self._step:
+            self._guarded_step(change["new"])

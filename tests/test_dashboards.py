@@ -1,0 +1,158 @@
+"""Every notebook as a Voila dashboard in headless Chromium (playwright).
+
+For each discovered notebook: the page renders its widgets with no traceback or error
+text; moving the first slider changes a plotly figure (read from the DOM); entering a bad
+value into the first validated input (CSS class ``pflow-input``) shows a message
+(``pflow-message``) and the page keeps working; no request leaves 127.0.0.1; a
+screenshot is saved under test-artifacts/screenshots/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from pflow_explore import course
+from pflow_explore.cli import voila_command, voila_env
+
+pytestmark = pytest.mark.browser
+
+NOTEBOOKS = course.notebooks()
+SHOTS = course.repo_root() / "test-artifacts" / "screenshots"
+CHROMIUM = os.environ.get("PFLOW_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+LOCAL_HOSTS = {"127.0.0.1", "localhost", ""}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: `make test` installs Debian's chromium")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("voila") / "voila.log"
+    env = voila_env("tiny")
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            voila_command(port, open_browser=False), stdout=fh, stderr=subprocess.STDOUT, env=env
+        )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(base + "/", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"voila exited: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"voila did not start: {log.read_text()[-2000:]}")
+    yield base
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        yield b
+        b.close()
+
+
+FIGURE_DATA_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(
+  el => JSON.stringify((el.data || []).map(t => [t.x, t.y, t.z])))"""
+
+
+def _figure_data(page) -> list[str]:
+    return page.evaluate(FIGURE_DATA_JS)
+
+
+def _wait_changed(page, before: list[str], timeout_s: float = 20) -> list[str]:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        now = _figure_data(page)
+        if now != before:
+            return now
+        page.wait_for_timeout(200)
+    return _figure_data(page)
+
+
+def _move_first_slider(page) -> None:
+    handle = page.locator(".widget-slider .noUi-handle").first
+    handle.focus()
+    for _ in range(3):
+        page.keyboard.press("ArrowRight")
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("slug", list(NOTEBOOKS))
+def test_dashboard(slug, server, browser):
+    path = NOTEBOOKS[slug]
+    page = browser.new_page(viewport={"width": 1280, "height": 1600})
+    outside: list[str] = []
+
+    def record(request) -> None:
+        url = urlparse(request.url)
+        if url.scheme in ("http", "https", "ws", "wss") and url.hostname not in LOCAL_HOSTS:
+            outside.append(request.url)
+
+    page.on("request", record)
+    page.goto(f"{server}/voila/render/{path.name}", timeout=120_000)
+    page.wait_for_selector(".js-plotly-plot", timeout=150_000)
+    page.wait_for_selector(".widget-slider .noUi-handle", timeout=60_000)
+    page.wait_for_timeout(1000)  # let the remaining widgets attach
+    text = page.inner_text("body")
+    for bad in ("Traceback", "Error:", "There was an error when executing cell"):
+        assert bad not in text, f"{path.name}: page shows {bad!r}"
+    assert page.locator(".js-plotly-plot .main-svg").count() > 0, "plotly drew nothing"
+
+    before = _figure_data(page)
+    _move_first_slider(page)
+    after = _wait_changed(page, before)
+    assert after != before, "moving the slider did not change any figure"
+
+    inputs = page.locator(".pflow-input input")
+    if inputs.count():
+        box = inputs.first
+        box.fill("-1")
+        box.press("Enter")
+        message = page.locator(".pflow-message").filter(has_text=re.compile(r"\S")).first
+        message.wait_for(state="visible", timeout=20_000)
+        assert message.inner_text().strip(), "bad input produced an empty message"
+        before = _figure_data(page)
+        _move_first_slider(page)
+        assert _wait_changed(page, before) != before, "page stopped responding after bad input"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{path.stem}.png"), full_page=True)
+    assert not outside, f"requests left the machine: {outside[:5]}"
+    page.close()
