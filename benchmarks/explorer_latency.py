@@ -18,9 +18,6 @@ dashboard benchmark. Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "trajectory_explorer.md"
@@ -138,30 +136,6 @@ def measure_size(n: int, steps: int, n_lines: int, seed: int) -> dict[str, float
         swap_p95=swap_p95,
         payload_kb=payload / 1024,
     )
-
-
-def machine() -> list[str]:
-    import ipywidgets
-    import plotly
-    import torch
-
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return [
-        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='minutes')}",
-        f"- CPU: {model}; {os.cpu_count()} logical cores, {usable} usable by this process",
-        f"- {platform.system()} {platform.release()}, Python {platform.python_version()}",
-        f"- torch {torch.__version__}, numpy {np.__version__}, plotly {plotly.__version__}, "
-        f"ipywidgets {ipywidgets.__version__}",
-        f"- torch threads: {torch.get_num_threads()}",
-    ]
 
 
 def report(cold: dict[str, float], rows: list[dict[str, float]], steps: int, n_lines: int) -> str:

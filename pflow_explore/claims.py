@@ -1,0 +1,123 @@
+"""The claims record: what a chapter reproduces, measured here, and whether it holds.
+
+A claim names what the paper says (its value or statement), what this code measured, the
+criterion it is judged by, and the scale it was measured at. ``holds`` is computed by the
+code that measured it, never typed in. One table renders it as HTML (notebooks,
+dashboards), plain text (terminal) and JSON (tools).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One checkable claim.
+
+    name: short label; paper: the paper's value or statement; measured: the value found
+    here (a number, or text); criterion: how it is judged ("< 0.05", "within 10% of the
+    paper"); holds: the verdict of that criterion; scale: tiny / cpu / gpu.
+    """
+
+    name: str
+    paper: str
+    measured: float | str
+    criterion: str
+    holds: bool
+    scale: str
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.holds, bool):  # numpy bools and None would pass silently
+            raise TypeError(f"claim {self.name!r}: holds must be a bool, got {self.holds!r}")
+        if isinstance(self.measured, float) and not math.isfinite(self.measured):
+            object.__setattr__(self, "holds", False)  # a NaN measurement never holds
+
+    @property
+    def measured_text(self) -> str:
+        if isinstance(self.measured, float):
+            return f"{self.measured:.4g}"
+        return str(self.measured)
+
+
+def claim_below(
+    name: str, paper: str, measured: float, bound: float, scale: str, note: str = ""
+) -> Claim:
+    """A claim that holds when ``measured < bound``."""
+    value = float(measured)
+    return Claim(name, paper, value, f"< {bound:.4g}", bool(value < bound), scale, note)
+
+
+def claim_within(
+    name: str,
+    paper: str,
+    measured: float,
+    target: float,
+    rel_tol: float,
+    scale: str,
+    note: str = "",
+) -> Claim:
+    """A claim that holds when ``|measured - target| <= rel_tol * |target|``."""
+    value = float(measured)
+    holds = bool(abs(value - target) <= rel_tol * abs(target))
+    return Claim(name, paper, value, f"within {rel_tol:.0%} of {target:.4g}", holds, scale, note)
+
+
+def all_hold(claims: Sequence[Claim]) -> bool:
+    return all(c.holds for c in claims)
+
+
+def to_json(claims: Sequence[Claim]) -> str:
+    """A JSON list of claims (every field, plus ``measured_text``)."""
+    return json.dumps([{**asdict(c), "measured_text": c.measured_text} for c in claims], indent=1)
+
+
+def to_text(claims: Sequence[Claim], title: str = "") -> str:
+    """A fixed-width table for the terminal; a failing claim reads NO."""
+    head = ("claim", "paper", "measured", "criterion", "holds", "scale")
+    rows = [
+        (c.name, c.paper, c.measured_text, c.criterion, "yes" if c.holds else "NO", c.scale)
+        for c in claims
+    ]
+    widths = [min(48, max(len(str(r[i])) for r in [head, *rows])) for i in range(len(head))]
+
+    def fmt(row: Sequence[str]) -> str:
+        pairs = zip(row, widths, strict=True)
+        cells = [str(v)[: w - 1] + "…" if len(str(v)) > w else str(v) for v, w in pairs]
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    lines = [title] if title else []
+    lines += [fmt(head), fmt(["-" * w for w in widths]), *map(fmt, rows)]
+    return "\n".join(lines)
+
+
+def to_html(claims: Sequence[Claim], title: str = "") -> str:
+    """An HTML table; a claim that does not hold is marked in red with its measured value."""
+    esc = html.escape
+    head = "".join(
+        f"<th style='text-align:left'>{h}</th>"
+        for h in ("claim", "paper", "measured here", "criterion", "holds?", "scale")
+    )
+    rows = []
+    for c in claims:
+        verdict = (
+            "<span style='color:#1a7f37'>&#10004; yes</span>"
+            if c.holds
+            else "<span style='color:#b00020;font-weight:bold'>&#10008; NO</span>"
+        )
+        note = f"<br><small>{esc(c.note)}</small>" if c.note else ""
+        rows.append(
+            f"<tr><td>{esc(c.name)}{note}</td><td>{esc(c.paper)}</td>"
+            f"<td>{esc(c.measured_text)}</td><td>{esc(c.criterion)}</td>"
+            f"<td>{verdict}</td><td>{esc(c.scale)}</td></tr>"
+        )
+    caption = f"<caption style='text-align:left'><b>{esc(title)}</b></caption>" if title else ""
+    return (
+        f"<table class='pflow-claims'>{caption}<thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
