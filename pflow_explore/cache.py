@@ -24,6 +24,7 @@ import enum
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -35,6 +36,7 @@ import torch
 
 FORMAT_VERSION = 1  # bump when the on-disk layout changes
 ENV_DATA = "PFLOW_DATA"
+ENV_SHIP = "PFLOW_SHIP"  # set by `pflow-explore prepare --ship`: ship=None then means True
 
 T = TypeVar("T")
 
@@ -186,6 +188,19 @@ def locate(chapter: str, name: str, settings: Any, version: str | int = 0) -> li
     return [Artifact(chapter, name, key, root) for root in (cache_dir(), shipped_dir())]
 
 
+def shipping() -> bool:
+    """Whether env ``PFLOW_SHIP`` asks for artifacts to be written into the shipped folder."""
+    return os.environ.get(ENV_SHIP, "").strip().lower() in ("1", "true", "yes")
+
+
+def _copy_artifact(src: Artifact, dst: Artifact, say: Callable[[str], None]) -> None:
+    try:
+        for a, b in ((src.payload, dst.payload), (src.record, dst.record)):
+            _atomic_write(b, lambda p, a=a: shutil.copyfile(a, p))
+    except OSError as err:
+        say(f"cache: could not ship {src.payload} to {dst.payload} ({err})")
+
+
 def cached(
     chapter: str,
     name: str,
@@ -194,7 +209,7 @@ def cached(
     *,
     version: str | int = 0,
     rebuild: bool = False,
-    ship: bool = False,
+    ship: bool | None = None,
     map_location: str | torch.device | None = "cpu",
     log: Callable[[str], None] | None = None,
 ) -> tuple[T, bool]:
@@ -203,18 +218,27 @@ def cached(
     Returns (object, loaded_from_cache). ``build()`` must return something that
     ``torch.load(weights_only=True)`` reads back (state dicts, tensors, lists, numbers).
     A corrupt or mismatched file is reported in one line via ``log`` (default: stderr)
-    and rebuilt. ``ship=True`` writes into the shipped folder instead of the cache.
+    and rebuilt. ``ship=True`` writes into the shipped folder instead of the cache;
+    ``ship=None`` (the default) means True when env ``PFLOW_SHIP`` is ``1``, else False.
+    When shipping, an artifact found only in the cache is copied into the shipped folder.
     """
     say = log or (lambda msg: print(msg, file=sys.stderr))
+    if ship is None:
+        ship = shipping()
     candidates = locate(chapter, name, settings, version)
     if not rebuild:
         for art in candidates:
             if not art.exists():
                 continue
             try:
-                return load(art, map_location), True
+                obj = load(art, map_location)
             except CorruptArtifact as err:
                 say(f"cache: {art.payload} is unusable ({err}); rebuilding it")
+                continue
+            if ship and art is candidates[0]:
+                # already built into the cache: shipping must not mean training again
+                _copy_artifact(art, candidates[1], say)
+            return obj, True
     obj = build()
     target = candidates[1] if ship else candidates[0]
     try:

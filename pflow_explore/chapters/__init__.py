@@ -3,7 +3,8 @@
 The contract every chapter module meets (the notebook calls it, the command line and the
 tests discover it; nothing lists chapters by hand):
 
-- ``Settings``: a frozen dataclass of everything that sizes the chapter;
+- ``Settings``: a frozen dataclass of everything that sizes the chapter, including
+  ``scale`` (the preset's name, which the claims report);
   ``SETTINGS = {"tiny": ..., "cpu": ..., "gpu": ...}``: the three presets.
 - ``settings(scale=None) -> Settings``: the preset for the resolved scale.
 - ``prepare(s: Settings) -> None``: build (train) and cache the artifacts the chapter

@@ -24,10 +24,11 @@ from pflow_explore.theory import MixtureFlow
 
 @dataclass(frozen=True)
 class Settings:
-    """n_paths trajectories, n_steps solver steps from t = 1 to t_end."""
+    """n_paths trajectories, n_steps solver steps from t = 1 to t_end; scale: the preset."""
 
     n_paths: int
     n_steps: int
+    scale: str = "cpu"
     path: str = "linear"
     method: str = "rk4"
     std: float = 0.25
@@ -49,9 +50,9 @@ class Settings:
 
 
 SETTINGS = {
-    "tiny": Settings(n_paths=256, n_steps=30),
-    "cpu": Settings(n_paths=1024, n_steps=80),
-    "gpu": Settings(n_paths=8192, n_steps=200),
+    "tiny": Settings(n_paths=256, n_steps=30, scale="tiny"),
+    "cpu": Settings(n_paths=1024, n_steps=80, scale="cpu"),
+    "gpu": Settings(n_paths=8192, n_steps=200, scale="gpu"),
 }
 
 
@@ -93,10 +94,10 @@ def prepare(s: Settings) -> None:
     """Nothing to train or cache: the flow is exact."""
 
 
-def run(s: Settings, scale_name: str | None = None) -> Results:
+def run(s: Settings) -> Results:
     flow = exact_flow(s)
     traj, times, nfe = exact_trajectories(flow, s)
-    return Results(s, scale.resolve_scale(scale_name), flow, traj, times, nfe)
+    return Results(s, s.scale, flow, traj, times, nfe)
 
 
 def moment_errors(r: Results, i: int) -> dict[str, float]:
@@ -185,7 +186,7 @@ def figures(r: Results) -> dict[str, go.Figure]:
 
 def preview() -> go.Figure:
     """A small trajectory picture for the landing page (64 paths, 20 steps)."""
-    r = run(Settings(n_paths=64, n_steps=20), "tiny")
+    r = run(Settings(n_paths=64, n_steps=20, scale="tiny"))
     fig = trajectories_figure(r, n_lines=64)
     fig.update_layout(title=None, height=220, width=220, margin=dict(l=5, r=5, t=5, b=5))
     fig.update_xaxes(visible=False)

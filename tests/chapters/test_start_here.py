@@ -5,7 +5,7 @@ from pflow_explore.chapters import start_here as demo
 
 
 def test_claims_hold_at_tiny():
-    r = demo.run(demo.settings("tiny"), "tiny")
+    r = demo.run(demo.settings("tiny"))
     cs = demo.claims(r)
     assert all(c.holds for c in cs), [c for c in cs if not c.holds]
     assert {c.scale for c in cs} == {"tiny"}
@@ -14,7 +14,7 @@ def test_claims_hold_at_tiny():
 def test_claims_catch_a_wrong_flow():
     # a velocity with the sigma' term dropped transports the wrong marginals
     s = demo.settings("tiny")
-    r = demo.run(s, "tiny")
+    r = demo.run(s)
     flow = r.flow
     wrong = lambda x, t: flow.path.d_alpha(t) * flow.denoiser(x, t)
     gen = torch.Generator().manual_seed(0)
@@ -39,7 +39,7 @@ def test_bad_settings_fail_with_clear_messages():
 
 def test_trajectories_start_at_p1_and_have_the_grid():
     s = demo.settings("tiny")
-    r = demo.run(s, "tiny")
+    r = demo.run(s)
     assert r.trajectories.shape == (s.n_steps + 1, s.n_paths, 2)
     assert float(r.times[0]) == 1.0 and float(r.times[-1]) == pytest.approx(s.t_end)
     assert r.nfe == 4 * s.n_steps  # rk4
