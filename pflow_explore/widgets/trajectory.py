@@ -269,7 +269,7 @@ class TrajectoryExplorer(widgets.VBox):
         self.time_label.value = f"t = {self._t[i]:.3f}"
         self.readout.value = (
             f"step {i} of {self.n_steps}, t = {self._t[i]:.3f}, n = {now.shape[0]} &nbsp;|&nbsp; "
-            f"mean displacement |x<sub>t</sub> &minus; x<sub>0</sub>| = {displacement:.3f}"
+            f"mean distance from the start |x(t) &minus; x(t<sub>0</sub>)| = {displacement:.3f}"
             f" &nbsp;|&nbsp; mean path length = {self._path_length[i]:.3f}"
         )
         if self.slider.value != i:
