@@ -6,6 +6,8 @@ Voila); bad input shows a message next to the controls (``messages``), never a t
 
 from __future__ import annotations
 
+from pflow_explore.widgets.digits_stepper import DigitsStepper, fixed_feature_share
+from pflow_explore.widgets.gaussian_playground import GaussianPlayground
 from pflow_explore.widgets.messages import (
     clear_message,
     describe_error,
@@ -17,6 +19,9 @@ from pflow_explore.widgets.messages import (
 from pflow_explore.widgets.trajectory import TrajectoryExplorer, validated_trajectories
 
 __all__ = [
+    "DigitsStepper",
+    "GaussianPlayground",
+    "fixed_feature_share",
     "TrajectoryExplorer",
     "clear_message",
     "describe_error",

@@ -129,7 +129,15 @@ class TrajectoryExplorer(widgets.VBox):
         current = points_trace(self._x[0], name="x_t", color=SAMPLE_COLOR, size=marker_size)
         data = _background_traces(background) + paths + [current.to_plotly_json()]
         layout = plane_layout(title, *self._limits(), height=480)
-        self.figure = go.FigureWidget(data=data, layout=layout)
+        # Draw the first picture into a plain Figure and wrap it afterwards: a page that
+        # connects later (Voila, a preheated kernel) builds the figure from its state at
+        # construction; updates sent before it connected are lost.
+        draft = go.Figure(data=data, layout=layout)
+        flat = self._lines.reshape(-1, 2)
+        draft.data[-3].update(x=flat[:, 0], y=flat[:, 1])
+        traced = np.concatenate([self._lines[:, :1], self._gap], axis=1).reshape(-1, 2)
+        draft.data[-2].update(x=traced[:, 0], y=traced[:, 1])
+        self.figure = go.FigureWidget(draft)
         self._full_paths, self._traced_paths, self._current = self.figure.data[-3:]
 
         t_max = self.n_steps

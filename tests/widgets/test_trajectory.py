@@ -205,3 +205,20 @@ def test_shown_errors_shows_escaped_messages_and_lets_interrupts_through():
         raise KeyboardInterrupt
     with pytest.raises(ValueError, match="kind"):
         show_message(label, "x", kind="loud")
+
+
+def test_a_frontend_that_connects_later_sees_the_paths():
+    # Voila (and a preheated kernel) shows the figure from its state at construction:
+    # the full paths must be in it, not only sent as an update before the page connected.
+    x = np.cumsum(np.random.default_rng(0).normal(size=(6, 5, 2)), axis=0)
+    explorer = TrajectoryExplorer(x, np.linspace(1, 0, 6))
+    traces = {t["name"]: t for t in explorer.figure.get_state()["_widget_data"]}
+
+    def decode(v):
+        if isinstance(v, dict):
+            return np.frombuffer(v["buffer"], dtype=v["dtype"]).reshape(v["shape"])
+        return np.asarray(v, dtype=float)
+
+    paths_x = decode(traces["paths"]["x"])
+    assert np.isfinite(paths_x).sum() == 6 * 5
+    np.testing.assert_allclose(decode(traces["x_t"]["x"]), x[0, :, 0], rtol=1e-6)
