@@ -92,7 +92,22 @@ def write_pngs(
     One browser serves every page. The viewport is the figure's size, so the plot element
     fills it; ``timeout_s`` bounds the wait for plotly to draw each page. Raises
     PngUnavailable, in one line, when Chromium cannot start or a page does not draw.
+
+    Playwright's sync API refuses to run in a thread with a running asyncio loop (a
+    Jupyter kernel, or a test session already driving a browser), so the drawing runs in
+    a worker thread of its own.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(_write_pngs, pages, chromium, timeout_s).result()
+
+
+def _write_pngs(
+    pages: Sequence[tuple[Path, Path, tuple[int, int]]],
+    chromium: Path | None,
+    timeout_s: float,
+) -> list[Path]:
     from playwright.sync_api import Error, Route, sync_playwright
 
     exe = chromium or chromium_executable()

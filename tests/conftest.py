@@ -1,9 +1,29 @@
-"""Shared test set-up: an isolated data folder per test session, the gpu marker."""
+"""Shared test set-up: an isolated data folder per test session, the gpu marker, and the
+Voila server and headless browser of the dashboard tests (test_dashboards, test_landing)."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
 import pytest
 import torch
+
+CHROMIUM = os.environ.get("PFLOW_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -36,3 +56,56 @@ def pytest_terminal_summary(terminalreporter):
     for name, seconds in sorted(TIMINGS.items()):
         tr.write_line(f"{name:<40} {seconds:7.1f} s")
     tr.write_line(f"{'total':<40} {sum(TIMINGS.values()):7.1f} s")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """Voila over notebooks/ at PFLOW_SCALE=tiny, as `pflow-explore serve` starts it
+    (preheated kernels included), on a free port; yields its base URL."""
+    from pflow_explore.cli import voila_command, voila_env
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: `make test` installs Debian's chromium")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("voila") / "voila.log"
+    env = voila_env("tiny")
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            voila_command(port, open_browser=False), stdout=fh, stderr=subprocess.STDOUT, env=env
+        )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(base + "/", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"voila exited: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"voila did not start: {log.read_text()[-2000:]}")
+    yield base
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (playwright), offline flags; one for the whole session."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        yield b
+        b.close()

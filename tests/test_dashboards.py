@@ -4,89 +4,25 @@ For each discovered notebook: the page renders its widgets with no traceback or 
 text; moving the first slider changes a plotly figure (read from the DOM); entering a bad
 value into the first validated input (CSS class ``pflow-input``) shows a message
 (``pflow-message``) and the page keeps working; no request leaves 127.0.0.1; a
-screenshot is saved under test-artifacts/screenshots/ (git-ignored).
+screenshot is saved under test-artifacts/screenshots/ (git-ignored). The ``server`` and
+``browser`` fixtures are in conftest.py (shared with test_landing.py).
 """
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
 import time
-import urllib.request
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
 from pflow_explore import course
-from pflow_explore.cli import voila_command, voila_env
 
 pytestmark = pytest.mark.browser
 
 NOTEBOOKS = course.notebooks()
 SHOTS = course.repo_root() / "test-artifacts" / "screenshots"
-CHROMIUM = os.environ.get("PFLOW_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", ""}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: `make test` installs Debian's chromium")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("voila") / "voila.log"
-    env = voila_env("tiny")
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            voila_command(port, open_browser=False), stdout=fh, stderr=subprocess.STDOUT, env=env
-        )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(base + "/", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"voila exited: {log.read_text()[-2000:]}")
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"voila did not start: {log.read_text()[-2000:]}")
-    yield base
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-        yield b
-        b.close()
 
 
 FIGURE_DATA_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(

@@ -1,0 +1,104 @@
+"""`pflow-explore serve`: the Voila command line and environment it builds, without a server.
+
+The running server (preheated kernels, the landing page at `/`, offline pages) is tested
+in a browser by test_dashboards.py and test_landing.py.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jinja2
+import pytest
+
+from pflow_explore import cli
+
+TEMPLATE_DIR = cli.voila_template_root() / "voila" / "templates" / cli.TEMPLATE
+
+
+def test_voila_command_defaults_preheat_on_localhost():
+    cmd = cli.voila_command(8866)
+    assert "--Voila.ip=127.0.0.1" in cmd and "--port=8866" in cmd
+    assert "--template=pflow" in cmd and "--no-browser" in cmd
+    assert "--preheat_kernel=True" in cmd and "--pool_size=1" in cmd
+    assert "--VoilaKernelManager.fill_delay=3" in cmd
+    assert "--show_tracebacks=False" in cmd
+
+
+def test_voila_command_options():
+    cmd = cli.voila_command(9000, open_browser=True, preheat=False, ip="0.0.0.0")
+    assert not any("preheat" in a or "pool_size" in a for a in cmd)
+    assert "--no-browser" not in cmd and "--Voila.ip=0.0.0.0" in cmd
+    assert "--pool_size=5" in cli.voila_command(9000, pool_size=5)
+    assert "--VoilaKernelManager.fill_delay=60" in cli.voila_command(9000, refill_delay=60)
+    with pytest.raises(ValueError, match="pool_size"):
+        cli.voila_command(9000, pool_size=0)
+    with pytest.raises(ValueError, match="refill_delay"):
+        cli.voila_command(9000, refill_delay=-1)
+
+
+def test_voila_env_scale_threads_and_template_path(monkeypatch):
+    monkeypatch.setenv("JUPYTER_PATH", "/elsewhere")
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    env = cli.voila_env("gpu")
+    assert env["PFLOW_SCALE"] == "gpu"
+    assert env["JUPYTER_PATH"].split(os.pathsep) == [str(cli.voila_template_root()), "/elsewhere"]
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "1"
+    assert cli.voila_env(None, threads=None)["OMP_NUM_THREADS"] == "7"
+    assert cli.voila_env(None, threads=3)["OMP_NUM_THREADS"] == "3"
+    with pytest.raises(ValueError, match="threads"):
+        cli.voila_env("tiny", threads=0)
+
+
+def _serve(monkeypatch, argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Run `pflow-explore serve ARGV` with Voila replaced by a recorder."""
+    seen = {}
+
+    class FakeVoila:
+        def __init__(self, cmd: list[str], env: dict[str, str]) -> None:
+            seen["cmd"], seen["env"] = cmd, env
+
+        def wait(self, timeout: float | None = None) -> int:
+            return 0
+
+        def terminate(self) -> None:
+            pass
+
+    monkeypatch.setattr(cli.subprocess, "Popen", FakeVoila)
+    monkeypatch.setattr("signal.signal", lambda *args: None)
+    assert cli.main(["serve", *argv]) == 0
+    return seen["cmd"], seen["env"]
+
+
+def test_serve_scale_is_only_environment(monkeypatch, capsys):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cmd_gpu, env_gpu = _serve(monkeypatch, ["--port", "8123", "--scale", "gpu"])
+    cmd_tiny, env_tiny = _serve(monkeypatch, ["--port", "8123", "--scale", "tiny"])
+    assert cmd_gpu == cmd_tiny, "the scale must reach the kernels by env only"
+    assert (env_gpu["PFLOW_SCALE"], env_tiny["PFLOW_SCALE"]) == ("gpu", "tiny")
+    assert env_gpu["OMP_NUM_THREADS"] == "1"
+    out = capsys.readouterr().out
+    assert "http://127.0.0.1:8123/voila/render/index.ipynb" in out
+
+
+def test_serve_flags(monkeypatch, capsys):
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    cmd, env = _serve(monkeypatch, ["--no-preheat", "--ip", "0.0.0.0"])
+    assert "--preheat_kernel=True" not in cmd and "--Voila.ip=0.0.0.0" in cmd
+    assert env["OMP_NUM_THREADS"] == "4", "an exported thread count is kept"
+    assert "WARNING" in capsys.readouterr().out
+    cmd, env = _serve(monkeypatch, ["--pool-size", "3", "--threads", "2", "--refill-delay", "30"])
+    assert "--pool_size=3" in cmd and env["OMP_NUM_THREADS"] == "2"
+    assert "--VoilaKernelManager.fill_delay=30" in cmd
+    for bad in (["--pool-size", "0"], ["--refill-delay", "-2"], ["--threads", "0"]):
+        assert cli.main(["serve", *bad]) == 2
+
+
+def test_front_page_redirects_to_landing_notebook():
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)))
+    page = env.get_template("tree-lab.html").render(base_url="/course/", notebook_path="")
+    assert 'content="0; url=/course/voila/render/index.ipynb"' in page
+    assert 'window.location.replace("/course/voila/render/index.ipynb")' in page
+    classic = env.get_template("tree.html").render(base_url="/", notebook_path="")
+    assert "url=/voila/render/index.ipynb" in classic
+    assert (cli.voila_template_root().parent.parent / "notebooks" / "index.ipynb").exists()
