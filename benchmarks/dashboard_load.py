@@ -143,7 +143,7 @@ async def classroom(
     url = f"{server.base}/voila/render/{notebook}"
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True
+            executable_path=CHROMIUM, args=list(CHROMIUM_FLAGS), headless=True
         )
         contexts = [
             await browser.new_context(viewport={"width": 1280, "height": 1000}) for _ in range(n)

@@ -18,6 +18,7 @@ server (on a 2-core machine it takes CPU from the kernels).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import socket
 import statistics
@@ -32,20 +33,11 @@ from pathlib import Path
 from machine import machine
 
 from pflow_explore.cli import REFILL_DELAY_S
+from pflow_explore.figures_export import CHROMIUM_FLAGS, DEFAULT_CHROMIUM, ENV_CHROMIUM
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "dashboard_tti.md"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM = os.environ.get(ENV_CHROMIUM, DEFAULT_CHROMIUM)
 TARGETS_S = {"plain": 10.0, "preheated": 3.0}
 # a cheap fingerprint of every plot's data (lengths and the first values of each trace):
 # polled every few ms, it must not itself load the browser the way serializing whole
@@ -242,7 +234,9 @@ def measure(mode: str, notebook: str, reps: int, scale: str) -> tuple[list[Visit
     preheat = mode == "preheated"
     visits = []
     with voila(scale, preheat) as server, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, args=list(CHROMIUM_FLAGS), headless=True
+        )
         warm_s = float("nan")
         if preheat:
             server.wait_filled(notebook, 1)

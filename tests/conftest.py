@@ -13,17 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-CHROMIUM = os.environ.get("PFLOW_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from pflow_explore.figures_export import CHROMIUM_FLAGS, DEFAULT_CHROMIUM, ENV_CHROMIUM
+
+CHROMIUM = os.environ.get(ENV_CHROMIUM, DEFAULT_CHROMIUM)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -106,6 +98,6 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        b = p.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_FLAGS), headless=True)
         yield b
         b.close()
