@@ -32,6 +32,7 @@ from pflow_explore.viz.images import to_uint8
 from pflow_explore.viz.points import TEMPLATE
 from pflow_explore.widgets.gaussian_playground import single_threaded
 from pflow_explore.widgets.messages import message_label, show_message, shown_errors
+from pflow_explore.widgets.stepping import StepControls
 
 SHARE_RANGE = (-0.5, 1.5)
 BAR_COLOR = "#2ca02c"
@@ -142,7 +143,7 @@ def validated_stepper_data(
     return StepperData(x, est, s, flow, shares, predicted)
 
 
-class DigitsStepper(widgets.VBox):
+class DigitsStepper(StepControls, widgets.VBox):
     """Step through one image trajectory with its x0-estimates and feature shares.
 
     trajectory: (m, d), (m, H, W) or (m, 1, H, W) images, step 0 the noise end, in the VE
@@ -369,17 +370,4 @@ class DigitsStepper(widgets.VBox):
             f"≥ 1/√2: {', '.join(map(str, fixed)) or 'none'} &nbsp;|&nbsp; mean |measured − "
             f"Gaussian| over k ≤ {d.shares.shape[1]}: {gap:.3f}"
         )
-        if self.slider.value != i:
-            self._quiet = True
-            try:
-                self.slider.value = i
-            finally:
-                self._quiet = False
-
-    def _guarded_step(self, i: int) -> None:
-        with shown_errors(self.message, clear=False):
-            self.step_to(min(max(int(i), 0), self.n_steps))
-
-    def _on_slider(self, change: dict[str, Any]) -> None:
-        if not self._quiet and change["new"] != self._step:
-            self._guarded_step(change["new"])
+        self._follow_slider(i)

@@ -43,6 +43,7 @@ from pflow_explore.widgets.messages import (
     show_message,
     shown_errors,
 )
+from pflow_explore.widgets.stepping import StepControls
 from pflow_explore.widgets.trajectory import FULL_PATH_COLOR, TRACED_PATH_COLOR
 
 F64 = torch.float64
@@ -191,7 +192,7 @@ class PlaygroundState:
     shares: np.ndarray
 
 
-class GaussianPlayground(widgets.VBox):
+class GaussianPlayground(StepControls, widgets.VBox):
     """The exact probability flow of a 2D (or 3D) Gaussian, with a time scrubber.
 
     Children, top to bottom: the figure area (a ``go.FigureWidget`` updated in place; a
@@ -390,14 +391,6 @@ class GaussianPlayground(widgets.VBox):
     def _on_parameter(self, change: dict[str, Any]) -> None:
         if not self._hold:
             self.update()
-
-    def _on_slider(self, change: dict[str, Any]) -> None:
-        if not self._quiet and change["new"] != self._step:
-            self._guarded_step(change["new"])
-
-    def _guarded_step(self, i: int) -> None:
-        with shown_errors(self.message, clear=False):
-            self.step_to(min(max(int(i), 0), self.n_steps))
 
     # --- parameters -> state ----------------------------------------------------------
 

@@ -20,6 +20,7 @@ from plotly.basedatatypes import BaseTraceType
 from pflow_explore.viz.arrays import as_numpy, padded_range
 from pflow_explore.viz.points import SAMPLE_COLOR, plane_layout, points_trace
 from pflow_explore.widgets.messages import message_label, show_message, shown_errors
+from pflow_explore.widgets.stepping import StepControls
 
 FULL_PATH_COLOR = "rgba(90, 90, 90, 0.18)"
 TRACED_PATH_COLOR = "rgba(31, 119, 180, 0.55)"
@@ -79,7 +80,7 @@ def _background_traces(background: Any) -> list[dict[str, Any]]:
     return [trace.to_plotly_json()]
 
 
-class TrajectoryExplorer(widgets.VBox):
+class TrajectoryExplorer(StepControls, widgets.VBox):
     """Scrub, play and step through trajectories (T+1, n, 2) at times (T+1,).
 
     Controls: Play (linked to the slider in the browser, so playing needs no round trip),
@@ -280,17 +281,4 @@ class TrajectoryExplorer(widgets.VBox):
             f"mean distance from the start |x(t) &minus; x(t<sub>0</sub>)| = {displacement:.3f}"
             f" &nbsp;|&nbsp; mean path length = {self._path_length[i]:.3f}"
         )
-        if self.slider.value != i:
-            self._quiet = True
-            try:
-                self.slider.value = i
-            finally:
-                self._quiet = False
-
-    def _guarded_step(self, i: int) -> None:
-        with shown_errors(self.message, clear=False):
-            self.step_to(min(max(int(i), 0), self.n_steps))
-
-    def _on_slider(self, change: dict[str, Any]) -> None:
-        if not self._quiet and change["new"] != self._step:
-            self._guarded_step(change["new"])
+        self._follow_slider(i)
