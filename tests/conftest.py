@@ -101,3 +101,27 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_FLAGS), headless=True)
         yield b
         b.close()
+
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", ""}
+
+
+@pytest.fixture
+def watch_outside_requests():
+    """A function: page -> the list, filled as the page loads, of requests leaving 127.0.0.1."""
+    return _watch_outside_requests
+
+
+def _watch_outside_requests(page) -> list[str]:
+    """The list, filled as the page loads, of requests to any host but this machine."""
+    from urllib.parse import urlparse
+
+    outside: list[str] = []
+
+    def record(request) -> None:
+        url = urlparse(request.url)
+        if url.scheme in ("http", "https", "ws", "wss") and url.hostname not in LOCAL_HOSTS:
+            outside.append(request.url)
+
+    page.on("request", record)
+    return outside

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import time
-from urllib.parse import urlparse
 
 import pytest
 
@@ -22,7 +21,6 @@ pytestmark = pytest.mark.browser
 
 NOTEBOOKS = course.notebooks()
 SHOTS = course.repo_root() / "test-artifacts" / "screenshots"
-LOCAL_HOSTS = {"127.0.0.1", "localhost", ""}
 
 
 FIGURE_DATA_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(
@@ -52,17 +50,10 @@ def _move_first_slider(page) -> None:
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("slug", list(NOTEBOOKS))
-def test_dashboard(slug, server, browser):
+def test_dashboard(slug, server, browser, watch_outside_requests):
     path = NOTEBOOKS[slug]
     page = browser.new_page(viewport={"width": 1280, "height": 1600})
-    outside: list[str] = []
-
-    def record(request) -> None:
-        url = urlparse(request.url)
-        if url.scheme in ("http", "https", "ws", "wss") and url.hostname not in LOCAL_HOSTS:
-            outside.append(request.url)
-
-    page.on("request", record)
+    outside = watch_outside_requests(page)
     page.goto(f"{server}/voila/render/{path.name}", timeout=120_000)
     page.wait_for_selector(".js-plotly-plot", timeout=150_000)
     page.wait_for_selector(".widget-slider .noUi-handle", timeout=60_000)

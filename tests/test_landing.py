@@ -13,7 +13,7 @@ import html
 import json
 from pathlib import Path
 from types import SimpleNamespace
-from urllib.parse import urljoin, urlparse
+from urllib.parse import urljoin
 
 import nbformat
 import plotly.graph_objects as go
@@ -24,7 +24,6 @@ from pflow_explore import course, landing
 ARTIFACTS = course.repo_root() / "test-artifacts"
 SHOTS = ARTIFACTS / "screenshots"
 INDEX = course.notebooks_dir() / "index.ipynb"
-LOCAL_HOSTS = {"127.0.0.1", "localhost", ""}
 
 
 def _html_texts(obj: object) -> list[str]:
@@ -139,17 +138,10 @@ def test_index_executes_and_lists_every_chapter():
 
 @pytest.mark.browser
 @pytest.mark.timeout(240)
-def test_landing_page_in_browser(server, browser):
+def test_landing_page_in_browser(server, browser, watch_outside_requests):
     entries = landing.entries()
     page = browser.new_page(viewport={"width": 1280, "height": 1400})
-    outside: list[str] = []
-
-    def record(request) -> None:
-        url = urlparse(request.url)
-        if url.scheme in ("http", "https", "ws", "wss") and url.hostname not in LOCAL_HOSTS:
-            outside.append(request.url)
-
-    page.on("request", record)
+    outside = watch_outside_requests(page)
     page.goto(f"{server}/", timeout=120_000)
     page.wait_for_url("**/voila/render/index.ipynb", timeout=30_000)
     cards = page.locator(".pflow-card-text")  # playwright's CSS pierces Bokeh's shadow roots
