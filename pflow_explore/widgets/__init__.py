@@ -7,7 +7,9 @@ Voila); bad input shows a message next to the controls (``messages``), never a t
 from __future__ import annotations
 
 from pflow_explore.widgets.digits_stepper import DigitsStepper, fixed_feature_share
+from pflow_explore.widgets.few_step_digits import FewStepDigits, sampled_states
 from pflow_explore.widgets.gaussian_playground import GaussianPlayground
+from pflow_explore.widgets.interpolant_explorer import InterpolantExplorer
 from pflow_explore.widgets.messages import (
     clear_message,
     describe_error,
@@ -16,11 +18,20 @@ from pflow_explore.widgets.messages import (
     show_message,
     shown_errors,
 )
+from pflow_explore.widgets.reflow_explorer import ReflowExplorer, ReflowState, euler_paths
+from pflow_explore.widgets.sde_stepper import SDEStepper
 from pflow_explore.widgets.trajectory import TrajectoryExplorer, validated_trajectories
 
 __all__ = [
     "DigitsStepper",
+    "FewStepDigits",
     "GaussianPlayground",
+    "InterpolantExplorer",
+    "ReflowExplorer",
+    "ReflowState",
+    "SDEStepper",
+    "euler_paths",
+    "sampled_states",
     "fixed_feature_share",
     "TrajectoryExplorer",
     "clear_message",

@@ -1,0 +1,260 @@
+"""Rectified flow between two Gaussians in closed form (Liu et al. 2022/2023, card 03).
+
+Time convention of THIS chapter (the paper's): t = 0 is noise, t = 1 is data,
+
+    X_t = t X1 + (1 - t) X0,    X0 ~ pi0 = N(0, I_d),   X1 ~ pi1 = N(mu, sigma^2 I_d),
+
+and samples move forward in t, dZ/dt = v(Z, t) from Z0 ~ pi0. (``paths.py`` uses the
+opposite convention, t = 1 noise; do not mix the two.)
+
+Every coordinate is independent (isotropic pi0 and pi1), so the derivations are scalar:
+x, z_0, mu stand for one coordinate of X_t, Z0 and the mean of pi1.
+
+- 1-rectified flow (independent coupling): Gaussian conditioning gives
+      v(x, t) = E[X1 - X0 | X_t = x] = mu + (t sigma^2 - (1 - t)) / r(t)^2 (x - t mu),
+      r(t)^2 = (1 - t)^2 + t^2 sigma^2;
+  its flow is Z_t = t mu + r(t) Z0 and its straightness
+      S = int_0^1 E|(Z1 - Z0) - dZ_t/dt|^2 dt = d sigma (2 - pi/2).
+  One Euler step from t = 0 sends every Z0 to Z0 + v(Z0, 0) = mu: W2^2 to pi1 = d sigma^2.
+- 2-rectified flow (coupling (Z0, Z1) = (Z0, mu + sigma Z0) of the 1-RF flow):
+      v2(x, t) = mu + (sigma - 1) (x - t mu) / (1 - t + t sigma),
+  constant, mu + (sigma - 1) Z0, along each path: S = 0 and one Euler step is exact.
+
+:func:`derivation_gaussian_rf` derives these with sympy; the numeric functions below
+evaluate the same sympy results (lambdified to torch), vectorised over samples.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import sympy as sp
+import torch
+from torch import Tensor
+
+from pflow_explore.theory.gaussian_flow import Derivation
+
+F64 = torch.float64
+
+# ---- symbols ---------------------------------------------------------------------------
+t_ = sp.Symbol("t", nonnegative=True)  # time in [0, 1]; t = 0 noise, t = 1 data
+sigma_ = sp.Symbol("sigma", positive=True)  # std of pi1
+mu_ = sp.Symbol("mu", real=True)  # one coordinate of the mean of pi1
+x_ = sp.Symbol("x", real=True)  # one coordinate of X_t
+z0_ = sp.Symbol("z_0", real=True)  # one coordinate of the start Z0
+d_ = sp.Symbol("d", positive=True, integer=True)  # dimension
+v_sym, S_sym, Z_sym = sp.symbols("v S Z_t")
+_E, _Var, _Cov = sp.Function("E"), sp.Function("Var"), sp.Function("Cov")
+_Xt, _Y = sp.symbols("X_t Y")  # Y = X1 - X0
+
+
+def _conditional_velocity(cov: sp.Expr, mean_y: sp.Expr, var_xt: sp.Expr) -> sp.Expr:
+    """E[Y | X_t = x] for jointly Gaussian (Y, X_t): E Y + Cov(Y, X_t) / Var X_t (x - E X_t)."""
+    return sp.simplify(mean_y + cov / var_xt * (x_ - t_ * mu_))
+
+
+@functools.cache
+def derivation_gaussian_rf() -> Derivation:
+    """1-RF and 2-RF of N(0, I_d) -> N(mu, sigma^2 I_d), per coordinate; result: S(1-RF).
+
+    Steps (labels): "mean of X_t", "variance of X_t", "Cov(X1 - X0, X_t)" (Y = X1 - X0),
+    "velocity" (v = E[X1 - X0 | X_t = x] by Gaussian conditioning), "flow" (Z_t = t mu + r Z0),
+    "flow solves dZ/dt = v" (residual, simplified to 0), "dZ/dt - (Z1 - Z0)",
+    "int r'^2 dt" (sympy's integral), "straightness" (d (int r'^2 - (sigma - 1)^2), before
+    the arctan identity), "atan identity" (d/dsigma of atan(sigma) + atan(1/sigma) = 0 and
+    its value pi/2 at sigma = 1), "1-step Euler endpoint" (= mu), "one-step W2^2",
+    "2-RF velocity", "2-RF flow", "2-RF velocity along path", "2-RF straightness" (= 0).
+    The result is S(1-RF) = d sigma (2 - pi/2) (card, "Exact case").
+    """
+    # X_t = t X1 + (1 - t) X0 with X1 = mu + sigma e, e, X0 independent N(0, 1)
+    mean_xt = t_ * mu_
+    var_xt = t_**2 * sigma_**2 + (1 - t_) ** 2
+    cov_y_xt = t_ * sigma_**2 - (1 - t_)  # Cov(X1 - X0, t X1 + (1 - t) X0)
+    velocity = _conditional_velocity(cov_y_xt, mu_, var_xt)
+
+    r = sp.sqrt(var_xt)
+    flow = t_ * mu_ + r * z0_
+    residual = sp.simplify(flow.diff(t_) - velocity.subs(x_, flow))
+    if residual != 0:  # pragma: no cover - sympy sanity
+        raise AssertionError(f"Z_t does not solve dZ/dt = v: residual {residual}")
+
+    # dZ/dt - (Z1 - Z0) = (r' - (sigma - 1)) Z0, and E Z0^2 = 1 per coordinate; since
+    # int_0^1 r' dt = r(1) - r(0) = sigma - 1, S/d = int r'^2 dt - (sigma - 1)^2.
+    z1_minus_z0 = sp.simplify(flow.subs(t_, 1) - flow.subs(t_, 0))
+    deviation = sp.factor(sp.simplify(flow.diff(t_) - z1_minus_z0))
+    r_prime_sq = sp.simplify(r.diff(t_) ** 2)
+    int_rp2 = sp.simplify(sp.integrate(r_prime_sq, (t_, 0, 1)))
+    s_raw = sp.simplify(d_ * (int_rp2 - (sigma_ - 1) ** 2))
+    atan_sum = sp.atan(sigma_) + sp.atan(1 / sigma_)
+    if sp.simplify(atan_sum.diff(sigma_)) != 0 or atan_sum.subs(sigma_, 1) != sp.pi / 2:
+        raise AssertionError("atan(sigma) + atan(1/sigma) is not pi/2")  # pragma: no cover
+    s_closed = sp.factor(
+        sp.simplify(s_raw.rewrite(sp.atan).subs(sp.atan(1 / sigma_), sp.pi / 2 - sp.atan(sigma_)))
+    )
+    target = d_ * sigma_ * (2 - sp.pi / 2)
+    if sp.simplify(s_closed - target) != 0:  # pragma: no cover - sympy sanity
+        raise AssertionError(f"S(1-RF) = {s_closed}, expected {target}")
+
+    euler_end = sp.simplify(z0_ + velocity.subs({t_: 0, x_: z0_}))  # one step, dt = 1
+    w2_one_step = d_ * sigma_**2  # W2^2(delta_mu, N(mu, sigma^2 I)) = E|X1 - mu|^2
+
+    # 2-RF: retrain on (Z0, Z1) = (Z0, mu + sigma Z0): X_t = t mu + (1 - t + t sigma) Z0
+    # determines Z0, hence X1 - X0 = mu + (sigma - 1) Z0 exactly.
+    scale2 = 1 - t_ + t_ * sigma_
+    velocity2 = sp.simplify(mu_ + (sigma_ - 1) * (x_ - t_ * mu_) / scale2)
+    flow2 = t_ * mu_ + scale2 * z0_
+    along2 = sp.simplify(velocity2.subs(x_, flow2))
+    if sp.simplify(along2.diff(t_)) != 0 or sp.simplify(flow2.diff(t_) - along2) != 0:
+        raise AssertionError("2-RF velocity is not constant along its paths")  # pragma: no cover
+    deviation2 = sp.simplify(along2 - (flow2.subs(t_, 1) - flow2.subs(t_, 0)))
+    s2 = sp.integrate(d_ * deviation2**2, (t_, 0, 1))
+
+    result = sp.Eq(S_sym, target)
+    steps = (
+        ("mean of X_t", sp.Eq(_E(_Xt), mean_xt)),
+        ("variance of X_t", sp.Eq(_Var(_Xt), var_xt)),
+        ("Cov(X1 - X0, X_t)", sp.Eq(_Cov(_Y, _Xt), cov_y_xt)),
+        ("velocity", sp.Eq(v_sym, velocity)),
+        ("flow", sp.Eq(Z_sym, flow)),
+        ("flow solves dZ/dt = v", sp.Eq(sp.Symbol("residual"), residual)),
+        ("dZ/dt - (Z1 - Z0)", sp.Eq(sp.Symbol(r"\delta"), deviation)),
+        ("int r'^2 dt", sp.Eq(sp.Symbol("I"), int_rp2)),
+        ("straightness", sp.Eq(S_sym, s_raw)),
+        ("atan identity", sp.Eq(atan_sum, sp.pi / 2)),
+        ("straightness (closed form)", result),
+        ("1-step Euler endpoint", sp.Eq(sp.Symbol("Z_1"), euler_end)),
+        ("one-step W2^2", sp.Eq(sp.Symbol("W_2^2"), w2_one_step)),
+        ("2-RF velocity", sp.Eq(v_sym, velocity2)),
+        ("2-RF flow", sp.Eq(Z_sym, flow2)),
+        ("2-RF velocity along path", sp.Eq(v_sym, along2)),
+        ("2-RF straightness", sp.Eq(S_sym, s2)),
+    )
+    return Derivation("Rectified flow N(0, I) -> N(mu, sigma^2 I), per coordinate", steps, result)
+
+
+# ---- lambdified numerics -------------------------------------------------------------------
+@functools.cache
+def _lambdified(label: str, args: tuple[sp.Symbol, ...]) -> Callable[..., Tensor]:
+    return sp.lambdify(args, derivation_gaussian_rf()[label].rhs, modules="torch")
+
+
+def _sigma(value: float) -> float:
+    s = float(value)
+    if not math.isfinite(s) or s <= 0:
+        raise ValueError(f"sigma (std of pi1) must be a finite number > 0, got {value!r}")
+    return s
+
+
+def _sigma64(value: float, device: torch.device) -> Tensor:
+    # a tensor, not a float: lambdified torch code calls torch.pow(sigma, 2)
+    return torch.tensor(_sigma(value), dtype=F64, device=device)
+
+
+def _points(value: Tensor, name: str) -> Tensor:
+    value = torch.as_tensor(value)
+    if value.dim() != 2:
+        raise ValueError(f"{name} must be (n, d), got shape {tuple(value.shape)}")
+    return value
+
+
+def _mean(mu: float | Tensor, d: int, device: torch.device) -> Tensor:
+    mu64 = torch.as_tensor(mu, dtype=F64, device=device)
+    if mu64.dim() > 1 or (mu64.dim() == 1 and mu64.shape[0] != d):
+        raise ValueError(f"mu must be a float or ({d},), got shape {tuple(mu64.shape)}")
+    return mu64
+
+
+def _time(value: float | Tensor, n: int, device: torch.device) -> Tensor:
+    """t as float64 (1, 1) or (n, 1), checked to lie in [0, 1]."""
+    t64 = torch.as_tensor(value, dtype=F64, device=device)
+    if t64.dim() > 1 or (t64.dim() == 1 and t64.shape[0] not in (1, n)):
+        raise ValueError(f"t must be a float, a 0-d tensor or shape ({n},), got {t64.shape}")
+    if not (torch.isfinite(t64) & (t64 >= 0) & (t64 <= 1)).all():
+        raise ValueError("t must lie in [0, 1] (t = 0 noise, t = 1 data)")
+    return t64.reshape(-1, 1)
+
+
+def gaussian_rf_velocity(x: Tensor, t: float | Tensor, mu: float | Tensor, sigma: float) -> Tensor:
+    """1-RF velocity of N(0, I) -> N(mu, sigma^2 I) (card, "Exact case"), shape (n, d).
+
+    v(x, t) = E[X1 - X0 | X_t = x] = mu + (t sigma^2 - (1 - t)) / ((1 - t)^2 + t^2 sigma^2)
+    (x - t mu). x: (n, d); t in [0, 1] (float, 0-d or (n,)); mu: float or (d,); sigma > 0.
+    Computed in float64, returned in x's dtype.
+    """
+    x = _points(x, "x")
+    mu64 = _mean(mu, x.shape[1], x.device)
+    fn = _lambdified("velocity", (x_, t_, mu_, sigma_))
+    out = fn(x.to(F64), _time(t, x.shape[0], x.device), mu64, _sigma64(sigma, x.device))
+    return out.to(x.dtype)
+
+
+def gaussian_rf_flow(z0: Tensor, t: float | Tensor, mu: float | Tensor, sigma: float) -> Tensor:
+    """The exact 1-RF flow Z_t = t mu + sqrt((1 - t)^2 + t^2 sigma^2) Z0.
+
+    z0: (n, d); t: float or 0-d -> (n, d); t a 1-D grid (T + 1,) -> a trajectory
+    (T + 1, n, d). mu: float or (d,); sigma > 0. Returned in z0's dtype.
+    """
+    z0 = _points(z0, "z0")
+    mu64 = _mean(mu, z0.shape[1], z0.device)
+    times = torch.as_tensor(t, dtype=F64, device=z0.device)
+    if times.dim() > 1:
+        raise ValueError(f"t must be a float, 0-d or a 1-D grid (T + 1,), got {times.shape}")
+    _time(times.reshape(-1), times.numel(), z0.device)  # range check only
+    fn = _lambdified("flow", (z0_, t_, mu_, sigma_))
+    out = fn(z0.to(F64), times.reshape(-1, 1, 1), mu64, _sigma64(sigma, z0.device))
+    out = out if times.dim() == 1 else out[0]
+    return out.to(z0.dtype)
+
+
+def gaussian_rf_straightness(d: int, sigma: float) -> float:
+    """S(1-RF) = d sigma (2 - pi/2) for N(0, I_d) -> N(mu, sigma^2 I_d); mu drops out.
+
+    S = int_0^1 E|(Z1 - Z0) - dZ_t/dt|^2 dt (card, "Method"); about 0.43 d sigma.
+    """
+    if int(d) != d or d < 1:
+        raise ValueError(f"d (dimension) must be an integer >= 1, got {d!r}")
+    expr = derivation_gaussian_rf().result.rhs
+    return float(expr.subs({d_: int(d), sigma_: _sigma(sigma)}))
+
+
+def gaussian_2rf_velocity(x: Tensor, t: float | Tensor, mu: float | Tensor, sigma: float) -> Tensor:
+    """2-RF velocity v2(x, t) = mu + (sigma - 1) (x - t mu) / (1 - t + t sigma), (n, d).
+
+    The flow of the 1-RF coupling (Z0, mu + sigma Z0) reflowed once; constant along each
+    path Z_t = t mu + (1 - t + t sigma) Z0, so one Euler step Z0 + v2(Z0, 0) is exact.
+    Arguments as :func:`gaussian_rf_velocity`.
+    """
+    x = _points(x, "x")
+    mu64 = _mean(mu, x.shape[1], x.device)
+    fn = _lambdified("2-RF velocity", (x_, t_, mu_, sigma_))
+    out = fn(x.to(F64), _time(t, x.shape[0], x.device), mu64, _sigma64(sigma, x.device))
+    return out.to(x.dtype)
+
+
+def gaussian_2rf_flow(z0: Tensor, t: float | Tensor, mu: float | Tensor, sigma: float) -> Tensor:
+    """The exact 2-RF flow Z_t = t mu + (1 - t + t sigma) Z0 (straight lines); shapes as
+    :func:`gaussian_rf_flow`. Its end point Z1 = mu + sigma Z0 equals the 1-RF end point.
+    """
+    z0 = _points(z0, "z0")
+    mu64 = _mean(mu, z0.shape[1], z0.device)
+    times = torch.as_tensor(t, dtype=F64, device=z0.device)
+    if times.dim() > 1:
+        raise ValueError(f"t must be a float, 0-d or a 1-D grid (T + 1,), got {times.shape}")
+    _time(times.reshape(-1), times.numel(), z0.device)
+    fn = _lambdified("2-RF flow", (z0_, t_, mu_, sigma_))
+    out = fn(z0.to(F64), times.reshape(-1, 1, 1), mu64, _sigma64(sigma, z0.device))
+    out = out if times.dim() == 1 else out[0]
+    return out.to(z0.dtype)
+
+
+def one_step_w2_sq(d: int, sigma: float) -> float:
+    """W2^2 between 1-RF's one-Euler-step samples and pi1: d sigma^2.
+
+    One step from t = 0 with dt = 1 gives Z0 + v(Z0, 0) = mu for every Z0 (all samples
+    collapse onto the mean), and W2^2(delta_mu, N(mu, sigma^2 I_d)) = E|X1 - mu|^2.
+    """
+    if int(d) != d or d < 1:
+        raise ValueError(f"d (dimension) must be an integer >= 1, got {d!r}")
+    return float(int(d) * _sigma(sigma) ** 2)
