@@ -1,10 +1,11 @@
 """Small networks shared by the chapters: time/class embeddings, an MLP, a UNet and the
-shipped digits classifier."""
+shipped digits classifier; a local, permutation-equivariant transformer over particles."""
 
 from __future__ import annotations
 
 from pflow_explore.nets.classifier import DigitsCNN, load_digits_classifier
 from pflow_explore.nets.embeddings import ClassEmbedding, TimeEmbedding, drop_labels
+from pflow_explore.nets.local_transformer import LocalTransformer, knn, wrap_displacement
 from pflow_explore.nets.mlp import MLP
 from pflow_explore.nets.unet import UNet
 
@@ -12,8 +13,11 @@ __all__ = [
     "MLP",
     "ClassEmbedding",
     "DigitsCNN",
+    "LocalTransformer",
     "TimeEmbedding",
     "UNet",
     "drop_labels",
+    "knn",
+    "wrap_displacement",
     "load_digits_classifier",
 ]

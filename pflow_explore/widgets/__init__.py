@@ -7,6 +7,7 @@ Voila); bad input shows a message next to the controls (``messages``), never a t
 from __future__ import annotations
 
 from pflow_explore.widgets.digits_stepper import DigitsStepper, fixed_feature_share
+from pflow_explore.widgets.epr_sweep import EPRSweep, relative_error
 from pflow_explore.widgets.few_step_digits import FewStepDigits, sampled_states
 from pflow_explore.widgets.gaussian_playground import GaussianPlayground
 from pflow_explore.widgets.interpolant_explorer import InterpolantExplorer
@@ -18,12 +19,17 @@ from pflow_explore.widgets.messages import (
     show_message,
     shown_errors,
 )
+from pflow_explore.widgets.particle_movie import ParticleMovie, validated_movie
 from pflow_explore.widgets.reflow_explorer import ReflowExplorer, ReflowState, euler_paths
 from pflow_explore.widgets.sde_stepper import SDEStepper
 from pflow_explore.widgets.trajectory import TrajectoryExplorer, validated_trajectories
 
 __all__ = [
     "DigitsStepper",
+    "EPRSweep",
+    "ParticleMovie",
+    "relative_error",
+    "validated_movie",
     "FewStepDigits",
     "GaussianPlayground",
     "InterpolantExplorer",
