@@ -1,5 +1,5 @@
 """Where samples come from (layer 3): toy 2D densities, Gaussian mixtures, digits, photo
-patches and image degradations. Pure data: no plotting, no networks.
+patches, image degradations and active-particle simulations. Pure data: no plotting, no networks.
 
 Note: ``pflow_explore.datasets.digits`` here is the function :func:`digits.digits`, which
 shadows the submodule of the same name as an attribute; import module-level names with
@@ -23,6 +23,22 @@ from .digits import SIZES as DIGIT_SIZES
 from .digits import SPLITS as DIGIT_SPLITS
 from .digits import augment, digits, upscale
 from .mixture import GaussianMixture
+from .particles import (
+    AOUP,
+    ParticleTrajectory,
+    box_for_packing_fraction,
+    cluster_fraction,
+    gas_fraction,
+    lattice_laplacian,
+    minimum_image,
+    mips_model,
+    packing_fraction,
+    phase_labels,
+    ring_laplacian,
+    simulate,
+    stationary_samples,
+    wrap,
+)
 from .patches import (
     COLOR_PHOTOS,
     DEFAULT_COLOR,
@@ -47,6 +63,20 @@ from .toy2d import (
 )
 
 __all__ = [
+    "AOUP",
+    "ParticleTrajectory",
+    "box_for_packing_fraction",
+    "cluster_fraction",
+    "gas_fraction",
+    "lattice_laplacian",
+    "minimum_image",
+    "mips_model",
+    "packing_fraction",
+    "phase_labels",
+    "ring_laplacian",
+    "simulate",
+    "stationary_samples",
+    "wrap",
     "COLOR_PHOTOS",
     "DEFAULT_COLOR",
     "DEFAULT_GRAY",
