@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 
 import pytest
 
@@ -56,19 +57,35 @@ def test_dashboard(slug, server, browser, watch_outside_requests):
     path = NOTEBOOKS[slug]
     page = browser.new_page(viewport={"width": 1280, "height": 1600})
     outside = watch_outside_requests(page)
-    page.goto(f"{server}/voila/render/{path.name}", timeout=120_000)
-    page.wait_for_selector(".js-plotly-plot", timeout=150_000)
-    page.wait_for_selector(".widget-slider .noUi-handle", timeout=60_000)
-    page.wait_for_timeout(1000)  # let the remaining widgets attach
-    text = page.inner_text("body")
-    for bad in ("Traceback", "Error:", "There was an error when executing cell"):
-        assert bad not in text, f"{path.name}: page shows {bad!r}"
-    assert page.locator(".js-plotly-plot .main-svg").count() > 0, "plotly drew nothing"
+    console: list[str] = []
+    page.on(
+        "console",
+        lambda m: console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None,
+    )
+    for attempt in (1, 2):
+        page.goto(f"{server}/voila/render/{path.name}", timeout=120_000)
+        page.wait_for_selector(".js-plotly-plot", timeout=150_000)
+        page.wait_for_selector(".widget-slider .noUi-handle", timeout=60_000)
+        page.wait_for_timeout(1000)  # let the remaining widgets attach
+        text = page.inner_text("body")
+        for bad in ("Traceback", "Error:", "There was an error when executing cell"):
+            assert bad not in text, f"{path.name}: page shows {bad!r}"
+        assert page.locator(".js-plotly-plot .main-svg").count() > 0, "plotly drew nothing"
 
-    before = _figure_data(page)
-    _move_first_slider(page)
-    after = _wait_changed(page, before)
-    assert after != before, "moving the slider did not change any figure"
+        before = _figure_data(page)
+        _move_first_slider(page)
+        after = _wait_changed(page, before)
+        anywidget_failed = any("Failed to initialize model" in m for m in console)
+        if after != before or attempt == 2 or not anywidget_failed:
+            break
+        # anywidget gives each model 2 s to initialise in the browser; on a starved CPU a
+        # FigureWidget can miss it and then ignores updates (README, known issues): a
+        # reader reloads, and so does the test, once, saying so
+        warnings.warn(
+            f"{path.name}: anywidget model timed out in the browser; reloading once", stacklevel=1
+        )
+        console.clear()
+    assert after != before, f"moving the slider did not change any figure; console: {console[-8:]}"
 
     inputs = page.locator(".pflow-input input")
     if inputs.count():
