@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from typing import TypeVar
 
 import numpy as np
@@ -89,3 +90,37 @@ def seed_everything(seed: int) -> torch.Generator:
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
     return torch.Generator().manual_seed(seed)
+
+
+@contextmanager
+def torch_threads(n: int | None = 1, blas: bool = False) -> Iterator[None]:
+    """Run torch on ``n`` threads inside the block (with ``blas``, the BLAS under numpy and
+    scipy too, via threadpoolctl), then restore the old counts; ``None`` changes nothing.
+
+    Why: the chapters' 2D networks, exact fields and widgets work on tensors of a few hundred
+    rows, where a second thread gains nothing; on a busy machine (measured on the shared
+    2-core CI box) a threaded gemm waits 15-25 ms per call for the other core, so training
+    steps ran 5-8x and small float64 checks up to 25x slower with two threads than with one.
+    """
+    if n is None:
+        yield
+        return
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer or None, got {n!r}")
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        if blas:
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(n):
+                yield
+        else:
+            yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def single_threaded() -> AbstractContextManager[None]:
+    """:func:`torch_threads` with one thread: for widgets and other small work."""
+    return torch_threads(1)

@@ -55,3 +55,20 @@ def test_device():
 @pytest.mark.gpu
 def test_device_cuda():
     assert scale.device().type == "cuda"
+
+
+def test_torch_threads_sets_and_restores():
+    from threadpoolctl import threadpool_info
+
+    before = torch.get_num_threads()
+    with scale.torch_threads(1, blas=True):
+        assert torch.get_num_threads() == 1
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+    assert torch.get_num_threads() == before
+    with scale.torch_threads(None):
+        assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), scale.torch_threads(1):
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="positive integer"), scale.torch_threads(0):
+        pass

@@ -31,8 +31,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import plotly.graph_objects as go
@@ -605,22 +604,6 @@ def _seconds(clock: list[float]) -> float:
     return out
 
 
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run with n torch threads (None: leave the setting alone), then restore it. The
-    chapter's tensors are small: on the shared 2-core box one thread took 1/8 of the CPU
-    time of two for a training step of the trap network (thread synchronisation)."""
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 # ---- experiment 1: the trapped AOUP across v0 -----------------------------------------------
 def trap_data(s: Settings) -> dict[str, Tensor]:
     """Held-out stationary samples of the trapped AOUP from the simulator, per v0 (cached,
@@ -684,7 +667,7 @@ def train_trap_score(s: Settings) -> FitResult:
 
     torch.manual_seed(s.seed)
     key = _fields(s, "trap_", ("dyn_dt", "sim_dt", "seed"))
-    with torch_threads(s.threads):
+    with scale.torch_threads(s.threads):
         return fit_cached(
             CHAPTER,
             "trap_score",
@@ -852,7 +835,7 @@ def train_ring_score(s: Settings) -> FitResult:
     key = _fields(s, "ring_", ("dyn_dt", "sim_dt", "seed"))
     key.pop("ring_n_eval")
     key.pop("ring_test")
-    with torch_threads(s.threads):
+    with scale.torch_threads(s.threads):
         return fit_cached(
             CHAPTER,
             "ring_score",
@@ -1032,7 +1015,7 @@ def train_mips_score(s: Settings, data: dict[str, Tensor] | None = None) -> FitR
     key = _fields(s, "mips_", ("seed",))
     for name in ("mips_phis", "mips_sweep_replicas", "mips_eval_n", "mips_eval_chunk"):
         key.pop(name)
-    with torch_threads(s.threads):
+    with scale.torch_threads(s.threads):
         return fit_cached(
             CHAPTER,
             "mips_score",
@@ -1360,7 +1343,7 @@ def prepare(s: Settings) -> None:
 
 def run(s: Settings) -> Results:
     """Compose the steps: the three experiments, each simulate -> train (cached) -> estimate."""
-    with torch_threads(s.threads):
+    with scale.torch_threads(s.threads):
         return _run(s)
 
 

@@ -30,8 +30,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
@@ -571,24 +571,9 @@ def train_pair(s: Settings, pair: str, rebuild: bool = False, progress: bool = T
         )
 
 
-@contextmanager
-def one_thread(active: bool = True) -> Iterator[None]:
-    """One torch thread inside the block (when ``active``), then the old count again.
-
-    Why: the 2D networks and the exact 2D / 1D fields work on matrices of a few hundred
-    rows, where a second thread gains little; on a shared machine (measured on the 2-core CI
-    box under load) MKL's threaded gemm waits for the busy core: a training step took ~5x,
-    the theory checks ~25x longer with two threads than with one.
-    """
-    threads = torch.get_num_threads()
-    if not active or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+def one_thread(active: bool = True) -> AbstractContextManager[None]:
+    """One torch thread inside the block when ``active`` (:func:`scale.torch_threads`)."""
+    return scale.torch_threads(1 if active else None)
 
 
 def threads_for(pair: str, device: torch.device | None = None) -> AbstractContextManager[None]:

@@ -29,12 +29,12 @@ sinusoidal time embedding multiplies t by 1000, the official code's ``999 t`` (c
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -1146,33 +1146,15 @@ class Results:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def small_net_threads(s: Settings, small: bool = True) -> Iterator[None]:
-    """Run torch (and the BLAS under numpy / scipy) on one CPU thread inside the block when
-    the nets are small (``small``) and the device is the CPU; restore the counts after.
+def small_net_threads(s: Settings, small: bool = True) -> AbstractContextManager[None]:
+    """One torch and BLAS thread inside the block when the nets are small and on the CPU.
 
-    Why: the 2D MLPs and the 8x8 digits MLP work on tensors of a few hundred rows, and the
-    Frechet distance takes a 128 x 128 matrix square root. Measured on the shared 2-core
-    box: one thread trains the MLPs as fast as two when the machine is idle, with half the
-    CPU time, and many times faster when it is loaded (a threaded gemm then waits for the
-    second core on every call); one Frechet distance took 1.3 s with two BLAS threads on a
-    loaded box and 0.07 s with one.
+    Why (:func:`scale.torch_threads`): the 2D MLPs and the 8x8 digits MLP work on a few
+    hundred rows and the Frechet distance on a 128 x 128 matrix square root; measured on the
+    loaded 2-core box, one Frechet distance took 1.3 s with two BLAS threads, 0.07 s with one.
     """
-    if not small or scale.device().type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - scikit-learn brings it
-            yield
-        else:
-            with threadpool_limits(1):
-                yield
-    finally:
-        torch.set_num_threads(threads)
+    active = small and scale.device().type == "cpu"
+    return scale.torch_threads(1 if active else None, blas=True)
 
 
 def prepare(s: Settings) -> None:

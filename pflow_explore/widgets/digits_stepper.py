@@ -26,11 +26,11 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from pflow_explore.scale import single_threaded
 from pflow_explore.theory.gaussian_flow import GaussianFlow
 from pflow_explore.viz.arrays import as_numpy
 from pflow_explore.viz.images import to_uint8
 from pflow_explore.viz.points import TEMPLATE
-from pflow_explore.widgets.gaussian_playground import single_threaded
 from pflow_explore.widgets.messages import message_label, show_message, shown_errors
 from pflow_explore.widgets.stepping import StepControls
 

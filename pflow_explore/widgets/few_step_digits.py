@@ -29,9 +29,9 @@ import plotly.graph_objects as go
 import torch
 from torch import Tensor
 
+from pflow_explore.scale import single_threaded
 from pflow_explore.viz.arrays import as_numpy
 from pflow_explore.viz.images import image_grid, image_grid_figure
-from pflow_explore.widgets.gaussian_playground import single_threaded
 from pflow_explore.widgets.messages import message_label, show_message, shown_errors
 from pflow_explore.widgets.reflow_explorer import step_counts
 from pflow_explore.widgets.stepping import StepControls

@@ -34,6 +34,7 @@ import plotly.graph_objects as go
 import torch
 
 from pflow_explore.paths import VPLinear, karras_sigmas
+from pflow_explore.scale import single_threaded
 from pflow_explore.theory.gaussian_flow import GaussianFlow
 from pflow_explore.viz.arrays import as_numpy, padded_range
 from pflow_explore.viz.points import SAMPLE_COLOR, TEMPLATE, plane_layout
@@ -67,26 +68,6 @@ TRACES = (
     "x_t",
     "x0-estimate",
 )
-
-
-@contextlib.contextmanager
-def single_threaded() -> Iterator[None]:
-    """Run torch on one thread inside the block, then restore the thread count.
-
-    Why: the playground's tensors are tiny (hundreds of rows), where extra threads gain
-    nothing, but on a busy machine (measured on the shared 2-core CI box) MKL's threaded
-    gemm waited ~15-25 ms per call for a second core; one thread takes microseconds.
-    Switching costs a few microseconds.
-    """
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def rotation(angle_deg: float, tilt_deg: float = 0.0, dim: int = 2) -> np.ndarray:

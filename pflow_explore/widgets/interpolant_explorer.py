@@ -29,10 +29,10 @@ import torch
 
 from pflow_explore.datasets.mixture import GaussianMixture
 from pflow_explore.interpolants import GAMMAS, INTERPOLANTS, Interpolant, get_interpolant
+from pflow_explore.scale import single_threaded
 from pflow_explore.theory.interpolant_fields import InterpolantFields
 from pflow_explore.viz.fields import density_heatmap_trace, plane_grid, quiver_trace
 from pflow_explore.viz.points import plane_layout, points_trace
-from pflow_explore.widgets.gaussian_playground import single_threaded
 from pflow_explore.widgets.messages import (
     clear_message,
     describe_error,

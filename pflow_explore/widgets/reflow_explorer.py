@@ -36,10 +36,10 @@ import torch
 from torch import Tensor
 
 from pflow_explore.metrics import energy_distance
+from pflow_explore.scale import single_threaded
 from pflow_explore.trajectories import crossings, straightness
 from pflow_explore.viz.arrays import as_numpy, padded_range, polylines
 from pflow_explore.viz.points import plane_layout
-from pflow_explore.widgets.gaussian_playground import single_threaded
 from pflow_explore.widgets.messages import message_label, show_message, shown_errors
 
 F64 = torch.float64

@@ -30,10 +30,10 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 from pflow_explore.metrics import energy_distance, sliced_w2
+from pflow_explore.scale import single_threaded
 from pflow_explore.solvers import euler_maruyama, odeint
 from pflow_explore.viz.arrays import polylines
 from pflow_explore.viz.points import TEMPLATE
-from pflow_explore.widgets.gaussian_playground import single_threaded
 from pflow_explore.widgets.messages import (
     describe_error,
     message_label,
