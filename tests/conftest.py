@@ -155,3 +155,14 @@ def _watch_outside_requests(page) -> list[str]:
 
     page.on("request", record)
     return outside
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread during the test (:func:`pflow_explore.scale.torch_threads`): the
+    tests' tensors are small, and on a busy 2-core box every parallel op waits ~20 ms for its
+    second thread (measured), often 100x the op itself."""
+    from pflow_explore import scale
+
+    with scale.torch_threads(1):
+        yield

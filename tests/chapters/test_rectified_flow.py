@@ -25,14 +25,7 @@ from pflow_explore.training import fit
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small nets: one torch thread is as fast on an idle box and far faster on a loaded one
-    (the chapter's prepare / run do the same, see ``small_net_threads``)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest
 
 
 class ExactRF(nn.Module):

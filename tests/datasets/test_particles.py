@@ -28,13 +28,7 @@ from pflow_explore.theory import linear_sde as ls
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors on a shared, loaded machine: one thread avoids OpenMP contention (10x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest
 
 
 def z_scores(sample_cov: np.ndarray, target: np.ndarray, n: int) -> np.ndarray:

@@ -23,14 +23,7 @@ from pflow_explore.nets.local_transformer import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These systems are tiny: with 2 threads on a busy 2-core box every parallel op waits
-    ~20 ms for its second thread (measured), 100x the op itself."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest
 
 
 def net64(**kwargs) -> LocalTransformer:

@@ -30,13 +30,7 @@ from pflow_explore.theory.interpolant_fields import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Many tiny tensor ops: one thread avoids thread-pool overhead on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest
 
 
 def random_mixture(k: int, d: int, seed: int, spread: float = 2.0) -> GaussianMixture:
