@@ -225,11 +225,6 @@ class DigitsStepper(StepControls, widgets.VBox):
         return self._data.trajectory.shape[0] - 1
 
     @property
-    def step(self) -> int:
-        """The step i now shown."""
-        return self._step
-
-    @property
     def data(self) -> StepperData:
         """The last good data (what the figure shows)."""
         return self._data

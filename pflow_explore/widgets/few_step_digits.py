@@ -249,10 +249,6 @@ class FewStepDigits(StepControls, widgets.VBox):
         return self._states.shape[0] - 1
 
     @property
-    def step(self) -> int:
-        return self._step
-
-    @property
     def states(self) -> np.ndarray:
         """The current model's states (m, n, 1, H, W), noise first if a trajectory."""
         return self._states

@@ -526,11 +526,6 @@ class GaussianPlayground(StepControls, widgets.VBox):
         return self.state.grid.shape[0] - 1
 
     @property
-    def step(self) -> int:
-        """The step i now shown (0 = x_T, n_steps = the data end)."""
-        return self._step
-
-    @property
     def x_T(self) -> np.ndarray:
         """Start points (n_paths, d) of the drawn trajectories."""
         return self.state.trajectories[0]

@@ -228,11 +228,6 @@ class ParticleMovie(StepControls, widgets.VBox):
         return self._x.shape[0] - 1
 
     @property
-    def step(self) -> int:
-        """The frame now shown."""
-        return self._step
-
-    @property
     def frames(self) -> np.ndarray:
         """Positions (T, N, 2) now shown (float32, folded into the box if there is one)."""
         return self._x

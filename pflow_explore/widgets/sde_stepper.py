@@ -275,11 +275,6 @@ class SDEStepper(StepControls, widgets.VBox):
         return self._state.times.shape[0] - 1
 
     @property
-    def step(self) -> int:
-        """The step i now shown."""
-        return self._step
-
-    @property
     def ode(self) -> np.ndarray:
         """ODE trajectories (T+1, n, 2) now shown."""
         return self._state.ode

@@ -15,6 +15,11 @@ from pflow_explore.widgets.messages import shown_errors
 class StepControls:
     _quiet = False  # True while the widget moves its own slider
 
+    @property
+    def step(self) -> int:
+        """The step (or frame) i now shown, 0 .. ``n_steps``."""
+        return self._step
+
     def _follow_slider(self, i: int) -> None:
         """Put the slider on step i without stepping again."""
         if self.slider.value != i:

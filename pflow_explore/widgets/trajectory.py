@@ -182,11 +182,6 @@ class TrajectoryExplorer(StepControls, widgets.VBox):
         return self._x.shape[0] - 1
 
     @property
-    def step(self) -> int:
-        """The step i now shown."""
-        return self._step
-
-    @property
     def trajectories(self) -> np.ndarray:
         """The trajectories (T+1, n, 2) now shown (float32)."""
         return self._x
