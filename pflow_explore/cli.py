@@ -360,20 +360,23 @@ def voila_template_root() -> Path:
 
 
 def prepare_voila_template() -> None:
-    """Put Font Awesome (bundled with Panel) where the pflow template serves it from.
+    """Put what the pflow template serves into its static folder: Font Awesome (bundled with
+    Panel; Voila's lab template loads it from a CDN, and the course must work offline) and
+    plotly's widget bundle, which every LiveFigure on a page loads once from there."""
+    from pflow_explore.widgets.live_figure import install_bundle
 
-    Voila's lab template loads it from a CDN; the course must work offline.
-    """
-    static = voila_template_root() / "voila" / "templates" / TEMPLATE / "static" / "fontawesome"
-    if (static / "css" / "all.min.css").exists():
+    static = voila_template_root() / "voila" / "templates" / TEMPLATE / "static"
+    install_bundle(static)
+    fonts = static / "fontawesome"
+    if (fonts / "css" / "all.min.css").exists():
         return
     import panel
 
     bundled = Path(panel.__file__).parent / "dist" / "bundled" / "font-awesome"
-    (static / "css").mkdir(parents=True, exist_ok=True)
+    (fonts / "css").mkdir(parents=True, exist_ok=True)
     for name in ("all.min.css", "v4-shims.min.css"):
-        shutil.copy2(bundled / "css" / name, static / "css" / name)
-    shutil.copytree(bundled / "webfonts", static / "webfonts", dirs_exist_ok=True)
+        shutil.copy2(bundled / "css" / name, fonts / "css" / name)
+    shutil.copytree(bundled / "webfonts", fonts / "webfonts", dirs_exist_ok=True)
 
 
 def voila_env(scale: str | None = None, threads: int | None = 1) -> dict[str, str]:

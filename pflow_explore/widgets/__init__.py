@@ -1,7 +1,8 @@
 """Explorers built from ``viz`` traces and ipywidgets: step through, play, change parameters.
 
-Interactive figures are ``go.FigureWidget``s updated in place (``fig.show()`` renders blank in
-Voila); bad input shows a message next to the controls (``messages``), never a traceback.
+Interactive figures are ``LiveFigure``s (plotly's ``go.FigureWidget`` loading plotly.js once
+per page, ``live_figure``) updated in place (``fig.show()`` renders blank in Voila); bad input
+shows a message next to the controls (``messages``), never a traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pflow_explore.widgets.epr_sweep import EPRSweep, relative_error
 from pflow_explore.widgets.few_step_digits import FewStepDigits, sampled_states
 from pflow_explore.widgets.gaussian_playground import GaussianPlayground
 from pflow_explore.widgets.interpolant_explorer import InterpolantExplorer
+from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import (
     clear_message,
     describe_error,
@@ -33,6 +35,7 @@ __all__ = [
     "FewStepDigits",
     "GaussianPlayground",
     "InterpolantExplorer",
+    "LiveFigure",
     "ReflowExplorer",
     "ReflowState",
     "SDEStepper",

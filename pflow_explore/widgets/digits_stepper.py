@@ -31,6 +31,7 @@ from pflow_explore.theory.gaussian_flow import GaussianFlow
 from pflow_explore.viz.arrays import as_numpy
 from pflow_explore.viz.images import to_uint8
 from pflow_explore.viz.points import TEMPLATE
+from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_message, shown_errors
 from pflow_explore.widgets.stepping import StepControls
 
@@ -191,7 +192,7 @@ class DigitsStepper(StepControls, widgets.VBox):
         # notebook ran) builds its view from the FigureWidget's construction-time data.
         draft = self._empty_figure(image_px)
         self._fill(draft, 0)
-        self.figure = go.FigureWidget(draft)
+        self.figure = LiveFigure(draft)
 
         last = self.n_steps
         self.slider = widgets.IntSlider(

@@ -21,6 +21,7 @@ from plotly.subplots import make_subplots
 
 from pflow_explore.viz.arrays import as_numpy
 from pflow_explore.viz.points import TEMPLATE
+from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_message, shown_errors
 
 EXACT_COLOR = "#222222"
@@ -138,7 +139,7 @@ class EPRSweep(widgets.VBox):
         # connects later (Voila) builds the figure from its state at construction.
         self._draw_curves(fig)
         self._draw_current(fig)
-        self.figure = go.FigureWidget(fig)
+        self.figure = LiveFigure(fig)
 
         options = self._slider_options()
         self.slider = widgets.SelectionSlider(

@@ -25,13 +25,13 @@ from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
-import plotly.graph_objects as go
 import torch
 from torch import Tensor
 
 from pflow_explore.scale import single_threaded
 from pflow_explore.viz.arrays import as_numpy
 from pflow_explore.viz.images import image_grid, image_grid_figure
+from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_message, shown_errors
 from pflow_explore.widgets.reflow_explorer import step_counts
 from pflow_explore.widgets.stepping import StepControls
@@ -173,7 +173,7 @@ class FewStepDigits(StepControls, widgets.VBox):
             self._display(self._step), self.nrow, title=title, tile_px=tile_px
         )
         draft.update_layout(uirevision="keep")
-        self.figure = go.FigureWidget(draft)
+        self.figure = LiveFigure(draft)
 
         self.steps_slider = widgets.SelectionSlider(
             options=list(self.steps_options),

@@ -38,6 +38,7 @@ from pflow_explore.scale import single_threaded
 from pflow_explore.theory.gaussian_flow import GaussianFlow
 from pflow_explore.viz.arrays import as_numpy, padded_range
 from pflow_explore.viz.points import SAMPLE_COLOR, TEMPLATE, plane_layout
+from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import (
     describe_error,
     message_label,
@@ -556,7 +557,7 @@ class GaussianPlayground(StepControls, widgets.VBox):
         """
         draft = self._empty_figure(dim)
         self._draw(draft)
-        self._figures[dim] = go.FigureWidget(draft)
+        self._figures[dim] = LiveFigure(draft)
         self._frames[dim] = widgets.Box([self._figures[dim]])
         return self._frames[dim]
 

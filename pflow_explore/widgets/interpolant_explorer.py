@@ -33,6 +33,7 @@ from pflow_explore.scale import single_threaded
 from pflow_explore.theory.interpolant_fields import InterpolantFields
 from pflow_explore.viz.fields import density_heatmap_trace, plane_grid, quiver_trace
 from pflow_explore.viz.points import plane_layout, points_trace
+from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import (
     clear_message,
     describe_error,
@@ -197,7 +198,7 @@ class InterpolantExplorer(widgets.VBox):
 
         draft = self._empty_figure(height)
         self._draw(draft, self._picture)
-        self.figure = go.FigureWidget(draft)
+        self.figure = LiveFigure(draft)
 
         names = list(self.densities)
         self.time_slider = widgets.FloatSlider(

@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 
 from pflow_explore.viz.arrays import as_numpy, padded_range
 from pflow_explore.viz.points import plane_layout
+from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_message, shown_errors
 from pflow_explore.widgets.stepping import StepControls
 
@@ -193,7 +194,7 @@ class ParticleMovie(StepControls, widgets.VBox):
         # connects later (Voila) builds the figure from its state at construction.
         self._style_into(draft.data[1])
         self._draw_into(draft.data[0], draft.data[1], 0)
-        self.figure = go.FigureWidget(draft)
+        self.figure = LiveFigure(draft)
         self._arrows, self._particles = self.figure.data
 
         self._build_controls(interval_ms)

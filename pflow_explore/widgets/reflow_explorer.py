@@ -40,6 +40,7 @@ from pflow_explore.scale import single_threaded
 from pflow_explore.trajectories import crossings, straightness
 from pflow_explore.viz.arrays import as_numpy, padded_range, polylines
 from pflow_explore.viz.points import plane_layout
+from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_message, shown_errors
 
 F64 = torch.float64
@@ -201,7 +202,7 @@ class ReflowExplorer(widgets.VBox):
 
         draft = go.Figure(data=self._empty_traces(), layout=self._layout(title))
         self._fill(draft, self.state)
-        self.figure = go.FigureWidget(draft)
+        self.figure = LiveFigure(draft)
 
         self.steps_slider = widgets.SelectionSlider(
             options=list(self.steps_options),

@@ -34,6 +34,7 @@ from pflow_explore.scale import single_threaded
 from pflow_explore.solvers import euler_maruyama, odeint
 from pflow_explore.viz.arrays import polylines
 from pflow_explore.viz.points import TEMPLATE
+from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import (
     describe_error,
     message_label,
@@ -209,7 +210,7 @@ class SDEStepper(StepControls, widgets.VBox):
         draft = self._empty_figure(height)
         self._draw_paths(draft)
         self._draw_step(draft)
-        self.figure = go.FigureWidget(draft)
+        self.figure = LiveFigure(draft)
 
         last = self.n_steps
         self.slider = widgets.IntSlider(

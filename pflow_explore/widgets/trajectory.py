@@ -19,6 +19,7 @@ from plotly.basedatatypes import BaseTraceType
 
 from pflow_explore.viz.arrays import as_numpy, padded_range
 from pflow_explore.viz.points import SAMPLE_COLOR, plane_layout, points_trace
+from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_message, shown_errors
 from pflow_explore.widgets.stepping import StepControls
 
@@ -138,7 +139,7 @@ class TrajectoryExplorer(StepControls, widgets.VBox):
         draft.data[-3].update(x=flat[:, 0], y=flat[:, 1])
         traced = np.concatenate([self._lines[:, :1], self._gap], axis=1).reshape(-1, 2)
         draft.data[-2].update(x=traced[:, 0], y=traced[:, 1])
-        self.figure = go.FigureWidget(draft)
+        self.figure = LiveFigure(draft)
         self._full_paths, self._traced_paths, self._current = self.figure.data[-3:]
 
         t_max = self.n_steps

@@ -1,0 +1,163 @@
+// The browser side of LiveFigure (live_figure.py): plotly's own FigureWidget front end,
+// loaded once per page from our server instead of once per figure through the websocket.
+//
+// Why: plotly's FigureWidget ships its ~5 MB bundle (plotly.js + the widget) inside every
+// widget model; anywidget gives a model 2 s to load and initialise its module, and ten
+// figures parsing 5 MB each on a busy CPU miss that deadline: the figure is drawn but never
+// updates again. Here the module anywidget loads is this small file; it returns from
+// `initialize` at once, loads the bundle in the background (one shared promise per page),
+// remembers the figure edits Python sends meanwhile, and hands them to plotly's
+// FigureModel when the bundle is in. Every step that can fail says so inside the figure.
+//
+// __BUNDLE_PATH__ is filled in by live_figure.py: the bundle's path below the server's base
+// URL, versioned by its content hash (so the browser may cache it for good).
+
+const BUNDLE_PATH = "__BUNDLE_PATH__";
+const LOAD_TIMEOUT_MS = 60000;
+// plotly's Python -> JS edit messages (plotly/basewidget.py, the _py2js_* traits)
+const EDITS = [
+  "_py2js_addTraces",
+  "_py2js_deleteTraces",
+  "_py2js_moveTraces",
+  "_py2js_restyle",
+  "_py2js_relayout",
+  "_py2js_update",
+  "_py2js_animate",
+  "_py2js_removeLayoutProps",
+  "_py2js_removeTraceProps",
+];
+
+function baseUrl() {
+  // Voila and JupyterLab both put the server's base URL in this element
+  const el = document.getElementById("jupyter-config-data");
+  try {
+    return (el && JSON.parse(el.textContent).baseUrl) || "/";
+  } catch {
+    return "/";
+  }
+}
+
+function fromServer() {
+  return import(new URL(baseUrl() + BUNDLE_PATH, document.baseURI).href);
+}
+
+// Elsewhere (a plain `jupyter lab`, VS Code, ...) the kernel sends the bundle once per page.
+function fromKernel(model) {
+  return new Promise((resolve, reject) => {
+    const onMessage = (msg, buffers) => {
+      if (!msg || msg.type !== "pflow-bundle") return;
+      model.off("msg:custom", onMessage);
+      if (!buffers || !buffers.length) {
+        reject(new Error(msg.error || "the kernel sent no plotly bundle"));
+        return;
+      }
+      const blob = new Blob([buffers[0]], { type: "text/javascript" });
+      const url = URL.createObjectURL(blob);
+      import(url)
+        .then(resolve, reject)
+        .finally(() => URL.revokeObjectURL(url));
+    };
+    model.on("msg:custom", onMessage);
+    model.send({ type: "pflow-bundle-request" });
+  });
+}
+
+function withTimeout(promise, ms) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`plotly did not load within ${ms / 1000} s`)),
+      ms,
+    );
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+function plotlyBundle(model) {
+  if (!globalThis.__pflowPlotlyBundle) {
+    globalThis.__pflowPlotlyBundle = withTimeout(
+      fromServer().catch(() => fromKernel(model)),
+      LOAD_TIMEOUT_MS,
+    );
+    // a failed load may be retried by the next figure that starts (e.g. after a reconnect)
+    globalThis.__pflowPlotlyBundle.catch(() => {
+      globalThis.__pflowPlotlyBundle = undefined;
+    });
+  }
+  return globalThis.__pflowPlotlyBundle;
+}
+
+// Apply the edits Python sent before plotly's FigureModel existed to the model's copy of the
+// figure, exactly as that FigureModel would have (its do_* methods read one trait each).
+function replay(FigureModel, model, edits) {
+  for (const [name, value] of edits) {
+    const view = { get: (key) => (key === name ? value : model.get(key)) };
+    new FigureModel(view, {})[`do${name.slice("_py2js".length)}`]();
+  }
+}
+
+function showFailure(el, error) {
+  el.replaceChildren();
+  const box = document.createElement("div");
+  box.className = "pflow-figure-failed";
+  box.setAttribute("role", "alert");
+  box.style.cssText =
+    "color:#b00020;background:#fdecea;border-left:3px solid #b00020;padding:6px 10px;";
+  box.textContent =
+    `This figure could not start (${error && error.message ? error.message : error}). ` +
+    "Reload the page; if it stays like this, restart the server (pflow-explore serve) " +
+    "and tell the course maintainers what this message says.";
+  el.appendChild(box);
+}
+
+export default () => {
+  let figure = null; // plotly's own {initialize, render} for this model, once loaded
+  let failure = null;
+  let ready = Promise.resolve();
+  return {
+    initialize({ model }) {
+      const edits = [];
+      const listeners = EDITS.map((name) => {
+        const listener = () => {
+          const value = model.get(name);
+          if (value !== null && value !== undefined) edits.push([name, value]);
+        };
+        model.on(`change:${name}`, listener);
+        return [name, listener];
+      });
+      const stopListening = () => {
+        for (const [name, listener] of listeners) model.off(`change:${name}`, listener);
+      };
+      // not awaited: anywidget allows initialize 2 s; the bundle may take longer on a busy CPU
+      ready = plotlyBundle(model).then(
+        (bundle) => {
+          stopListening();
+          replay(bundle.FigureModel, model, edits);
+          figure = bundle.default();
+          figure.initialize({ model });
+        },
+        (error) => {
+          stopListening();
+          failure = error;
+          console.warn("[pflow-explore] a figure could not start:", error);
+        },
+      );
+    },
+    async render({ model, el }) {
+      if (!figure && !failure) {
+        const waiting = document.createElement("div");
+        waiting.className = "pflow-figure-loading";
+        waiting.style.cssText = "color:#666;padding:6px 10px;min-height:2em;";
+        waiting.textContent = "loading the figure…";
+        el.appendChild(waiting);
+        await ready;
+        waiting.remove();
+      }
+      if (failure) {
+        showFailure(el, failure);
+        return;
+      }
+      return figure.render({ model, el });
+    },
+  };
+};

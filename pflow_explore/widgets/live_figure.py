@@ -1,0 +1,95 @@
+"""LiveFigure: plotly's ``go.FigureWidget`` with one copy of plotly.js per page.
+
+plotly's FigureWidget is an anywidget whose module (``_esm``) is plotly's whole ~5 MB
+bundle, sent through the websocket with every figure; anywidget gives each model 2 s to
+load and initialise it, and a page of ten figures on a busy CPU misses that: figures drawn
+but dead to their sliders (issue "Dashboards that never go dead"). LiveFigure keeps the
+whole Python API of FigureWidget (``fig.data[0].x = ...``, ``batch_update``, callbacks) and
+swaps only the module: ``live_figure.js`` (2 KB) loads plotly's own widget bundle once per
+page from our server, as a static file the browser caches by its content hash, and falls
+back to asking the kernel for it where no such server is (a plain ``jupyter lab``).
+
+The served copy lives in the Voila template's static folder (:func:`install_bundle`,
+called by ``pflow-explore serve``); Voila and the Voila server extension of JupyterLab serve
+it at ``<base_url>voila/templates/pflow/static/plotly/widgetbundle-<hash>.js``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import shutil
+from pathlib import Path
+
+import plotly
+import plotly.graph_objects as go
+
+log = logging.getLogger(__name__)
+
+TEMPLATE = "pflow"  # the Voila template whose static folder serves the bundle
+_JS = Path(__file__).with_name("live_figure.js")
+
+
+@functools.lru_cache(maxsize=1)
+def plotly_bundle() -> tuple[Path, str]:
+    """plotly's widget bundle (plotly.js and its FigureWidget front end): (path, sha256[:16])."""
+    path = Path(plotly.__file__).parent / "package_data" / "widgetbundle.js"
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def bundle_name() -> str:
+    """The served file's name, versioned by content: ``widgetbundle-<hash>.js``."""
+    return f"widgetbundle-{plotly_bundle()[1]}.js"
+
+
+def bundle_url_path() -> str:
+    """The bundle's path below the server's base URL; ``?v=`` lets the browser keep it."""
+    return f"voila/templates/{TEMPLATE}/static/plotly/{bundle_name()}?v={plotly_bundle()[1]}"
+
+
+def install_bundle(static_dir: Path) -> Path:
+    """Copy plotly's widget bundle into ``static_dir/plotly/`` (a template's static folder)
+    under its versioned name, removing copies of other versions; returns the copy's path."""
+    source, _ = plotly_bundle()
+    folder = Path(static_dir) / "plotly"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / bundle_name()
+    for old in folder.glob("widgetbundle-*.js"):
+        if old != target:
+            old.unlink()
+    if not target.exists() or target.stat().st_size != source.stat().st_size:
+        shutil.copyfile(source, target)
+    return target
+
+
+@functools.lru_cache(maxsize=1)
+def esm_source() -> str:
+    """live_figure.js with the bundle's path filled in."""
+    return _JS.read_text().replace("__BUNDLE_PATH__", bundle_url_path())
+
+
+class LiveFigure(go.FigureWidget):
+    """A ``go.FigureWidget`` whose browser side loads plotly once per page (module docstring).
+
+    Use it wherever a figure must follow widgets: ``LiveFigure(fig)`` for a ``go.Figure``.
+    Arguments are those of ``go.FigureWidget``.
+    """
+
+    _esm = esm_source()
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_msg(self._send_bundle)
+
+    def _send_bundle(self, _widget: object, content: dict, _buffers: list) -> None:
+        """Answer the browser's request for the bundle (made only where no server has it)."""
+        if not isinstance(content, dict) or content.get("type") != "pflow-bundle-request":
+            return
+        try:
+            data = plotly_bundle()[0].read_bytes()
+        except OSError as err:  # the browser shows this text inside the figure
+            log.warning("LiveFigure: cannot read plotly's bundle: %s", err)
+            self.send({"type": "pflow-bundle", "error": f"cannot read plotly's bundle: {err}"})
+            return
+        self.send({"type": "pflow-bundle"}, buffers=[data])
