@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from typing import Any
 from . import cache, chapters, course
 from .claims import Claim, all_hold, to_json, to_text
 from .scale import ENV_SCALE, SCALES, ScaleError, check_scale, resolve_scale
+from .voila_app import stop_server
 
 ENV_TRACEBACK = "PFLOW_TRACEBACK"  # set to 1 to see the traceback behind an error line
 
@@ -351,6 +353,15 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 TEMPLATE = "pflow"
 LOCALHOST = "127.0.0.1"
+# The JupyterLab extensions Voila loads on a page: its widgets manager, ipywidgets' own
+# (it provides @jupyter-widgets/base and the controls) and anywidget (LiveFigure is one).
+# The others cost megabytes per page (jupyterlab-plotly is a second plotly.js) or fail in
+# Voila with a console error (@pyviz/jupyterlab_pyviz).
+EXTENSIONS = (
+    "@voila-dashboards/widgets-manager8",
+    "@jupyter-widgets/jupyterlab-manager",
+    "anywidget",
+)
 REFILL_DELAY_S = 3.0  # benchmarks/dashboard_tti.py: a 1 s refill slows the visitor
 
 
@@ -424,12 +435,16 @@ def voila_command(
         raise ValueError(f"pool_size must be >= 1, got {pool_size}")
     if refill_delay < 0:
         raise ValueError(f"refill_delay must be >= 0 seconds, got {refill_delay}")
-    voila = shutil.which("voila", path=os.path.dirname(sys.executable)) or shutil.which("voila")
-    if voila is None:
-        raise SystemExit("voila is not installed in this environment; run `make serve`")
+    try:
+        import voila  # noqa: F401
+    except ImportError:
+        raise SystemExit("voila is not installed in this environment; run `make serve`") from None
     prepare_voila_template()
-    cmd = [voila, str(course.notebooks_dir()), f"--port={port}", f"--Voila.ip={ip}"]
+    # Voila with compressed responses (voila_app.py); the arguments are voila's own
+    cmd = [sys.executable, "-m", "pflow_explore.voila_app", str(course.notebooks_dir())]
+    cmd += [f"--port={port}", f"--Voila.ip={ip}"]
     cmd.append(f"--template={TEMPLATE}")
+    cmd.append(f"--VoilaConfiguration.extension_allowlist={json.dumps(list(EXTENSIONS))}")
     # tracebacks stay in the server log: a dashboard shows messages, never stack traces
     cmd.append("--show_tracebacks=False")
     if preheat:
@@ -476,19 +491,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             '"Dashboards for a class".'
         )
     print("Ctrl-C stops")
-    import signal
+    # Voila runs in a session of its own, so that a Ctrl-C reaches this process only, which
+    # then stops Voila and every kernel it started (voila_app.stop_server), also on SIGTERM
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
 
-    proc = subprocess.Popen(cmd, env=env)
-    # stopping this command stops Voila and its kernels, not just the wrapper
-    signal.signal(signal.SIGTERM, lambda signum, frame: proc.terminate())
+    def stop(signum: int, _frame: object) -> None:
+        raise _Stopped(signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         return proc.wait()
-    except KeyboardInterrupt:  # Ctrl-C reached Voila too (same process group)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    except _Stopped as why:
+        print(f"stopping Voila and its kernels ({signal.Signals(why.signum).name})", flush=True)
+        stop_server(proc)
         return 0
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+class _Stopped(Exception):
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
 
 
 def _positive_int(value: str) -> int:

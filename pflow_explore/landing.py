@@ -5,11 +5,11 @@ when its notebook ``notebooks/NN_slug.ipynb`` exists, else *planned*. A ready ca
 to the chapter's dashboard and shows the chapter module's ``preview()`` figure; a preview
 that raises becomes a one-line message in its card, never a broken page.
 
-The page is a Panel layout shown through ipywidgets (``jupyter_bokeh``), so it works in
-Voila and JupyterLab without a Panel server, and nothing loads from a CDN: BokehJS,
-Panel's and plotly's JavaScript come inline from ``pn.extension(..., inline=True)``, and
-the stylesheets, which Panel's ipywidget path would link from cdn.holoviz.org, are
-inlined here (:func:`offline_widget`).
+The page is plain ipywidgets, and its previews are static LiveFigures: it loads the same
+JavaScript as a chapter's dashboard (one plotly bundle, which the browser then keeps for
+every chapter it opens) and nothing from a CDN. It was a Panel layout through
+``jupyter_bokeh`` until the dashboards issue: BokehJS, Panel's and a second plotly.js made
+it 27 MB of JavaScript, more than any chapter.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from pflow_explore import chapters, course
+from pflow_explore.widgets.live_figure import LiveFigure
 
 FRONT_DOOR = course.Chapter(
     0,
@@ -116,72 +117,48 @@ CARD_CSS = """
 """
 
 
-def card(entry: Entry) -> Any:
-    """A Panel column: the card's text and, for a ready chapter, its preview or message."""
-    import panel as pn
-
-    parts: list[Any] = [
-        pn.pane.HTML(card_html(entry), stylesheets=[CARD_CSS], sizing_mode="stretch_width")
-    ]
+def card(entry: Entry) -> widgets.VBox:
+    """A card (``widgets.VBox``): the card's text and, for a ready chapter, its preview (a
+    static LiveFigure) or the message saying why there is none."""
+    parts: list[widgets.Widget] = [widgets.HTML(card_html(entry))]
     if entry.ready:
         fig, message = preview(entry.chapter.slug)
         if fig is not None:
             # a static plot: a preview invites a click on the link, not zooming
-            parts.append(pn.pane.Plotly(fig, config={"staticPlot": True}))
+            figure = LiveFigure(fig)
+            figure._config = {"staticPlot": True}  # plotly's config travels in this trait
+            parts.append(figure)
         elif message is not None:
             parts.append(
-                pn.pane.HTML(
-                    f'<p class="pflow-preview-message">{html.escape(message)}</p>',
-                    stylesheets=[CARD_CSS],
-                    sizing_mode="stretch_width",
-                )
+                widgets.HTML(f'<p class="pflow-preview-message">{html.escape(message)}</p>')
             )
-    return pn.Column(
-        *parts,
-        width=CARD_WIDTH,
-        css_classes=["pflow-card"],
-        styles={
-            "border": "1px solid #ddd",
-            "border-radius": "8px",
-            "padding": "6px 10px",
-            "background": "#ffffff" if entry.ready else "#fafafa",
-        },
-        margin=(6, 6),
+    box = widgets.VBox(
+        parts,
+        layout=widgets.Layout(
+            width=f"{CARD_WIDTH}px",
+            margin="6px",
+            padding="6px 10px",
+            border="1px solid #ddd",
+        ),
     )
+    box.add_class("pflow-card")
+    box.add_class("pflow-ready-card" if entry.ready else "pflow-planned-card")
+    return box
 
 
-def landing_page(scale_name: str) -> Any:
+def landing_page(scale_name: str) -> widgets.VBox:
     """The whole page: a header saying the scale served, then the cards in a wrapping row."""
-    import panel as pn
-
     n_ready = sum(e.ready for e in entries())
-    header = pn.pane.HTML(
+    header = widgets.HTML(
+        f"<style>{CARD_CSS}</style>"
         "<h1>pflow-explore: probability flows, one paper at a time</h1>"
         f"<p>{n_ready} of {len(course.OUTLINE) + 1} notebooks are ready, served at scale "
         f"<b>{html.escape(scale_name)}</b>. Open a dashboard from its card: it is a live "
         "notebook, so moving a slider recomputes the picture. The back button returns here; "
-        "planned chapters appear as they are written.</p>",
-        sizing_mode="stretch_width",
+        "planned chapters appear as they are written.</p>"
     )
-    return pn.Column(header, pn.FlexBox(*(card(e) for e in entries())), sizing_mode="stretch_width")
-
-
-def offline_widget(obj: Any) -> Any:
-    """An ipywidget (``jupyter_bokeh.BokehModel``) showing the Panel object ``obj``.
-
-    What ``pn.ipywidget`` does, but with every stylesheet inlined from Panel's own
-    distribution: its ipywidget path links them from cdn.holoviz.org (Panel 1.9), which
-    offline leaves the page unstyled and online is a request leaving the machine.
-    """
-    import panel as pn
-    from bokeh.document import Document
-    from bokeh.models import UIElement
-    from jupyter_bokeh.widgets import BokehModel
-    from panel.io.notebook import patch_inline_stylesheets
-    from panel.io.resources import set_resource_mode
-
-    with set_resource_mode("inline"):
-        model = pn.panel(obj).get_root(doc=Document())
-    for sub in model.select({"type": UIElement}):
-        patch_inline_stylesheets(sub)
-    return BokehModel(model, combine_events=True)
+    cards = widgets.Box(
+        [card(e) for e in entries()],
+        layout=widgets.Layout(display="flex", flex_flow="row wrap", align_items="flex-start"),
+    )
+    return widgets.VBox([header, cards], layout=widgets.Layout(width="100%"))

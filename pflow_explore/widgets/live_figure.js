@@ -129,19 +129,20 @@ export default () => {
         for (const [name, listener] of listeners) model.off(`change:${name}`, listener);
       };
       // not awaited: anywidget allows initialize 2 s; the bundle may take longer on a busy CPU
-      ready = plotlyBundle(model).then(
-        (bundle) => {
+      ready = plotlyBundle(model)
+        .then((bundle) => {
           stopListening();
           replay(bundle.FigureModel, model, edits);
           figure = bundle.default();
           figure.initialize({ model });
-        },
-        (error) => {
+        })
+        .catch((error) => {
           stopListening();
+          figure = null;
           failure = error;
-          console.warn("[pflow-explore] a figure could not start:", error);
-        },
-      );
+          // the page's own script (Voila template) turns this into a line atop the page
+          console.error("[pflow-explore] a figure could not start:", error);
+        });
     },
     async render({ model, el }) {
       if (!figure && !failure) {
