@@ -17,17 +17,34 @@ TORCH_INDEX ?=
 PORT ?= 8866
 SCALE ?=
 STAMP := $(VENV)/.installed
+# the versions CI tested (`make lock` refreshes them); CONSTRAINTS= installs the newest
+# versions pyproject.toml's ranges allow instead
+CONSTRAINTS ?= constraints.txt
 
-.PHONY: setup serve lab test lint format browser clean-cache benchmarks
+.PHONY: setup serve lab test lint format browser clean-cache benchmarks lock
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[dev]"
 	@touch $@
+
+# Re-resolve: a scratch venv gets the newest versions within pyproject.toml's ranges, and
+# constraints.txt becomes its `pip freeze` (torch stays $(TORCH): CPU or CUDA is the
+# machine's choice). Then run `make test` and commit constraints.txt with what it changed.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --upgrade pip
+	.lock-venv/bin/python -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	.lock-venv/bin/python -m pip install -q -e ".[dev]"
+	{ echo "# pip constraints: the versions \`make test\` passed with ($$(date +%Y-%m-%d), Python $$(.lock-venv/bin/python -c 'import platform; print(platform.python_version())')). Refresh: make lock"; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^torch=='; } > constraints.txt
+	rm -rf .lock-venv
+	@echo "constraints.txt rewritten; run make test before committing it"
 
 # Debian's chromium for the browser tests (playwright cannot download browsers here).
 browser:
@@ -39,8 +56,11 @@ browser:
 serve: $(STAMP)
 	$(BIN)/pflow-explore serve --port $(PORT) $(if $(SCALE),--scale $(SCALE))
 
+# JUPYTER_PATH: the Voila server extension of JupyterLab then serves the pflow template's
+# static plotly bundle, which LiveFigure loads (elsewhere the kernel sends it)
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/python -c "from pflow_explore.cli import prepare_voila_template as p; p()"
+	JUPYTER_PATH=$(CURDIR)/share/jupyter $(BIN)/jupyter lab notebooks/
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -34,6 +34,7 @@ from machine import machine
 
 from pflow_explore.cli import REFILL_DELAY_S
 from pflow_explore.figures_export import CHROMIUM_FLAGS, DEFAULT_CHROMIUM, ENV_CHROMIUM
+from pflow_explore.voila_app import stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "dashboard_tti.md"
@@ -167,11 +168,7 @@ def voila(
                 time.sleep(0.3)
         yield Server(base, proc, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)  # Voila and every kernel it started
 
 
 def voila_env_threads() -> str:

@@ -85,6 +85,7 @@ def server(tmp_path_factory):
     """Voila over notebooks/ at PFLOW_SCALE=tiny, as `pflow-explore serve` starts it
     (preheated kernels included), on a free port; yields its base URL."""
     from pflow_explore.cli import voila_command, voila_env
+    from pflow_explore.voila_app import stop_server
 
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} not found: `make test` installs Debian's chromium")
@@ -92,13 +93,9 @@ def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("voila") / "voila.log"
     env = voila_env("tiny")
     with log.open("w") as fh:
+        # exactly as `pflow-explore serve` starts it (refill delay, pool, threads)
         proc = subprocess.Popen(
-            # refills wait a minute: a replacement kernel running its notebook beside the page
-            # under test starves the browser, and anywidget gives a model 2 s to initialise
-            voila_command(port, open_browser=False, refill_delay=60),
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env=env,
+            voila_command(port, open_browser=False), stdout=fh, stderr=subprocess.STDOUT, env=env
         )
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -111,15 +108,11 @@ def server(tmp_path_factory):
                 pytest.fail(f"voila exited: {log.read_text()[-2000:]}")
             time.sleep(0.5)
     else:
-        proc.kill()
+        stop_server(proc)
         pytest.fail(f"voila did not start: {log.read_text()[-2000:]}")
     _wait_until_quiet(proc)
     yield base
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_server(proc)
 
 
 @pytest.fixture(scope="session")
@@ -155,6 +148,21 @@ def _watch_outside_requests(page) -> list[str]:
 
     page.on("request", record)
     return outside
+
+
+@pytest.fixture
+def watch_console_errors():
+    """A function: page -> the list, filled as the page runs, of its console errors and
+    uncaught exceptions (warnings are not errors: Voila's JupyterLab 4.2 core makes the
+    extensions built for 4.6 warn about shared-module versions on every page)."""
+
+    def watch(page) -> list[str]:
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
+        return errors
+
+    return watch
 
 
 @pytest.fixture

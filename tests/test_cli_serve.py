@@ -1,12 +1,19 @@
-"""`pflow-explore serve`: the Voila command line and environment it builds, without a server.
+"""`pflow-explore serve`: the Voila command line and environment it builds, and the real
+command stopping Voila and all its kernels on one signal.
 
-The running server (preheated kernels, the landing page at `/`, offline pages) is tested
-in a browser by test_dashboards.py and test_landing.py.
+The running server's pages (preheated kernels, the landing page at `/`, offline pages) are
+tested in a browser by test_dashboards.py and test_landing.py.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import jinja2
 import pytest
@@ -16,6 +23,12 @@ from pflow_explore import cli
 TEMPLATE_DIR = cli.voila_template_root() / "voila" / "templates" / cli.TEMPLATE
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_voila_command_defaults_preheat_on_localhost():
     cmd = cli.voila_command(8866)
     assert "--Voila.ip=127.0.0.1" in cmd and "--port=8866" in cmd
@@ -23,6 +36,10 @@ def test_voila_command_defaults_preheat_on_localhost():
     assert "--preheat_kernel=True" in cmd and "--pool_size=1" in cmd
     assert "--VoilaKernelManager.fill_delay=3" in cmd
     assert "--show_tracebacks=False" in cmd
+    assert cmd[1:3] == ["-m", "pflow_explore.voila_app"], "Voila with gzip (voila_app.py)"
+    allow = next(a for a in cmd if a.startswith("--VoilaConfiguration.extension_allowlist="))
+    assert json.loads(allow.split("=", 1)[1]) == list(cli.EXTENSIONS)
+    assert "jupyterlab-plotly" not in allow and "pyviz" not in allow
 
 
 def test_voila_command_options():
@@ -55,8 +72,9 @@ def _serve(monkeypatch, argv: list[str]) -> tuple[list[str], dict[str, str]]:
     seen = {}
 
     class FakeVoila:
-        def __init__(self, cmd: list[str], env: dict[str, str]) -> None:
+        def __init__(self, cmd: list[str], env: dict[str, str], **kwargs: object) -> None:
             seen["cmd"], seen["env"] = cmd, env
+            assert kwargs.get("start_new_session"), "Ctrl-C must reach serve, which stops Voila"
 
         def wait(self, timeout: float | None = None) -> int:
             return 0
@@ -102,3 +120,44 @@ def test_front_page_redirects_to_landing_notebook():
     classic = env.get_template("tree.html").render(base_url="/", notebook_path="")
     assert "url=/voila/render/index.ipynb" in classic
     assert (cli.voila_template_root().parent.parent / "notebooks" / "index.ipynb").exists()
+
+
+def _descendants(pid: int) -> list:
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_serve_stops_voila_and_every_kernel(signum, tmp_path):
+    """The real command: once its preheated kernels run, one signal to `serve` alone (not to
+    its process group) leaves no Voila and no kernel behind."""
+    import psutil
+
+    port = _free_port()
+    env = dict(os.environ, PFLOW_SCALE="tiny", PFLOW_DATA=str(tmp_path))
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "pflow_explore.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 120
+        kernels: list = []
+        while time.time() < deadline and len(kernels) < 2:
+            time.sleep(1)
+            kernels = [p for p in _descendants(serve.pid) if "ipykernel" in " ".join(p.cmdline())]
+        assert len(kernels) >= 2, "the preheated kernels did not start"
+        tree = _descendants(serve.pid)
+        serve.send_signal(signum)
+        assert serve.wait(60) == 0
+        _, alive = psutil.wait_procs(tree, timeout=30)
+        assert not alive, f"left running: {[' '.join(p.cmdline())[:80] for p in alive]}"
+    finally:
+        if serve.poll() is None:
+            serve.kill()

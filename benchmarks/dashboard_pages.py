@@ -1,0 +1,388 @@
+"""Every dashboard page in headless Chromium: bytes, time to first plot and to a working
+slider, slider latency, a stress walk beside two CPU burners, and 8 sessions at once.
+
+For one server (`pflow-explore serve` of a checkout, PFLOW_SCALE=cpu, started plain or
+preheated) and every page (the landing page and each chapter):
+- bytes: JavaScript over HTTP (decoded, and as transferred: gzip where the server
+  compresses), bytes received over the websocket (widget state, and with plotly's
+  FigureWidget each figure's copy of plotly's bundle); fresh browser context, empty cache;
+- time from navigation to the first plotly plot drawn, and to the first slider move that
+  changed a figure's data (a press before the widgets are connected is lost: presses repeat);
+- slider latency: key press -> figure data changed in the page, median of several moves;
+- stress walk (preheated server): two busy-loop Python processes beside the server, every
+  page opened WALKS times in a row, each in a fresh page: dead sliders (no figure change
+  within 30 s of the first working-slider attempt), pages with console errors, pages showing
+  a failure line;
+- 8 sessions opened at the same moment on one chapter: time to a working slider, p50/p95.
+
+    .venv/bin/python benchmarks/dashboard_pages.py [--repo DIR] [--label after] [--walks 20]
+
+``--repo DIR`` serves another checkout (e.g. a `git worktree` of an earlier commit, for
+"before" numbers) with this venv. Writes benchmarks/results/dashboard_pages_<label>.md.
+The browser runs on the same machine as the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dashboard_tti import FIGURE_DATA_JS, free_port, load_average
+from machine import machine
+
+from pflow_explore.figures_export import CHROMIUM_FLAGS, DEFAULT_CHROMIUM, ENV_CHROMIUM
+from pflow_explore.voila_app import stop_server
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get(ENV_CHROMIUM, DEFAULT_CHROMIUM)
+DEAD_AFTER_S = 30.0
+IGNORED_CONSOLE = ("Unsatisfied version", "No satisfying version")  # warnings, not errors
+
+
+class Serve:
+    """`pflow-explore serve` of the checkout ``repo`` on a free port (stopped with its kernels)."""
+
+    def __init__(self, repo: Path, preheat: bool) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ, PFLOW_SCALE="cpu", PYTHONPATH=str(repo))
+        args = [sys.executable, "-m", "pflow_explore.cli", "serve", "--port", str(self.port)]
+        self.log = Path(f"/tmp/dashboard-pages-{self.port}.log")
+        with self.log.open("w") as fh:
+            self.proc = subprocess.Popen(
+                args + ([] if preheat else ["--no-preheat"]),
+                cwd=repo,
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(self.base + "/voila/tree", timeout=2)
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    log = self.log.read_text()[-2000:]
+                    raise RuntimeError(f"serve did not start:\n{log}") from None
+                time.sleep(0.3)
+
+    def wait_quiet(self, timeout_s: float = 600) -> float:
+        """Seconds until the server and its kernels used < 15 % of a core for 2 s."""
+        import psutil
+
+        start, quiet_since = time.perf_counter(), None
+        while time.perf_counter() - start < timeout_s:
+            try:
+                procs = [psutil.Process(self.proc.pid)]
+                procs += procs[0].children(recursive=True)
+                before = [p.cpu_times() for p in procs]
+                time.sleep(0.5)
+                used = sum(
+                    a.user + a.system - b.user - b.system
+                    for a, b in zip([p.cpu_times() for p in procs], before, strict=True)
+                )
+            except psutil.NoSuchProcess:
+                continue
+            if used / 0.5 < 0.15:
+                quiet_since = quiet_since or time.perf_counter()
+                if time.perf_counter() - quiet_since >= 2:
+                    return time.perf_counter() - start
+            else:
+                quiet_since = None
+        return float("nan")
+
+    def stop(self) -> None:
+        stop_server(self.proc)
+
+
+@dataclass
+class Visit:
+    page: str
+    plot_s: float = float("nan")
+    interactive_s: float = float("nan")
+    latency_ms: list[float] = field(default_factory=list)
+    js_bytes: int = 0
+    js_transferred: int = 0
+    ws_bytes: int = 0
+    console: list[str] = field(default_factory=list)
+    failure_shown: bool = False
+    error: str = ""
+
+    @property
+    def dead(self) -> bool:
+        return self.page != "index.ipynb" and not self.interactive_s == self.interactive_s
+
+
+async def _fingerprint(page) -> list[str]:  # noqa: ANN001
+    return await page.evaluate(FIGURE_DATA_JS)
+
+
+async def _slider_works(page, timeout_s: float) -> bool:  # noqa: ANN001
+    """Press ArrowRight/Left on the first slider until a figure's data changes."""
+    handle = page.locator(".widget-slider .noUi-handle").first
+    await handle.wait_for(timeout=timeout_s * 1000)
+    before = await _fingerprint(page)
+    deadline = time.perf_counter() + timeout_s
+    key = "ArrowRight"
+    while time.perf_counter() < deadline:
+        await handle.focus()
+        await page.keyboard.press(key)
+        key = "ArrowLeft" if key == "ArrowRight" else "ArrowRight"
+        end = time.perf_counter() + 1.0
+        while time.perf_counter() < end:
+            if await _fingerprint(page) != before:
+                return True
+            await asyncio.sleep(0.025)
+    return False
+
+
+async def _latency_ms(page, moves: int = 6) -> list[float]:  # noqa: ANN001
+    """Key press -> a figure's data changed, for ``moves`` alternating moves."""
+    out = []
+    handle = page.locator(".widget-slider .noUi-handle").first
+    for i in range(moves):
+        await handle.focus()
+        before = await _fingerprint(page)
+        start = time.perf_counter()
+        await page.keyboard.press("ArrowLeft" if i % 2 else "ArrowRight")
+        try:
+            await page.wait_for_function(
+                f"(b) => JSON.stringify(({FIGURE_DATA_JS})()) !== b",
+                arg=json.dumps(before),
+                polling="raf",
+                timeout=10_000,
+            )
+            out.append(1000 * (time.perf_counter() - start))
+        except Exception:  # a move that changed nothing (slider at its end): not a latency
+            pass
+        await asyncio.sleep(0.3)
+    return out
+
+
+async def visit(browser, url: str, latency: bool = False) -> Visit:  # noqa: ANN001
+    """One visit of ``url`` in a fresh browser context (empty cache)."""
+    name = url.rsplit("/", 1)[-1]
+    v = Visit(name)
+    context = await browser.new_context(viewport={"width": 1280, "height": 1400})
+    page = await context.new_page()
+    responses = []
+
+    def on_console(msg) -> None:  # noqa: ANN001
+        if msg.type == "error" and not any(s in msg.text for s in IGNORED_CONSOLE):
+            v.console.append(msg.text[:200])
+
+    def on_response(response) -> None:  # noqa: ANN001
+        if response.request.resource_type == "script" or ".js" in response.url:
+            responses.append(response)
+
+    def on_ws(ws) -> None:  # noqa: ANN001
+        def count(payload: str | bytes) -> None:
+            v.ws_bytes += len(payload)
+
+        ws.on("framereceived", count)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda e: v.console.append(f"uncaught: {e}"[:200]))
+    page.on("response", on_response)
+    page.on("websocket", on_ws)
+    try:
+        start = time.perf_counter()
+        await page.goto(url, timeout=180_000)
+        await page.wait_for_selector(".js-plotly-plot .main-svg", timeout=180_000)
+        v.plot_s = time.perf_counter() - start
+        if name != "index.ipynb":
+            if await _slider_works(page, DEAD_AFTER_S):
+                v.interactive_s = time.perf_counter() - start
+                if latency:
+                    v.latency_ms = await _latency_ms(page)
+        await page.wait_for_timeout(500)
+        v.failure_shown = (
+            await page.locator("#pflow-page-failure, .pflow-figure-failed").count() > 0
+        )
+    except Exception as err:  # a page that never drew: recorded, the walk goes on
+        v.error = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
+    for r in responses:
+        try:
+            v.js_bytes += len(await r.body())
+            v.js_transferred += (await r.request.sizes())["responseBodySize"]
+        except Exception:  # a response without a body (redirect, aborted)
+            pass
+    await context.close()
+    return v
+
+
+def pages(repo: Path) -> list[str]:
+    return ["index.ipynb"] + sorted(p.name for p in (repo / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+async def run(args: argparse.Namespace) -> dict:
+    from playwright.async_api import async_playwright
+
+    repo = Path(args.repo).resolve()
+    names = pages(repo)
+    results: dict = {"pages": names}
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM, args=list(CHROMIUM_FLAGS), headless=True
+        )
+        # plain: each visit runs its notebook in a new kernel (cached artifacts)
+        server = Serve(repo, preheat=False)
+        try:
+            results["plain"] = []
+            for name in names:
+                v = await visit(browser, f"{server.base}/voila/render/{name}", latency=True)
+                print(f"plain     {_line(v)}", flush=True)
+                results["plain"].append(v)
+        finally:
+            server.stop()
+        # preheated: each visit finds a kernel that has run the notebook
+        server = Serve(repo, preheat=True)
+        try:
+            results["warm_s"] = server.wait_quiet()
+            results["preheated"] = []
+            for name in names:
+                server.wait_quiet()
+                v = await visit(browser, f"{server.base}/voila/render/{name}", latency=True)
+                print(f"preheated {_line(v)}", flush=True)
+                results["preheated"].append(v)
+            # stress walk beside two CPU burners, the pool refilling as pages use kernels
+            burners = [
+                subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)
+            ]
+            try:
+                results["walk"] = []
+                for w in range(args.walks):
+                    for name in names:
+                        v = await visit(browser, f"{server.base}/voila/render/{name}")
+                        print(f"walk {w + 1:2d}   {_line(v)}", flush=True)
+                        results["walk"].append(v)
+            finally:
+                for b in burners:
+                    b.kill()
+                    b.wait()
+            # 8 sessions at once on one chapter page
+            server.wait_quiet()
+            chapter = args.concurrent_page
+            start = time.perf_counter()
+            visits = await asyncio.gather(
+                *(visit(browser, f"{server.base}/voila/render/{chapter}") for _ in range(8))
+            )
+            results["concurrent"] = (chapter, visits, time.perf_counter() - start)
+            for v in visits:
+                print(f"concurrent {_line(v)}", flush=True)
+        finally:
+            server.stop()
+        await browser.close()
+    return results
+
+
+def _line(v: Visit) -> str:
+    return (
+        f"{v.page:<24} plot {v.plot_s:6.2f} s  slider {v.interactive_s:6.2f} s  "
+        f"latency {statistics.median(v.latency_ms) if v.latency_ms else float('nan'):6.1f} ms  "
+        f"JS {v.js_bytes / 1e6:5.2f} MB ({v.js_transferred / 1e6:5.2f} sent)  "
+        f"ws {v.ws_bytes / 1e6:6.2f} MB  console {len(v.console)}  "
+        f"{'FAILURE SHOWN ' if v.failure_shown else ''}{v.error}"
+    )
+
+
+def _q(xs: list[float], q: float) -> float:
+    xs = sorted(x for x in xs if x == x)
+    if not xs:
+        return float("nan")
+    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
+
+
+def report(args: argparse.Namespace, results: dict, load_before: str) -> str:
+    lines = [
+        f"# Dashboard pages ({args.label})",
+        "",
+        f"Written by `benchmarks/dashboard_pages.py --label {args.label}` serving "
+        f"`{args.describe}` at PFLOW_SCALE=cpu (cached artifacts), browser and server on the "
+        "same machine. Targets (issue 11): <= 8 MB of JavaScript per page; <= 3 s "
+        "preheated and <= 10 s plain to a working slider; slider -> figure <= 150 ms; the "
+        "stress walk with 0 dead sliders and 0 console errors.",
+        "",
+        "## Machine",
+        "",
+        *machine(),
+        f"- load average before / after: {load_before}; {load_average()}",
+        "",
+        "## Each page (fresh browser context, empty cache)",
+        "",
+        "| page | server | JS MB (transferred) | websocket MB | first plot s | working "
+        "slider s | slider latency ms (median) | console errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for mode in ("plain", "preheated"):
+        for v in results[mode]:
+            lat = f"{statistics.median(v.latency_ms):.0f}" if v.latency_ms else "-"
+            slider = f"{v.interactive_s:.1f}" if v.interactive_s == v.interactive_s else "-"
+            if v.dead and not v.error:
+                slider = "DEAD"
+            lines.append(
+                f"| {v.page} | {mode} | {v.js_bytes / 1e6:.1f} ({v.js_transferred / 1e6:.1f}) "
+                f"| {v.ws_bytes / 1e6:.2f} | {v.plot_s:.1f} | {slider} | {lat} "
+                f"| {len(v.console)}{' ' + v.error if v.error else ''} |"
+            )
+    walk = results["walk"]
+    dead = [v for v in walk if v.dead]
+    noisy = [v for v in walk if v.console]
+    shown = [v for v in walk if v.failure_shown]
+    inter = [v.interactive_s for v in walk if not v.dead]
+    lines += [
+        "",
+        f"## Stress walk: two CPU burners, every page {args.walks} times (preheated server)",
+        "",
+        f"- visits: {len(walk)}; dead sliders: {len(dead)}; visits with console errors: "
+        f"{len(noisy)}; visits showing a failure line: {len(shown)}; pages that never drew: "
+        f"{sum(1 for v in walk if v.error)}",
+        f"- time to a working slider under load: p50 {_q(inter, 0.5):.1f} s, p95 "
+        f"{_q(inter, 0.95):.1f} s, max {max(inter) if inter else float('nan'):.1f} s",
+    ]
+    for v in (dead + noisy)[:8]:
+        lines.append(f"  - {v.page}: {'dead; ' if v.dead else ''}{'; '.join(v.console[:2])}")
+    chapter, visits, wall = results["concurrent"]
+    inter = [v.interactive_s for v in visits if not v.dead]
+    lines += [
+        "",
+        f"## 8 sessions at once on {chapter}",
+        "",
+        f"- interactive: {len(inter)} of 8; time to a working slider p50 {_q(inter, 0.5):.1f} s, "
+        f"p95 {_q(inter, 0.95):.1f} s; all 8 done in {wall:.1f} s; console errors in "
+        f"{sum(1 for v in visits if v.console)} of 8",
+        "",
+        f"Preheated server quiet (every kernel had run its notebook) {results['warm_s']:.0f} s "
+        "after it answered.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", default=str(ROOT), help="checkout to serve (default: this)")
+    parser.add_argument("--label", default="after")
+    parser.add_argument("--describe", default="this checkout")
+    parser.add_argument("--walks", type=int, default=20)
+    parser.add_argument("--concurrent-page", default="01_painters.ipynb")
+    args = parser.parse_args()
+    load_before = load_average()
+    results = asyncio.run(run(args))
+    out = ROOT / "benchmarks" / "results" / f"dashboard_pages_{args.label}.md"
+    out.write_text(report(args, results, load_before))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
