@@ -3,8 +3,9 @@
 Without a browser: the chapter list and its statuses against a faked set of notebooks, a
 preview that raises becoming a one-line message, and index.ipynb executed with papermill.
 With a browser (marker ``browser``, fixtures in conftest.py): `/` leads to the landing
-page, every card renders (plain ipywidgets, previews as static LiveFigures), each ready chapter's link opens its dashboard, nothing
-is requested from outside 127.0.0.1; screenshot test-artifacts/screenshots/index.png.
+page, every card renders (plain ipywidgets, previews as static LiveFigures) with no console
+error, each ready chapter's link opens its dashboard, nothing is requested from outside
+127.0.0.1; screenshot test-artifacts/screenshots/index.png.
 """
 
 from __future__ import annotations
