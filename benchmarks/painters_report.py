@@ -51,8 +51,8 @@ def child(scale: str) -> None:
                 "steps": r.seconds,
                 "trained_seconds": r.trained_seconds,
                 "from_cache": r.from_cache,
-                "train_steps": len(r.losses),
-                "final_loss": sum(r.losses[-200:]) / len(r.losses[-200:]),
+                "train_steps": len(r.fit.losses),
+                "final_loss": sum(r.fit.losses[-200:]) / len(r.fit.losses[-200:]),
                 "claims": json.loads(to_json(cs)),
             }
         )

@@ -4,6 +4,12 @@ A claim names what the paper says (its value or statement), what this code measu
 criterion it is judged by, and the scale it was measured at. ``holds`` is computed by the
 code that measured it, never typed in. One table renders it as HTML (notebooks,
 dashboards), plain text (terminal) and JSON (tools).
+
+The common shapes, so a chapter's ``claims()`` is a short list: :func:`claim_below` /
+:func:`claim_above` (a bound, beyond z standard errors when ``se`` is given),
+:func:`claim_band` (low <= x <= high), :func:`claim_within` (relative tolerance around a
+target), :func:`claim_ordered` (a ranking, each pair judged by :func:`compare`: better,
+worse or indistinguishable given standard errors).
 """
 
 from __future__ import annotations
@@ -11,8 +17,9 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -45,12 +52,56 @@ class Claim:
         return str(self.measured)
 
 
+def _beyond(se: float, z: float) -> str:
+    return f" by {z:g} SE (SE {se:.2g})" if se else ""
+
+
 def claim_below(
-    name: str, paper: str, measured: float, bound: float, scale: str, note: str = ""
+    name: str,
+    paper: str,
+    measured: float,
+    bound: float,
+    scale: str,
+    note: str = "",
+    *,
+    se: float = 0.0,
+    z: float = 2.0,
+    inclusive: bool = False,
 ) -> Claim:
-    """A claim that holds when ``measured < bound``."""
+    """Holds when ``measured + z se < bound`` (``<=`` with ``inclusive``): below the bound
+    beyond the noise when the standard error ``se`` of the measurement is given."""
+    value, top = float(measured), float(measured) + z * se
+    holds = top <= bound if inclusive else top < bound
+    crit = f"{'<=' if inclusive else '<'} {bound:.4g}{_beyond(se, z)}"
+    return Claim(name, paper, value, crit, bool(holds), scale, note)
+
+
+def claim_above(
+    name: str,
+    paper: str,
+    measured: float,
+    bound: float,
+    scale: str,
+    note: str = "",
+    *,
+    se: float = 0.0,
+    z: float = 2.0,
+    inclusive: bool = False,
+) -> Claim:
+    """Holds when ``measured - z se > bound`` (``>=`` with ``inclusive``)."""
+    value, bottom = float(measured), float(measured) - z * se
+    holds = bottom >= bound if inclusive else bottom > bound
+    crit = f"{'>=' if inclusive else '>'} {bound:.4g}{_beyond(se, z)}"
+    return Claim(name, paper, value, crit, bool(holds), scale, note)
+
+
+def claim_band(
+    name: str, paper: str, measured: float, low: float, high: float, scale: str, note: str = ""
+) -> Claim:
+    """Holds when ``low <= measured <= high``."""
     value = float(measured)
-    return Claim(name, paper, value, f"< {bound:.4g}", bool(value < bound), scale, note)
+    holds = bool(low <= value <= high)
+    return Claim(name, paper, value, f"in [{low:.4g}, {high:.4g}]", holds, scale, note)
 
 
 def claim_within(
@@ -66,6 +117,64 @@ def claim_within(
     value = float(measured)
     holds = bool(abs(value - target) <= rel_tol * abs(target))
     return Claim(name, paper, value, f"within {rel_tol:.0%} of {target:.4g}", holds, scale, note)
+
+
+Verdict = Literal["better", "worse", "indistinguishable"]
+
+
+def compare(
+    a: float,
+    b: float,
+    se_a: float = 0.0,
+    se_b: float = 0.0,
+    *,
+    z: float = 2.0,
+    lower_is_better: bool = True,
+) -> Verdict:
+    """Is a better than b beyond the noise? With margin m = z sqrt(se_a^2 + se_b^2) and
+    d = b - a (a - b when higher is better): "better" if d > m, "worse" if d < -m, else
+    "indistinguishable" (also when either value is NaN)."""
+    margin = z * math.hypot(se_a, se_b)
+    d = (b - a) if lower_is_better else (a - b)
+    if d > margin:
+        return "better"
+    if d < -margin:
+        return "worse"
+    return "indistinguishable"
+
+
+def claim_ordered(
+    name: str,
+    paper: str,
+    values: Mapping[str, float],
+    scale: str,
+    note: str = "",
+    *,
+    ses: Mapping[str, float] | None = None,
+    z: float = 2.0,
+    lower_is_better: bool = True,
+) -> Claim:
+    """``values`` {label: value} listed best first: holds when each one is "better" than
+    the next by :func:`compare` (beyond z combined standard errors ``ses`` when given).
+
+    ``measured`` reads "a 0.1 < b 0.2 < c 0.3"; a pair that is not "better" is named.
+    """
+    if len(values) < 2:
+        raise ValueError(f"an ordering needs at least two values, got {len(values)}")
+    se = dict.fromkeys(values, 0.0) | dict(ses or {})
+    labels = list(values)
+    sign = " < " if lower_is_better else " > "
+    text = sign.join(f"{k} {values[k]:.4g}" + (f" +- {se[k]:.2g}" if se[k] else "") for k in labels)
+    verdicts = [
+        (a, b, compare(values[a], values[b], se[a], se[b], z=z, lower_is_better=lower_is_better))
+        for a, b in zip(labels[:-1], labels[1:], strict=True)
+    ]
+    failed = [f"{a} vs {b}: {v}" for a, b, v in verdicts if v != "better"]
+    crit = "strictly " + ("increasing" if lower_is_better else "decreasing")
+    if ses:
+        crit = f"each better than the next by {z:g} combined SE"
+    note = "; ".join(filter(None, [*failed, note]))
+    return Claim(name, paper, text, crit, not failed, scale, note)
 
 
 def all_hold(claims: Sequence[Claim]) -> bool:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import cache
 
@@ -43,7 +42,68 @@ class FitResult:
 def _progress(steps: int, desc: str, enabled: bool) -> Any:
     from tqdm.auto import tqdm  # renders as a widget in JupyterLab and Voila
 
-    return tqdm(total=steps, desc=desc, disable=not enabled, leave=False, mininterval=0.25)
+    # leave=True: a bar that closes itself closes its widget, and a Voila page rendered from
+    # that notebook then refers to a model that no longer exists ("widget model not found")
+    return tqdm(total=steps, desc=desc, disable=not enabled, leave=True, mininterval=0.25)
+
+
+# Why the helpers below: on the small nets of the 2D chapters a step takes ~1 ms on one CPU
+# thread, and torch's general-purpose clip_grad_norm_ (regrouping the tensors by device and
+# dtype on every call, ~120 us), AveragedModel.update_parameters (~110 us) and the
+# per-tensor Python loop of Adam on the CPU made fit ~1.2x slower than a bare Adam loop
+# (benchmarks/fit_overhead.py). They run the same tensor ops, so the numbers are bit for bit
+# those of the torch functions (tests/test_training.py compares them).
+def _foreach(params: list[Tensor]) -> bool | None:
+    """True when every parameter is a dense CPU or CUDA tensor, else torch's default."""
+    ok = all(p.device.type in ("cpu", "cuda") and not p.is_sparse for p in params)
+    return True if ok and params else None
+
+
+@torch.no_grad()
+def clip_grad_norm(params: list[Tensor], max_norm: float) -> None:
+    """g <- g min(1, max_norm / (||g|| + 1e-6)), ||g|| the 2-norm of all gradients together:
+    ``nn.utils.clip_grad_norm_`` without its per-call regrouping when every gradient shares
+    one device and dtype (else it calls that function)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    first = grads[0]
+    if any(g.device != first.device or g.dtype != first.dtype or g.is_sparse for g in grads):
+        nn.utils.clip_grad_norm_(params, max_norm)
+        return
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+    coef = torch.clamp(float(max_norm) / (total + 1e-6), max=1.0)
+    torch._foreach_mul_(grads, coef)
+
+
+class EMA:
+    """theta_ema <- d theta_ema + (1 - d) theta after every step, starting from a copy of the
+    weights after the first step: what ``AveragedModel(model, multi_avg_fn=
+    get_ema_multi_avg_fn(d))`` computes (one foreach lerp), kept as a list of tensors."""
+
+    def __init__(self, params: list[Tensor], decay: float) -> None:
+        self.params, self.decay = params, decay
+        self.average: list[Tensor] | None = None
+
+    @torch.no_grad()
+    def update(self) -> None:
+        if self.average is None:
+            self.average = [p.detach().clone() for p in self.params]
+            return
+        pairs = list(zip(self.average, self.params, strict=True))
+        lerp = [(a, p) for a, p in pairs if a.is_floating_point() or a.is_complex()]
+        if lerp:
+            avg, new = [a for a, _ in lerp], [p.detach() for _, p in lerp]
+            torch._foreach_lerp_(avg, new, 1 - self.decay)
+        for a, p in pairs:
+            if not (a.is_floating_point() or a.is_complex()):
+                a.copy_(a * self.decay + p.detach() * (1 - self.decay))
+
+    @torch.no_grad()
+    def copy_to_params(self) -> None:
+        """Write the average into the model's parameters (buffers stay the model's own)."""
+        for p, a in zip(self.params, self.average or [], strict=False):
+            p.copy_(a)
 
 
 def fit(
@@ -74,7 +134,10 @@ def fit(
         raise ValueError(f"lr must be > 0, got {lr}")
     if ema_decay is not None and not 0 < ema_decay < 1:
         raise ValueError(f"ema_decay must be in (0, 1), got {ema_decay}")
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    params = list(model.parameters())
+    # foreach: one kernel per op over all tensors instead of a Python loop over them; torch
+    # defaults to it on CUDA only, and it computes the same values on the CPU
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=_foreach(params))
 
     def lr_factor(i: int) -> float:
         warm = min(1.0, (i + 1) / warmup) if warmup > 0 else 1.0
@@ -83,7 +146,7 @@ def fit(
         return warm * 0.5 * (1 + math.cos(math.pi * i / steps))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay)) if ema_decay else None
+    ema = EMA(params, ema_decay) if ema_decay else None
     losses: list[float] = []
     start = time.perf_counter()
     model.train()
@@ -100,19 +163,25 @@ def fit(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                clip_grad_norm(params, grad_clip)
             opt.step()
             sched.step()
             if ema is not None:
-                ema.update_parameters(model)
+                ema.update()
             losses.append(value)
             bar.update(1)
             if i % 50 == 0 or i == steps - 1:
                 bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
     if ema is not None:
-        model.load_state_dict(ema.module.state_dict())
+        ema.copy_to_params()
     model.eval()
     return FitResult(model, losses, time.perf_counter() - start, False)
+
+
+def fit_key(settings: Any, fit_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """What :func:`fit_cached` hashes: the chapter's ``settings`` and the fit arguments
+    (all but ``progress``, which changes no weight)."""
+    return {"settings": settings, "fit": {k: v for k, v in fit_kwargs.items() if k != "progress"}}
 
 
 def fit_cached(
@@ -136,10 +205,7 @@ def fit_cached(
     model = make_model()
     if device is not None:
         model = model.to(device)
-    key_settings = {
-        "settings": settings,
-        "fit": {k: v for k, v in fit_kwargs.items() if k != "progress"},
-    }
+    key_settings = fit_key(settings, fit_kwargs)
     seconds = 0.0
 
     def build() -> dict[str, Any]:

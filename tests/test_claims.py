@@ -40,3 +40,57 @@ def test_renderings_show_failures_with_their_value():
     data = json.loads(claims.to_json(cs))
     assert [d["holds"] for d in data] == [True, False, True]
     assert data[1]["measured"] == 2.0 and data[1]["scale"] == "cpu"
+
+
+def test_below_and_above_respect_the_noise_margin():
+    # 0.8 + 2 * 0.05 = 0.9 < 1: holds; 0.8 + 2 * 0.15 = 1.1: does not
+    assert claims.claim_below("x", "p", 0.8, 1.0, "cpu", se=0.05).holds
+    c = claims.claim_below("x", "p", 0.8, 1.0, "cpu", se=0.15)
+    assert not c.holds and c.measured == 0.8 and "2 SE" in c.criterion
+    assert claims.claim_below("x", "p", 0.05, 0.05, "cpu", inclusive=True).holds
+    # "> 1" with ratio 1.3 +- 0.1: 1.3 - 0.2 = 1.1 > 1 holds; +- 0.2 (z = 2) does not
+    assert claims.claim_above("ratio", "p", 1.3, 1.0, "cpu", se=0.1).holds
+    assert not claims.claim_above("ratio", "p", 1.3, 1.0, "cpu", se=0.2).holds
+    assert claims.claim_above("ratio", "p", 1.3, 1.0, "cpu", se=0.2, z=1.0).holds
+    assert not claims.claim_above("s", "p", 0.15, 0.15, "cpu").holds  # strict by default
+    assert claims.claim_above("s", "p", 0.15, 0.15, "cpu", inclusive=True).holds
+    assert claims.claim_above("s", "p", 0.2, 0.15, "cpu").criterion == "> 0.15"
+    assert not claims.claim_above("s", "p", float("nan"), 0.0, "cpu").holds
+
+
+def test_band_is_closed():
+    assert claims.claim_band("m", "p", 0.5, 0.5, 2.0, "cpu").holds
+    assert claims.claim_band("m", "p", 2.0, 0.5, 2.0, "cpu").holds
+    assert not claims.claim_band("m", "p", 2.01, 0.5, 2.0, "cpu").holds
+    assert not claims.claim_band("m", "p", 0.49, 0.5, 2.0, "cpu").holds
+    assert claims.claim_band("m", "p", 1.0, 0.5, 2.0, "cpu").criterion == "in [0.5, 2]"
+
+
+def test_compare_gives_three_verdicts():
+    # margin 2 * hypot(0.3, 0.4) = 1.0
+    assert claims.compare(1.0, 2.1, 0.3, 0.4) == "better"
+    assert claims.compare(2.1, 1.0, 0.3, 0.4) == "worse"
+    assert claims.compare(1.0, 1.9, 0.3, 0.4) == "indistinguishable"
+    assert claims.compare(1.0, 1.9, 0.3, 0.4, z=1.0) == "better"  # margin 0.5
+    assert claims.compare(2.1, 1.0, 0.3, 0.4, lower_is_better=False) == "better"
+    assert claims.compare(1.0, 1.0) == "indistinguishable"
+    assert claims.compare(1.0, 1.0 + 1e-12) == "better"  # no noise given: any gap counts
+    assert claims.compare(float("nan"), 1.0) == "indistinguishable"
+
+
+def test_ordered_claim_names_the_pair_that_fails():
+    values = {"distilled 2-RF": 0.10, "distilled 1-RF": 0.20, "1-RF": 0.50}
+    c = claims.claim_ordered("rank", "p", values, "cpu")
+    assert c.holds and c.measured == "distilled 2-RF 0.1 < distilled 1-RF 0.2 < 1-RF 0.5"
+    noisy = claims.claim_ordered(
+        "rank", "p", values, "cpu", ses={"distilled 2-RF": 0.04, "distilled 1-RF": 0.04}
+    )
+    # 0.2 - 0.1 = 0.1 < 2 * hypot(0.04, 0.04) = 0.113: the first pair is indistinguishable
+    assert not noisy.holds
+    assert noisy.note == "distilled 2-RF vs distilled 1-RF: indistinguishable"
+    swapped = claims.claim_ordered("rank", "p", {"a": 2.0, "b": 1.0}, "cpu", note="n")
+    assert not swapped.holds and swapped.note == "a vs b: worse; n"
+    higher = claims.claim_ordered("acc", "p", {"a": 0.9, "b": 0.8}, "cpu", lower_is_better=False)
+    assert higher.holds and " > " in str(higher.measured)
+    with pytest.raises(ValueError, match="two values"):
+        claims.claim_ordered("x", "p", {"a": 1.0}, "cpu")

@@ -2,37 +2,31 @@
 (Boffi & Vanden-Eijnden 2023, card 12_active_matter).
 
 Active Ornstein-Uhlenbeck particles (``datasets.particles``) have a stationary density rho
-over positions x and propulsions g that nobody can write down. Its score s = grad log rho
-can be *learned* from samples, and with the known drift b and diffusion D it gives the
-probability velocity v = b - D s: the object of physics here, not a sampler. From v:
+over positions x and propulsions g that nobody can write down. Its score s = grad log rho is
+*learned* from samples (``score_matching``), and with the known drift b and diffusion D it
+gives the probability velocity v = b - D s, the EPR and its local parts (``epr``).
 
-- the entropy production rate EPR = E[v . D^-1 v] (:func:`total_epr`), split per particle,
-  per region and per degree of freedom (:func:`local_epr`, :func:`per_region_epr`);
-- the probability current rho v on a grid (:func:`probability_current_field`).
+The named experiments, each callable on its own (``run`` composes them):
 
-The named steps:
-
-1. score losses: :func:`denoising_loss` (fixed sigma, antithetic, optionally g only, the
-   eps = 0 case) and :func:`dynamics_denoising_loss` (one Euler-Maruyama step of the
-   dynamics is the noise, antithetic);
-2. networks: :class:`TrapScore` (an MLP conditioned on v0, one network for the whole
-   sweep), :class:`ChainScore` and :class:`PropulsionScore` (the local transformer of
-   ``nets.local_transformer``: the same weights at any N);
-3. the experiments: :func:`trap_sweep` (learned vs exact EPR across v0),
-   :func:`ring_transfer` (per-particle EPR of a spring ring vs the modal formula, trained at
-   one N, evaluated at a larger N), :func:`mips_local_epr` (a small MIPS box: the local
-   EPR map and its interface / bulk ratio, :func:`phase_labels`), :func:`mips_phi_sweep`
-   and :func:`mips_movie`.
+0. :func:`theory_checks`: the closed forms against numeric Lyapunov solves and the simulator;
+1. :func:`trap_experiment`: one MLP conditioned on v0 (:class:`TrapScore`) learns the trapped
+   AOUP's score by dynamics denoising; learned vs exact EPR across v0, and the current;
+2. :func:`ring_experiment`: a local transformer (:class:`ChainScore`) trained on a spring ring
+   of one N, its per-particle EPR vs the modal formula there and at larger N;
+3. :func:`mips_experiment`: a small MIPS box (eps = 0, g-denoising, :class:`PropulsionScore`),
+   the local EPR by phase (:func:`interface_labels`); then :func:`mips_phi_sweep`,
+   :func:`mips_movie` and :func:`mips_large_box` with the same network.
 
 Shapes: particle states are (n, N, d): n configurations of N particles in d = 2.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import plotly.graph_objects as go
 import torch
@@ -42,12 +36,29 @@ from pflow_explore import cache, scale
 from pflow_explore.claims import Claim, claim_within
 from pflow_explore.datasets import particles
 from pflow_explore.datasets.particles import AOUP
+from pflow_explore.epr import (
+    aoup_drift,
+    aoup_local_epr,
+    aoup_probability_velocity,
+    local_epr_g_from_divergence,
+    per_region_epr,
+    probability_current_field,
+    total_epr,
+)
+from pflow_explore.experiment import Seeds, Stopwatch, cache_key, choose, presets, torch_threads
 from pflow_explore.nets.local_transformer import LocalTransformer, knn
+from pflow_explore.score_matching import (
+    ScoreFn,
+    denoising_loss,
+    dynamics_denoising_loss,
+    evaluate_score,
+    g_block_divergence,
+)
 from pflow_explore.training import FitResult, fit_cached
 
+T = TypeVar("T")
 CHAPTER = "active_matter"
 VERSION = 1  # part of every cache key: bump when simulation or training code changes
-ScoreFn = Callable[[Tensor, Tensor], tuple[Tensor | None, Tensor]]  # (x, g) -> (s_x, s_g)
 
 
 # ---- settings -----------------------------------------------------------------------------
@@ -135,124 +146,112 @@ class Settings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if len(self.trap_v0s) < 1 or any(not v > 0 for v in self.trap_v0s):
-            raise ValueError(f"trap_v0s must be one or more speeds > 0, got {self.trap_v0s}")
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(message)
+
+        need(
+            len(self.trap_v0s) >= 1 and all(v > 0 for v in self.trap_v0s),
+            f"trap_v0s must be one or more speeds > 0, got {self.trap_v0s}",
+        )
         for name in ("trap_A", "trap_gamma", "trap_eps", "ring_gamma", "ring_eps", "ring_A"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not 0 < self.mips_phi < 0.9:
-            raise ValueError(f"mips_phi must lie in (0, 0.9), got {self.mips_phi}")
-        if any(not 0 < p < 0.9 for p in self.mips_phis):
-            raise ValueError(f"mips_phis must lie in (0, 0.9), got {self.mips_phis}")
-        if self.ring_n < 8 or any(n < 8 for n in self.ring_n_eval):
-            raise ValueError(f"ring sizes must be >= 8, got {self.ring_n}, {self.ring_n_eval}")
-        if self.mips_n < 16:
-            raise ValueError(f"mips_n must be >= 16, got {self.mips_n}")
-        for name in (
-            "trap_samples",
-            "trap_test",
-            "trap_steps",
-            "trap_batch",
-            "ring_samples",
-            "ring_test",
-            "ring_steps",
-            "ring_batch",
-            "mips_replicas",
-            "mips_frames",
-            "mips_steps",
-            "mips_batch",
-            "movie_frames",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            need(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}")
+        for phi in (self.mips_phi, *self.mips_phis):
+            need(0 < phi < 0.9, f"mips_phi and mips_phis must lie in (0, 0.9), got {phi}")
+        need(
+            self.ring_n >= 8 and all(n >= 8 for n in self.ring_n_eval),
+            f"ring sizes must be >= 8, got {self.ring_n}, {self.ring_n_eval}",
+        )
+        need(self.mips_n >= 16, f"mips_n must be >= 16, got {self.mips_n}")
+        counts = ("trap_samples", "trap_test", "trap_steps", "trap_batch", "ring_samples")
+        counts += ("ring_test", "ring_steps", "ring_batch", "mips_replicas", "mips_frames")
+        for name in (*counts, "mips_steps", "mips_batch", "movie_frames"):
+            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("dyn_dt", "sim_dt", "mips_dt", "mips_sigma", "mips_frame_every"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.dyn_dt > 0.05:
-            raise ValueError(
-                f"dyn_dt must be <= 0.05 (a small step of the dynamics), got {self.dyn_dt}"
-            )
+            need(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}")
+        need(self.dyn_dt <= 0.05, f"dyn_dt must be <= 0.05 (one small step), got {self.dyn_dt}")
 
 
-SETTINGS = {
-    "tiny": Settings(
-        scale="tiny",
-        trap_samples=4096,
-        trap_test=1024,
-        trap_hidden=32,
-        trap_depth=2,
-        trap_steps=400,
+# fmt: off
+SETTINGS = presets(
+    Settings,
+    tiny=dict(
+        trap_samples=4096, trap_test=1024, trap_hidden=32, trap_depth=2, trap_steps=400,
         trap_batch=128,
-        ring_n=16,
-        ring_n_eval=(32,),
-        ring_samples=64,
-        ring_test=16,
-        ring_knn=4,
-        ring_width=16,
-        ring_layers=1,
-        ring_steps=60,
-        ring_batch=4,
-        mips_n=64,
-        mips_replicas=1,
-        mips_thermalize=50.0,
-        mips_frames=4,
-        mips_phis=(),
-        mips_eval_n=0,
-        mips_knn=8,
-        mips_width=16,
-        mips_layers=1,
-        mips_steps=40,
-        mips_batch=2,
+        ring_n=16, ring_n_eval=(32,), ring_samples=64, ring_test=16, ring_knn=4, ring_width=16,
+        ring_layers=1, ring_steps=60, ring_batch=4,
+        mips_n=64, mips_replicas=1, mips_thermalize=50.0, mips_frames=4, mips_phis=(),
+        mips_eval_n=0, mips_knn=8, mips_width=16, mips_layers=1, mips_steps=40, mips_batch=2,
         movie_frames=8,
     ),
-    "cpu": Settings(scale="cpu"),
-    "gpu": Settings(
-        scale="gpu",
-        trap_samples=262144,
-        trap_test=65536,
-        trap_hidden=128,
-        trap_steps=4000,
+    cpu={},
+    gpu=dict(
+        trap_samples=262144, trap_test=65536, trap_hidden=128, trap_steps=4000,
         trap_batch=1024,
-        ring_n_eval=(256, 1024),
-        ring_samples=2048,
-        ring_test=256,
-        ring_knn=16,
-        ring_width=64,
-        ring_steps=3000,
-        ring_batch=32,
-        mips_n=4096,
-        mips_replicas=16,
-        mips_thermalize=2000.0,
-        mips_frames=16,
-        mips_frame_every=25.0,
-        mips_knn=32,
-        mips_width=128,
-        mips_layers=3,
-        mips_steps=2000,
-        mips_batch=4,
-        mips_lr=1e-3,
-        mips_phis=(0.3, 0.4, 0.6, 0.7),
-        mips_sweep_replicas=4,
-        mips_eval_n=32768,
-        mips_eval_chunk=2048,
-        movie_frames=60,
-        threads=None,
+        ring_n_eval=(256, 1024), ring_samples=2048, ring_test=256, ring_knn=16, ring_width=64,
+        ring_steps=3000, ring_batch=32,
+        mips_n=4096, mips_replicas=16, mips_thermalize=2000.0, mips_frames=16,
+        mips_frame_every=25.0, mips_knn=32, mips_width=128, mips_layers=3, mips_steps=2000,
+        mips_batch=4, mips_lr=1e-3, mips_phis=(0.3, 0.4, 0.6, 0.7), mips_sweep_replicas=4,
+        mips_eval_n=32768, mips_eval_chunk=2048,
+        movie_frames=60, threads=None,
     ),
-}
+)
+# fmt: on
+
+# Seed streams, one per experiment: the offsets are the historical s.seed + k of the shipped
+# artifacts (never renumber one). Every network's initial weights come from s.seed itself.
+TRAP_SEEDS = dict(test=0, train=1, estimate=2)  # "train": the training samples and batches
+RING_SEEDS = dict(train_data=10, train=11, test=(20, 1))
+MIPS_SEEDS = dict(frames=0, eval_frames=1, train=31, estimate=40, sweep=(50, 1), movie=60, large=70)
 
 
 def settings(scale_name: str | None = None, **changes: object) -> Settings:
     """The preset for the resolved scale, with ``changes`` applied (validated)."""
-    return replace(scale.preset(SETTINGS, scale_name), **changes)
+    return choose(SETTINGS, scale_name, **changes)
 
 
-def _fields(s: Settings, prefix: str, extra: tuple[str, ...] = ()) -> dict[str, object]:
-    """The settings starting with ``prefix`` (plus ``extra``): one experiment's cache key."""
-    names = [f for f in s.__dataclass_fields__ if f.startswith(prefix)] + list(extra)
-    return {name: getattr(s, name) for name in names}
+def _cached(name: str, key: dict[str, object], build: Callable[[], dict]) -> dict:
+    obj, _ = cache.cached(CHAPTER, name, key, build, version=VERSION)
+    return obj
 
 
-# ---- the physical models ------------------------------------------------------------------
+def _pinned(experiment: Callable[..., T]) -> Callable[..., T]:
+    """Run an experiment ``f(s, ...)`` on ``s.threads`` torch threads, called alone (from the
+    notebook) or from :func:`run`: the same thread count, so the same reductions and numbers."""
+
+    @functools.wraps(experiment)
+    def pinned(s: Settings, *args: Any, **kw: Any) -> T:
+        with torch_threads(s.threads):
+            return experiment(s, *args, **kw)
+
+    return pinned
+
+
+def aoup_dynamics_loss(
+    score: ScoreFn, model: AOUP, x: Tensor, g: Tensor, dt: float, gen: torch.Generator
+) -> Tensor:
+    """``score_matching.dynamics_denoising_loss`` with the AOUP's drift
+    (v0 g - A x + F(x), -gamma g) and diffusion (eps, gamma) (card, "Score learning")."""
+    drift = lambda xx, gg: aoup_drift(model, xx, gg)  # noqa: E731
+    noise = (model.eps, model.gamma)
+    return dynamics_denoising_loss(score, drift, noise, x, g, dt, gen, model.box)
+
+
+def _train(
+    s: Settings, name: str, key: dict, make: Callable[[], nn.Module], loss_fn: Callable, **kw: Any
+) -> FitResult:
+    """fit_cached (cosine schedule) with the network's initial weights drawn from torch's
+    global generator seeded with ``s.seed``, forked: nothing outside the run sees the draw."""
+    with torch.random.fork_rng(devices=[]), torch_threads(s.threads):
+        torch.manual_seed(s.seed)
+        dev = scale.device()
+        return fit_cached(
+            CHAPTER, name, key, make, loss_fn, version=VERSION, device=dev, cosine=True, **kw
+        )
+
+
+# ---- the physical models and their score networks --------------------------------------------
 def trap_model(s: Settings, v0: float) -> AOUP:
     """One AOUP in the harmonic trap A (card, "Exact cases"); independent particles."""
     return AOUP(1, v0, gamma=s.trap_gamma, eps=s.trap_eps, A=s.trap_A, interaction="none")
@@ -261,13 +260,7 @@ def trap_model(s: Settings, v0: float) -> AOUP:
 def ring_model(s: Settings, n: int) -> AOUP:
     """n AOUPs on a spring ring: dx = (v0 g - (A I + k L) x) dt + sqrt(2 eps) dW."""
     return AOUP(
-        n,
-        s.ring_v0,
-        gamma=s.ring_gamma,
-        eps=s.ring_eps,
-        A=s.ring_A,
-        k=s.ring_k,
-        interaction="ring",
+        n, s.ring_v0, gamma=s.ring_gamma, eps=s.ring_eps, A=s.ring_A, k=s.ring_k, interaction="ring"
     )
 
 
@@ -278,76 +271,6 @@ def mips_model(s: Settings, phi: float | None = None, n: int | None = None) -> A
     )
 
 
-# ---- step 1: score-matching losses --------------------------------------------------------
-def _noise_term(s_part: Tensor, xi: Tensor, scale_: float, sign: float) -> Tensor:
-    """|s|^2 + 2 sign s . xi / scale, summed over the last axis: (n, N)."""
-    return (s_part**2).sum(-1) + 2 * sign * (s_part * xi).sum(-1) / scale_
-
-
-def denoising_loss(
-    score: ScoreFn,
-    x: Tensor,
-    g: Tensor,
-    sigma: float,
-    generator: torch.Generator | None = None,
-    noise_x: bool = True,
-    box: float | None = None,
-) -> Tensor:
-    """Fixed-sigma denoising score matching with antithetic noise (card, "Score learning").
-
-    z' = z +- sigma xi (xi ~ N(0, I) on g, and on x when ``noise_x``), minimise
-    E[|s(z')|^2 + 2 s(z') . (+-xi) / sigma] over the noised parts, averaged over the two
-    signs: the minimiser is the score of rho * N(0, sigma^2). The antithetic pair cancels
-    the O(1/sigma) term whose variance would swamp a small sigma (card, "Traps").
-    ``noise_x=False``: noise on g only, the loss for eps = 0 (s_x is then not learned).
-    x, g: (n, N, d). Returns the mean per particle (a scalar).
-    """
-    xi_g = torch.randn(g.shape, generator=generator, dtype=g.dtype, device=g.device)
-    xi_x = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    total = torch.zeros((), dtype=x.dtype, device=x.device)
-    for sign in (1.0, -1.0):
-        xp = particles.wrap(x + sign * sigma * xi_x, box) if noise_x else x
-        s_x, s_g = score(xp, g + sign * sigma * xi_g)
-        term = _noise_term(s_g, xi_g, sigma, sign)
-        if noise_x:
-            term = term + _noise_term(s_x, xi_x, sigma, sign)
-        total = total + term.mean()
-    return total / 2
-
-
-def dynamics_denoising_loss(
-    score: ScoreFn,
-    model: AOUP,
-    x: Tensor,
-    g: Tensor,
-    dt: float,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """ "Dynamics denoising" (card): one Euler-Maruyama step is the noise.
-
-    z' = z + b(z) dt +- sqrt(2 D dt) xi (antithetic), minimise
-    E[|s(z')|^2 + 2 s(z') . (+-xi) / sqrt(2 D dt)] over the noisy degrees of freedom
-    (x only when eps > 0). Because rho is stationary, z' is again distributed as rho (up to
-    the O(dt) bias of one Euler step), so the minimiser is the score of rho itself, with no
-    smoothing bias. x, g: (n, N, d) stationary samples. Returns the mean per particle.
-    """
-    b_x = particles.drift(model, x, g)
-    mean_x, mean_g = x + b_x * dt, g - model.gamma * g * dt
-    sd_x, sd_g = math.sqrt(2 * model.eps * dt), math.sqrt(2 * model.gamma * dt)
-    xi_x = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    xi_g = torch.randn(g.shape, generator=generator, dtype=g.dtype, device=g.device)
-    total = torch.zeros((), dtype=x.dtype, device=x.device)
-    for sign in (1.0, -1.0):
-        xp = particles.wrap(mean_x + sign * sd_x * xi_x, model.box)
-        s_x, s_g = score(xp, mean_g + sign * sd_g * xi_g)
-        term = _noise_term(s_g, xi_g, sd_g, sign)
-        if model.eps > 0:
-            term = term + _noise_term(s_x, xi_x, sd_x, sign)
-        total = total + term.mean()
-    return total / 2
-
-
-# ---- step 2: networks ---------------------------------------------------------------------
 class TrapScore(nn.Module):
     """s(x_i, g_i; v0) for independent trapped particles, one network for a v0 sweep.
 
@@ -367,20 +290,19 @@ class TrapScore(nn.Module):
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), nn.SiLU()]
             width = hidden
-        layers.append(nn.Linear(width, 2 * dim))
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers, nn.Linear(width, 2 * dim))
 
     def forward(self, x: Tensor, g: Tensor, v0: float | Tensor) -> tuple[Tensor, Tensor]:
         v = torch.as_tensor(v0, dtype=x.dtype, device=x.device).reshape(-1, 1, 1)
-        v = v.expand(x.shape[0], x.shape[1], 1)
-        out = self.net(torch.cat([x, g, v], dim=-1))
+        out = self.net(torch.cat([x, g, v.expand(x.shape[0], x.shape[1], 1)], dim=-1))
         return out[..., : self.dim], out[..., self.dim :] - g
 
 
 def make_local_net(
     feature_dim: int, out_dim: int, k: int, width: int, layers: int, heads: int, scale_: float
 ) -> LocalTransformer:
-    """The local transformer of the card (k nearest neighbours, wrapped coordinates)."""
+    """The local transformer of the card (k nearest neighbours, wrapped coordinates); its box
+    is replaced per call: it follows N (ring) or the packing fraction (MIPS)."""
     return LocalTransformer(
         dim=2,
         feature_dim=feature_dim,
@@ -389,7 +311,7 @@ def make_local_net(
         width=width,
         layers=layers,
         heads=heads,
-        box=1.0,  # replaced per call: the box follows N (ring) or the packing fraction
+        box=1.0,
         length_scale=scale_,
     )
 
@@ -417,8 +339,7 @@ class ChainScore(nn.Module):
 
     def forward(self, x: Tensor, g: Tensor, chunk: int | None = None) -> tuple[Tensor, Tensor]:
         n = x.shape[1]
-        box = n * self.spacing
-        self.net.box = box  # the periodic line grows with N; the weights do not
+        self.net.box = box = n * self.spacing  # the periodic line grows with N; weights don't
         pos = particles.wrap(x + self.sites(n, x), box)
         out = self.net.forward_chunked(pos, torch.cat([x, g], dim=-1), chunk)
         return out[..., :2], out[..., 2:] - g
@@ -432,9 +353,7 @@ class PropulsionScore(nn.Module):
     def __init__(self, net: LocalTransformer) -> None:
         super().__init__()
         if net.feature_dim != 2 or net.out_dim != 2:
-            raise ValueError(
-                "PropulsionScore needs a LocalTransformer with feature_dim = out_dim = 2"
-            )
+            raise ValueError("PropulsionScore needs a LocalTransformer with feature_dim = 2")
         self.net = net
 
     def forward(
@@ -444,306 +363,126 @@ class PropulsionScore(nn.Module):
         return None, self.net.forward_chunked(x, g, chunk) - g
 
 
-# ---- step 3: estimators -------------------------------------------------------------------
+# ---- experiment 0: the exact results, checked numerically -------------------------------------
 @dataclass
-class LocalEPR:
-    """The probability velocity and the EPR per particle at n configurations.
+class TheoryChecks:
+    """formula_vs_lyapunov: max relative difference of the card's S and EPR formulas from a
+    numeric Lyapunov solve over random parameters; mc_z: the largest |S_MC - S| / standard
+    error over the covariance entries of the simulated trap samples (all v0, both dims);
+    div_total, div_x, div_g: div v of the spring ring (x-part, g-part, total);
+    modal_vs_lyapunov: relative difference of the ring's modal EPR and the Lyapunov EPR."""
 
-    v_x (n, N, d) or None (eps = 0: x is not noisy); v_g (n, N, d); x_part (n, N) =
-    |v_{x_i}|^2 / eps or None; g_part (n, N) = |v_{g_i}|^2 / gamma. Averaged over the
-    configurations each is particle i's share of the EPR by degree of freedom.
-    """
-
-    v_x: Tensor | None
-    v_g: Tensor
-    x_part: Tensor | None
-    g_part: Tensor
-
-    @property
-    def per_particle(self) -> Tensor:
-        """x_part + g_part (n, N) (g_part alone when eps = 0)."""
-        return self.g_part if self.x_part is None else self.x_part + self.g_part
+    formula_vs_lyapunov: float
+    mc_z: float
+    div_total: float
+    div_x: float
+    div_g: float
+    modal_vs_lyapunov: float
 
 
-def probability_velocity(
-    model: AOUP, x: Tensor, g: Tensor, s_x: Tensor | None, s_g: Tensor
-) -> tuple[Tensor, Tensor]:
-    """v = b - D s (card): v_x = v0 g - A x + F(x) - eps s_x, v_g = -gamma (g + s_g).
+@_pinned
+def theory_checks(s: Settings, data: dict[str, Tensor], n_random: int = 20) -> TheoryChecks:
+    """Check the exact results numerically (card, "Exact cases")."""
+    import numpy as np
 
-    x, g, s_x, s_g: (n, N, d) -> (v_x, v_g). With eps = 0, v_x = b_x (s_x unused)."""
-    b_x = particles.drift(model, x, g)
-    v_x = b_x if model.eps == 0 or s_x is None else b_x - model.eps * s_x
-    return v_x, -model.gamma * (g + s_g)
+    from pflow_explore.theory import linear_sde
 
-
-def local_epr(model: AOUP, x: Tensor, g: Tensor, s_x: Tensor | None, s_g: Tensor) -> LocalEPR:
-    """Per-particle EPR v_i . D_i^-1 v_i split into x- and g-parts (card, "Local
-    decomposition"); E over rho of the sum over i is the total EPR. x, g: (n, N, d)."""
-    v_x, v_g = probability_velocity(model, x, g, s_x, s_g)
-    x_part = None if model.eps == 0 or s_x is None else (v_x**2).sum(-1) / model.eps
-    return LocalEPR(v_x, v_g, x_part, (v_g**2).sum(-1) / model.gamma)
-
-
-def total_epr(local: LocalEPR) -> float:
-    """EPR = E[v . D^-1 v]: the per-particle values summed over particles, averaged over
-    configurations."""
-    return float(local.per_particle.sum(-1).mean())
-
-
-def per_particle_g_divergence(
-    score: ScoreFn, x: Tensor, g: Tensor, generator: torch.Generator | None = None, probes: int = 1
-) -> Tensor:
-    """div_{g_i} s_{g_i} for every particle i at once, unbiased (Hutchinson per particle).
-
-    With a Rademacher probe u on all g's and w = grad_g (s_g . u), E[u_i . w_i] =
-    sum_j E[u_i^T J_ji^T u_j] = tr J_ii, the divergence of particle i's own block: one
-    backward pass gives all N of them. x, g: (n, N, d) -> (n, N), averaged over ``probes``.
-    """
-    out = torch.zeros(g.shape[:2], dtype=g.dtype, device=g.device)
-    for _ in range(probes):
-        gg = g.detach().requires_grad_(True)
-        with torch.enable_grad():
-            _, s_g = score(x, gg)
-            u = torch.randint(0, 2, g.shape, generator=generator, device=g.device).to(g) * 2 - 1
-            (w,) = torch.autograd.grad((s_g * u).sum(), gg)
-        out = out + (u * w).sum(-1).detach()
-    return out / probes
-
-
-def epr_g_divergence_form(div_g: Tensor, gamma: float, dim: int = 2) -> Tensor:
-    """The card's per-particle g-part, -gamma div_{g_i} s_{g_i} - gamma d, (n, N): equal in
-    expectation to gamma |g_i + s_{g_i}|^2 (integration by parts), pointwise different."""
-    return -gamma * div_g - gamma * dim
-
-
-def per_region_epr(
-    x: Tensor, values: Tensor, box: float, bins: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    """EPR density on a bins x bins grid over the box [-L/2, L/2)^2: the sum of per-particle
-    EPR in each cell, averaged over configurations, divided by the cell area.
-
-    x: (n, N, 2), values (n, N). Returns (edges (bins + 1,), density (bins, bins) indexed
-    [row y, column x], number density (bins, bins)). Summed times the cell area, the EPR
-    density gives the total EPR.
-    """
-    edges = torch.linspace(-box / 2, box / 2, bins + 1, dtype=torch.float64)
-    xw = particles.wrap(x.double().cpu(), box)
-    cols = torch.bucketize(xw[..., 0].contiguous(), edges[1:-1])
-    rows = torch.bucketize(xw[..., 1].contiguous(), edges[1:-1])
-    flat = (rows * bins + cols).reshape(-1)
-    area = (box / bins) ** 2
-    n = x.shape[0]
-    epr = torch.zeros(bins * bins, dtype=torch.float64).index_add_(
-        0, flat, values.double().cpu().reshape(-1)
+    rng = np.random.default_rng(s.seed)
+    worst = 0.0
+    for _ in range(n_random):
+        A, v0, gamma, eps = rng.uniform(0.2, 3.0, 4)
+        B, D = np.array([[A, -v0], [0.0, gamma]]), np.diag([eps, gamma])
+        S = linear_sde.lyapunov_covariance(B, D)
+        S_card = linear_sde.trapped_aoup_covariance(A, v0, gamma, eps)
+        worst = max(worst, float(np.abs(S - S_card).max() / np.abs(S).max()))
+        num, card = linear_sde.linear_epr(B, D, S), gamma * v0**2 / (eps * (A + gamma))
+        worst = max(worst, abs(num - card) / card)
+        num_g = linear_sde.linear_epr(B, D, S, parts=[1])
+        card_g = A * gamma * v0**2 / (eps * (A + gamma) ** 2 + gamma * v0**2)
+        worst = max(worst, abs(num_g - card_g) / card_g)
+    z_max = 0.0
+    for j, v0 in enumerate(s.trap_v0s):
+        S = linear_sde.trapped_aoup_covariance(s.trap_A, v0, s.trap_gamma, s.trap_eps)
+        for dim in range(2):
+            z = torch.stack([data["x_test"][j, :, 0, dim], data["g_test"][j, :, 0, dim]], -1)
+            prod = z.double()[:, :, None] * z.double()[:, None, :]  # E[z z^T] = S (mean 0)
+            mean, se = prod.mean(0), prod.std(0) / math.sqrt(z.shape[0])
+            z_max = max(z_max, float(((mean - torch.as_tensor(S)) / se).abs().max()))
+    n, lap = s.ring_n, particles.ring_laplacian(s.ring_n)
+    B = linear_sde.spring_network_B(lap, s.ring_A, s.ring_k, s.ring_v0, s.ring_gamma)
+    D = linear_sde.spring_network_D(n, s.ring_eps, s.ring_gamma)
+    S = linear_sde.lyapunov_covariance(B, D)
+    modal = linear_sde.spring_modal_epr(
+        torch.linalg.eigvalsh(lap), s.ring_A, s.ring_k, s.ring_v0, s.ring_gamma, s.ring_eps, 1
     )
-    counts = torch.zeros(bins * bins, dtype=torch.float64).index_add_(
-        0, flat, torch.ones(flat.shape, dtype=torch.float64)
+    lyap = linear_sde.linear_epr(B, D, S)
+    return TheoryChecks(
+        worst,
+        z_max,
+        linear_sde.divergence_of_velocity(B, D, S),
+        linear_sde.divergence_of_velocity(B, D, S, parts=range(n)),
+        linear_sde.divergence_of_velocity(B, D, S, parts=range(n, 2 * n)),
+        abs(modal - lyap) / lyap,
     )
-    return edges, (epr / (n * area)).reshape(bins, bins), (counts / (n * area)).reshape(bins, bins)
-
-
-def probability_current_field(
-    points: Tensor,
-    velocity: Tensor,
-    xlim: tuple[float, float],
-    ylim: tuple[float, float],
-    bins: int,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The current J = rho v binned on a grid, from samples z_k ~ rho and v(z_k).
-
-    J(cell) = sum_{z_k in cell} v(z_k) / (n area): a Monte Carlo estimate of the mean of
-    rho v over the cell. points, velocity: (n, 2) (two coordinates of the state, e.g. one
-    particle's (x_1, g_1)). Returns centres_x (bins,), centres_y (bins,), J (bins, bins, 2)
-    and rho (bins, bins), indexed [row y, column x].
-    """
-    p = points.double().cpu()
-    v = velocity.double().cpu()
-    ex = torch.linspace(*xlim, bins + 1, dtype=torch.float64)
-    ey = torch.linspace(*ylim, bins + 1, dtype=torch.float64)
-    inside = (p[:, 0] >= ex[0]) & (p[:, 0] < ex[-1]) & (p[:, 1] >= ey[0]) & (p[:, 1] < ey[-1])
-    cols = torch.bucketize(p[inside, 0].contiguous(), ex[1:-1])
-    rows = torch.bucketize(p[inside, 1].contiguous(), ey[1:-1])
-    flat = rows * bins + cols
-    area = float((ex[1] - ex[0]) * (ey[1] - ey[0]))
-    n = p.shape[0]
-    current = torch.zeros(bins * bins, 2, dtype=torch.float64).index_add_(0, flat, v[inside])
-    rho = torch.zeros(bins * bins, dtype=torch.float64).index_add_(
-        0, flat, torch.ones(flat.shape, dtype=torch.float64)
-    )
-    return (
-        (ex[1:] + ex[:-1]) / 2,
-        (ey[1:] + ey[:-1]) / 2,
-        (current / (n * area)).reshape(bins, bins, 2),
-        (rho / (n * area)).reshape(bins, bins),
-    )
-
-
-@torch.no_grad()
-def evaluate_score(
-    score: ScoreFn, x: Tensor, g: Tensor, batch: int = 64
-) -> tuple[Tensor | None, Tensor]:
-    """score(x, g) in batches of configurations without gradients: (s_x or None, s_g)."""
-    parts_x, parts_g = [], []
-    for xb, gb in zip(x.split(batch), g.split(batch), strict=True):
-        s_x, s_g = score(xb, gb)
-        parts_x.append(s_x)
-        parts_g.append(s_g)
-    s_x = None if parts_x[0] is None else torch.cat(parts_x)
-    return s_x, torch.cat(parts_g)
-
-
-# ---- caching helpers ------------------------------------------------------------------------
-def _cached(name: str, key: dict[str, object], build: Callable[[], dict]) -> dict:
-    obj, _ = cache.cached(CHAPTER, name, key, build, version=VERSION)
-    return obj
-
-
-def _seconds(clock: list[float]) -> float:
-    now = time.perf_counter()
-    out, clock[0] = now - clock[0], now
-    return out
 
 
 # ---- experiment 1: the trapped AOUP across v0 -----------------------------------------------
+def trap_samples(s: Settings, n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """n stationary samples per v0 from n independent replicas, each thermalized for
+    10 relaxation times (card, "Traps"): (x, g) each (m, n, 1, d)."""
+    gen = torch.Generator().manual_seed(seed)
+    samples = [
+        particles.stationary_samples(trap_model(s, v0), n, s.sim_dt, n_replicas=n, generator=gen)
+        for v0 in s.trap_v0s
+    ]
+    return torch.stack([x for x, _ in samples]), torch.stack([g for _, g in samples])
+
+
 def trap_data(s: Settings) -> dict[str, Tensor]:
     """Held-out stationary samples of the trapped AOUP from the simulator, per v0 (cached,
     shipped): {"x_test", "g_test"} each (m, n, 1, d) for the m values of ``trap_v0s``."""
-    names = ("trap_v0s", "trap_A", "trap_gamma", "trap_eps", "trap_test")
-    key = {name: getattr(s, name) for name in (*names, "sim_dt", "seed")}
+    key = cache_key(
+        s, ("trap_v0s", "trap_A", "trap_gamma", "trap_eps", "trap_test", "sim_dt", "seed")
+    )
 
     def build() -> dict[str, Tensor]:
-        x, g = trap_samples(s, s.trap_test, s.seed)
+        x, g = trap_samples(s, s.trap_test, Seeds(s.seed, **TRAP_SEEDS)["test"])
         return {"x_test": x, "g_test": g}
 
     return _cached("trap_data", key, build)
 
 
-def trap_samples(s: Settings, n: int, seed: int) -> tuple[Tensor, Tensor]:
-    """n stationary samples per v0 from n independent replicas, each thermalized for
-    10 relaxation times (card, "Traps"): (x, g) each (m, n, 1, d)."""
-    gen = torch.Generator().manual_seed(seed)
-    xs, gs = [], []
-    for v0 in s.trap_v0s:
-        x, g = particles.stationary_samples(
-            trap_model(s, v0), n, s.sim_dt, n_replicas=n, generator=gen
-        )
-        xs.append(x)
-        gs.append(g)
-    return torch.stack(xs), torch.stack(gs)
-
-
-def _lazy(build: Callable[[], tuple[Tensor, ...]]) -> Callable[[], tuple[Tensor, ...]]:
-    """build() on first call, the same tensors afterwards: training data is simulated only
-    when a network is actually trained (a cache hit never needs it)."""
-    memo: list[tuple[Tensor, ...]] = []
-
-    def get() -> tuple[Tensor, ...]:
-        if not memo:
-            memo.append(build())
-        return memo[0]
-
-    return get
-
-
 def train_trap_score(s: Settings) -> FitResult:
-    """One :class:`TrapScore` for every v0 of the sweep, trained with
-    :func:`dynamics_denoising_loss` on ``trap_batch`` samples per v0 and step, drawn from
-    ``trap_samples`` fresh simulated samples per v0 (cached)."""
-    dev = scale.device()
-    data = _lazy(lambda: tuple(t.to(dev) for t in trap_samples(s, s.trap_samples, s.seed + 1)))
+    """One :class:`TrapScore` for every v0 of the sweep, trained with the dynamics-denoising
+    loss on ``trap_batch`` samples per v0 and step, drawn from ``trap_samples`` fresh
+    simulated samples per v0 (cached)."""
+    dev, seeds = scale.device(), Seeds(s.seed, **TRAP_SEEDS)
+    data = functools.cache(
+        lambda: tuple(t.to(dev) for t in trap_samples(s, s.trap_samples, seeds["train"]))
+    )
     models = [trap_model(s, v0) for v0 in s.trap_v0s]
-    gen = torch.Generator(device=dev).manual_seed(s.seed + 1)
+    gen = seeds.generator("train", device=dev)
 
     def loss_fn(net: nn.Module, step: int) -> Tensor:
         xs, gs = data()
         total = torch.zeros((), device=dev)
-        for j, model in enumerate(models):
+        for j, m in enumerate(models):
             idx = torch.randint(xs.shape[1], (s.trap_batch,), generator=gen, device=dev)
-            score = lambda x, g, v0=model.v0: net(x, g, v0)  # noqa: E731
-            total = total + dynamics_denoising_loss(
-                score, model, xs[j, idx], gs[j, idx], s.dyn_dt, gen
-            )
+            score = lambda x, g, v0=m.v0: net(x, g, v0)  # noqa: E731
+            total = total + aoup_dynamics_loss(score, m, xs[j, idx], gs[j, idx], s.dyn_dt, gen)
         return total / len(models)
 
-    torch.manual_seed(s.seed)
-    key = _fields(s, "trap_", ("dyn_dt", "sim_dt", "seed"))
-    with scale.torch_threads(s.threads):
-        return fit_cached(
-            CHAPTER,
-            "trap_score",
-            key,
-            lambda: TrapScore(2, s.trap_hidden, s.trap_depth),
-            loss_fn,
-            version=VERSION,
-            device=dev,
-            steps=s.trap_steps,
-            lr=s.trap_lr,
-            warmup=min(100, s.trap_steps // 10),
-            cosine=True,
-            ema_decay=s.ema_decay,
-            desc=f"active_matter: trap score ({s.scale})",
-        )
-
-
-@dataclass
-class TrapSweep:
-    """Learned vs exact EPR of the trapped AOUP (total over d = 2 dimensions) per v0.
-
-    v0s (m,); exact, learned (m,): the total EPR; exact_g, learned_g (m,): the g-part;
-    learned_g_div (m,): the g-part by the card's divergence form; learned_x (m,);
-    per_sample (m, n): the per-sample EPR v . D^-1 v (its histogram); rel_error (m,).
-    """
-
-    v0s: Tensor
-    exact: Tensor
-    learned: Tensor
-    exact_g: Tensor
-    learned_g: Tensor
-    learned_g_div: Tensor
-    learned_x: Tensor
-    per_sample: Tensor
-
-    @property
-    def rel_error(self) -> Tensor:
-        return (self.learned - self.exact) / self.exact
-
-
-def trap_sweep(s: Settings, net: TrapScore, data: dict[str, Tensor]) -> TrapSweep:
-    """Estimate the EPR from the learned score on held-out samples at every v0 and set it
-    beside the exact gamma v0^2 / (eps (A + gamma)) per dimension (card, "Exact cases")."""
-    from pflow_explore.theory import linear_sde
-
-    dev = next(net.parameters()).device
-    gen = torch.Generator(device=dev).manual_seed(s.seed + 2)
-    rows: dict[str, list[float]] = {k: [] for k in ("ex", "le", "exg", "leg", "legd", "lex")}
-    per_sample = []
-    for j, v0 in enumerate(s.trap_v0s):
-        model = trap_model(s, v0)
-        x, g = data["x_test"][j].to(dev), data["g_test"][j].to(dev)
-        score = lambda xx, gg, v0=v0: net(xx, gg, v0)  # noqa: E731
-        s_x, s_g = evaluate_score(score, x, g, batch=4096)
-        loc = local_epr(model, x, g, s_x, s_g)
-        div = per_particle_g_divergence(score, x, g, gen, probes=4)
-        rows["ex"].append(linear_sde.trapped_aoup_epr(s.trap_A, v0, s.trap_gamma, s.trap_eps))
-        rows["exg"].append(linear_sde.trapped_aoup_epr_g(s.trap_A, v0, s.trap_gamma, s.trap_eps))
-        rows["le"].append(total_epr(loc))
-        rows["leg"].append(float(loc.g_part.sum(-1).mean()))
-        rows["lex"].append(float(loc.x_part.sum(-1).mean()))
-        rows["legd"].append(float(epr_g_divergence_form(div, s.trap_gamma).sum(-1).mean()))
-        per_sample.append(loc.per_particle.sum(-1).cpu())
-
-    def t(name: str) -> Tensor:
-        return torch.tensor(rows[name], dtype=torch.float64)
-
-    return TrapSweep(
-        torch.tensor(s.trap_v0s, dtype=torch.float64),
-        t("ex"),
-        t("le"),
-        t("exg"),
-        t("leg"),
-        t("legd"),
-        t("lex"),
-        torch.stack(per_sample),
+    return _train(
+        s,
+        "trap_score",
+        cache_key(s, ("dyn_dt", "sim_dt", "seed"), prefix="trap_"),
+        lambda: TrapScore(2, s.trap_hidden, s.trap_depth),
+        loss_fn,
+        steps=s.trap_steps,
+        lr=s.trap_lr,
+        warmup=min(100, s.trap_steps // 10),
+        ema_decay=s.ema_decay,
+        desc=f"active_matter: trap score ({s.scale})",
     )
 
 
@@ -751,7 +490,7 @@ def trap_sweep(s: Settings, net: TrapScore, data: dict[str, Tensor]) -> TrapSwee
 class PhaseCurrent:
     """The probability current in one particle's (x_1, g_1) plane at one v0: learned
     (from the network's v) and exact (v = M z of the Lyapunov solution) at the same samples,
-    binned (:func:`probability_current_field`). cx, cy (bins,), J_* (bins, bins, 2)."""
+    binned (``epr.probability_current_field``). cx, cy (bins,), J_* (bins, bins, 2)."""
 
     v0: float
     cx: Tensor
@@ -761,30 +500,93 @@ class PhaseCurrent:
     J_exact: Tensor
 
 
+@dataclass
+class TrapResult:
+    """Learned vs exact EPR of the trapped AOUP (total over d = 2 dimensions) per v0.
+
+    v0s (m,); exact, learned (m,): the total EPR; exact_g, learned_g (m,): the g-part;
+    learned_g_div (m,): the g-part by the card's divergence form; learned_x (m,);
+    per_sample (m, n): the per-sample EPR v . D^-1 v (its histogram); current: at the last
+    v0; fit: the network and its losses.
+    """
+
+    settings: Settings
+    v0s: Tensor
+    exact: Tensor
+    learned: Tensor
+    exact_g: Tensor
+    learned_g: Tensor
+    learned_g_div: Tensor
+    learned_x: Tensor
+    per_sample: Tensor
+    current: PhaseCurrent
+    fit: FitResult
+
+    @property
+    def rel_error(self) -> Tensor:
+        return (self.learned - self.exact) / self.exact
+
+
 def trap_phase_current(
     s: Settings, net: TrapScore, data: dict[str, Tensor], index: int = -1, bins: int = 12
 ) -> PhaseCurrent:
     """Learned and exact probability currents of the trapped AOUP in the (x_1, g_1) plane."""
-    from pflow_explore.theory import linear_sde
+    from pflow_explore.theory import linear_sde  # imports sympy: not at module import
 
     v0 = s.trap_v0s[index]
-    model = trap_model(s, v0)
     dev = next(net.parameters()).device
     x, g = data["x_test"][index].to(dev), data["g_test"][index].to(dev)
     s_x, s_g = evaluate_score(lambda a, b: net(a, b, v0), x, g, batch=4096)
-    v_x, v_g = probability_velocity(model, x, g, s_x, s_g)
+    v_x, v_g = aoup_probability_velocity(trap_model(s, v0), x, g, s_x, s_g)
     B = linear_sde.spring_network_B([[0.0]], s.trap_A, 0.0, v0, s.trap_gamma)
     D = linear_sde.spring_network_D(1, s.trap_eps, s.trap_gamma)
     S = linear_sde.lyapunov_covariance(B, D)
     z = torch.stack([x[:, 0, 0], g[:, 0, 0]], dim=-1).double().cpu()
-    v_exact = linear_sde.probability_velocity(B, D, S, z)
-    lim_x = 2.5 * math.sqrt(S[0, 0])
-    pts = z
-    cx, cy, J_l, rho = probability_current_field(
-        pts, torch.stack([v_x[:, 0, 0], v_g[:, 0, 0]], -1), (-lim_x, lim_x), (-2.5, 2.5), bins
+    lims = ((-2.5 * math.sqrt(S[0, 0]), 2.5 * math.sqrt(S[0, 0])), (-2.5, 2.5))
+    v_learned = torch.stack([v_x[:, 0, 0], v_g[:, 0, 0]], -1)
+    cx, cy, J_l, rho = probability_current_field(z, v_learned, *lims, bins)
+    _, _, J_e, _ = probability_current_field(
+        z, linear_sde.probability_velocity(B, D, S, z), *lims, bins
     )
-    _, _, J_e, _ = probability_current_field(pts, v_exact, (-lim_x, lim_x), (-2.5, 2.5), bins)
     return PhaseCurrent(float(v0), cx, cy, rho, J_l, J_e)
+
+
+@_pinned
+def trap_experiment(s: Settings) -> TrapResult:
+    """Train (or load) :class:`TrapScore`, then estimate the EPR from the learned score on
+    held-out samples at every v0 beside the exact gamma v0^2 / (eps (A + gamma)) per
+    dimension (card, "Exact cases"), and the current at the largest v0."""
+    from pflow_explore.theory import linear_sde  # imports sympy: not at module import
+
+    data, fit = trap_data(s), train_trap_score(s)
+    net = fit.model
+    dev = next(net.parameters()).device
+    gen = Seeds(s.seed, **TRAP_SEEDS).generator("estimate", device=dev)
+    names = ("exact", "learned", "exact_g", "learned_g", "learned_g_div", "learned_x")
+    rows: dict[str, list[float]] = {k: [] for k in names}
+    per_sample = []
+    for j, v0 in enumerate(s.trap_v0s):
+        model = trap_model(s, v0)
+        x, g = data["x_test"][j].to(dev), data["g_test"][j].to(dev)
+        score = lambda xx, gg, v0=v0: net(xx, gg, v0)  # noqa: E731
+        loc = aoup_local_epr(model, x, g, *evaluate_score(score, x, g, batch=4096))
+        div = g_block_divergence(score, x, g, gen, probes=4)
+        args = (s.trap_A, v0, s.trap_gamma, s.trap_eps)
+        rows["exact"].append(linear_sde.trapped_aoup_epr(*args))
+        rows["exact_g"].append(linear_sde.trapped_aoup_epr_g(*args))
+        rows["learned"].append(total_epr(loc.per_particle))
+        rows["learned_g"].append(total_epr(loc.g_part))
+        rows["learned_x"].append(total_epr(loc.x_part))
+        rows["learned_g_div"].append(total_epr(local_epr_g_from_divergence(div, s.trap_gamma)))
+        per_sample.append(loc.per_particle.sum(-1).cpu())
+    return TrapResult(
+        settings=s,
+        v0s=torch.tensor(s.trap_v0s, dtype=torch.float64),
+        **{k: torch.tensor(v, dtype=torch.float64) for k, v in rows.items()},
+        per_sample=torch.stack(per_sample),
+        current=trap_phase_current(s, net, data),
+        fit=fit,
+    )
 
 
 # ---- experiment 2: a spring ring, trained at one N, evaluated at larger N ----------------------
@@ -797,9 +599,8 @@ def ring_samples(s: Settings, n: int, count: int, seed: int) -> tuple[Tensor, Te
 
 def ring_data(s: Settings, n: int, count: int, seed: int) -> dict[str, Tensor]:
     """Held-out ring configurations (cached, shipped): {"x", "g"} each (count, n, d)."""
-    names = ("ring_v0", "ring_A", "ring_k", "ring_gamma", "ring_eps")
-    key = {**{k: getattr(s, k) for k in names}, "n": n, "count": count, "seed": seed}
-    key["sim_dt"] = s.sim_dt
+    names = ("ring_v0", "ring_A", "ring_k", "ring_gamma", "ring_eps", "sim_dt")
+    key = cache_key(s, names, n=n, count=count, seed=seed)
 
     def build() -> dict[str, Tensor]:
         x, g = ring_samples(s, n, count, seed)
@@ -816,71 +617,45 @@ def make_ring_score(s: Settings) -> ChainScore:
 
 
 def train_ring_score(s: Settings) -> FitResult:
-    """The local transformer of the ring, trained at N = ``ring_n`` with
-    :func:`dynamics_denoising_loss` on ``ring_batch`` configurations per step, drawn from
-    ``ring_samples`` simulated configurations (cached)."""
-    dev = scale.device()
-    data = _lazy(
-        lambda: tuple(t.to(dev) for t in ring_samples(s, s.ring_n, s.ring_samples, s.seed + 10))
+    """The local transformer of the ring, trained at N = ``ring_n`` with the dynamics-
+    denoising loss on ``ring_batch`` configurations per step, drawn from ``ring_samples``
+    simulated configurations (cached)."""
+    dev, seeds = scale.device(), Seeds(s.seed, **RING_SEEDS)
+    data = functools.cache(
+        lambda: tuple(
+            t.to(dev) for t in ring_samples(s, s.ring_n, s.ring_samples, seeds["train_data"])
+        )
     )
-    model = ring_model(s, s.ring_n)
-    gen = torch.Generator(device=dev).manual_seed(s.seed + 11)
+    m = ring_model(s, s.ring_n)
+    gen = seeds.generator("train", device=dev)
 
     def loss_fn(net: nn.Module, step: int) -> Tensor:
         x, g = data()
         idx = torch.randint(x.shape[0], (s.ring_batch,), generator=gen, device=dev)
-        return dynamics_denoising_loss(net, model, x[idx], g[idx], s.dyn_dt, gen)
+        return aoup_dynamics_loss(net, m, x[idx], g[idx], s.dyn_dt, gen)
 
-    torch.manual_seed(s.seed)
-    key = _fields(s, "ring_", ("dyn_dt", "sim_dt", "seed"))
-    key.pop("ring_n_eval")
-    key.pop("ring_test")
-    with scale.torch_threads(s.threads):
-        return fit_cached(
-            CHAPTER,
-            "ring_score",
-            key,
-            lambda: make_ring_score(s),
-            loss_fn,
-            version=VERSION,
-            device=dev,
-            steps=s.ring_steps,
-            lr=s.ring_lr,
-            warmup=min(50, s.ring_steps // 10),
-            cosine=True,
-            ema_decay=s.ema_decay,
-            desc=f"active_matter: ring local score ({s.scale})",
-        )
-
-
-@dataclass
-class RingTransfer:
-    """Per-particle EPR of the spring ring, learned vs exact, at each evaluated N.
-
-    sizes (q,): N (the training N first); exact (q,): the modal formula / N; learned (q,):
-    mean over particles and configurations; learned_x, learned_g (q,): its x- and g-parts;
-    exact_x, exact_g (q,); per_particle: list of (N,) learned per-particle EPR at each N.
-    """
-
-    sizes: Tensor
-    exact: Tensor
-    learned: Tensor
-    exact_x: Tensor
-    exact_g: Tensor
-    learned_x: Tensor
-    learned_g: Tensor
-    per_particle: list[Tensor]
-
-    @property
-    def rel_error(self) -> Tensor:
-        return (self.learned - self.exact) / self.exact
+    key = cache_key(
+        s, ("dyn_dt", "sim_dt", "seed"), prefix="ring_", exclude=("ring_n_eval", "ring_test")
+    )
+    return _train(
+        s,
+        "ring_score",
+        key,
+        lambda: make_ring_score(s),
+        loss_fn,
+        steps=s.ring_steps,
+        lr=s.ring_lr,
+        warmup=min(50, s.ring_steps // 10),
+        ema_decay=s.ema_decay,
+        desc=f"active_matter: ring local score ({s.scale})",
+    )
 
 
 def ring_exact(s: Settings, n: int) -> tuple[float, float, float]:
     """(total, x-part, g-part) per particle of the n-ring in d = 2: the modal formula
     sum_q gamma v0^2 / (eps (A + k lambda_q + gamma)) for the total (card), the Lyapunov
     solution (``linear_sde``) for the parts."""
-    from pflow_explore.theory import linear_sde
+    from pflow_explore.theory import linear_sde  # imports sympy: not at module import
 
     lap = particles.ring_laplacian(n)
     eig = torch.linalg.eigvalsh(lap)
@@ -895,40 +670,56 @@ def ring_exact(s: Settings, n: int) -> tuple[float, float, float]:
     return total / n, part_x / n, part_g / n
 
 
-def ring_transfer(s: Settings, net: ChainScore) -> RingTransfer:
-    """Evaluate the ring network at N = ``ring_n`` and at every N of ``ring_n_eval`` on
-    fresh configurations, without retraining (card, "Small reproduction")."""
-    dev = next(net.parameters()).device
-    rows: dict[str, list[float]] = {k: [] for k in ("ex", "le", "exx", "exg", "lex", "leg")}
+@dataclass
+class RingResult:
+    """Per-particle EPR of the spring ring, learned vs exact, at each evaluated N.
+
+    sizes (q,): N (the training N first); exact (q,): the modal formula / N; learned (q,):
+    mean over particles and configurations; learned_x, learned_g (q,): its x- and g-parts;
+    exact_x, exact_g (q,); per_particle: list of (N,) learned per-particle EPR at each N;
+    fit: the network and its losses.
+    """
+
+    sizes: Tensor
+    exact: Tensor
+    learned: Tensor
+    exact_x: Tensor
+    exact_g: Tensor
+    learned_x: Tensor
+    learned_g: Tensor
+    per_particle: list[Tensor]
+    fit: FitResult
+
+    @property
+    def rel_error(self) -> Tensor:
+        return (self.learned - self.exact) / self.exact
+
+
+@_pinned
+def ring_experiment(s: Settings) -> RingResult:
+    """Train (or load) the ring network at N = ``ring_n``, then evaluate it there and at
+    every N of ``ring_n_eval`` on fresh configurations, without retraining (card, "Small
+    reproduction")."""
+    fit = train_ring_score(s)
+    dev = next(fit.model.parameters()).device
+    names = ("exact", "exact_x", "exact_g", "learned", "learned_x", "learned_g")
+    rows: dict[str, list[float]] = {k: [] for k in names}
     per_particle = []
     sizes = (s.ring_n, *s.ring_n_eval)
     for j, n in enumerate(sizes):
-        count = max(4, s.ring_test * s.ring_n // n)
-        data = ring_data(s, n, count, s.seed + 20 + j)
+        seed = Seeds(s.seed, **RING_SEEDS).seed("test", j)
+        data = ring_data(s, n, max(4, s.ring_test * s.ring_n // n), seed)
         x, g = data["x"].to(dev), data["g"].to(dev)
-        s_x, s_g = evaluate_score(net, x, g, batch=16)
-        loc = local_epr(ring_model(s, n), x, g, s_x, s_g)
-        total, part_x, part_g = ring_exact(s, n)
-        rows["ex"].append(total)
-        rows["exx"].append(part_x)
-        rows["exg"].append(part_g)
-        rows["le"].append(float(loc.per_particle.mean()))
-        rows["lex"].append(float(loc.x_part.mean()))
-        rows["leg"].append(float(loc.g_part.mean()))
+        loc = aoup_local_epr(ring_model(s, n), x, g, *evaluate_score(fit.model, x, g, batch=16))
+        learned = (loc.per_particle.mean(), loc.x_part.mean(), loc.g_part.mean())
+        for name, value in zip(names, (*ring_exact(s, n), *learned), strict=True):
+            rows[name].append(float(value))
         per_particle.append(loc.per_particle.mean(0).cpu().double())
-
-    def t(name: str) -> Tensor:
-        return torch.tensor(rows[name], dtype=torch.float64)
-
-    return RingTransfer(
-        torch.tensor(sizes),
-        t("ex"),
-        t("le"),
-        t("exx"),
-        t("exg"),
-        t("lex"),
-        t("leg"),
-        per_particle,
+    return RingResult(
+        sizes=torch.tensor(sizes),
+        **{k: torch.tensor(v, dtype=torch.float64) for k, v in rows.items()},
+        per_particle=per_particle,
+        fit=fit,
     )
 
 
@@ -936,9 +727,8 @@ def ring_transfer(s: Settings, net: ChainScore) -> RingTransfer:
 def force_method(model: AOUP) -> str:
     """Cell lists whenever the box holds >= 3 interaction ranges a side: at N = 256 they
     took half the CPU time of all pairs here (the simulator's "auto" switches at N = 1024)."""
-    return (
-        "cells" if model.box is not None and model.box >= 3 * model.interaction_range else "dense"
-    )
+    big = model.box is not None and model.box >= 3 * model.interaction_range
+    return "cells" if big else "dense"
 
 
 def mips_trajectory(
@@ -955,20 +745,20 @@ def mips_trajectory(
     ``every`` time units apart after ``thermalize`` (default ``mips_thermalize``) from a
     uniform start (g from its stationary law N(0, I))."""
     thermalize = s.mips_thermalize if thermalize is None else thermalize
-    key = {
-        "phi": phi,
-        "n": n,
-        "replicas": replicas,
-        "frames": frames,
-        "every": every,
-        "seed": seed,
-        "thermalize": thermalize,
-        **{k: getattr(s, k) for k in ("mips_v0", "mips_gamma", "mips_radius", "mips_dt")},
-    }
+    key = cache_key(
+        s,
+        ("mips_v0", "mips_gamma", "mips_radius", "mips_dt"),
+        phi=phi,
+        n=n,
+        replicas=replicas,
+        frames=frames,
+        every=every,
+        seed=seed,
+        thermalize=thermalize,
+    )
 
     def build() -> dict[str, Tensor]:
-        dev = scale.device()
-        model = mips_model(s, phi, n)
+        dev, model = scale.device(), mips_model(s, phi, n)
         record = max(1, round(every / s.mips_dt))
         traj = particles.simulate(
             model,
@@ -986,6 +776,17 @@ def mips_trajectory(
     return _cached(f"mips_traj_{n}", key, build)
 
 
+def _configurations(traj: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """Frames x replicas pooled: (frames * replicas, N, d) each."""
+    return traj["x"].reshape(-1, *traj["x"].shape[2:]), traj["g"].reshape(-1, *traj["g"].shape[2:])
+
+
+def mips_training_frames(s: Settings) -> dict[str, Tensor]:
+    """The frames the MIPS network is trained on."""
+    args = (s.mips_phi, s.mips_n, s.mips_replicas, s.mips_frames, s.mips_frame_every)
+    return mips_trajectory(s, *args, Seeds(s.seed, **MIPS_SEEDS)["frames"])
+
+
 def make_mips_score(s: Settings) -> PropulsionScore:
     net = make_local_net(
         2, 2, s.mips_knn, s.mips_width, s.mips_layers, s.mips_heads, 2 * mips_model(s).radius
@@ -993,50 +794,39 @@ def make_mips_score(s: Settings) -> PropulsionScore:
     return PropulsionScore(net)
 
 
-def train_mips_score(s: Settings, data: dict[str, Tensor] | None = None) -> FitResult:
-    """The local transformer for MIPS, trained with the g-only :func:`denoising_loss`
+def train_mips_score(s: Settings) -> FitResult:
+    """The local transformer for MIPS, trained with the g-only denoising loss
     (sigma = ``mips_sigma``, antithetic) on ``mips_batch`` configurations per step (cached)."""
-    if data is None:
-        data = mips_trajectory(
-            s, s.mips_phi, s.mips_n, s.mips_replicas, s.mips_frames, s.mips_frame_every, s.seed
-        )
     dev = scale.device()
-    x = data["x"].reshape(-1, *data["x"].shape[2:]).to(dev)
-    g = data["g"].reshape(-1, *data["g"].shape[2:]).to(dev)
+    x, g = (t.to(dev) for t in _configurations(mips_training_frames(s)))
     box = mips_model(s).box
-    gen = torch.Generator(device=dev).manual_seed(s.seed + 31)
+    gen = Seeds(s.seed, **MIPS_SEEDS).generator("train", device=dev)
 
     def loss_fn(net: nn.Module, step: int) -> Tensor:
         idx = torch.randint(x.shape[0], (s.mips_batch,), generator=gen, device=dev)
         score = lambda xx, gg: net(xx, gg, box)  # noqa: E731
         return denoising_loss(score, x[idx], g[idx], s.mips_sigma, gen, noise_x=False)
 
-    torch.manual_seed(s.seed)
-    key = _fields(s, "mips_", ("seed",))
-    for name in ("mips_phis", "mips_sweep_replicas", "mips_eval_n", "mips_eval_chunk"):
-        key.pop(name)
-    with scale.torch_threads(s.threads):
-        return fit_cached(
-            CHAPTER,
-            "mips_score",
-            key,
-            lambda: make_mips_score(s),
-            loss_fn,
-            version=VERSION,
-            device=dev,
-            steps=s.mips_steps,
-            lr=s.mips_lr,
-            warmup=min(50, s.mips_steps // 10),
-            cosine=True,
-            desc=f"active_matter: MIPS local score ({s.scale})",
-        )
+    not_trained = ("mips_phis", "mips_sweep_replicas", "mips_eval_n", "mips_eval_chunk")
+    key = cache_key(s, ("seed",), prefix="mips_", exclude=not_trained)
+    return _train(
+        s,
+        "mips_score",
+        key,
+        lambda: make_mips_score(s),
+        loss_fn,
+        steps=s.mips_steps,
+        lr=s.mips_lr,
+        warmup=min(50, s.mips_steps // 10),
+        desc=f"active_matter: MIPS local score ({s.scale})",
+    )
 
 
 GAS, INTERFACE, BULK = 0, 1, 2
 PHASE_NAMES = ("gas", "interface", "bulk")
 
 
-def phase_labels(
+def interface_labels(
     x: Tensor, box: float, radius: float, within: float | None = None, dense_min: int = 4
 ) -> Tensor:
     """Gas / interface / bulk label of every particle, (n, N) long (0, 1, 2).
@@ -1045,7 +835,8 @@ def phase_labels(
     12 are looked at). A particle is *dense* with >= ``dense_min`` neighbours (a close-packed
     disc has 6, a gas at phi = 0.5 about 2). Bulk: dense, and every neighbour dense.
     Interface: dense, with at least one dilute neighbour. Gas: the rest (dilute particles).
-    x: (n, N, 2) in the periodic box of side ``box``.
+    x: (n, N, 2) in the periodic box of side ``box``. (``particles.phase_labels`` is another
+    labelling, gas / intermediate / solid by the neighbour count alone.)
     """
     within = 2.4 * radius if within is None else within
     idx, _, dist = knn(x, 12, box)
@@ -1062,21 +853,12 @@ def phase_labels(
 def phase_means(values: Tensor, labels: Tensor) -> Tensor:
     """Mean of values (n, N) over the particles of each phase: (3,) gas, interface, bulk
     (NaN for an empty phase)."""
-    out = []
-    for p in (GAS, INTERFACE, BULK):
-        sel = values[labels == p]
-        out.append(sel.double().mean() if sel.numel() else torch.tensor(math.nan))
-    return torch.stack(out).cpu().double()
-
-
-def ratio_spread(values: Tensor, labels: Tensor) -> float:
-    """Standard error of the interface / bulk ratio from its spread over configurations:
-    std of the per-configuration ratios / sqrt(their number) (NaN with fewer than 2)."""
-    ratios = [
-        _ratio(phase_means(v[None], lab[None])) for v, lab in zip(values, labels, strict=True)
-    ]
-    finite = torch.tensor([r for r in ratios if math.isfinite(r)], dtype=torch.float64)
-    return float(finite.std() / math.sqrt(len(finite))) if len(finite) > 1 else math.nan
+    sel = [values[labels == p] for p in (GAS, INTERFACE, BULK)]
+    return (
+        torch.stack([v.double().mean() if v.numel() else torch.tensor(math.nan) for v in sel])
+        .cpu()
+        .double()
+    )
 
 
 def _ratio(phase_values: Tensor) -> float:
@@ -1085,18 +867,25 @@ def _ratio(phase_values: Tensor) -> float:
     return float(phase_values[INTERFACE]) / bulk if bulk > 0 else math.nan
 
 
+def ratio_spread(values: Tensor, labels: Tensor) -> float:
+    """Standard error of the interface / bulk ratio from its spread over configurations:
+    std of the per-configuration ratios / sqrt(their number) (NaN with fewer than 2)."""
+    ratios = [_ratio(phase_means(v[None], b[None])) for v, b in zip(values, labels, strict=True)]
+    finite = torch.tensor([r for r in ratios if math.isfinite(r)], dtype=torch.float64)
+    return float(finite.std() / math.sqrt(len(finite))) if len(finite) > 1 else math.nan
+
+
 @dataclass
-class MIPSResult:
-    """The local EPR of MIPS from the learned g-score.
+class MIPSLocal:
+    """The local EPR of MIPS configurations from the learned g-score.
 
     x, g (n, N, 2): the evaluated configurations; local (n, N): gamma |g_i + s_{g_i}|^2;
-    local_div (n, N): the card's divergence form; labels (n, N): phase per particle;
-    phase_epr (3,), phase_epr_div (3,): mean local EPR in gas / interface / bulk;
-    fractions (3,): share of particles per phase; ratio: interface / bulk of the card's
-    divergence form (unbiased for the learned score), ratio_se: its standard error over
-    configurations (:func:`ratio_spread`), ratio_pointwise: of gamma |g + s_g|^2;
-    epr_per_particle: the mean g-part per particle; region_edges, region_density:
-    :func:`per_region_epr` of the first configuration set; box.
+    local_div (n, N): the card's divergence form; labels (n, N): :func:`interface_labels`;
+    phase_epr, phase_epr_div (3,): mean local EPR in gas / interface / bulk; fractions (3,):
+    share of particles per phase; ratio: interface / bulk of the divergence form (unbiased
+    for the learned score), ratio_se: its standard error over configurations,
+    ratio_pointwise: of gamma |g + s_g|^2; epr_per_particle: the mean g-part per particle;
+    region_edges, region_density: ``epr.per_region_epr``; box.
     """
 
     x: Tensor
@@ -1118,29 +907,23 @@ class MIPSResult:
 
 def mips_local_epr(
     s: Settings, net: PropulsionScore, x: Tensor, g: Tensor, phi: float, chunk: int | None = None
-) -> MIPSResult:
+) -> MIPSLocal:
     """Local EPR of MIPS configurations x, g (n, N, 2) at packing fraction phi."""
-    n_part = x.shape[1]
-    model = mips_model(s, phi, n_part)
+    model = mips_model(s, phi, x.shape[1])
     box = float(model.box)
     dev = next(net.parameters()).device
     x, g = x.to(dev), g.to(dev)
     score = lambda xx, gg: net(xx, gg, box, chunk)  # noqa: E731
-    _, s_g = evaluate_score(score, x, g, batch=8)
-    loc = local_epr(model, x, g, None, s_g)
-    gen = torch.Generator(device=dev).manual_seed(s.seed + 40)
-    div = torch.cat(
-        [
-            per_particle_g_divergence(score, xb, gb, gen, probes=1)
-            for xb, gb in zip(x.split(4), g.split(4), strict=True)
-        ]
-    )
-    local_div = epr_g_divergence_form(div, model.gamma)
-    labels = phase_labels(x, box, model.radius)
+    loc = aoup_local_epr(model, x, g, *evaluate_score(score, x, g, batch=8))
+    gen = Seeds(s.seed, **MIPS_SEEDS).generator("estimate", device=dev)
+    blocks = zip(x.split(4), g.split(4), strict=True)
+    div = torch.cat([g_block_divergence(score, xb, gb, gen, probes=1) for xb, gb in blocks])
+    local_div = local_epr_g_from_divergence(div, model.gamma)
+    labels = interface_labels(x, box, model.radius)
     pe, pd = phase_means(loc.g_part, labels), phase_means(local_div, labels)
     fractions = torch.stack([(labels == p).double().mean() for p in range(3)]).cpu()
     edges, density, _ = per_region_epr(x, loc.g_part, box, bins=max(4, round(box / 2.5)))
-    return MIPSResult(
+    return MIPSLocal(
         x.cpu(),
         g.cpu(),
         loc.g_part.cpu(),
@@ -1160,37 +943,58 @@ def mips_local_epr(
 
 
 @dataclass
+class MIPSResult:
+    """Experiment 3: the trained network (``fit``) and the local EPR of fresh configurations
+    at the training packing fraction (``local``)."""
+
+    settings: Settings
+    fit: FitResult
+    local: MIPSLocal
+
+
+@_pinned
+def mips_experiment(s: Settings) -> MIPSResult:
+    """Simulate, train (cached) and evaluate the local EPR on a second, independent set of
+    frames at ``mips_phi``."""
+    fit = train_mips_score(s)
+    args = (s.mips_phi, s.mips_n, s.mips_replicas, s.mips_frames, s.mips_frame_every)
+    x, g = _configurations(mips_trajectory(s, *args, Seeds(s.seed, **MIPS_SEEDS)["eval_frames"]))
+    return MIPSResult(s, fit, mips_local_epr(s, fit.model, x, g, s.mips_phi))
+
+
+@dataclass
 class MIPSSweep:
-    """EPR per particle vs packing fraction with the one network trained at ``mips_phi``:
+    """EPR per particle vs packing fraction with the one network trained at ``trained_phi``:
     phis (p,), epr (p,), interface / bulk ratio (p,), share of dense particles (p,)."""
 
     phis: Tensor
     epr: Tensor
     ratio: Tensor
     dense_share: Tensor
+    trained_phi: float
 
 
-def mips_phi_sweep(s: Settings, net: PropulsionScore, trained: MIPSResult) -> MIPSSweep:
+@_pinned
+def mips_phi_sweep(s: Settings, mips: MIPSResult) -> MIPSSweep:
     """Evaluate the network at the packing fractions ``mips_phis`` (plus the trained one)."""
-    phis, eprs, ratios, dense = [s.mips_phi], [trained.epr_per_particle], [trained.ratio], []
-    dense.append(float(trained.fractions[1:].sum()))
+    rows, seeds = [(s.mips_phi, mips.local)], Seeds(s.seed, **MIPS_SEEDS)
     for j, phi in enumerate(s.mips_phis):
         data = mips_trajectory(
-            s, phi, s.mips_n, s.mips_sweep_replicas, 4, s.mips_frame_every, s.seed + 50 + j
+            s, phi, s.mips_n, s.mips_sweep_replicas, 4, s.mips_frame_every, seeds.seed("sweep", j)
         )
-        x = data["x"].reshape(-1, *data["x"].shape[2:])
-        g = data["g"].reshape(-1, *data["g"].shape[2:])
-        r = mips_local_epr(s, net, x, g, phi)
-        phis.append(phi)
-        eprs.append(r.epr_per_particle)
-        ratios.append(r.ratio)
-        dense.append(float(r.fractions[1:].sum()))
-    order = torch.tensor(phis).argsort()
+        rows.append((phi, mips_local_epr(s, mips.fit.model, *_configurations(data), phi)))
+    order = torch.tensor([phi for phi, _ in rows]).argsort()
 
     def t(v: list[float]) -> Tensor:
         return torch.tensor(v, dtype=torch.float64)[order]
 
-    return MIPSSweep(t(phis), t(eprs), t(ratios), t(dense))
+    return MIPSSweep(
+        t([phi for phi, _ in rows]),
+        t([r.epr_per_particle for _, r in rows]),
+        t([r.ratio for _, r in rows]),
+        t([float(r.fractions[1:].sum()) for _, r in rows]),
+        s.mips_phi,
+    )
 
 
 @dataclass
@@ -1206,20 +1010,16 @@ class Movie:
     box: float
 
 
-def mips_movie(s: Settings, net: PropulsionScore, start: dict[str, Tensor]) -> Movie:
+@_pinned
+def mips_movie(s: Settings, mips: MIPSResult) -> Movie:
     """Record ``movie_frames`` frames of replica 0, starting from its last training frame,
     and colour each particle by its local EPR (cached simulation, network evaluated here)."""
-    key = {
-        **_fields(s, "movie_"),
-        **{
-            k: getattr(s, k) for k in ("mips_n", "mips_phi", "mips_v0", "mips_gamma", "mips_radius")
-        },
-        **{k: getattr(s, k) for k in ("mips_dt", "mips_thermalize", "mips_frames", "seed")},
-    }
+    names = ("mips_n", "mips_phi", "mips_v0", "mips_gamma", "mips_radius", "mips_dt")
+    key = cache_key(s, (*names, "mips_thermalize", "mips_frames", "seed"), prefix="movie_")
     model = mips_model(s)
 
     def build() -> dict[str, Tensor]:
-        dev = scale.device()
+        dev, start = scale.device(), mips_training_frames(s)
         record = max(1, round(s.movie_every / s.mips_dt))
         traj = particles.simulate(
             model,
@@ -1230,110 +1030,60 @@ def mips_movie(s: Settings, net: PropulsionScore, start: dict[str, Tensor]) -> M
             thermalize=0.0,
             x0=start["x"][-1, :1].to(dev),
             g0=start["g"][-1, :1].to(dev),
-            generator=torch.Generator(device=dev).manual_seed(s.seed + 60),
+            generator=Seeds(s.seed, **MIPS_SEEDS).generator("movie", device=dev),
             method=force_method(model),
         )
         return {"x": traj.x[:, 0].cpu(), "g": traj.g[:, 0].cpu(), "times": traj.times}
 
     rec = _cached("mips_movie", key, build)
+    net = mips.fit.model
     dev = next(net.parameters()).device
     x, g = rec["x"].to(dev), rec["g"].to(dev)
     _, s_g = evaluate_score(lambda a, b: net(a, b, model.box), x, g, batch=8)
-    loc = local_epr(model, x, g, None, s_g)
+    loc = aoup_local_epr(model, x, g, None, s_g)
     return Movie(rec["x"], loc.g_part.cpu(), loc.v_x.cpu(), rec["times"], float(model.box))
 
 
-# ---- theory checks ------------------------------------------------------------------------
-@dataclass
-class TheoryChecks:
-    """Numbers behind the theory section.
-
-    formula_vs_lyapunov: max relative difference of the card's S and EPR formulas from a
-    numeric Lyapunov solve over random parameters; mc_z: the largest |S_MC - S| / standard
-    error over the covariance entries of the simulated trap samples (all v0, both dims);
-    div_total, div_x, div_g: div v of the spring ring (x-part, g-part, total);
-    modal_vs_lyapunov: relative difference of the ring's modal EPR and the Lyapunov EPR.
-    """
-
-    formula_vs_lyapunov: float
-    mc_z: float
-    div_total: float
-    div_x: float
-    div_g: float
-    modal_vs_lyapunov: float
-
-
-def theory_checks(s: Settings, data: dict[str, Tensor], n_random: int = 20) -> TheoryChecks:
-    """Check the exact results numerically (card, "Exact cases")."""
-    import numpy as np
-
-    from pflow_explore.theory import linear_sde
-
-    rng = np.random.default_rng(s.seed)
-    worst = 0.0
-    for _ in range(n_random):
-        A, v0, gamma, eps = rng.uniform(0.2, 3.0, 4)
-        B = np.array([[A, -v0], [0.0, gamma]])
-        D = np.diag([eps, gamma])
-        S = linear_sde.lyapunov_covariance(B, D)
-        S_card = linear_sde.trapped_aoup_covariance(A, v0, gamma, eps)
-        worst = max(worst, float(np.abs(S - S_card).max() / np.abs(S).max()))
-        num, card = linear_sde.linear_epr(B, D, S), gamma * v0**2 / (eps * (A + gamma))
-        worst = max(worst, abs(num - card) / card)
-        num_g = linear_sde.linear_epr(B, D, S, parts=[1])
-        card_g = A * gamma * v0**2 / (eps * (A + gamma) ** 2 + gamma * v0**2)
-        worst = max(worst, abs(num_g - card_g) / card_g)
-    z_max = 0.0
-    for j, v0 in enumerate(s.trap_v0s):
-        S = linear_sde.trapped_aoup_covariance(s.trap_A, v0, s.trap_gamma, s.trap_eps)
-        for dim in range(2):
-            z = torch.stack([data["x_test"][j, :, 0, dim], data["g_test"][j, :, 0, dim]], -1)
-            z = z.double()
-            prod = z[:, :, None] * z[:, None, :]  # (n, 2, 2): E[z z^T] = S (mean 0)
-            mean, se = prod.mean(0), prod.std(0) / math.sqrt(z.shape[0])
-            z_max = max(z_max, float(((mean - torch.as_tensor(S)) / se).abs().max()))
-    n = s.ring_n
-    lap = particles.ring_laplacian(n)
-    B = linear_sde.spring_network_B(lap, s.ring_A, s.ring_k, s.ring_v0, s.ring_gamma)
-    D = linear_sde.spring_network_D(n, s.ring_eps, s.ring_gamma)
-    S = linear_sde.lyapunov_covariance(B, D)
-    div_x = linear_sde.divergence_of_velocity(B, D, S, parts=range(n))
-    div_g = linear_sde.divergence_of_velocity(B, D, S, parts=range(n, 2 * n))
-    modal = linear_sde.spring_modal_epr(
-        torch.linalg.eigvalsh(lap), s.ring_A, s.ring_k, s.ring_v0, s.ring_gamma, s.ring_eps, 1
+@_pinned
+def mips_large_box(s: Settings, mips: MIPSResult) -> MIPSLocal | None:
+    """The same network on one freshly simulated box of ``mips_eval_n`` particles at the
+    same phi, with chunked inference (None when ``mips_eval_n`` is 0)."""
+    if not s.mips_eval_n:
+        return None
+    big = mips_trajectory(
+        s, s.mips_phi, s.mips_eval_n, 1, 1, 1.0, Seeds(s.seed, **MIPS_SEEDS)["large"]
     )
-    lyap = linear_sde.linear_epr(B, D, S)
-    return TheoryChecks(
-        worst,
-        z_max,
-        linear_sde.divergence_of_velocity(B, D, S),
-        div_x,
-        div_g,
-        abs(modal - lyap) / lyap,
+    return mips_local_epr(
+        s, mips.fit.model, big["x"][0], big["g"][0], s.mips_phi, s.mips_eval_chunk
     )
 
 
 # ---- the chapter --------------------------------------------------------------------------
 @dataclass
 class Results:
-    """Everything the chapter shows; ``seconds``: wall time of each step."""
+    """Everything the chapter shows; ``seconds``: wall time of each experiment."""
 
     settings: Settings
-    scale: str
     theory: TheoryChecks
-    trap: TrapSweep
-    trap_current: PhaseCurrent
-    trap_losses: list[float]
-    ring: RingTransfer
-    ring_losses: list[float]
+    trap: TrapResult
+    ring: RingResult
     mips: MIPSResult
     mips_sweep: MIPSSweep
-    mips_losses: list[float]
     movie: Movie
-    large: MIPSResult | None
-    from_cache: bool
-    trained_seconds: float
+    large: MIPSLocal | None
     seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def scale(self) -> str:
+        return self.settings.scale
+
+    @property
+    def from_cache(self) -> bool:
+        return all(f.from_cache for f in (self.trap.fit, self.ring.fit, self.mips.fit))
+
+    @property
+    def trained_seconds(self) -> float:
+        return sum(f.seconds for f in (self.trap.fit, self.ring.fit, self.mips.fit))
 
 
 def prepare(s: Settings) -> None:
@@ -1342,91 +1092,44 @@ def prepare(s: Settings) -> None:
 
 
 def run(s: Settings) -> Results:
-    """Compose the steps: the three experiments, each simulate -> train (cached) -> estimate."""
-    with scale.torch_threads(s.threads):
-        return _run(s)
-
-
-def _run(s: Settings) -> Results:
-    seconds: dict[str, float] = {}
-    clock = [time.perf_counter()]
-    data = trap_data(s)
-    fit_trap = train_trap_score(s)
-    seconds["trap: simulate + train"] = _seconds(clock)
-    theory = theory_checks(s, data)
-    trap = trap_sweep(s, fit_trap.model, data)
-    current = trap_phase_current(s, fit_trap.model, data)
-    seconds["trap: estimate"] = _seconds(clock)
-
-    fit_ring = train_ring_score(s)
-    seconds["ring: simulate + train"] = _seconds(clock)
-    ring = ring_transfer(s, fit_ring.model)
-    seconds["ring: transfer"] = _seconds(clock)
-
-    traj = mips_trajectory(
-        s, s.mips_phi, s.mips_n, s.mips_replicas, s.mips_frames, s.mips_frame_every, s.seed
-    )
-    fit_mips = train_mips_score(s, traj)
-    seconds["mips: simulate + train"] = _seconds(clock)
-    evaluation = mips_trajectory(
-        s, s.mips_phi, s.mips_n, s.mips_replicas, s.mips_frames, s.mips_frame_every, s.seed + 1
-    )
-    ex = evaluation["x"].reshape(-1, *evaluation["x"].shape[2:])
-    eg = evaluation["g"].reshape(-1, *evaluation["g"].shape[2:])
-    mips = mips_local_epr(s, fit_mips.model, ex, eg, s.mips_phi)
-    sweep = mips_phi_sweep(s, fit_mips.model, mips)
-    movie = mips_movie(s, fit_mips.model, traj)
-    large = None
-    if s.mips_eval_n:
-        big = mips_trajectory(s, s.mips_phi, s.mips_eval_n, 1, 1, 1.0, s.seed + 70)
-        large = mips_local_epr(
-            s, fit_mips.model, big["x"][0], big["g"][0], s.mips_phi, s.mips_eval_chunk
-        )
-    seconds["mips: estimate"] = _seconds(clock)
-    fits = (fit_trap, fit_ring, fit_mips)
-    return Results(
-        s,
-        s.scale,
-        theory,
-        trap,
-        current,
-        fit_trap.losses,
-        ring,
-        fit_ring.losses,
-        mips,
-        sweep,
-        fit_mips.losses,
-        movie,
-        large,
-        all(f.from_cache for f in fits),
-        sum(f.seconds for f in fits),
-        seconds,
-    )
+    """The named experiments in order, each simulate -> train (cached) -> estimate."""
+    watch = Stopwatch()
+    with torch_threads(s.threads):  # the data too, should it be simulated here
+        theory = theory_checks(s, trap_data(s))
+        watch.tick("theory checks")
+        trap = trap_experiment(s)
+        watch.tick("trap: simulate, train, estimate")
+        ring = ring_experiment(s)
+        watch.tick("ring: simulate, train, transfer")
+        mips = mips_experiment(s)
+        watch.tick("mips: simulate, train, estimate")
+        sweep, movie = mips_phi_sweep(s, mips), mips_movie(s, mips)
+        large = mips_large_box(s, mips)
+        watch.tick("mips: phi sweep, movie, large box")
+    return Results(s, theory, trap, ring, mips, sweep, movie, large, watch.seconds)
 
 
 def claims(r: Results) -> list[Claim]:
     """The card's claims, measured at this scale (criteria fixed before measuring)."""
-    sc, s = r.scale, r.settings
-    t = r.trap
+    sc, s, th, t, rg, m = r.scale, r.settings, r.theory, r.trap, r.ring, r.mips.local
     worst = int(t.rel_error.abs().argmax())
     out = [
         Claim(
             "exact formulas = numeric Lyapunov (max rel. difference)",
             "S and EPR of the trapped AOUP in closed form (card)",
-            r.theory.formula_vs_lyapunov,
+            th.formula_vs_lyapunov,
             "< 1e-9",
-            bool(r.theory.formula_vs_lyapunov < 1e-9),
+            bool(th.formula_vs_lyapunov < 1e-9),
             sc,
             "20 random (A, v0, gamma, eps); total EPR and g-part; div v of the ring: "
-            f"x-part {r.theory.div_x:.3g}, g-part {r.theory.div_g:.3g}, total "
-            f"{r.theory.div_total:.2g}",
+            f"x-part {th.div_x:.3g}, g-part {th.div_g:.3g}, total {th.div_total:.2g}",
         ),
         Claim(
             "simulator covariance = Lyapunov (max |z-score|)",
             "the simulator samples the stationary law",
-            r.theory.mc_z,
+            th.mc_z,
             "< 4.5 standard errors",
-            bool(r.theory.mc_z < 4.5),
+            bool(th.mc_z < 4.5),
             sc,
             f"{s.trap_test} held-out samples per v0, {len(s.trap_v0s)} v0 x 2 dims x 3 entries",
         ),
@@ -1441,9 +1144,6 @@ def claims(r: Results) -> list[Claim]:
             f"{float(t.v0s[worst]):g}: {float(t.learned[worst]):.4g} vs "
             f"{float(t.exact[worst]):.4g}; one network conditioned on v0",
         ),
-    ]
-    rg = r.ring
-    out.append(
         claim_within(
             f"ring per-particle EPR at the training N = {int(rg.sizes[0])}",
             "per-particle EPR matches the spring-ring modal values (card)",
@@ -1454,8 +1154,8 @@ def claims(r: Results) -> list[Claim]:
             f"x-part {float(rg.learned_x[0]):.3g} (exact {float(rg.exact_x[0]):.3g}), g-part "
             f"{float(rg.learned_g[0]):.3g} (exact {float(rg.exact_g[0]):.3g}); local "
             f"transformer k = {s.ring_knn}",
-        )
-    )
+        ),
+    ]
     for j in range(1, len(rg.sizes)):
         out.append(
             claim_within(
@@ -1469,11 +1169,7 @@ def claims(r: Results) -> list[Claim]:
                 f"{float(rg.rel_error[0]):+.3f})",
             )
         )
-    m = r.mips
-    pd_gas = float(m.phase_epr_div[GAS])
-    pd_dense = float(
-        (m.phase_epr_div[1:] * m.fractions[1:]).sum() / m.fractions[1:].sum().clamp_min(1e-12)
-    )
+    dense = (m.phase_epr_div[1:] * m.fractions[1:]).sum() / m.fractions[1:].sum().clamp_min(1e-12)
     out.append(
         Claim(
             "MIPS: EPR concentrates at cluster interfaces (interface / bulk local EPR)",
@@ -1487,8 +1183,8 @@ def claims(r: Results) -> list[Claim]:
             f"neighbours within 1.2 diameters: dense >= 4, bulk = dense with all neighbours dense,"
             f" interface = dense with a dilute neighbour; shares gas / "
             f"interface / bulk {', '.join(f'{float(f):.2f}' for f in m.fractions)}; "
-            f"gamma |g_i + s_(g_i)|^2 gives ratio {m.ratio_pointwise:.3g}; gas {pd_gas:.3g} vs "
-            f"dense {pd_dense:.3g}",
+            f"gamma |g_i + s_(g_i)|^2 gives ratio {m.ratio_pointwise:.3g}; gas "
+            f"{float(m.phase_epr_div[GAS]):.3g} vs dense {float(dense):.3g}",
         )
     )
     if r.large is not None:
@@ -1524,87 +1220,55 @@ def _style(fig: go.Figure, title: str, x: str, y: str, height: int = 380) -> go.
     return fig
 
 
-def trap_sweep_figure(r: Results) -> go.Figure:
+def _points(x: Tensor, y: Tensor, name: str | None, **kw: object) -> go.Scatter:
+    return go.Scatter(x=_v(x), y=_v(y), name=name, **{"mode": "markers", **kw})
+
+
+def trap_sweep_figure(t: TrapResult) -> go.Figure:
     """Learned vs exact EPR (total and g-part) against v0."""
-    t = r.trap
+    s = t.settings
     grid = torch.linspace(0, float(t.v0s.max()) * 1.05, 60, dtype=torch.float64)
-    s = r.settings
     exact = 2 * s.trap_gamma * grid**2 / (s.trap_eps * (s.trap_A + s.trap_gamma))
     fig = go.Figure(
         [
             go.Scatter(x=_v(grid), y=_v(exact), name="exact 2 gamma v0^2 / (eps (A + gamma))"),
-            go.Scatter(
-                x=_v(t.v0s),
-                y=_v(t.learned),
-                mode="markers",
-                name="learned, total",
-                marker=dict(size=10),
-            ),
-            go.Scatter(
-                x=_v(t.v0s),
-                y=_v(t.exact_g),
-                mode="lines",
-                name="exact g-part",
-                line=dict(dash="dash"),
-            ),
-            go.Scatter(
-                x=_v(t.v0s),
-                y=_v(t.learned_g),
-                mode="markers",
-                name="learned g-part",
-                marker=dict(symbol="diamond", size=9),
-            ),
+            _points(t.v0s, t.learned, "learned, total", marker=dict(size=10)),
+            _points(t.v0s, t.exact_g, "exact g-part", mode="lines", line=dict(dash="dash")),
+            _points(t.v0s, t.learned_g, "learned g-part", marker=dict(symbol="diamond", size=9)),
         ]
     )
     return _style(fig, "Trapped AOUP: entropy production vs v0", "v0", "EPR (d = 2)")
 
 
-def trap_current_figure(r: Results) -> go.Figure:
+def trap_current_figure(t: TrapResult) -> go.Figure:
     """Probability current rho v in the (x_1, g_1) plane: learned (arrows) and exact."""
     from pflow_explore.viz.fields import quiver_trace
 
-    c = r.trap_current
+    c = t.current
     gx, gy = torch.meshgrid(c.cx, c.cy, indexing="xy")
-    pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], -1)
+    pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], -1).numpy()
     J_l, J_e = c.J_learned.reshape(-1, 2), c.J_exact.reshape(-1, 2)
     spacing = float(min(c.cx[1] - c.cx[0], c.cy[1] - c.cy[0]))
     scale_ = 0.9 * spacing / max(float(J_e.norm(dim=-1).max()), 1e-12)
+    rho = go.Heatmap(x=_v(c.cx), y=_v(c.cy), z=c.rho.tolist(), colorscale="Blues", opacity=0.6)
     fig = go.Figure(
         [
-            go.Heatmap(
-                x=_v(c.cx),
-                y=_v(c.cy),
-                z=c.rho.tolist(),
-                colorscale="Blues",
-                showscale=False,
-                opacity=0.6,
-            ),
-            quiver_trace(
-                pts.numpy(), J_e.numpy(), scale_, color="rgba(120,120,120,0.8)", name="exact"
-            ),
-            quiver_trace(
-                pts.numpy(), J_l.numpy(), scale_, color="rgba(200,30,30,0.9)", name="learned"
-            ),
+            rho.update(showscale=False),
+            quiver_trace(pts, J_e.numpy(), scale_, color="rgba(120,120,120,0.8)", name="exact"),
+            quiver_trace(pts, J_l.numpy(), scale_, color="rgba(200,30,30,0.9)", name="learned"),
         ]
     )
     fig.update_layout(showlegend=True)
-    return _style(
-        fig, f"Probability current in (x_1, g_1), v0 = {c.v0:g}", "x_1", "g_1", height=420
-    )
+    title = f"Probability current in (x_1, g_1), v0 = {c.v0:g}"
+    return _style(fig, title, "x_1", "g_1", height=420)
 
 
-def ring_figure(r: Results) -> go.Figure:
+def ring_figure(rg: RingResult) -> go.Figure:
     """Per-particle EPR along the ring at each N, learned, with the exact modal value."""
-    rg = r.ring
     fig = go.Figure()
     for j, n in enumerate(rg.sizes.tolist()):
-        fig.add_scatter(
-            x=_v(torch.arange(n) / n),
-            y=_v(rg.per_particle[j]),
-            mode="markers",
-            name=f"learned, N = {n}",
-            marker=dict(size=4),
-        )
+        pos = torch.arange(n) / n
+        fig.add_trace(_points(pos, rg.per_particle[j], f"learned, N = {n}", marker=dict(size=4)))
         fig.add_scatter(
             x=[0, 1],
             y=[float(rg.exact[j])] * 2,
@@ -1612,126 +1276,97 @@ def ring_figure(r: Results) -> go.Figure:
             name=f"exact, N = {n}",
             line=dict(dash="dash"),
         )
-    return _style(
-        fig,
-        "Spring ring: per-particle EPR (trained at the first N)",
-        "position along the ring i / N",
-        "EPR per particle",
-    )
+    title = "Spring ring: per-particle EPR (trained at the first N)"
+    return _style(fig, title, "position along the ring i / N", "EPR per particle")
 
 
-def mips_snapshot_figure(r: Results, index: int = 0) -> go.Figure:
+def mips_snapshot_figure(m: MIPSLocal, index: int = 0) -> go.Figure:
     """One MIPS configuration: particles coloured by local EPR, shaped by phase (open
     circle: gas, circle: interface, square: bulk)."""
-    m = r.mips
     x = particles.wrap(m.x[index], m.box)
-    symbols = ["circle-open", "circle", "square"]
     labels = m.labels[index].tolist()
+    marker = dict(
+        size=7,
+        symbol=[("circle-open", "circle", "square")[p] for p in labels],
+        color=_v(m.local[index]),
+        colorscale="Viridis",
+        cmin=0.0,
+        cmax=float(m.local.quantile(0.98)),
+        showscale=True,
+        colorbar=dict(title=dict(text="local EPR")),
+    )
     fig = go.Figure(
-        go.Scatter(
-            x=_v(x[:, 0]),
-            y=_v(x[:, 1]),
-            mode="markers",
+        _points(
+            x[:, 0],
+            x[:, 1],
+            None,
             text=[PHASE_NAMES[p] for p in labels],
-            marker=dict(
-                size=7,
-                symbol=[symbols[p] for p in labels],
-                color=_v(m.local[index]),
-                colorscale="Viridis",
-                cmin=0.0,
-                cmax=float(m.local.quantile(0.98)),
-                showscale=True,
-                colorbar=dict(title=dict(text="local EPR")),
-            ),
+            marker=marker,
             hovertemplate="%{text}<br>local EPR %{marker.color:.3g}<extra></extra>",
         )
     )
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
-    return _style(
-        fig,
-        f"MIPS (N = {x.shape[0]}): local EPR; open circle gas, dot interface, square bulk",
-        "x",
-        "y",
-        height=520,
-    )
+    title = f"MIPS (N = {x.shape[0]}): local EPR; open circle gas, dot interface, square bulk"
+    return _style(fig, title, "x", "y", height=520)
 
 
-def mips_region_figure(r: Results) -> go.Figure:
+def mips_region_figure(m: MIPSLocal) -> go.Figure:
     """EPR density per region (a coarse grid over the box), averaged over configurations."""
-    m = r.mips
-    e = m.region_edges
-    c = (e[1:] + e[:-1]) / 2
+    c = (m.region_edges[1:] + m.region_edges[:-1]) / 2
+    z = m.region_density.tolist()
     fig = go.Figure(
-        go.Heatmap(
-            x=_v(c),
-            y=_v(c),
-            z=m.region_density.tolist(),
-            colorscale="Magma",
-            colorbar=dict(title="EPR / area"),
-        )
+        go.Heatmap(x=_v(c), y=_v(c), z=z, colorscale="Magma", colorbar=dict(title="EPR / area"))
     )
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
     return _style(fig, "MIPS: EPR per region", "x", "y", height=480)
 
 
-def mips_phase_figure(r: Results) -> go.Figure:
+def mips_phase_figure(m: MIPSLocal) -> go.Figure:
     """Mean local EPR in gas, interface and bulk, both estimators."""
-    m = r.mips
+    names = list(PHASE_NAMES)
     fig = go.Figure(
         [
-            go.Bar(x=list(PHASE_NAMES), y=_v(m.phase_epr), name="gamma |g + s_g|^2"),
-            go.Bar(x=list(PHASE_NAMES), y=_v(m.phase_epr_div), name="-gamma div_g s_g - gamma d"),
+            go.Bar(x=names, y=_v(m.phase_epr), name="gamma |g + s_g|^2"),
+            go.Bar(x=names, y=_v(m.phase_epr_div), name="-gamma div_g s_g - gamma d"),
         ]
     )
-    return _style(
-        fig,
-        f"MIPS: local EPR by phase (interface / bulk = {m.ratio:.2f})",
-        "phase",
-        "mean local EPR",
-    )
+    title = f"MIPS: local EPR by phase (interface / bulk = {m.ratio:.2f})"
+    return _style(fig, title, "phase", "mean local EPR")
 
 
-def mips_sweep_figure(r: Results) -> go.Figure:
+def mips_sweep_figure(w: MIPSSweep) -> go.Figure:
     """EPR per particle vs packing fraction (one network trained at mips_phi)."""
-    w = r.mips_sweep
     fig = go.Figure(
         [
-            go.Scatter(x=_v(w.phis), y=_v(w.epr), mode="lines+markers", name="EPR per particle"),
-            go.Scatter(
-                x=_v(w.phis),
-                y=_v(w.dense_share),
-                mode="lines+markers",
-                name="share of dense particles",
-                yaxis="y2",
+            _points(w.phis, w.epr, "EPR per particle", mode="lines+markers"),
+            _points(
+                w.phis, w.dense_share, "share of dense particles", mode="lines+markers", yaxis="y2"
             ),
         ]
     )
     fig.update_layout(yaxis2=dict(overlaying="y", side="right", title="dense share", range=[0, 1]))
-    return _style(
-        fig,
-        f"EPR vs packing fraction (trained at phi = {r.settings.mips_phi})",
-        "packing fraction phi",
-        "g-part EPR per particle",
-    )
+    title = f"EPR vs packing fraction (trained at phi = {w.trained_phi})"
+    return _style(fig, title, "packing fraction phi", "g-part EPR per particle")
 
 
 def losses_figure(r: Results) -> go.Figure:
     """Training losses of the three networks."""
     fig = go.Figure()
-    for name, losses in (("trap", r.trap_losses), ("ring", r.ring_losses), ("MIPS", r.mips_losses)):
-        fig.add_scatter(y=losses, name=name, mode="lines")
+    for name, res in (("trap", r.trap), ("ring", r.ring), ("MIPS", r.mips)):
+        fig.add_scatter(y=res.fit.losses, name=name, mode="lines")
     return _style(fig, "Score-matching losses (per particle)", "step", "loss")
 
 
 def figures(r: Results) -> dict[str, go.Figure]:
+    m = r.mips.local
     return {
-        "trap_sweep": trap_sweep_figure(r),
-        "trap_current": trap_current_figure(r),
-        "ring": ring_figure(r),
-        "mips_snapshot": mips_snapshot_figure(r),
-        "mips_regions": mips_region_figure(r),
-        "mips_phases": mips_phase_figure(r),
-        "mips_sweep": mips_sweep_figure(r),
+        "trap_sweep": trap_sweep_figure(r.trap),
+        "trap_current": trap_current_figure(r.trap),
+        "ring": ring_figure(r.ring),
+        "mips_snapshot": mips_snapshot_figure(m),
+        "mips_regions": mips_region_figure(m),
+        "mips_phases": mips_phase_figure(m),
+        "mips_sweep": mips_sweep_figure(r.mips_sweep),
         "losses": losses_figure(r),
     }
 

@@ -3,24 +3,21 @@
 One interpolant x_t = I(t, x0, x1) + gamma(t) z between two densities rho0, rho1
 (``pflow_explore.interpolants``) defines a velocity b and a score s. Learned once, the pair
 (b, s) gives a whole family of generative models: the ODE dX = b dt and, for every eps > 0,
-the SDE dX = (b + eps s) dt + sqrt(2 eps) dW (card 02_interpolants, "Method"). The steps:
+the SDE dX = (b + eps s) dt + sqrt(2 eps) dW (card 02_interpolants, "Method"; the samplers
+live in ``pflow_explore.samplers``). The named experiments, each callable on its own:
 
-1. :func:`pair_data` says where x0 and x1 come from (a Gaussian to the checkerboard, a
-   Gaussian mixture to another, where the exact fields are known; at ``gpu`` also a
-   Gaussian mixture in d = 400 and 32x32 digits from noise);
-2. :func:`interpolant_losses` are the card's quadratic losses for b and for the denoiser
-   eta = gamma s, with antithetic noise +-z and t ~ U[delta, 1 - delta];
-   :func:`train_pair` trains the two networks (:class:`LearnedPair`), cached;
-3. :func:`ode_sample` and :func:`sde_sample` sample from the same pair; :func:`eps_sweep`
-   measures energy distance and sliced W2 to the target for each eps;
-4. :func:`field_errors` compares the learned b and eta with the exact ones;
-5. the theory, checked: :func:`fields_vs_monte_carlo` (exact fields against conditional
-   expectations estimated by Monte Carlo), :func:`residual_convergence` (the exact density
-   solves the transport and Fokker-Planck equations, to a grid error that shrinks);
-6. :func:`likelihood_control`: Gaussian endpoints, the exact affine drift plus a known
+1. :func:`pair_experiment` per data pair (:func:`pair_data`): :func:`train_pair` fits b and
+   the denoiser eta = gamma s with the card's quadratic losses (:func:`interpolant_losses`,
+   antithetic +-z, t ~ U[delta, 1 - delta]); :func:`cached_sweep` samples the ODE and the
+   SDEs for every eps from the same pair and measures energy distance / sliced W2 to the
+   target; :func:`learned_vs_exact` compares b and eta with the exact fields where known;
+2. :func:`theory_checks`: exact fields against Monte-Carlo conditional expectations, and
+   the grid residuals of the transport and Fokker-Planck equations;
+3. :func:`likelihood_control`: Gaussian endpoints, the exact affine drift plus a known
    perturbation delta; KL(rho1 || rho1_hat) in closed form for the ODE and for SDEs with
    several eps, against the Girsanov bound (1 / 4 eps) int E|delta|^2 dt.
 
+:func:`run` composes them; :func:`claims` and :func:`figures` read the results.
 Convention (as in the paper, unlike ``pflow_explore.paths``): t = 0 is rho0 (the source,
 often the Gaussian), t = 1 is rho1 (the target); sampling runs forward in t.
 """
@@ -29,17 +26,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import plotly.graph_objects as go
 import torch
 from torch import Tensor, nn
 
-from pflow_explore import cache, scale, solvers
+from pflow_explore import cache, samplers, scale
 from pflow_explore.claims import Claim, claim_below
 from pflow_explore.datasets.mixture import GaussianMixture
 from pflow_explore.datasets.toy2d import (
@@ -49,14 +45,18 @@ from pflow_explore.datasets.toy2d import (
     random_mixture,
     single_gaussian,
 )
-from pflow_explore.interpolants import (
-    GAMMAS,
-    INTERPOLANTS,
-    Gamma,
-    Interpolant,
-    get_interpolant,
+from pflow_explore.experiment import (
+    Seeds,
+    Stopwatch,
+    cache_key,
+    choose,
+    one_thread_on_cpu,
+    presets,
+    torch_threads,
 )
+from pflow_explore.interpolants import GAMMAS, INTERPOLANTS, Interpolant, get_interpolant
 from pflow_explore.metrics import energy_distance, sliced_w2
+from pflow_explore.samplers import LearnedPair
 from pflow_explore.theory.interpolant_fields import (
     InterpolantFields,
     gaussian_kl,
@@ -81,7 +81,11 @@ ENERGY_FACTOR = 3.0  # claim: ED(model, target) < 3 x ED(target, independent tar
 FIELD_ERROR_BOUND = 0.2  # claim: relative L2 error of the learned b below 20 %
 MC_Z_BOUND = 4.0  # claim: every exact field within 4 Monte-Carlo standard errors
 RESIDUAL_RATIO = 3.0  # claim: residual shrinks >= 3x per halving (second order: 4x)
-Field = Callable[[Tensor, Tensor], Tensor]  # f(x (n, d), t) -> (n, d), the solvers' order
+# seed streams: the offsets are the shipped artifacts' historical "seed + k" (never renumber)
+SEEDS = dict(
+    init=0, loss=(1, 1), lc=7, mc=30, mixtures_1d=31, sweep=50, sde=(60, 1), fields=70, gmm=400
+)
+DIGIT_SEEDS = dict(augment=(1000, 1000))  # s.seed + 1000 (i + 1): train i = 0, test i = 1
 
 
 def make_interpolant(s: Settings) -> Interpolant:
@@ -102,11 +106,10 @@ class Settings:
     ``image_steps`` Adam steps on batches of ``batch`` (``image_batch``) pairs (x0, x1), each
     used twice (+z and -z). Sampling: ``n_eval`` samples (``image_eval`` images),
     ``eps_values`` (0 = the ODE, RK4 on ``n_ode_steps``), SDEs by Euler-Maruyama on
-    ``n_sde_steps``. Theory checks: ``n_mc``
-    Monte-Carlo draws at ``mc_points`` points for each of ``mc_times``; residual grids refined
-    ``residual_levels`` times. Likelihood control: dimension ``lc_dim``, perturbation strength
-    ``lc_strength`` (and the sweep ``lc_strengths``), SDEs with ``lc_eps``, ``lc_steps`` RK4
-    steps of the moment equations.
+    ``n_sde_steps``. Theory checks: ``n_mc`` Monte-Carlo draws at ``mc_points`` points for
+    each of ``mc_times``; residual grids refined ``residual_levels`` times. Likelihood
+    control: dimension ``lc_dim``, perturbation strength ``lc_strength`` (and the sweep
+    ``lc_strengths``), SDEs with ``lc_eps``, ``lc_steps`` RK4 steps of the moment equations.
     """
 
     scale: str
@@ -154,158 +157,99 @@ class Settings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not self.pairs or any(p not in PAIRS for p in self.pairs):
-            raise ValueError(f"pairs must be a non-empty subset of {PAIRS}, got {self.pairs!r}")
-        if len(set(self.pairs)) != len(self.pairs):
-            raise ValueError(f"pairs must not repeat, got {self.pairs!r}")
-        if self.interpolant not in INTERPOLANTS:
-            raise ValueError(
-                f"interpolant must be one of {', '.join(INTERPOLANTS)}, got {self.interpolant!r}"
-            )
-        if self.gamma not in GAMMAS or self.gamma == "zero":
-            valid = ", ".join(g for g in GAMMAS if g != "zero")
-            raise ValueError(f"gamma must be one of {valid} (the score needs gamma > 0)")
-        if not (math.isfinite(self.gamma_a) and self.gamma_a > 0):
-            raise ValueError(f"gamma_a must be > 0, got {self.gamma_a}")
-        if not 0 < self.t_delta < 0.25:
-            raise ValueError(f"t_delta must lie in (0, 0.25), got {self.t_delta}")
-        for name in (
-            "hidden",
-            "depth",
-            "hd_hidden",
-            "hd_depth",
-            "unet_base",
-            "steps",
-            "hd_steps",
-            "image_steps",
-            "batch",
-            "image_batch",
-            "gmm_dim",
-            "gmm_components",
-            "digit_copies",
-            "n_show",
-            "field_times",
-            "mc_points",
-            "lc_dim",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if min(self.n_eval, self.image_eval, self.n_field) < 16 or self.n_mc < 1000:
-            raise ValueError("n_eval, image_eval and n_field must be >= 16 and n_mc >= 1000")
-        if not self.eps_values or self.eps_values[0] != 0 or any(e < 0 for e in self.eps_values):
-            raise ValueError(
-                f"eps_values must start with 0 (the ODE) and hold numbers >= 0, "
-                f"got {self.eps_values!r}"
-            )
-        if len(self.eps_values) < 2:
-            raise ValueError("eps_values needs at least one eps > 0 besides the ODE's 0")
-        if not 2 <= self.n_ode_steps <= 10_000 or not 2 <= self.n_sde_steps <= 10_000:
-            raise ValueError("n_ode_steps and n_sde_steps must lie in [2, 10000]")
-        if not self.mc_times or any(not 0.05 <= t <= 0.95 for t in self.mc_times):
-            raise ValueError(f"mc_times must lie in [0.05, 0.95], got {self.mc_times!r}")
-        if not 2 <= self.residual_levels <= 7:
-            raise ValueError(f"residual_levels must lie in [2, 7], got {self.residual_levels}")
-        if self.residual_eps <= 0:
-            raise ValueError(f"residual_eps must be > 0, got {self.residual_eps}")
-        if not self.lc_eps or any(e <= 0 for e in self.lc_eps) or self.lc_eps_ref <= 0:
-            raise ValueError("lc_eps and lc_eps_ref must be > 0 (eps = 0 is the ODE, kept apart)")
-        if self.lc_strength <= 0 or not self.lc_strengths or min(self.lc_strengths) <= 0:
-            raise ValueError("lc_strength and lc_strengths must be > 0")
-        if self.lc_steps < 10:
-            raise ValueError(f"lc_steps must be >= 10, got {self.lc_steps}")
-        if INTERPOLANTS[self.interpolant].rho0_constraint is not None:
-            raise ValueError(
-                f"the {self.interpolant!r} interpolant constrains rho0; the chapter's pairs "
-                "need one between two different densities (linear, trigonometric, "
-                "encoder_decoder)"
-            )
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(message)
+
+        need(
+            bool(self.pairs) and all(p in PAIRS for p in self.pairs),
+            f"pairs must be a non-empty subset of {PAIRS}, got {self.pairs!r}",
+        )
+        need(len(set(self.pairs)) == len(self.pairs), f"pairs must not repeat, got {self.pairs!r}")
+        need(
+            self.interpolant in INTERPOLANTS,
+            f"interpolant must be one of {', '.join(INTERPOLANTS)}, got {self.interpolant!r}",
+        )
+        valid = ", ".join(g for g in GAMMAS if g != "zero")
+        need(
+            self.gamma in GAMMAS and self.gamma != "zero",
+            f"gamma must be one of {valid} (the score needs gamma > 0)",
+        )
+        need(
+            math.isfinite(self.gamma_a) and self.gamma_a > 0,
+            f"gamma_a must be > 0, got {self.gamma_a}",
+        )
+        need(0 < self.t_delta < 0.25, f"t_delta must lie in (0, 0.25), got {self.t_delta}")
+        for name in POSITIVE:
+            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        need(
+            min(self.n_eval, self.image_eval, self.n_field) >= 16 and self.n_mc >= 1000,
+            "n_eval, image_eval and n_field must be >= 16 and n_mc >= 1000",
+        )
+        need(
+            bool(self.eps_values) and self.eps_values[0] == 0 and min(self.eps_values) >= 0,
+            f"eps_values must start with 0 (the ODE) and hold numbers >= 0, "
+            f"got {self.eps_values!r}",
+        )
+        need(len(self.eps_values) >= 2, "eps_values needs an eps > 0 besides the ODE's 0")
+        need(
+            2 <= self.n_ode_steps <= 10_000 and 2 <= self.n_sde_steps <= 10_000,
+            "n_ode_steps and n_sde_steps must lie in [2, 10000]",
+        )
+        need(
+            bool(self.mc_times) and all(0.05 <= t <= 0.95 for t in self.mc_times),
+            f"mc_times must lie in [0.05, 0.95], got {self.mc_times!r}",
+        )
+        need(
+            2 <= self.residual_levels <= 7,
+            f"residual_levels must lie in [2, 7]: {self.residual_levels}",
+        )
+        need(self.residual_eps > 0, f"residual_eps must be > 0, got {self.residual_eps}")
+        need(
+            bool(self.lc_eps) and min(self.lc_eps) > 0 and self.lc_eps_ref > 0,
+            "lc_eps and lc_eps_ref must be > 0 (eps = 0 is the ODE, kept apart)",
+        )
+        need(
+            self.lc_strength > 0 and bool(self.lc_strengths) and min(self.lc_strengths) > 0,
+            "lc_strength and lc_strengths must be > 0",
+        )
+        need(self.lc_steps >= 10, f"lc_steps must be >= 10, got {self.lc_steps}")
+        need(
+            INTERPOLANTS[self.interpolant].rho0_constraint is None,
+            f"the {self.interpolant!r} interpolant constrains rho0; the chapter's pairs need "
+            "one between two different densities (linear, trigonometric, encoder_decoder)",
+        )
         make_interpolant(self)  # an undefined combination (trigonometric + sin2) fails here
 
 
-SETTINGS = {
-    "tiny": Settings(
-        scale="tiny",
-        hidden=64,
-        depth=2,
-        steps=200,
-        batch=256,
-        ema_decay=0.99,
-        n_eval=500,
-        eps_values=(0.0, 0.5, 1.0),
-        n_ode_steps=20,
-        n_sde_steps=60,
-        n_show=500,
-        n_field=256,
-        field_times=6,
-        n_mc=20_000,
-        mc_points=2,
-        residual_levels=3,
-        lc_strengths=(0.5, 1.0, 2.0),
-        lc_eps=(0.1, 0.5, 2.0),
-        lc_steps=100,
+POSITIVE = (
+    "hidden", "depth", "hd_hidden", "hd_depth", "unet_base", "steps", "hd_steps", "image_steps",
+    "batch", "image_batch", "gmm_dim", "gmm_components", "digit_copies", "n_show",
+    "field_times", "mc_points", "lc_dim",
+)  # fmt: skip
+SETTINGS = presets(
+    Settings,
+    tiny=dict(
+        hidden=64, depth=2, steps=200, batch=256, ema_decay=0.99, n_eval=500,
+        eps_values=(0.0, 0.5, 1.0), n_ode_steps=20, n_sde_steps=60, n_show=500, n_field=256,
+        field_times=6, n_mc=20_000, mc_points=2, residual_levels=3,
+        lc_strengths=(0.5, 1.0, 2.0), lc_eps=(0.1, 0.5, 2.0), lc_steps=100,
     ),
-    "cpu": Settings(scale="cpu"),
-    "gpu": Settings(
-        scale="gpu",
-        pairs=("checkerboard", "mixtures", "gmm400", "digits32"),
-        hidden=256,
-        steps=10000,
-        hd_steps=6000,
-        image_steps=3000,
-        batch=1024,
-        image_batch=128,
-        unet_base=64,
-        n_eval=4000,
-        n_sde_steps=300,
-        n_show=2000,
-        n_field=2000,
-        field_times=24,
-        n_mc=1_000_000,
-        mc_points=8,
-        residual_levels=5,
+    cpu={},
+    gpu=dict(
+        pairs=PAIRS, hidden=256, steps=10000, hd_steps=6000, image_steps=3000, batch=1024,
+        image_batch=128, unet_base=64, n_eval=4000, n_sde_steps=300, n_show=2000,
+        n_field=2000, field_times=24, n_mc=1_000_000, mc_points=8, residual_levels=5,
         lc_steps=2000,
     ),
-}
+)  # fmt: skip
 
 
 def settings(scale_name: str | None = None, **changes: object) -> Settings:
     """The preset for the resolved scale, with ``changes`` applied (validated)."""
-    return replace(scale.preset(SETTINGS, scale_name), **changes)
+    return choose(SETTINGS, scale_name, **changes)
 
 
-def training_key(s: Settings, pair: str) -> dict[str, object]:
-    """The settings that determine one pair's trained weights (the cache key; steps, lr and
-    EMA are added by ``fit_cached``). Experiment sizes never retrain."""
-    key: dict[str, object] = {
-        "pair": pair,
-        "interpolant": s.interpolant,
-        "gamma": s.gamma,
-        "gamma_a": s.gamma_a,
-        "t_delta": s.t_delta,
-        "seed": s.seed,
-    }
-    kind = pair_kind(pair)
-    if kind == "2d":
-        key.update(hidden=s.hidden, depth=s.depth, batch=s.batch)
-    elif kind == "hd":
-        key.update(
-            hidden=s.hd_hidden,
-            depth=s.hd_depth,
-            batch=s.batch,
-            dim=s.gmm_dim,
-            components=s.gmm_components,
-        )
-    else:
-        key.update(
-            unet_base=s.unet_base,
-            unet_mults=s.unet_mults,
-            batch=s.image_batch,
-            copies=s.digit_copies,
-        )
-    return key
-
-
-# ---- the data pairs ------------------------------------------------------------------------
 def pair_kind(pair: str) -> str:
     """ "2d" (toy densities), "hd" (the d = 400 mixture) or "image" (digits)."""
     if pair not in PAIRS:
@@ -313,6 +257,50 @@ def pair_kind(pair: str) -> str:
     return {"gmm400": "hd", "digits32": "image"}.get(pair, "2d")
 
 
+def fit_arguments(s: Settings, pair: str) -> dict[str, object]:
+    """Adam steps and learning rate of one pair (part of its cache key)."""
+    kind = pair_kind(pair)
+    steps = {"2d": s.steps, "hd": s.hd_steps, "image": s.image_steps}[kind]
+    return {"steps": steps, "lr": s.image_lr if kind == "image" else s.lr}
+
+
+def training_key(s: Settings, pair: str) -> dict[str, object]:
+    """The settings that determine one pair's trained weights (the cache key; steps, lr and
+    EMA are added by ``fit_cached``). Experiment sizes never retrain."""
+    common = ("interpolant", "gamma", "gamma_a", "t_delta", "seed")
+    kind = pair_kind(pair)
+    if kind == "2d":
+        return cache_key(s, (*common, "hidden", "depth", "batch"), pair=pair)
+    if kind == "hd":
+        return cache_key(
+            s,
+            (*common, "batch"),
+            pair=pair,
+            hidden=s.hd_hidden,
+            depth=s.hd_depth,
+            dim=s.gmm_dim,
+            components=s.gmm_components,
+        )
+    return cache_key(
+        s,
+        (*common, "unet_base", "unet_mults"),
+        pair=pair,
+        batch=s.image_batch,
+        copies=s.digit_copies,
+    )
+
+
+def sweep_key(s: Settings, pair: str) -> dict[str, object]:
+    """What an eps sweep depends on: the trained weights (their training key and fit
+    arguments) and the sampling sizes."""
+    fields = ("ema_decay", "eps_values", "n_ode_steps", "n_sde_steps", "n_show")
+    n_eval = s.image_eval if pair_kind(pair) == "image" else s.n_eval
+    return cache_key(
+        s, fields, training=training_key(s, pair), **fit_arguments(s, pair), n_eval=n_eval
+    )
+
+
+# ---- the data pairs ------------------------------------------------------------------------
 @dataclass
 class PairData:
     """Where x0 and x1 come from. sample0, sample1: (n, generator) -> (n, d) float32 CPU;
@@ -352,11 +340,7 @@ def mixture_sampler(gm: GaussianMixture) -> Callable[[int, torch.Generator | Non
 
 def _rows(data: Tensor) -> Callable[[int, torch.Generator | None], Tensor]:
     """Sampler drawing n rows of ``data`` (N, d) with replacement."""
-
-    def sample(n: int, generator: torch.Generator | None = None) -> Tensor:
-        return data[torch.randint(len(data), (n,), generator=generator)]
-
-    return sample
+    return lambda n, generator=None: data[torch.randint(len(data), (n,), generator=generator)]
 
 
 @lru_cache(maxsize=4)
@@ -364,10 +348,10 @@ def _digits32(copies: int, seed: int) -> tuple[Tensor, Tensor]:
     """(train (N, 1024), test (M, 1024)) flat augmented 32x32 digits in [-1, 1]."""
     from pflow_explore.datasets.digits import augment, digits
 
-    out = []
+    seeds, out = Seeds(seed, **DIGIT_SEEDS), []
     for i, split in enumerate(("train", "test")):
         images, _ = digits(32, split)
-        gen = torch.Generator().manual_seed(seed + 1000 * (i + 1))
+        gen = seeds.generator("augment", i)
         out.append(torch.cat([augment(images, gen) for _ in range(copies)]).flatten(1))
     return out[0], out[1]
 
@@ -392,7 +376,7 @@ def pair_data(s: Settings, pair: str) -> PairData:
         return PairData(pair, 2, s0, s1, s1, rho0, rho1)
     if kind == "hd":
         d = s.gmm_dim
-        gen = torch.Generator().manual_seed(s.seed + 400)
+        gen = Seeds(s.seed, **SEEDS).generator("gmm")
         rho1 = random_mixture(s.gmm_components, d, generator=gen)
         rho0 = single_gaussian(torch.zeros(d, dtype=torch.float64))
         s0, s1 = mixture_sampler(rho0), mixture_sampler(rho1)
@@ -409,7 +393,7 @@ def exact_fields(s: Settings, pair: PairData) -> InterpolantFields | None:
     return InterpolantFields(pair.rho0, pair.rho1, make_interpolant(s))
 
 
-# ---- the learned pair (b, eta) --------------------------------------------------------------
+# ---- the learned pair (b, eta) and its losses ----------------------------------------------
 class FlatUNet(nn.Module):
     """A UNet on flat images: x (n, C H W), t -> (n, C H W) (the UNet sees (n, C, H, W))."""
 
@@ -421,41 +405,9 @@ class FlatUNet(nn.Module):
         return self.unet(x.reshape(-1, *self.shape), t).reshape(x.shape[0], -1)
 
 
-class LearnedPair(nn.Module):
-    """The learned velocity b(t, x) and denoiser eta(t, x) = -E[z | x_t = x], x: (n, d).
-
-    The score is s = eta / gamma (card, "Method"). Both nets were trained on
-    t in [t_delta, 1 - t_delta] only, where gamma > 0; :meth:`score` holds gamma at its
-    value at the nearer end of that interval outside it, so s stays finite at t = 0 and 1
-    (the samplers take steps of length ~ gamma^2 there, so the choice barely matters).
-    """
-
-    def __init__(self, b_net: nn.Module, eta_net: nn.Module, gamma: Gamma, t_delta: float) -> None:
-        super().__init__()
-        self.b_net, self.eta_net = b_net, eta_net
-        self.gamma, self.t_delta = gamma, float(t_delta)
-
-    def velocity(self, x: Tensor, t: float | Tensor) -> Tensor:
-        """b(t, x): (n, d); t a float, 0-d or (n,)."""
-        return self.b_net(x, t)
-
-    def denoiser(self, x: Tensor, t: float | Tensor) -> Tensor:
-        """eta(t, x) = gamma(t) s(t, x): (n, d)."""
-        return self.eta_net(x, t)
-
-    def score(self, x: Tensor, t: float | Tensor) -> Tensor:
-        """s(t, x) = eta(t, x) / gamma(t), gamma held at [t_delta, 1 - t_delta]: (n, d)."""
-        tt = torch.as_tensor(t, dtype=torch.float64).clamp(self.t_delta, 1 - self.t_delta)
-        g = self.gamma.gamma(tt.cpu()).to(x.device, x.dtype)
-        g = g[:, None] if g.dim() == 1 else g
-        return self.eta_net(x, t) / g
-
-    def forward(self, x: Tensor, t: float | Tensor) -> Tensor:
-        return self.velocity(x, t)
-
-
 def make_model(s: Settings, pair: PairData) -> LearnedPair:
-    """Two fresh networks for b and eta: an MLP (2D, gmm400) or a UNet (digits)."""
+    """Two fresh networks for b and eta (``samplers.LearnedPair``): an MLP (2D, gmm400) or a
+    UNet (digits)."""
     from pflow_explore.nets import MLP, UNet
 
     kind = pair_kind(pair.name)
@@ -522,10 +474,10 @@ def pair_loss_fn(
     """loss_fn(model, step) -> L_b + L_eta on a fresh batch, for ``training.fit``.
 
     Independent x0 ~ rho0 and x1 ~ rho1 (the independent coupling), t and z, all drawn on
-    the CPU from a generator seeded with ``s.seed`` and moved to ``device``.
+    the CPU from the pair's own seeded generator and moved to ``device``.
     """
     interp = make_interpolant(s)
-    gen = torch.Generator().manual_seed(s.seed + 1 + PAIRS.index(pair.name))
+    gen = Seeds(s.seed, **SEEDS).generator("loss", PAIRS.index(pair.name))
     batch = s.image_batch if pair_kind(pair.name) == "image" else s.batch
 
     def loss_fn(model: nn.Module, step: int) -> Tensor:
@@ -539,6 +491,20 @@ def pair_loss_fn(
     return loss_fn
 
 
+def seeded_model(s: Settings, pair: PairData) -> LearnedPair:
+    """:func:`make_model` with its initial weights drawn from the CPU generator seeded with
+    the pair's ``init`` stream, leaving the caller's global random state as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(Seeds(s.seed, **SEEDS)["init"])
+        return make_model(s, pair)
+
+
+def threads_for(pair: str, device: torch.device | None = None) -> AbstractContextManager[None]:
+    """One torch thread for a 2D pair on the CPU (tiny tensors: a second thread only
+    waits); no change for the others."""
+    return one_thread_on_cpu(pair_kind(pair) == "2d", device)
+
+
 def train_pair(s: Settings, pair: str, rebuild: bool = False, progress: bool = True) -> FitResult:
     """Train b and eta of one pair with :func:`interpolant_losses` (or load them).
 
@@ -547,116 +513,42 @@ def train_pair(s: Settings, pair: str, rebuild: bool = False, progress: bool = T
     """
     dev = scale.device()
     data = pair_data(s, pair)
-    kind = pair_kind(pair)
-    steps = {"2d": s.steps, "hd": s.hd_steps, "image": s.image_steps}[kind]
-    lr = s.image_lr if kind == "image" else s.lr
-    torch.manual_seed(s.seed)  # the initial weights
+    fit = fit_arguments(s, pair)
     with threads_for(pair, dev):
         return fit_cached(
             CHAPTER,
             f"pair-{pair}",
             training_key(s, pair),
-            lambda: make_model(s, data),
+            lambda: seeded_model(s, data),
             pair_loss_fn(s, data, dev),
             version=VERSION,
             rebuild=rebuild,
             device=dev,
-            steps=steps,
-            lr=lr,
+            steps=fit["steps"],
+            lr=fit["lr"],
             ema_decay=s.ema_decay,
-            warmup=min(200, steps // 10),
+            warmup=min(200, fit["steps"] // 10),
             cosine=True,
             progress=progress,
             desc=f"interpolants: b and eta, {PAIR_TITLES[pair]} ({s.scale})",
         )
 
 
-def one_thread(active: bool = True) -> AbstractContextManager[None]:
-    """One torch thread inside the block when ``active`` (:func:`scale.torch_threads`)."""
-    return scale.torch_threads(1 if active else None)
-
-
-def threads_for(pair: str, device: torch.device | None = None) -> AbstractContextManager[None]:
-    """:func:`one_thread` for a 2D pair on the CPU; no change for the others."""
-    dev = device or scale.device()
-    return one_thread(pair_kind(pair) == "2d" and dev.type == "cpu")
-
-
 # ---- sampling: one pair, many generative models ---------------------------------------------
-def time_grid(n_steps: int, dtype: torch.dtype = torch.float64) -> Tensor:
-    """t_i = (1 - cos(pi i / N)) / 2, i = 0..N: (N + 1,), from 0 to 1, dense at both ends.
-
-    Near t = 1 the SDE drift eps s ~ eps (x - m) / gamma^2 is stiff (rate ~ eps / (1 - t));
-    this grid keeps dt / (1 - t) bounded, so Euler-Maruyama stays stable there.
-    """
-    if n_steps < 1:
-        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
-    u = torch.arange(n_steps + 1, dtype=torch.float64) / n_steps
-    return ((1 - torch.cos(math.pi * u)) / 2).to(dtype)
-
-
-def forward_drift(model: LearnedPair, eps: float) -> Field:
-    """f(x, t) = b(t, x) + eps s(t, x), the forward SDE drift (eps = 0: the ODE velocity)."""
-
-    def f(x: Tensor, t: Tensor) -> Tensor:
-        v = model.velocity(x, t)
-        return v + eps * model.score(x, t) if eps > 0 else v
-
-    return f
-
-
-def sde_step(x: Tensor, b: Tensor, s: Tensor, eps: float, dt: float, xi: Tensor) -> Tensor:
-    """One Euler-Maruyama step of dX = (b + eps s) dt + sqrt(2 eps) dW:
-
-    x + (b + eps s) dt + sqrt(2 eps dt) xi,   x, b, s, xi: (n, d), xi ~ N(0, I).
-    """
-    return x + (b + eps * s) * dt + math.sqrt(2 * eps * dt) * xi
-
-
-@torch.no_grad()
-def ode_sample(
-    model: LearnedPair, x0: Tensor, n_steps: int, trajectory: bool = False
-) -> solvers.Solution:
-    """X(1) of the ODE dX = b(t, X) dt from X(0) = x0 (n, d), RK4 on :func:`time_grid`."""
-    return solvers.odeint(forward_drift(model, 0.0), x0, time_grid(n_steps), "rk4", trajectory)
-
-
-@torch.no_grad()
-def sde_sample(
-    model: LearnedPair,
-    x0: Tensor,
-    eps: float,
-    n_steps: int,
-    generator: torch.Generator | None = None,
-    trajectory: bool = False,
-) -> solvers.Solution:
-    """X(1) of the SDE dX = (b + eps s) dt + sqrt(2 eps) dW from x0 (n, d) (card: for every
-    eps >= 0 its marginal is rho_t, the same as the ODE's), Euler-Maruyama
-    (:func:`sde_step`) on :func:`time_grid`."""
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    g = math.sqrt(2 * eps)
-    return solvers.euler_maruyama(
-        forward_drift(model, eps), lambda t: g, x0, time_grid(n_steps), generator, trajectory
-    )
-
-
 def generate(
-    model: LearnedPair,
+    model: samplers.VelocityScore,
     x0: Tensor,
     eps: float,
     s: Settings,
     generator: torch.Generator | None = None,
     batch: int = 4096,
 ) -> Tensor:
-    """Samples (n, d) from x0 (n, d): the ODE for eps = 0, else the SDE with this eps."""
-    out = []
-    for xb in x0.split(batch):
-        if eps == 0:
-            out.append(ode_sample(model, xb, s.n_ode_steps).x)
-        else:
-            out.append(sde_sample(model, xb, eps, s.n_sde_steps, generator).x)
-    return torch.cat(out)
+    """Samples (n, d) from x0 (n, d) with ``samplers.sample``: the ODE (RK4 on
+    ``n_ode_steps``) for eps = 0, else the SDE with this eps (Euler-Maruyama on
+    ``n_sde_steps``), both on the cosine grid (dense at the stiff ends)."""
+    steps = s.n_ode_steps if eps == 0 else s.n_sde_steps
+    grid = samplers.cosine_grid(steps)
+    return samplers.sample(model, x0, eps, grid, generator, batch=batch).x
 
 
 @dataclass
@@ -714,7 +606,8 @@ def eps_sweep(
     """ODE and SDE samples from the same pair (b, s) for every eps in ``s.eps_values``, from
     the same x0, and their energy distance / sliced W2 to held-out target samples."""
     dev = device or next(model.parameters()).device
-    gen = torch.Generator().manual_seed(s.seed + 50)
+    seeds = Seeds(s.seed, **SEEDS)
+    gen = seeds.generator("sweep")
     n = s.image_eval if pair.image_shape is not None else s.n_eval
     x0 = pair.sample0(n, gen).to(dev)
     target = pair.target(n, gen).to(dev)
@@ -723,7 +616,7 @@ def eps_sweep(
     source_e = energy_distance(x0, target)
     energies, sws, shown, frechets = [], [], [], []
     for i, eps in enumerate(s.eps_values):
-        x = generate(model, x0, float(eps), s, torch.Generator().manual_seed(s.seed + 60 + i))
+        x = generate(model, x0, float(eps), s, seeds.generator("sde", i))
         e, w = distances(x, target, seed=s.seed)
         energies.append(e)
         sws.append(w)
@@ -734,11 +627,12 @@ def eps_sweep(
     if pair.image_shape is not None:
         frechet = torch.tensor(frechets, dtype=torch.float64)
         frechet_floor = _frechet(pair.sample1(n, gen), target, pair.image_shape)
+    f64 = torch.float64
     return Sweep(
         pair.name,
-        torch.tensor(s.eps_values, dtype=torch.float64),
-        torch.tensor(energies, dtype=torch.float64),
-        torch.tensor(sws, dtype=torch.float64),
+        torch.tensor(s.eps_values, dtype=f64),
+        torch.tensor(energies, dtype=f64),
+        torch.tensor(sws, dtype=f64),
         floor_e,
         floor_w,
         source_e,
@@ -747,23 +641,6 @@ def eps_sweep(
         frechet,
         frechet_floor,
     )
-
-
-def sweep_key(s: Settings, pair: str) -> dict[str, object]:
-    """What an eps sweep depends on: the trained weights (their training key and fit
-    arguments) and the sampling sizes."""
-    kind = pair_kind(pair)
-    return {
-        "training": training_key(s, pair),
-        "steps": {"2d": s.steps, "hd": s.hd_steps, "image": s.image_steps}[kind],
-        "lr": s.image_lr if kind == "image" else s.lr,
-        "ema_decay": s.ema_decay,
-        "n_eval": s.image_eval if kind == "image" else s.n_eval,
-        "eps_values": s.eps_values,
-        "n_ode_steps": s.n_ode_steps,
-        "n_sde_steps": s.n_sde_steps,
-        "n_show": s.n_show,
-    }
 
 
 def cached_sweep(
@@ -777,13 +654,9 @@ def cached_sweep(
         with threads_for(pair.name, next(model.parameters()).device):
             return dataclasses.asdict(eps_sweep(model, pair, s))
 
+    key = sweep_key(s, pair.name)
     obj, hit = cache.cached(
-        CHAPTER,
-        f"sweep-{pair.name}",
-        sweep_key(s, pair.name),
-        build,
-        version=VERSION,
-        rebuild=rebuild,
+        CHAPTER, f"sweep-{pair.name}", key, build, version=VERSION, rebuild=rebuild
     )
     return Sweep(**obj), hit
 
@@ -827,8 +700,8 @@ def field_errors(
     err_f(t) = sqrt(sum |f_hat - f|^2 / sum |f|^2), f in {b, eta}.
     """
     dev = next(model.parameters()).device
-    num = {"b": [], "eta": []}
-    den = {"b": [], "eta": []}
+    num: dict[str, list[Tensor]] = {"b": [], "eta": []}
+    den: dict[str, list[Tensor]] = {"b": [], "eta": []}
     for t in times.tolist():
         x = fields.sample(t, n, generator, dtype=torch.float64)
         xd = x.float().to(dev)
@@ -843,6 +716,18 @@ def field_errors(
     per = {k: (torch.stack(num[k]) / torch.stack(den[k])).sqrt() for k in num}
     total = {k: float((torch.stack(num[k]).sum() / torch.stack(den[k]).sum()).sqrt()) for k in num}
     return FieldErrors(pair, times.double(), per["b"], per["eta"], total["b"], total["eta"])
+
+
+def learned_vs_exact(s: Settings, model: LearnedPair, data: PairData) -> FieldErrors | None:
+    """:func:`field_errors` of one pair at ``field_times`` times inside (delta, 1 - delta),
+    or None where the exact fields are unknown (the checkerboard, digits)."""
+    with threads_for(data.name, next(model.parameters()).device):
+        fields = exact_fields(s, data)
+        if fields is None:
+            return None
+        times = torch.linspace(s.t_delta, 1 - s.t_delta, s.field_times + 2)[1:-1]
+        gen = Seeds(s.seed, **SEEDS).generator("fields")
+        return field_errors(model, fields, times, s.n_field, gen, data.name)
 
 
 # ---- theory checks ---------------------------------------------------------------------------
@@ -872,11 +757,7 @@ class MonteCarloCheck:
 
 
 def conditional_expectations(
-    interpolant: Interpolant,
-    t: float,
-    x: Tensor,
-    x0: Tensor,
-    x1: Tensor,
+    interpolant: Interpolant, t: float, x: Tensor, x0: Tensor, x1: Tensor
 ) -> dict[str, Tensor]:
     """Self-normalised importance sampling of E[. | x_t = x] from joint draws (x0_i, x1_i).
 
@@ -910,39 +791,31 @@ def fields_vs_monte_carlo(
     generator: torch.Generator | None = None,
 ) -> MonteCarloCheck:
     """Exact b and s (``InterpolantFields``) against :func:`conditional_expectations` with
-    n_mc fresh draws of (x0, x1) per time, at n_points samples of rho_t per time."""
-    rows: dict[str, list] = {k: [] for k in ("t", "p", "f", "c", "exact", "mc", "se", "ess")}
-    d = fields.dim
+    n_mc fresh draws of (x0, x1) per time, at n_points samples of rho_t per time. Rows run
+    over t, then the field (b, s), then the point, then the coordinate."""
+    rows: dict[str, list[Tensor]] = {k: [] for k in ("t", "p", "c", "exact", "mc", "se", "ess")}
+    names: list[str] = []
+    d, f64 = fields.dim, torch.float64
+    p_idx, c_idx = torch.arange(n_points).repeat_interleave(d), torch.arange(d).repeat(n_points)
     for t in times:
-        x = fields.sample(t, n_points, generator, dtype=torch.float64)
+        x = fields.sample(t, n_points, generator, dtype=f64)
         x0 = fields.rho0.sample(n_mc, generator).double()
         x1 = fields.rho1.sample(n_mc, generator).double()
         est = conditional_expectations(fields.interpolant, t, x, x0, x1)
         exact = {"b": fields.velocity(t, x), "s": fields.score(t, x)}
         for name in ("b", "s"):
-            for p in range(n_points):
-                for c in range(d):
-                    rows["t"].append(t)
-                    rows["p"].append(p)
-                    rows["f"].append(name)
-                    rows["c"].append(c)
-                    rows["exact"].append(float(exact[name][p, c]))
-                    rows["mc"].append(float(est[name][p, c]))
-                    rows["se"].append(float(est[f"{name}_se"][p, c]))
-                    rows["ess"].append(float(est["ess"][p]))
-    f64 = torch.float64
-    exact_t, mc_t, se_t = (torch.tensor(rows[k], dtype=f64) for k in ("exact", "mc", "se"))
+            names += [name] * (n_points * d)
+            rows["t"].append(torch.full((n_points * d,), float(t), dtype=f64))
+            rows["p"].append(p_idx)
+            rows["c"].append(c_idx)
+            rows["exact"].append(exact[name].to(f64).reshape(-1))
+            rows["mc"].append(est[name].reshape(-1))
+            rows["se"].append(est[f"{name}_se"].reshape(-1))
+            rows["ess"].append(est["ess"].to(f64).repeat_interleave(d))
+    col = {k: torch.cat(v) for k, v in rows.items()}
+    z = (col["mc"] - col["exact"]) / col["se"]
     return MonteCarloCheck(
-        torch.tensor(rows["t"], dtype=f64),
-        torch.tensor(rows["p"]),
-        rows["f"],
-        torch.tensor(rows["c"]),
-        exact_t,
-        mc_t,
-        se_t,
-        (mc_t - exact_t) / se_t,
-        torch.tensor(rows["ess"], dtype=f64),
-        n_mc,
+        col["t"], col["p"], names, col["c"], col["exact"], col["mc"], col["se"], z, col["ess"], n_mc
     )
 
 
@@ -983,9 +856,8 @@ def residual_convergence(
     m0: int = 101,
     dt0: float = 0.02,
 ) -> ResidualConvergence:
-    """RMS of ``transport_residual`` of the exact 1D density on grids m0 2^k - ... points.
-
-    Level k: spacing h_k = h_0 / 2^k on ``x_range``, time step dt_k = dt0 / 2^k. The exact
+    """RMS of ``transport_residual`` of the exact 1D density on grids of (m0 - 1) 2^k + 1
+    points, spacing h_k = h_0 / 2^k on ``x_range`` and time step dt_k = dt0 / 2^k. The exact
     rho solves the equations, so what remains is the central-difference error
     O(h^2 + dt^2): it should fall ~4x per level, for the transport (eps = 0) and for every
     Fokker-Planck equation (eps > 0) alike (card, "Exact cases").
@@ -994,24 +866,43 @@ def residual_convergence(
         raise ValueError(f"residual_convergence needs 1D fields, got d = {fields.dim}")
     hs, dts, rms = [], [], []
     for k in range(levels):
-        m = (m0 - 1) * 2**k + 1
-        grid = torch.linspace(*x_range, m, dtype=torch.float64)
+        grid = torch.linspace(*x_range, (m0 - 1) * 2**k + 1, dtype=torch.float64)
         dt = dt0 / 2**k
         hs.append(float(grid[1] - grid[0]))
         dts.append(dt)
-        rms.append(
-            [
-                float(transport_residual(fields, t, grid, eps, dt).pow(2).mean().sqrt())
-                for eps in eps_values
-            ]
-        )
+        residuals = [transport_residual(fields, t, grid, eps, dt) for eps in eps_values]
+        rms.append([float(r.pow(2).mean().sqrt()) for r in residuals])
+    f64 = torch.float64
     return ResidualConvergence(
         t,
-        torch.tensor(hs, dtype=torch.float64),
-        torch.tensor(dts, dtype=torch.float64),
-        torch.tensor(eps_values, dtype=torch.float64),
-        torch.tensor(rms, dtype=torch.float64).T,
+        torch.tensor(hs, dtype=f64),
+        torch.tensor(dts, dtype=f64),
+        torch.tensor(eps_values, dtype=f64),
+        torch.tensor(rms, dtype=f64).T,
     )
+
+
+def theory_checks(s: Settings) -> tuple[MonteCarloCheck, ResidualConvergence]:
+    """Experiment: exact fields vs Monte Carlo (the 2D mixture pair) and the grid residuals
+    of the transport and Fokker-Planck equations (two 1D mixtures)."""
+    seeds = Seeds(s.seed, **SEEDS)
+    interp = make_interpolant(s)
+    with torch_threads(1):  # small float64 work on the CPU: a second thread only waits
+        rho0, rho1 = eight_gaussians(), TOY_2D_MIXTURES["mixture"]()
+        mc = fields_vs_monte_carlo(
+            InterpolantFields(rho0, rho1, interp),
+            s.mc_times,
+            s.mc_points,
+            s.n_mc,
+            seeds.generator("mc"),
+        )
+        one0, one1 = mixtures_1d(seeds["mixtures_1d"])
+        residuals = residual_convergence(
+            InterpolantFields(one0, one1, interp),
+            eps_values=(0.0, s.residual_eps),
+            levels=s.residual_levels,
+        )
+    return mc, residuals
 
 
 # ---- likelihood control, exactly ----------------------------------------------------------------
@@ -1054,7 +945,9 @@ class _AffineFields:
         self._memo: dict[float, tuple[Tensor, ...]] = {}
 
     def __call__(self, t: float) -> tuple[Tensor, ...]:
-        t = min(max(float(t), 0.0), 1.0)  # RK4's t + h can overshoot 1 by a rounding error
+        # RK4's t + h can overshoot 1 by a rounding error, and theory's gaussian_moments_flow
+        # passes it on unclamped: clamp here (theory is read-only for the chapter)
+        t = min(max(float(t), 0.0), 1.0)
         if t not in self._memo:
             ab, cb = velocity_affine(self.fields, t)
             as_, cs = score_affine(self.fields, t)
@@ -1072,8 +965,7 @@ def perturbed_kl(
     rho1_hat is Gaussian: its moments solve dm/dt = A m + c, dC/dt = A C + C A^T + 2 eps I
     (``gaussian_moments_flow``) with A = A_b + eps A_s - k I, c = c_b + eps c_s + k m_t.
     """
-    d = affine.fields.dim
-    eye = torch.eye(d, dtype=torch.float64)
+    eye = torch.eye(affine.fields.dim, dtype=torch.float64)
     k = float(strength)
 
     def a_fn(t: float) -> Tensor:
@@ -1100,7 +992,7 @@ def perturbed_kl(
 
 
 def likelihood_control(s: Settings) -> LikelihoodControl:
-    """The exact likelihood-control experiment (card, "likelihood control").
+    """Experiment: the exact likelihood control (card, "likelihood control").
 
     Gaussian endpoints (:func:`gaussian_endpoints`), the preset's interpolant: every field
     is affine, so the generated density rho1_hat is Gaussian and KL(rho1 || rho1_hat)
@@ -1109,40 +1001,31 @@ def likelihood_control(s: Settings) -> LikelihoodControl:
     e^{-2k} C1, KL = d (e^{2k} - 1 - 2k) / 2, growing exponentially in k, while every SDE
     stays below (1 / 4 eps) int E|delta|^2 dt = k^2 int tr C_t dt / (4 eps).
     """
-    with one_thread():  # 2 x 2 matrices: threads only wait (see one_thread)
-        return _likelihood_control(s)
+    with torch_threads(1):  # 2 x 2 matrices: a second thread only waits
+        rho0, rho1 = gaussian_endpoints(s.lc_dim, Seeds(s.seed, **SEEDS)["lc"])
+        affine = _AffineFields(InterpolantFields(rho0, rho1, make_interpolant(s)))
+        kl_ode, _ = perturbed_kl(affine, s.lc_strength, 0.0, s.lc_steps)
+        sde = [perturbed_kl(affine, s.lc_strength, eps, s.lc_steps) for eps in s.lc_eps]
+        ode_k = [perturbed_kl(affine, k, 0.0, s.lc_steps)[0] for k in s.lc_strengths]
+        sde_k = [perturbed_kl(affine, k, s.lc_eps_ref, s.lc_steps) for k in s.lc_strengths]
 
+    def f64(values: list[float] | tuple[float, ...]) -> Tensor:
+        return torch.tensor(values, dtype=torch.float64)
 
-def _likelihood_control(s: Settings) -> LikelihoodControl:
-    rho0, rho1 = gaussian_endpoints(s.lc_dim, s.seed + 7)
-    affine = _AffineFields(InterpolantFields(rho0, rho1, make_interpolant(s)))
-    kl_ode, _ = perturbed_kl(affine, s.lc_strength, 0.0, s.lc_steps)
-    kls, bounds = [], []
-    for eps in s.lc_eps:
-        kl, bound = perturbed_kl(affine, s.lc_strength, eps, s.lc_steps)
-        kls.append(kl)
-        bounds.append(bound)
-    delta_sq = bounds[0] * 4 * s.lc_eps[0]
-    kl_ode_k, kl_sde_k, bound_k = [], [], []
-    for k in s.lc_strengths:
-        kl_ode_k.append(perturbed_kl(affine, k, 0.0, s.lc_steps)[0])
-        kl, bound = perturbed_kl(affine, k, s.lc_eps_ref, s.lc_steps)
-        kl_sde_k.append(kl)
-        bound_k.append(bound)
-    f64 = torch.float64
+    kls, bounds = (list(v) for v in zip(*sde, strict=True))
     return LikelihoodControl(
         s.lc_dim,
         s.lc_strength,
-        torch.tensor(s.lc_eps, dtype=f64),
-        torch.tensor(kls, dtype=f64),
-        torch.tensor(bounds, dtype=f64),
+        f64(s.lc_eps),
+        f64(kls),
+        f64(bounds),
         kl_ode,
-        delta_sq,
+        bounds[0] * 4 * s.lc_eps[0],
         s.lc_eps_ref,
-        torch.tensor(s.lc_strengths, dtype=f64),
-        torch.tensor(kl_ode_k, dtype=f64),
-        torch.tensor(kl_sde_k, dtype=f64),
-        torch.tensor(bound_k, dtype=f64),
+        f64(s.lc_strengths),
+        f64(ode_k),
+        f64([kl for kl, _ in sde_k]),
+        f64([bound for _, bound in sde_k]),
     )
 
 
@@ -1180,9 +1063,8 @@ def exercise_trig_target_inputs(
     gen: torch.Generator,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, float]:
     """(t (n,), x0, x1, z (n, d), a): random inputs for the trigonometric velocity target."""
-    n, d = 6, 3
-    t = 0.05 + 0.9 * torch.rand(n, generator=gen, dtype=torch.float64)
-    x0, x1, z = (torch.randn(n, d, generator=gen, dtype=torch.float64) for _ in range(3))
+    t = 0.05 + 0.9 * torch.rand(6, generator=gen, dtype=torch.float64)
+    x0, x1, z = (torch.randn(6, 3, generator=gen, dtype=torch.float64) for _ in range(3))
     return t, x0, x1, z, 0.5 + 1.5 * float(torch.rand(1, generator=gen))
 
 
@@ -1205,15 +1087,12 @@ def exercise_gaussian_score_inputs(
     gen: torch.Generator,
 ) -> tuple[float, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(t, x (n, d), m0, C0, m1, C1): random Gaussian endpoints and points."""
-    n, d = 5, 3
-    t = 0.05 + 0.9 * float(torch.rand(1, generator=gen))
-    out = [t, 2 * torch.randn(n, d, generator=gen, dtype=torch.float64)]
+    d, f64 = 3, torch.float64
+    out = [0.05 + 0.9 * float(torch.rand(1, generator=gen))]
+    out.append(2 * torch.randn(5, d, generator=gen, dtype=f64))
     for _ in range(2):
-        q = torch.randn(d, d, generator=gen, dtype=torch.float64)
-        out += [
-            torch.randn(d, generator=gen, dtype=torch.float64),
-            q @ q.T / d + 0.2 * torch.eye(d),
-        ]
+        q = torch.randn(d, d, generator=gen, dtype=f64)
+        out += [torch.randn(d, generator=gen, dtype=f64), q @ q.T / d + 0.2 * torch.eye(d)]
     return tuple(out)
 
 
@@ -1221,10 +1100,8 @@ def reference_gaussian_score(
     t: float, x: Tensor, m0: Tensor, C0: Tensor, m1: Tensor, C1: Tensor
 ) -> Tensor:
     """s(t, x) of the linear interpolant, gamma = sqrt(t (1 - t)), N(m0, C0) -> N(m1, C1)."""
-    fields = InterpolantFields(
-        single_gaussian(m0, C0), single_gaussian(m1, C1), get_interpolant("linear", "sqrt")
-    )
-    return fields.score(t, x)
+    interp = get_interpolant("linear", "sqrt")
+    return InterpolantFields(single_gaussian(m0, C0), single_gaussian(m1, C1), interp).score(t, x)
 
 
 def _solution_gaussian_score(
@@ -1238,7 +1115,8 @@ def _solution_gaussian_score(
 def exercise_sde_step_inputs(
     gen: torch.Generator,
 ) -> tuple[Tensor, Tensor, Tensor, float, float, Tensor]:
-    """(x, b, s, eps, dt, xi): a state, the two fields there, eps, a step and the noise."""
+    """(x, b, s, eps, dt, xi): a state, the two fields there, eps, a step and the noise
+    (the reference: ``samplers.sde_step``)."""
     x, b, s, xi = (torch.randn(7, 2, generator=gen, dtype=torch.float64) for _ in range(4))
     eps = 2 * float(torch.rand(1, generator=gen))
     return x, b, s, eps, 0.001 + 0.05 * float(torch.rand(1, generator=gen)), xi
@@ -1257,11 +1135,12 @@ SOLUTIONS = {
 }
 
 
-# ---- the chapter ---------------------------------------------------------------------------------
+# ---- the chapter: named experiments, run, claims ----------------------------------------------
 @dataclass
 class PairResult:
     """One trained pair: the model, its loss history, the eps sweep (``sweep_from_cache``:
-    loaded, not sampled again) and (where the exact fields are known) the field errors."""
+    loaded, not sampled again) and (where the exact fields are known) the field errors;
+    ``seconds``: wall time of each step."""
 
     data: PairData
     model: LearnedPair
@@ -1271,6 +1150,7 @@ class PairResult:
     sweep: Sweep
     errors: FieldErrors | None
     sweep_from_cache: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -1288,78 +1168,58 @@ class Results:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def pair_experiment(s: Settings, name: str) -> PairResult:
+    """Experiment: train (or load) one pair, sweep eps (or load the sweep), and compare the
+    learned fields with the exact ones where they are known."""
+    watch = Stopwatch()
+    fit = train_pair(s, name)
+    model, data = fit.model.eval(), pair_data(s, name)
+    watch.tick(f"train {name}")
+    sweep, sweep_hit = cached_sweep(model, data, s)
+    watch.tick(f"eps sweep {name}")
+    errors = learned_vs_exact(s, model, data)
+    if errors is not None:
+        watch.tick(f"field errors {name}")
+    return PairResult(
+        data,
+        model,
+        fit.losses,
+        fit.seconds,
+        fit.from_cache,
+        sweep,
+        errors,
+        sweep_hit,
+        watch.seconds,
+    )
+
+
 def prepare(s: Settings) -> None:
     """Train every pair of the preset and sweep its eps values (or find both in the cache /
     shipped folder)."""
     for pair in s.pairs:
-        model = train_pair(s, pair).model.eval()
-        cached_sweep(model, pair_data(s, pair), s)
-
-
-def theory_checks(s: Settings) -> tuple[MonteCarloCheck, ResidualConvergence]:
-    """Exact fields vs Monte Carlo (the 2D mixture pair) and the grid residuals (1D)."""
-    with one_thread():  # small float64 work on the CPU (see one_thread)
-        return _theory_checks(s)
-
-
-def _theory_checks(s: Settings) -> tuple[MonteCarloCheck, ResidualConvergence]:
-    interp = make_interpolant(s)
-    rho0, rho1 = eight_gaussians(), TOY_2D_MIXTURES["mixture"]()
-    gen = torch.Generator().manual_seed(s.seed + 30)
-    mc = fields_vs_monte_carlo(
-        InterpolantFields(rho0, rho1, interp), s.mc_times, s.mc_points, s.n_mc, gen
-    )
-    one0, one1 = mixtures_1d(s.seed + 31)
-    residuals = residual_convergence(
-        InterpolantFields(one0, one1, interp),
-        eps_values=(0.0, s.residual_eps),
-        levels=s.residual_levels,
-    )
-    return mc, residuals
+        cached_sweep(train_pair(s, pair).model.eval(), pair_data(s, pair), s)
 
 
 def run(s: Settings) -> Results:
-    """Compose the steps: train (cached) each pair, sweep eps, compare with the exact fields,
-    then the theory checks and the likelihood-control experiment."""
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def tick(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[name] = now - clock
-        clock = now
-
-    pairs = {}
-    for name in s.pairs:
-        fit = train_pair(s, name)
-        model = fit.model.eval()
-        data = pair_data(s, name)
-        tick(f"train {name}")
-        sweep, sweep_hit = cached_sweep(model, data, s)
-        tick(f"eps sweep {name}")
-        with threads_for(name, next(model.parameters()).device):
-            fields = exact_fields(s, data)
-            errors = None
-            if fields is not None:
-                times = torch.linspace(s.t_delta, 1 - s.t_delta, s.field_times + 2)[1:-1]
-                gen = torch.Generator().manual_seed(s.seed + 70)
-                errors = field_errors(model, fields, times, s.n_field, gen, name)
-                tick(f"field errors {name}")
-        pairs[name] = PairResult(
-            data, model, fit.losses, fit.seconds, fit.from_cache, sweep, errors, sweep_hit
-        )
+    """The experiments in order: :func:`pair_experiment` for each pair, then
+    :func:`theory_checks` and :func:`likelihood_control`."""
+    pairs = {name: pair_experiment(s, name) for name in s.pairs}
+    watch = Stopwatch()
     mc, residuals = theory_checks(s)
-    tick("theory checks")
+    watch.tick("theory checks")
     likelihood = likelihood_control(s)
-    tick("likelihood control")
+    watch.tick("likelihood control")
+    seconds = {k: v for pr in pairs.values() for k, v in pr.seconds.items()} | watch.seconds
     return Results(s, s.scale, pairs, mc, residuals, likelihood, seconds)
+
+
+def _listing(pairs: list[tuple[float, ...]], fmt: Callable[..., str]) -> str:
+    return ", ".join(fmt(*p) for p in pairs)
 
 
 def claims(r: Results) -> list[Claim]:
     """The card's claims, measured at this scale (criteria fixed before measuring)."""
-    sc, st = r.scale, r.settings
-    mc = r.monte_carlo
+    sc, st, mc, res, lc = r.scale, r.settings, r.monte_carlo, r.residuals, r.likelihood
     out = [
         claim_below(
             "exact b and s = Monte-Carlo conditional expectations (max |z|)",
@@ -1369,30 +1229,27 @@ def claims(r: Results) -> list[Claim]:
             sc,
             f"{len(mc.z)} entries (2D mixture pair, t in {tuple(st.mc_times)}), "
             f"{mc.n_mc} draws each, effective sample size >= {float(mc.ess.min()):.0f}",
-        )
-    ]
-    ratio = r.residuals.ratio
-    worst = float(ratio.min())
-    out.append(
+        ),
         Claim(
             "transport / Fokker-Planck residual shrinks with the grid (min ratio per halving)",
             "rho_t solves d_t rho + div(b rho) = 0 and the FP equations for every eps",
-            worst,
+            float(res.ratio.min()),
             f">= {RESIDUAL_RATIO:g} per halving of h and dt (second order: 4)",
-            bool(worst >= RESIDUAL_RATIO),
+            bool(float(res.ratio.min()) >= RESIDUAL_RATIO),
             sc,
-            f"1D mixtures, t = {r.residuals.t}, eps in {tuple(r.residuals.eps.tolist())}; "
-            f"RMS residual {float(r.residuals.rms[:, 0].max()):.2e} -> "
-            f"{float(r.residuals.rms[:, -1].max()):.2e} over {len(r.residuals.h)} grids",
-        )
-    )
+            f"1D mixtures, t = {res.t}, eps in {tuple(res.eps.tolist())}; "
+            f"RMS residual {float(res.rms[:, 0].max()):.2e} -> "
+            f"{float(res.rms[:, -1].max()):.2e} over {len(res.h)} grids",
+        ),
+    ]
     for name, pr in r.pairs.items():
-        sw = pr.sweep
+        sw, title = pr.sweep, PAIR_TITLES[name]
         n_eval = st.image_eval if pr.data.image_shape is not None else st.n_eval
         bound = ENERGY_FACTOR * sw.floor_energy
-        out.append(
+        sdes = list(zip(sw.eps[1:].tolist(), sw.energy[1:].tolist(), strict=True))
+        out += [
             claim_below(
-                f"{PAIR_TITLES[name]}: ODE energy distance to the target",
+                f"{title}: ODE energy distance to the target",
                 "the learned b transports rho0 to rho1",
                 float(sw.energy[0]),
                 bound,
@@ -1400,28 +1257,22 @@ def claims(r: Results) -> list[Claim]:
                 f"threshold {ENERGY_FACTOR:g} x the distance between two independent target "
                 f"sets of n = {n_eval} ({sw.floor_energy:.2e}); rho0 itself: "
                 f"{sw.source_energy:.3g}",
-            )
-        )
-        worst_sde = float(sw.energy[1:].max())
-        out.append(
+            ),
             claim_below(
-                f"{PAIR_TITLES[name]}: every SDE of the sweep (max energy distance)",
+                f"{title}: every SDE of the sweep (max energy distance)",
                 "the same (b, s) gives a generative SDE for every eps",
-                worst_sde,
+                float(sw.energy[1:].max()),
                 bound,
                 sc,
                 "eps in "
-                + ", ".join(
-                    f"{e:g}: {v:.2e}"
-                    for e, v in zip(sw.eps[1:].tolist(), sw.energy[1:].tolist(), strict=True)
-                )
+                + _listing(sdes, lambda e, v: f"{e:g}: {v:.2e}")
                 + f"; {st.n_sde_steps} Euler-Maruyama steps",
-            )
-        )
+            ),
+        ]
         if pr.errors is not None:
             out.append(
                 claim_below(
-                    f"{PAIR_TITLES[name]}: learned b vs exact b (relative L2 error)",
+                    f"{title}: learned b vs exact b (relative L2 error)",
                     "the quadratic loss L_b has the exact b as its minimiser",
                     pr.errors.b_total,
                     FIELD_ERROR_BOUND,
@@ -1430,27 +1281,20 @@ def claims(r: Results) -> list[Claim]:
                     f"denoiser eta: {pr.errors.eta_total:.3f}",
                 )
             )
-    lc = r.likelihood
-    ratio_kl = lc.kl_sde / lc.bound
-    out.append(
+    lcs = list(zip(lc.eps.tolist(), lc.kl_sde.tolist(), lc.bound.tolist(), strict=True))
+    k = lc.strength
+    ode_closed = lc.dim * (math.exp(2 * k) - 1 - 2 * k) / 2
+    out += [
         Claim(
             "SDE: KL(rho1 || rho1_hat) under the Girsanov bound for every eps (max KL / bound)",
             "KL <= (1 / 4 eps) int E|b_hat - b|^2 dt for the SDE",
-            float(ratio_kl.max()),
+            float((lc.kl_sde / lc.bound).max()),
             "<= 1 for every eps tested",
             bool((lc.kl_sde <= lc.bound).all()),
             sc,
-            f"d = {lc.dim}, delta = -{lc.strength:g} (x - m_t), int E|delta|^2 = "
-            f"{lc.delta_sq:.3g}; "
-            + ", ".join(
-                f"eps {e:g}: KL {k:.3g}, bound {b:.3g}"
-                for e, k, b in zip(
-                    lc.eps.tolist(), lc.kl_sde.tolist(), lc.bound.tolist(), strict=True
-                )
-            ),
-        )
-    )
-    out.append(
+            f"d = {lc.dim}, delta = -{k:g} (x - m_t), int E|delta|^2 = {lc.delta_sq:.3g}; "
+            + _listing(lcs, lambda e, kl, b: f"eps {e:g}: KL {kl:.3g}, bound {b:.3g}"),
+        ),
         Claim(
             "ODE: no such control (KL with the same drift error)",
             "the ODE's KL is not bounded by int E|b_hat - b|^2; it can be large",
@@ -1458,13 +1302,12 @@ def claims(r: Results) -> list[Claim]:
             "> the KL of every SDE tested",
             bool(lc.kl_ode > float(lc.kl_sde.max())),
             sc,
-            f"closed form d (e^2k - 1 - 2k) / 2 = "
-            f"{lc.dim * (math.exp(2 * lc.strength) - 1 - 2 * lc.strength) / 2:.4g}; "
+            f"closed form d (e^2k - 1 - 2k) / 2 = {ode_closed:.4g}; "
             f"largest SDE KL {float(lc.kl_sde.max()):.3g}; at k = {lc.strengths[-1]:g}: "
             f"ODE {float(lc.kl_ode_k[-1]):.3g} vs SDE(eps = {lc.eps_ref:g}) "
             f"{float(lc.kl_sde_k[-1]):.3g}",
-        )
-    )
+        ),
+    ]
     return out
 
 
@@ -1479,6 +1322,16 @@ def _style(fig: go.Figure, title: str, height: int = 380, width: int = 620) -> g
     return fig
 
 
+def _lines(traces: list[tuple[Tensor, Tensor, str, dict]], x_title: str, y_title: str) -> go.Figure:
+    """A figure of (x, y, name, scatter options) traces on log-y axes."""
+    fig = go.Figure()
+    for x, y, name, options in traces:
+        fig.add_scatter(x=_v(x), y=_v(y), name=name, **{"mode": "lines+markers", **options})
+    fig.update_xaxes(title=x_title)
+    fig.update_yaxes(title=y_title, type="log")
+    return fig
+
+
 def samples_figure(sw: Sweep) -> go.Figure:
     """Target samples and the samples of the ODE and of each SDE from the same pair (2D)."""
     from plotly.subplots import make_subplots
@@ -1488,24 +1341,15 @@ def samples_figure(sw: Sweep) -> go.Figure:
     fig = make_subplots(rows=1, cols=len(sets), subplot_titles=names, horizontal_spacing=0.02)
     lim = [float(sw.target.min()) - 0.5, float(sw.target.max()) + 0.5]
     for i, x in enumerate(sets):
-        x = x[:, :2].numpy()
+        marker = dict(size=2, color="#7f7f7f" if i == 0 else "#1f77b4")
         fig.add_scatter(
-            x=x[:, 0].tolist(),
-            y=x[:, 1].tolist(),
-            mode="markers",
-            marker=dict(size=2, color="#7f7f7f" if i == 0 else "#1f77b4"),
-            showlegend=False,
-            row=1,
-            col=i + 1,
+            x=_v(x[:, 0]), y=_v(x[:, 1]), mode="markers", marker=marker, row=1, col=i + 1
         )
         fig.update_xaxes(range=lim, visible=False, row=1, col=i + 1)
         fig.update_yaxes(range=lim, visible=False, row=1, col=i + 1)
-    return _style(
-        fig,
-        f"{PAIR_TITLES[sw.pair]}: one learned (b, s), many samplers",
-        height=260,
-        width=190 * len(sets),
-    )
+    fig.update_traces(showlegend=False)
+    title = f"{PAIR_TITLES[sw.pair]}: one learned (b, s), many samplers"
+    return _style(fig, title, height=260, width=190 * len(sets))
 
 
 def eps_sweep_figure(sweeps: dict[str, Sweep]) -> go.Figure:
@@ -1513,25 +1357,20 @@ def eps_sweep_figure(sweeps: dict[str, Sweep]) -> go.Figure:
     noise floor (the distance between two independent target sets)."""
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(
-        rows=1,
-        cols=2,
-        subplot_titles=("energy distance / floor", "sliced W2 / floor"),
-        horizontal_spacing=0.12,
-    )
+    titles = ("energy distance / floor", "sliced W2 / floor")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.12)
     for i, (name, sw) in enumerate(sweeps.items()):
         color = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"][i % 4]
-        for col, values, floor in (
-            (1, sw.energy, sw.floor_energy),
-            (2, sw.sliced_w2, sw.floor_sw2),
-        ):
+        eps = [str(e) if e else "ODE" for e in sw.eps.tolist()]
+        for col, ratio in ((1, sw.energy / sw.floor_energy), (2, sw.sliced_w2 / sw.floor_sw2)):
+            line, legend = dict(color=color), col == 1
             fig.add_scatter(
-                x=[str(e) if e else "ODE" for e in sw.eps.tolist()],
-                y=_v(values / floor),
+                x=eps,
+                y=_v(ratio),
                 mode="lines+markers",
                 name=PAIR_TITLES[name],
-                line=dict(color=color),
-                showlegend=col == 1,
+                line=line,
+                showlegend=legend,
                 row=1,
                 col=col,
             )
@@ -1539,145 +1378,92 @@ def eps_sweep_figure(sweeps: dict[str, Sweep]) -> go.Figure:
     fig.add_hline(y=1.0, line_dash="dash", line_color="gray", row=1, col=2)
     fig.update_yaxes(type="log")
     fig.update_xaxes(title="eps (0: ODE)", type="category")
-    return _style(
-        fig, "One pair (b, s), a family of samplers: distance to the target vs eps", 400, 900
-    )
+    title = "One pair (b, s), a family of samplers: distance to the target vs eps"
+    return _style(fig, title, 400, 900)
 
 
 def field_error_figure(errors: list[FieldErrors]) -> go.Figure:
     """Relative L2 error of the learned b and eta against t, for pairs with exact fields."""
-    fig = go.Figure()
+    traces = []
     for e in errors:
-        name = e.pair
-        fig.add_scatter(x=_v(e.times), y=_v(e.b), mode="lines+markers", name=f"b, {name}")
-        fig.add_scatter(
-            x=_v(e.times),
-            y=_v(e.eta),
-            mode="lines+markers",
-            name=f"eta, {name}",
-            line=dict(dash="dash"),
-        )
+        traces.append((e.times, e.b, f"b, {e.pair}", {}))
+        traces.append((e.times, e.eta, f"eta, {e.pair}", {"line": dict(dash="dash")}))
+    fig = _lines(traces, "t", "relative L2 error on x ~ rho_t")
     fig.add_hline(y=FIELD_ERROR_BOUND, line_dash="dot", annotation_text="claim threshold (b)")
-    fig.update_xaxes(title="t")
-    fig.update_yaxes(title="relative L2 error on x ~ rho_t", type="log")
     return _style(fig, "Learned fields against the exact ones")
 
 
 def likelihood_figure(lc: LikelihoodControl) -> go.Figure:
     """KL(rho1 || rho1_hat) of SDEs against eps with the Girsanov bound, and the ODE's KL."""
-    fig = go.Figure(
-        [
-            go.Scatter(
-                x=_v(lc.eps), y=_v(lc.bound), mode="lines", name="bound (1/4 eps) int E|delta|^2"
-            ),
-            go.Scatter(
-                x=_v(lc.eps),
-                y=_v(lc.kl_sde),
-                mode="markers",
-                name="SDE: exact KL",
-                marker=dict(size=9),
-            ),
-        ]
-    )
+    bound = (lc.eps, lc.bound, "bound (1/4 eps) int E|delta|^2", {"mode": "lines"})
+    kl = (lc.eps, lc.kl_sde, "SDE: exact KL", {"mode": "markers", "marker": dict(size=9)})
+    fig = _lines([bound, kl], "eps", "KL(rho1 || rho1_hat)")
     fig.add_hline(
         y=lc.kl_ode,
         line_dash="dash",
         line_color="#d62728",
         annotation_text=f"ODE: KL = {lc.kl_ode:.3g}",
     )
-    fig.update_xaxes(title="eps", type="log")
-    fig.update_yaxes(title="KL(rho1 || rho1_hat)", type="log")
+    fig.update_xaxes(type="log")
     return _style(fig, f"Likelihood control: drift error delta = -{lc.strength:g} (x - m_t)")
 
 
 def strength_figure(lc: LikelihoodControl) -> go.Figure:
     """KL against the perturbation strength k: the ODE's grows like e^{2k}, the SDE's stays
     under a bound that grows like k^2."""
-    fig = go.Figure(
-        [
-            go.Scatter(x=_v(lc.strengths), y=_v(lc.kl_ode_k), mode="lines+markers", name="ODE"),
-            go.Scatter(
-                x=_v(lc.strengths),
-                y=_v(lc.kl_sde_k),
-                mode="lines+markers",
-                name=f"SDE eps = {lc.eps_ref:g}",
-            ),
-            go.Scatter(
-                x=_v(lc.strengths),
-                y=_v(lc.bound_k),
-                mode="lines",
-                name="its bound",
-                line=dict(dash="dot"),
-            ),
-        ]
-    )
-    fig.update_xaxes(title="perturbation strength k")
-    fig.update_yaxes(title="KL(rho1 || rho1_hat)", type="log")
+    k = lc.strengths
+    traces = [
+        (k, lc.kl_ode_k, "ODE", {}),
+        (k, lc.kl_sde_k, f"SDE eps = {lc.eps_ref:g}", {}),
+        (k, lc.bound_k, "its bound", {"mode": "lines", "line": dict(dash="dot")}),
+    ]
+    fig = _lines(traces, "perturbation strength k", "KL(rho1 || rho1_hat)")
     return _style(fig, "Where the ODE degrades and the SDE does not")
 
 
 def residual_figure(res: ResidualConvergence) -> go.Figure:
     """RMS residual of the transport / Fokker-Planck equations against the grid spacing."""
-    fig = go.Figure()
-    for i, eps in enumerate(res.eps.tolist()):
-        label = "transport (eps = 0)" if eps == 0 else f"Fokker-Planck, eps = {eps:g}"
-        fig.add_scatter(x=_v(res.h), y=_v(res.rms[i]), mode="lines+markers", name=label)
+    traces = [
+        (res.h, res.rms[i], "transport (eps = 0)" if e == 0 else f"Fokker-Planck, eps = {e:g}", {})
+        for i, e in enumerate(res.eps.tolist())
+    ]
     ref = res.rms[:, 0].max() * (res.h / res.h[0]) ** 2
-    fig.add_scatter(
-        x=_v(res.h), y=_v(ref), mode="lines", name="slope 2", line=dict(dash="dot", color="gray")
+    traces.append(
+        (res.h, ref, "slope 2", {"mode": "lines", "line": dict(dash="dot", color="gray")})
     )
-    fig.update_xaxes(title="grid spacing h (dt halved alongside)", type="log")
-    fig.update_yaxes(title="RMS residual", type="log")
+    fig = _lines(traces, "grid spacing h (dt halved alongside)", "RMS residual")
+    fig.update_xaxes(type="log")
     return _style(fig, "The exact density solves the equations: residual -> 0 with the grid")
+
+
+MC_COLUMNS = ("t", "point", "field", "coord", "exact", "Monte Carlo", "SE", "z")
+
+
+def _mc_cells(mc: MonteCarloCheck) -> list[list[str]]:
+    """The Monte-Carlo check as text columns (:data:`MC_COLUMNS`)."""
+    fmt = (".2f", "d", "s", "d", ".4f", ".4f", ".4f", "+.2f")
+    cols = (mc.t, mc.point, mc.field, mc.coordinate, mc.exact, mc.mc, mc.se, mc.z)
+    values = [c if isinstance(c, list) else c.tolist() for c in cols]
+    return [[format(v, f) for v in col] for col, f in zip(values, fmt, strict=True)]
 
 
 def monte_carlo_table(mc: MonteCarloCheck) -> go.Figure:
     """The Monte-Carlo check as a table: t, point, field, coordinate, exact, MC, SE, z."""
-    cols = {
-        "t": [f"{v:.2f}" for v in mc.t.tolist()],
-        "point": mc.point.tolist(),
-        "field": mc.field,
-        "coord": mc.coordinate.tolist(),
-        "exact": [f"{v:.4f}" for v in mc.exact.tolist()],
-        "Monte Carlo": [f"{v:.4f}" for v in mc.mc.tolist()],
-        "SE": [f"{v:.4f}" for v in mc.se.tolist()],
-        "z": [f"{v:+.2f}" for v in mc.z.tolist()],
-    }
-    fig = go.Figure(
-        go.Table(
-            header=dict(values=list(cols), align="left"),
-            cells=dict(values=list(cols.values()), align="left"),
-        )
-    )
+    header, cells = dict(values=list(MC_COLUMNS), align="left"), _mc_cells(mc)
+    fig = go.Figure(go.Table(header=header, cells=dict(values=cells, align="left")))
     return _style(fig, f"Exact fields vs Monte Carlo ({mc.n_mc} draws per time)", 420, 700)
 
 
 def monte_carlo_html(mc: MonteCarloCheck) -> str:
     """The Monte-Carlo check as an HTML table (a plotly Table shown as a FigureWidget ahead of
     other FigureWidgets stopped their updates in Voila here, so the notebook shows this)."""
-    head = "".join(
-        f"<th style='text-align:right'>{h}</th>"
-        for h in ("t", "point", "field", "coord", "exact", "Monte Carlo", "SE", "z")
-    )
+    right = "style='text-align:right'"
+    head = "".join(f"<th {right}>{h}</th>" for h in MC_COLUMNS)
     rows = []
-    for i in range(len(mc.z)):
-        z = float(mc.z[i])
-        style = " style='color:#b00020;font-weight:bold'" if abs(z) >= MC_Z_BOUND else ""
-        cells = (
-            f"{float(mc.t[i]):.2f}",
-            str(int(mc.point[i])),
-            mc.field[i],
-            str(int(mc.coordinate[i])),
-            f"{float(mc.exact[i]):.4f}",
-            f"{float(mc.mc[i]):.4f}",
-            f"{float(mc.se[i]):.4f}",
-            f"{z:+.2f}",
-        )
-        rows.append(
-            "<tr>"
-            + "".join(f"<td style='text-align:right'{style}>{c}</td>" for c in cells)
-            + "</tr>"
-        )
+    for i, row in enumerate(zip(*_mc_cells(mc), strict=True)):
+        bold = ";color:#b00020;font-weight:bold" if abs(float(mc.z[i])) >= MC_Z_BOUND else ""
+        cells = "".join(f"<td style='text-align:right{bold}'>{c}</td>" for c in row)
+        rows.append(f"<tr>{cells}</tr>")
     return (
         "<div style='max-height:320px;overflow-y:auto'><table class='pflow-mc'>"
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
@@ -1690,8 +1476,7 @@ def losses_figure(losses: dict[str, list[float]]) -> go.Figure:
     for name, values in losses.items():
         loss = torch.tensor(values, dtype=torch.float64)
         k = min(50, len(loss))
-        smooth = loss.unfold(0, k, 1).mean(1) if len(loss) >= k else loss
-        fig.add_scatter(y=_v(smooth), mode="lines", name=PAIR_TITLES[name])
+        fig.add_scatter(y=_v(loss.unfold(0, k, 1).mean(1)), mode="lines", name=PAIR_TITLES[name])
     fig.update_xaxes(title="step")
     fig.update_yaxes(title="L_b + L_eta (per dimension)")
     return _style(fig, "Training the pair (b, eta)")
@@ -1702,27 +1487,22 @@ def digits_figure(sw: Sweep, n: int = 8) -> go.Figure:
     from pflow_explore.viz import image_grid_figure
 
     imgs = sw.samples[:, :n].reshape(-1, 1, 32, 32).clamp(-1, 1)
-    titles = [
-        ("ODE" if e == 0 else f"eps={e:g}") if i == 0 else ""
-        for e in sw.eps.tolist()
-        for i in range(n)
-    ]
-    return image_grid_figure(
-        imgs, nrow=n, titles=titles, tile_px=48, title="Digits from noise, per eps"
-    )
+    labels = ["ODE" if e == 0 else f"eps={e:g}" for e in sw.eps.tolist()]
+    titles = [label if i == 0 else "" for label in labels for i in range(n)]
+    title = "Digits from noise, per eps"
+    return image_grid_figure(imgs, nrow=n, titles=titles, tile_px=48, title=title)
 
 
 def figures(r: Results) -> dict[str, go.Figure]:
-    out = {
-        f"samples_{n}": samples_figure(pr.sweep) for n, pr in r.pairs.items() if pr.data.dim == 2
-    }
+    pairs = r.pairs.items()
+    out = {f"samples_{n}": samples_figure(pr.sweep) for n, pr in pairs if pr.data.dim == 2}
     out.update(
-        eps_sweep=eps_sweep_figure({n: pr.sweep for n, pr in r.pairs.items()}),
+        eps_sweep=eps_sweep_figure({n: pr.sweep for n, pr in pairs}),
         likelihood_control=likelihood_figure(r.likelihood),
         likelihood_strength=strength_figure(r.likelihood),
         residuals=residual_figure(r.residuals),
         monte_carlo=monte_carlo_table(r.monte_carlo),
-        losses=losses_figure({n: pr.losses for n, pr in r.pairs.items()}),
+        losses=losses_figure({n: pr.losses for n, pr in pairs}),
     )
     errors = [pr.errors for pr in r.pairs.values() if pr.errors is not None]
     if errors:
@@ -1744,8 +1524,7 @@ def preview() -> go.Figure:
     t = torch.linspace(0, 1, steps, dtype=torch.float64)[:, None, None]
     # a Brownian bridge per path, so each path is continuous (z fixed per path would be smooth)
     walk = torch.randn(steps, n, 2, generator=gen, dtype=torch.float64).cumsum(0) / math.sqrt(steps)
-    bridge = walk - t * walk[-1:]
-    paths = (1 - t) * x0 + t * x1 + bridge
+    paths = (1 - t) * x0 + t * x1 + walk - t * walk[-1:]
     fig = points_figure(paths[-1], trajectories=paths)
     fig.update_layout(
         title=None, height=220, width=220, margin=dict(l=5, r=5, t=5, b=5), showlegend=False

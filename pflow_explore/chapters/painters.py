@@ -1,46 +1,56 @@
 """Chapter 01: diffusion models generate images like painters (Wang & Vastola 2023).
 
 For Gaussian data N(mu, Sigma) the probability-flow ODE has a closed form
-(``theory.gaussian_flow``). This module asks how much of a *trained* denoiser that closed
-form explains, on 8x8 digits (cpu) or 32x32 augmented digits (gpu):
+(``theory.gaussian_flow``). This module asks how much of a *trained* EDM denoiser that
+closed form explains, on 8x8 digits (cpu) or 32x32 augmented digits (gpu). The method
+(preconditioning, loss, Heun sampler with teleportation, ideal denoiser) is
+``pflow_explore.edm``; here are the paper's experiments, each callable on its own:
 
-1. :func:`fit_gaussian` fits mean and covariance of the data (pixels in [-1, 1]);
-2. :func:`train_denoiser` trains an EDM-preconditioned denoiser (:class:`EDMDenoiser`,
-   loss :func:`edm_loss`), cached;
-3. :func:`edm_sampler` is EDM's deterministic Heun sampler on the Karras grid, optionally
-   *teleporting* through its first steps with the closed form;
-4. the experiments: :func:`explained_share` (+ :func:`sigma_star`), :func:`trajectories`
-   (analytic vs learned, rotation residual), :func:`perturbation_experiment`,
-   :func:`teleportation_sweep` and :func:`feature_emergence`.
+    m = setup(s)                  data, their Gaussian, the trained denoiser (cached)
+    run_closed_form(m)            closed form vs numerical PF-ODE
+    run_explained_share(m)        how much of D_theta the Gaussian explains, per sigma
+    run_trajectories(m)           analytic vs learned paths, rotation residual
+    run_perturbation(m)           early kicks vs late kicks
+    run_teleportation(m)          skip the first steps with the closed form
+    run_emergence(m)              outline first: when each feature is fixed
+    run(s) = all of them -> Results;  claims(r), figures(r)
 
-Everything works on flattened images x (n, d); ``image_shape`` puts them back for the UNet
-and for pictures. Noise levels follow EDM: x = x0 + sigma z, sampling from sigma_max = 80
-down to 0 (card 01_painters, "VE / EDM").
+States are flattened images x (n, d); ``image_shape`` puts them back. Noise levels follow
+EDM: x = x0 + sigma z, sampling from sigma_max = 80 down to 0 (card 01_painters, "VE / EDM").
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import plotly.graph_objects as go
 import torch
 from torch import Tensor, nn
 
 from pflow_explore import scale, solvers
-from pflow_explore.claims import Claim, claim_below
+from pflow_explore.claims import Claim, claim_above, claim_below
 from pflow_explore.datasets.digits import augment, digits
+from pflow_explore.edm import (
+    Denoiser,
+    EDMDenoiser,
+    edm_denoiser,
+    edm_loss,
+    edm_sampler,
+    empirical_denoiser,
+    heun_nfe,
+    heun_steps,
+    karras_sigmas,
+)
+from pflow_explore.experiment import Seeds, Stopwatch, cache_key, choose, presets
 from pflow_explore.metrics import digits_frechet_distance
-from pflow_explore.paths import karras_sigmas
 from pflow_explore.theory.gaussian_flow import GaussianFlow
 from pflow_explore.training import FitResult, fit_cached
 
 CHAPTER = "painters"
 VERSION = 1  # part of the cache key: bump when the training code changes
 NETS = ("mlp", "unet")
-Denoiser = Callable[[Tensor, float], Tensor]  # D(x (n, d), sigma) -> x0-estimate (n, d)
 
 
 # ---- settings -----------------------------------------------------------------------------
@@ -117,73 +127,46 @@ class Settings:
             raise ValueError("n_fd, n_emergence and n_share must be >= 16")
 
 
-SETTINGS = {
-    "tiny": Settings(
-        scale="tiny",
-        hidden=64,
-        depth=2,
-        steps=150,
-        batch=128,
-        n_steps=10,
-        n_share=128,
-        n_share_sigmas=12,
-        n_paths=4,
-        n_emergence=128,
-        emergence_steps=24,
-        n_features=8,
-        n_kick=16,
-        n_fd=256,
+# fmt: off
+SETTINGS = presets(
+    Settings,
+    tiny=dict(
+        hidden=64, depth=2, steps=150, batch=128, n_steps=10, n_share=128, n_share_sigmas=12,
+        n_paths=4, n_emergence=128, emergence_steps=24, n_features=8, n_kick=16, n_fd=256,
         ode_paths=2,
     ),
-    "cpu": Settings(scale="cpu"),
-    "gpu": Settings(
-        scale="gpu",
-        image_size=32,
-        augment=True,
-        aug_copies=8,
-        net="unet",
-        unet_base=64,
-        unet_mults=(1, 2, 2),
-        steps=8000,
-        batch=256,
-        lr=1e-3,
-        ema_decay=0.9995,
-        n_steps=20,
-        n_share=2048,
-        n_paths=32,
-        n_emergence=1024,
-        n_features=32,
-        n_kick=256,
-        n_fd=10000,
+    cpu={},
+    gpu=dict(
+        image_size=32, augment=True, aug_copies=8, net="unet", unet_base=64,
+        unet_mults=(1, 2, 2), steps=8000, batch=256, lr=1e-3, ema_decay=0.9995, n_steps=20,
+        n_share=2048, n_paths=32, n_emergence=1024, n_features=32, n_kick=256, n_fd=10000,
     ),
-}
+)
+# fmt: on
 
 TRAINING_FIELDS = (
-    "image_size",
-    "augment",
-    "aug_copies",
-    "net",
-    "hidden",
-    "depth",
-    "unet_base",
-    "unet_mults",
-    "embedding_scale",
-    "batch",
-    "p_mean",
-    "p_std",
-    "seed",
-)
+    "image_size augment aug_copies net hidden depth unet_base unet_mults embedding_scale "
+    "batch p_mean p_std seed"
+).split()
+
+# seed streams: the offsets ARE the historical ``s.seed + k`` (never renumber a shipped one)
+SEEDS = dict(train=0, ode=1, share=2, paths=3, kick=4, fd=5, emergence=6, augment=(1000, 1000))
 
 
 def settings(scale_name: str | None = None, **changes: object) -> Settings:
     """The preset for the resolved scale, with ``changes`` applied (validated)."""
-    return replace(scale.preset(SETTINGS, scale_name), **changes)
+    return choose(SETTINGS, scale_name, **changes)
+
+
+def seeds(s: Settings) -> Seeds:
+    """The chapter's named seed streams over ``s.seed`` (:data:`SEEDS`)."""
+    return Seeds(s.seed, **SEEDS)
 
 
 def training_key(s: Settings) -> dict[str, object]:
     """The settings that determine the trained weights (the cache key; steps, lr and EMA
     are added by ``fit_cached``). Changing an experiment size never retrains."""
-    return {name: getattr(s, name) for name in TRAINING_FIELDS}
+    return cache_key(s, TRAINING_FIELDS)
 
 
 # ---- data and the Gaussian ----------------------------------------------------------------
@@ -202,7 +185,7 @@ def dataset(s: Settings) -> tuple[Tensor, Tensor]:
     for i, split in enumerate(("train", "test")):
         images, _ = digits(s.image_size, split)
         if s.augment:
-            gen = torch.Generator().manual_seed(s.seed + 1000 * (i + 1))
+            gen = seeds(s).generator("augment", i)
             images = torch.cat([augment(images, gen) for _ in range(s.aug_copies)])
         out.append(images.flatten(1))
     return out[0], out[1]
@@ -229,57 +212,7 @@ def fit_gaussian(images: Tensor, shrinkage: float = 1e-3) -> GaussianFlow:
     return GaussianFlow.from_samples(x, shrinkage=shrinkage)
 
 
-# ---- the EDM denoiser ---------------------------------------------------------------------
-def edm_coefficients(sigma: Tensor, sigma_data: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Karras et al. 2022, Table 1: (c_skip, c_out, c_in) at noise level sigma (any shape).
-
-    c_skip = sd^2 / (sigma^2 + sd^2),  c_out = sigma sd / sqrt(sigma^2 + sd^2),
-    c_in = 1 / sqrt(sigma^2 + sd^2),   sd = sigma_data.
-    They make the net's input c_in x and its target (x0 - c_skip x) / c_out unit-variance
-    for data of variance sd^2. The fourth, c_noise = log(sigma) / 4, is taken by the
-    network's own time embedding (``TimeEmbedding(log_scale=True)``).
-    """
-    sd2 = sigma_data**2
-    total = sigma**2 + sd2
-    return sd2 / total, sigma * sigma_data / total.sqrt(), 1 / total.sqrt()
-
-
-class EDMDenoiser(nn.Module):
-    """D(x; sigma) = c_skip x + c_out F(c_in x, c_noise), x: (n, d) -> (n, d).
-
-    ``net`` is F(x, sigma) with a log-scale time embedding (c_noise = log(sigma) / 4);
-    ``image_shape`` (C, H, W) reshapes x for a convolutional F (None: F takes (n, d)).
-    sigma: float, 0-d or (n,), > 0. ``sigma_data`` is stored with the weights.
-    """
-
-    def __init__(
-        self, net: nn.Module, sigma_data: float, image_shape: tuple[int, ...] | None = None
-    ) -> None:
-        super().__init__()
-        if not sigma_data > 0:
-            raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
-        self.net, self.image_shape = net, image_shape
-        self.register_buffer("sigma_data", torch.tensor(float(sigma_data)))
-
-    def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
-        """x: (n, d), sigma: float, 0-d or (n,) -> the x0-estimate (n, d)."""
-        sig = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
-        sig = sig.expand(x.shape[0]) if sig.numel() == 1 else sig
-        c_skip, c_out, c_in = edm_coefficients(sig[:, None], float(self.sigma_data))
-        inp = c_in * x
-        if self.image_shape is not None:
-            inp = inp.reshape(-1, *self.image_shape)
-        f = self.net(inp, sig).reshape(x.shape)
-        return c_skip * x + c_out * f
-
-
-def edm_denoiser(
-    net: nn.Module, sigma_data: float, image_shape: tuple[int, ...] | None = None
-) -> EDMDenoiser:
-    """Wrap a raw network F into the preconditioned EDM denoiser (:class:`EDMDenoiser`)."""
-    return EDMDenoiser(net, sigma_data, image_shape)
-
-
+# ---- the denoiser of this chapter (method: pflow_explore.edm) -------------------------------
 def make_net(s: Settings) -> nn.Module:
     """The raw network F of the preset: an MLP on (n, d) or a UNet on (n, 1, S, S)."""
     from pflow_explore.nets import MLP, TimeEmbedding, UNet
@@ -297,29 +230,6 @@ def make_net(s: Settings) -> nn.Module:
     return net
 
 
-def edm_loss(
-    denoiser: EDMDenoiser,
-    x0: Tensor,
-    generator: torch.Generator | None = None,
-    p_mean: float = -1.2,
-    p_std: float = 1.2,
-) -> Tensor:
-    """EDM training loss (Karras et al. 2022, eq. 8 with Table 1):
-
-    E_{sigma, z} lambda(sigma) |D(x0 + sigma z; sigma) - x0|^2 / d,
-    log sigma ~ N(p_mean, p_std^2),  lambda(sigma) = 1 / c_out(sigma)^2,
-
-    i.e. a unit-weight regression of F on its unit-variance target. x0: (n, d).
-    """
-    n = x0.shape[0]
-    dev = x0.device
-    sigma = (p_mean + p_std * torch.randn(n, generator=generator, device=dev)).exp()
-    z = torch.randn(x0.shape, generator=generator, device=dev)
-    _, c_out, _ = edm_coefficients(sigma, float(denoiser.sigma_data))
-    error = (denoiser(x0 + sigma[:, None] * z, sigma) - x0) ** 2
-    return (error.mean(dim=1) / c_out**2).mean()
-
-
 def make_denoiser(s: Settings, sigma_data: float) -> EDMDenoiser:
     """A fresh (untrained) EDM denoiser for the preset."""
     shape = image_shape(s) if s.net == "unet" else None
@@ -330,9 +240,10 @@ def denoiser_loss_fn(
     s: Settings, data: Tensor, device: torch.device
 ) -> tuple[Callable[[nn.Module, int], Tensor], float]:
     """(loss_fn(model, step) -> loss, sigma_data) for ``training.fit``: a random batch of
-    ``data`` (N, d) per step, drawn from a generator seeded with ``s.seed``."""
+    ``data`` (N, d) per step and its :func:`edm.edm_loss`, all drawn from one generator
+    (stream "train")."""
     data = data.to(device)
-    gen = torch.Generator(device=device).manual_seed(s.seed)
+    gen = torch.Generator(device=device).manual_seed(seeds(s)["train"])
 
     def loss_fn(model: nn.Module, step: int) -> Tensor:
         idx = torch.randint(len(data), (s.batch,), generator=gen, device=device)
@@ -342,16 +253,16 @@ def denoiser_loss_fn(
 
 
 def train_denoiser(s: Settings, rebuild: bool = False) -> FitResult:
-    """Train the preset's denoiser with :func:`edm_loss` (or load it from the cache).
+    """Train the preset's denoiser with the EDM loss (or load it from the cache).
 
     Adam with a 200-step warm-up and cosine decay, gradient clipping, EMA weights;
-    sigma_data = std of all training pixels. Cached under ``painters/denoiser`` keyed by
-    :func:`training_key` and the fit arguments, so ``run`` never trains twice.
+    sigma_data = std of all training pixels; initial weights seeded by stream "train".
+    Cached under ``painters/denoiser`` keyed by :func:`training_key` and the fit arguments.
     """
     dev = scale.device()
     train, _ = dataset(s)
     loss_fn, sigma_data = denoiser_loss_fn(s, train, dev)
-    torch.manual_seed(s.seed)  # the initial weights
+    torch.manual_seed(seeds(s)["train"])  # the initial weights
     return fit_cached(
         CHAPTER,
         "denoiser",
@@ -366,11 +277,10 @@ def train_denoiser(s: Settings, rebuild: bool = False) -> FitResult:
         ema_decay=s.ema_decay,
         warmup=min(200, s.steps // 10),
         cosine=True,
-        desc=f"painters: EDM denoiser ({s.scale})",
+        desc=f"painters: EDM denoiser ({s.scale})",  # part of the cache key: keep it
     )
 
 
-# ---- the sampler --------------------------------------------------------------------------
 def sampling_grid(s: Settings, n_steps: int | None = None) -> Tensor:
     """The Karras grid sigma_0 = sigma_max > ... > sigma_{N-1} = sigma_min > sigma_N = 0."""
     return karras_sigmas(n_steps or s.n_steps, s.sigma_min, s.sigma_max, s.rho)
@@ -384,88 +294,12 @@ def initial_noise(s: Settings, n: int, seed: int, device: torch.device | None = 
     return (s.sigma_max * z).to(device or scale.device())
 
 
-@dataclass
-class Sample:
-    """x: final samples (n, d); trajectory: (N + 1, n, d) states on the grid, x_T first;
-    denoised: (N, n, d) x0-estimates D(x_i; sigma_i); nfe: network evaluations;
-    skipped: steps replaced by the closed-form jump (their states and estimates are the
-    Gaussian's)."""
-
-    x: Tensor
-    trajectory: Tensor | None
-    denoised: Tensor | None
-    nfe: int
-    skipped: int
-
-
-@torch.no_grad()
-def edm_sampler(
-    denoiser: Denoiser,
-    x_T: Tensor,
-    sigmas: Tensor,
-    teleport_to: int | None = None,
-    gaussian: GaussianFlow | None = None,
-    trajectory: bool = False,
-) -> Sample:
-    """EDM's deterministic sampler (Karras et al. 2022, Alg. 1) for dx/dsigma = (x - D) / sigma.
-
-    On the grid sigmas (N + 1,) = (sigma_0 > ... > sigma_N = 0), step i is Heun:
-        d_i = (x_i - D(x_i; s_i)) / s_i,   x' = x_i + (s_{i+1} - s_i) d_i,
-        x_{i+1} = x_i + (s_{i+1} - s_i) (d_i + (x' - D(x'; s_{i+1})) / s_{i+1}) / 2,
-    and Euler (x_{i+1} = x') on the last step, where s_{i+1} = 0: 2 N - 1 evaluations.
-
-    Teleportation (``teleport_to`` = k): replace steps 0..k-1 by the closed-form jump of
-    ``gaussian`` from sigma_0 to sigma_k (``GaussianFlow.ve_solution``), saving 2 k
-    evaluations. x_T: (n, d) at sigma_0.
-    """
-    n_grid = len(sigmas) - 1
-    k = teleport_to or 0
-    if not 0 <= k <= n_grid:
-        raise ValueError(f"teleport_to must be in [0, {n_grid}] (grid steps), got {teleport_to}")
-    if k and gaussian is None:
-        raise ValueError("teleport_to needs the gaussian whose closed form makes the jump")
-    if float(sigmas[-1]) != 0.0:
-        raise ValueError("sigmas must end with 0 (use paths.karras_sigmas)")
-    states, estimates = [x_T], []
-    x = x_T
-    if k:
-        jump = gaussian.ve_solution(x_T, float(sigmas[0]), sigmas[1 : k + 1]).to(x_T)
-        if trajectory:
-            for i in range(k):
-                estimates.append(gaussian.ve_denoiser(states[i], float(sigmas[i])).to(x_T))
-                states.append(jump[i])
-        x = jump[-1]
-    nfe = 0
-    for i in range(k, n_grid):
-        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
-        x0_hat = denoiser(x, s)
-        d = (x - x0_hat) / s
-        x_next = x + (s_next - s) * d
-        nfe += 1
-        if s_next > 0:
-            d_next = (x_next - denoiser(x_next, s_next)) / s_next
-            x_next = x + (s_next - s) * (d + d_next) / 2
-            nfe += 1
-        x = x_next
-        if trajectory:
-            states.append(x)
-            estimates.append(x0_hat)
-    traj = torch.stack(states) if trajectory else None
-    den = torch.stack(estimates) if trajectory else None
-    return Sample(x, traj, den, nfe, k)
-
-
-def heun_nfe(n_steps: int, skipped: int = 0) -> int:
-    """Evaluations of :func:`edm_sampler`: 2 (N - k) - 1 for k < N skipped steps, else 0."""
-    return 2 * (n_steps - skipped) - 1 if skipped < n_steps else 0
-
-
 def skip_steps(fraction: float, n_steps: int) -> int:
     """The number of leading steps that a skip fraction X replaces: round(X N)."""
     return int(round(fraction * n_steps))
 
 
-# ---- experiments --------------------------------------------------------------------------
+# ---- estimators ---------------------------------------------------------------------------
 def closed_form_error(
     gaussian: GaussianFlow, x_T: Tensor, sigmas: Tensor, tol: float = 1e-10
 ) -> float:
@@ -515,32 +349,11 @@ def explained_share(
     return torch.stack(out).double().cpu()
 
 
-def empirical_denoiser(data: Tensor, chunk: int = 512) -> Callable[[Tensor, float], Tensor]:
-    """The exact denoiser of the empirical distribution of ``data`` (N, d), as D(x, sigma).
-
-    D(x; sigma) = sum_i w_i x_i,  w = softmax_i(-|x - x_i|^2 / (2 sigma^2)): the optimum a
-    network trained on these N images could reach. At large sigma it is the Gaussian
-    denoiser to first order in 1/sigma^2 (mean + Cov (x - mu) / sigma^2), at small sigma it
-    snaps to the nearest training image. float64 (distances at sigma = 0.002 need it).
-    """
-    ref = data.double()
-
-    def denoise(x: Tensor, sigma: float) -> Tensor:
-        out = []
-        for xb in x.double().to(ref.device).split(chunk):
-            logits = -(torch.cdist(xb, ref) ** 2) / (2 * float(sigma) ** 2)
-            out.append(torch.softmax(logits, dim=1) @ ref)
-        return torch.cat(out).to(x)
-
-    return denoise
-
-
 def sigma_star(shares: Tensor, sigmas: Tensor, level: float = 0.9) -> float | None:
     """The smallest grid sigma above which the share stays >= level (None if the share
     is below level already at the largest sigma). shares, sigmas: (m,), any order."""
-    order = torch.argsort(sigmas, descending=True)
     found = None
-    for i in order.tolist():
+    for i in torch.argsort(sigmas, descending=True).tolist():
         if float(shares[i]) < level:
             break
         found = float(sigmas[i])
@@ -566,35 +379,29 @@ class TrajectoryPair:
     gap: Tensor
 
 
+def analytic_path(gaussian: GaussianFlow, x_T: Tensor, sigmas: Tensor) -> tuple[Tensor, Tensor]:
+    """(states (m, n, d), x0-estimates (m - 1, n, d) at the positive sigmas) of the closed
+    form x_G(sigma) = mu + U diag(sqrt((lambda + sigma^2) / (lambda + sigma_0^2))) U^T
+    (x_T - mu) on the grid sigmas (m,), float64 on the CPU."""
+    at = gaussian.ve_solution(x_T.double().cpu(), float(sigmas[0]), sigmas)
+    x0 = [gaussian.ve_denoiser(a, float(s)) for a, s in zip(at[:-1], sigmas[:-1], strict=True)]
+    return at, torch.stack(x0)
+
+
 def trajectories(
     denoiser: Denoiser, gaussian: GaussianFlow, x_T: Tensor, sigmas: Tensor
 ) -> TrajectoryPair:
-    """Run the closed form and the learned sampler from the same x_T (n, d) over sigmas.
-
-    Analytic: x_G(sigma) = mu + U diag(sqrt((lambda + sigma^2) / (lambda + sigma_0^2))) U^T
-    (x_T - mu).
-    Rotation residual (``GaussianFlow.rotation_residual``): the share of each point
-    x(sigma) - mu outside span{x_T - mu, x(0) - mu}; 0 for an exact 2D rotation.
-    """
+    """Run the closed form (:func:`analytic_path`) and the learned sampler from the same
+    x_T (n, d) over sigmas. Rotation residual (``GaussianFlow.rotation_residual``): the
+    share of each point x(sigma) - mu outside span{x_T - mu, x(0) - mu}; 0 for an exact
+    2D rotation."""
     learned = edm_sampler(denoiser, x_T, sigmas, trajectory=True)
     lt = learned.trajectory.double().cpu()
-    at = gaussian.ve_solution(x_T.double().cpu(), float(sigmas[0]), sigmas)
-    a_x0 = torch.stack(
-        [gaussian.ve_denoiser(a, float(s)) for a, s in zip(at[:-1], sigmas[:-1], strict=True)]
-        + [at[-1]]
-    )
+    at, a_x0 = analytic_path(gaussian, x_T, sigmas)
     l_x0 = torch.cat([learned.denoised.double().cpu(), lt[-1:]])
     gap = ((lt - at) ** 2).mean(dim=(1, 2)).sqrt()
-    return TrajectoryPair(
-        sigmas,
-        at,
-        lt,
-        a_x0,
-        l_x0,
-        gaussian.rotation_residual(at),
-        gaussian.rotation_residual(lt),
-        gap,
-    )
+    res_a, res_l = gaussian.rotation_residual(at), gaussian.rotation_residual(lt)
+    return TrajectoryPair(sigmas, at, lt, torch.cat([a_x0, at[-1:]]), l_x0, res_a, res_l, gap)
 
 
 @dataclass
@@ -631,36 +438,30 @@ def perturbation_experiment(
 
     At sigma_t = sigmas[i] (``indices``, default every interior step), x_i -> x_i + delta u_k
     with delta = kick sqrt(sigma_data^2 + sigma_t^2): the same size relative to the
-    state's scale at every noise level (c_in-normalised, like a fixed kick in a VP model
-    whose x_t has unit scale). The closed form predicts the kick reaches x0 scaled by
-    g_k = sqrt(lambda_k / (lambda_k + sigma_t^2)), so the change of the output,
-    delta g_k = kick sqrt((sigma_data^2 + sigma_t^2) lambda_k / (lambda_k + sigma_t^2)),
-    grows with sigma_t when lambda_k > sigma_data^2: early kicks change the image more.
+    state's scale at every noise level (c_in-normalised). The closed form predicts the kick
+    reaches x0 scaled by g_k = sqrt(lambda_k / (lambda_k + sigma_t^2)), so the change of
+    the output, delta g_k, grows with sigma_t when lambda_k > sigma_data^2.
     """
-    n_grid = len(sigmas) - 1
-    indices = indices or tuple(range(1, n_grid - 1))
-    base = edm_sampler(denoiser, x_T, sigmas, trajectory=True)
+    indices = indices or tuple(range(1, len(sigmas) - 2))
+    states = [step.x for step in heun_steps(denoiser, x_T, sigmas)]  # x_i at sigma_i, i < N
     u = gaussian.eigenvectors[:, list(features)].T.to(x_T)  # (q, d)
     n, q = x_T.shape[0], len(features)
     change, along, deltas = [], [], []
     for i in indices:
-        sig = float(sigmas[i])
-        delta = kick * math.sqrt(sigma_data**2 + sig**2)
-        x_i = base.trajectory[i]
-        kicked = torch.cat([x_i] + [x_i + delta * u[j] for j in range(q)])
-        out = edm_sampler(denoiser, kicked, sigmas[i:]).x.reshape(q + 1, n, -1)
-        diff = out[1:] - out[:1]  # (q, n, d)
+        delta = kick * math.sqrt(sigma_data**2 + float(sigmas[i]) ** 2)
+        kicked = torch.cat([states[i]] + [states[i] + delta * u[j] for j in range(q)])
+        diff = edm_sampler(denoiser, kicked, sigmas[i:]).x.reshape(q + 1, n, -1)
+        diff = diff[1:] - diff[:1]  # (q, n, d)
         change.append(diff.norm(dim=-1).mean(1))
         along.append((diff * u[:, None, :]).sum(-1).mean(1) / delta)
         deltas.append(delta)
     sigmas_t = sigmas[list(indices)].double()
-    lam = gaussian.eigenvalues[list(features)].cpu()
     delta_t = torch.tensor(deltas, dtype=torch.float64)
     change_t = torch.stack(change, 1).double().cpu()
     return Perturbation(
         sigmas_t,
         torch.tensor(features),
-        lam,
+        gaussian.eigenvalues[list(features)].cpu(),
         delta_t,
         change_t,
         change_t / delta_t,
@@ -715,10 +516,9 @@ def teleportation_sweep(
     batch: int = 2000,
 ) -> Teleportation:
     """FD of samples from the same x_T (n, d) when the first X of the N steps are replaced
-    by the closed-form jump (X in ``fractions``, the first being 0), and the NFE saved.
-
-    The same x_T for every X (common random numbers) makes the differences in FD
-    far less noisy than the FD values themselves.
+    by the closed-form jump (``edm_sampler(teleport_to=...)``, X in ``fractions``, the
+    first being 0), and the NFE saved. The same x_T for every X (common random numbers)
+    makes the differences in FD far less noisy than the FD values themselves.
     """
     n_steps = len(sigmas) - 1
     fds, nfes, skipped, firsts = [], [], [], []
@@ -735,11 +535,9 @@ def teleportation_sweep(
     best = 0
     while best + 1 < len(ok) and ok[best + 1]:
         best += 1
-    floor = (
-        frechet_to(floor_images[: len(x_T)], reference, shape)
-        if floor_images is not None
-        else math.nan
-    )
+    floor = math.nan
+    if floor_images is not None:
+        floor = frechet_to(floor_images[: len(x_T)], reference, shape)
     return Teleportation(
         torch.tensor(fractions, dtype=torch.float64),
         torch.tensor(skipped),
@@ -799,24 +597,17 @@ def crossing(shares: Tensor, sigmas: Tensor, level: float = 1 / math.sqrt(2)) ->
     logs = sigmas.double().log()
     for f in shares.T.double():
         below = (f < level).nonzero().flatten()
-        if len(below) == 0:
-            out.append(float(sigmas[0]))
+        if len(below) == 0 or int(below[-1]) == len(f) - 1:
+            out.append(float(sigmas[0]) if len(below) == 0 else math.nan)
             continue
         i = int(below[-1])
-        if i == len(f) - 1:
-            out.append(math.nan)
-            continue
         w = (level - f[i]) / (f[i + 1] - f[i])
         out.append(float(torch.exp(logs[i] + w * (logs[i + 1] - logs[i]))))
     return torch.tensor(out, dtype=torch.float64)
 
 
 def feature_emergence(
-    denoiser: Denoiser,
-    gaussian: GaussianFlow,
-    x_T: Tensor,
-    sigmas: Tensor,
-    n_features: int,
+    denoiser: Denoiser, gaussian: GaussianFlow, x_T: Tensor, sigmas: Tensor, n_features: int
 ) -> Emergence:
     """Outline first: the sigma at which feature k's share f_k(sigma) crosses 1/sqrt(2).
 
@@ -826,50 +617,140 @@ def feature_emergence(
     """
     feats = list(range(n_features))
     learned = edm_sampler(denoiser, x_T, sigmas, trajectory=True)
-    positive = sigmas[:-1]
     share_l = feature_shares(learned.denoised, learned.x, gaussian, feats)
-    at = gaussian.ve_solution(x_T.double().cpu(), float(sigmas[0]), sigmas)
-    a_x0 = torch.stack(
-        [gaussian.ve_denoiser(a, float(s)) for a, s in zip(at[:-1], positive, strict=True)]
-    )
+    at, a_x0 = analytic_path(gaussian, x_T, sigmas)
     share_g = feature_shares(a_x0, at[-1], gaussian, feats)
-    return Emergence(
-        torch.tensor(feats),
-        gaussian.eigenvalues[:n_features].sqrt().cpu(),
-        positive,
-        share_l,
-        share_g,
-        crossing(share_l, positive),
-        crossing(share_g, positive),
-    )
+    positive = sigmas[:-1]
+    cross_l, cross_g = crossing(share_l, positive), crossing(share_g, positive)
+    sqrt_lam = gaussian.eigenvalues[:n_features].sqrt().cpu()
+    return Emergence(torch.tensor(feats), sqrt_lam, positive, share_l, share_g, cross_l, cross_g)
 
 
-# ---- the chapter --------------------------------------------------------------------------
+# ---- the named experiments ----------------------------------------------------------------
 @dataclass
-class Results:
-    """Everything the chapter shows. ``gaussian``, ``denoiser`` (D(x (n, d), sigma) ->
-    x0-estimate) and ``sigmas`` (the sampler's grid) are what the widgets use; the rest
-    are the experiments' outputs. ``seconds``: wall time of each step."""
+class Model:
+    """What every experiment starts from: the data (train (N, d), test (M, d)), their
+    Gaussian, the training result ``fit`` and its ``denoiser`` D(x (n, d), sigma) (eval
+    mode), the sampler's grid ``sigmas`` (N + 1,) and the denoiser's sigma_data."""
 
     settings: Settings
     scale: str
+    train: Tensor
+    test: Tensor
     gaussian: GaussianFlow
+    fit: FitResult
     denoiser: EDMDenoiser
     sigmas: Tensor
     sigma_data: float
-    losses: list[float]
-    trained_seconds: float
-    from_cache: bool
-    ode_error: float
-    share_sigmas: Tensor
-    shares: Tensor
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.denoiser.parameters()).device
+
+    @property
+    def from_cache(self) -> bool:  # the attribute every chapter's Results has
+        return self.fit.from_cache
+
+    @property
+    def trained_seconds(self) -> float:
+        return self.fit.seconds
+
+
+def setup(s: Settings) -> Model:
+    """Data, their Gaussian (:func:`fit_gaussian`), the trained denoiser (cached)."""
+    train, test = dataset(s)
+    gaussian = fit_gaussian(train, s.shrinkage)
+    fit = train_denoiser(s)
+    den = fit.model.eval()
+    return Model(
+        s, s.scale, train, test, gaussian, fit, den, sampling_grid(s), float(den.sigma_data)
+    )
+
+
+def run_closed_form(m: Model) -> float:
+    """:func:`closed_form_error` on ``ode_paths`` paths (stream "ode")."""
+    s = m.settings
+    return closed_form_error(m.gaussian, initial_noise(s, s.ode_paths, seeds(s)["ode"]), m.sigmas)
+
+
+@dataclass
+class Shares:
+    """Explained share (m,) on the grid ``sigmas`` (m,) of the trained net and of the ideal
+    denoiser of the training set, with their :func:`sigma_star`."""
+
+    sigmas: Tensor
+    learned: Tensor
+    ideal: Tensor
     sigma_star: float | None
-    shares_ideal: Tensor
     sigma_star_ideal: float | None
-    pair: TrajectoryPair
-    perturbation: Perturbation
-    teleport: Teleportation
-    emergence: Emergence
+
+
+def run_explained_share(m: Model) -> Shares:
+    """:func:`explained_share` of the trained net and of :func:`edm.empirical_denoiser`
+    on held-out digits, on a log grid; the same noisy points for both (stream "share")."""
+    s = m.settings
+    sig = torch.logspace(
+        math.log10(s.sigma_min), math.log10(s.sigma_max), s.n_share_sigmas, dtype=torch.float64
+    )
+    held_out = m.test[: s.n_share].to(m.device)
+    learned = explained_share(m.denoiser, m.gaussian, held_out, sig, seeds(s).generator("share"))
+    ideal = empirical_denoiser(m.train.to(m.device))
+    shares_ideal = explained_share(ideal, m.gaussian, held_out, sig, seeds(s).generator("share"))
+    return Shares(
+        sig, learned, shares_ideal, sigma_star(learned, sig), sigma_star(shares_ideal, sig)
+    )
+
+
+def run_trajectories(m: Model) -> TrajectoryPair:
+    """:func:`trajectories` from ``n_paths`` starts (stream "paths")."""
+    s = m.settings
+    x_T = initial_noise(s, s.n_paths, seeds(s)["paths"], m.device)
+    return trajectories(m.denoiser, m.gaussian, x_T, m.sigmas)
+
+
+def run_perturbation(m: Model) -> Perturbation:
+    """:func:`perturbation_experiment` on ``n_kick`` starts (stream "kick")."""
+    s = m.settings
+    x_T = initial_noise(s, s.n_kick, seeds(s)["kick"], m.device)
+    return perturbation_experiment(
+        m.denoiser, m.gaussian, x_T, m.sigmas, s.kick_features, s.kick, m.sigma_data
+    )
+
+
+def run_teleportation(m: Model) -> Teleportation:
+    """:func:`teleportation_sweep` on ``n_fd`` starts (stream "fd"), FD to the test digits,
+    the floor from shuffled training digits."""
+    s = m.settings
+    gen = seeds(s).generator("share")
+    # the floor's shuffle has always been drawn after the explained-share noise: keep it
+    torch.randn(m.test[: s.n_share].shape, generator=gen)
+    floor = m.train[torch.randperm(len(m.train), generator=gen)]
+    x_T = initial_noise(s, s.n_fd, seeds(s)["fd"], m.device)
+    return teleportation_sweep(
+        m.denoiser, m.gaussian, x_T, m.sigmas, s.skip_fractions, m.test, image_shape(s), floor
+    )
+
+
+def run_emergence(m: Model) -> Emergence:
+    """:func:`feature_emergence` on ``n_emergence`` starts (stream "emergence") over a finer
+    grid of ``emergence_steps``."""
+    s = m.settings
+    x_T = initial_noise(s, s.n_emergence, seeds(s)["emergence"], m.device)
+    return feature_emergence(
+        m.denoiser, m.gaussian, x_T, sampling_grid(s, s.emergence_steps), s.n_features
+    )
+
+
+@dataclass
+class Results(Model):
+    """:class:`Model` and every experiment's output; ``seconds``: wall time of each step."""
+
+    ode_error: float = math.nan
+    share: Shares | None = None
+    pair: TrajectoryPair | None = None
+    perturbation: Perturbation | None = None
+    teleport: Teleportation | None = None
+    emergence: Emergence | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -879,101 +760,32 @@ def prepare(s: Settings) -> None:
 
 
 def run(s: Settings) -> Results:
-    """Compose the steps: fit, train (cached), then the five experiments."""
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def tick(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[name] = now - clock
-        clock = now
-
-    train, test = dataset(s)
-    gaussian = fit_gaussian(train, s.shrinkage)
-    fit = train_denoiser(s)
-    denoiser = fit.model.eval()
-    dev = next(denoiser.parameters()).device
-    sigmas = sampling_grid(s)
-    shape = image_shape(s)
-    sd = float(denoiser.sigma_data)
-    tick("fit and train")
-
-    ode_error = closed_form_error(gaussian, initial_noise(s, s.ode_paths, s.seed + 1), sigmas)
-    tick("closed form vs ODE")
-
-    gen = torch.Generator().manual_seed(s.seed + 2)
-    share_sigmas = torch.logspace(
-        math.log10(s.sigma_min), math.log10(s.sigma_max), s.n_share_sigmas, dtype=torch.float64
-    )
-    held_out = test[: s.n_share].to(dev)
-    shares = explained_share(denoiser, gaussian, held_out, share_sigmas, gen)
-    ideal = empirical_denoiser(train.to(dev))
-    gen = torch.Generator().manual_seed(s.seed + 2)  # the same noisy points for both
-    shares_ideal = explained_share(ideal, gaussian, held_out, share_sigmas, gen)
-    tick("explained share")
-
-    pair = trajectories(denoiser, gaussian, initial_noise(s, s.n_paths, s.seed + 3, dev), sigmas)
-    tick("trajectories")
-
-    kicks = perturbation_experiment(
-        denoiser,
-        gaussian,
-        initial_noise(s, s.n_kick, s.seed + 4, dev),
-        sigmas,
-        s.kick_features,
-        s.kick,
-        sd,
-    )
-    tick("perturbation")
-
-    teleport = teleportation_sweep(
-        denoiser,
-        gaussian,
-        initial_noise(s, s.n_fd, s.seed + 5, dev),
-        sigmas,
-        s.skip_fractions,
-        test,
-        shape,
-        floor_images=train[torch.randperm(len(train), generator=gen)],
-    )
-    tick("teleportation")
-
-    emergence = feature_emergence(
-        denoiser,
-        gaussian,
-        initial_noise(s, s.n_emergence, s.seed + 6, dev),
-        sampling_grid(s, s.emergence_steps),
-        s.n_features,
-    )
-    tick("feature emergence")
-    return Results(
-        s,
-        s.scale,
-        gaussian,
-        denoiser,
-        sigmas,
-        sd,
-        fit.losses,
-        fit.seconds,
-        fit.from_cache,
-        ode_error,
-        share_sigmas,
-        shares,
-        sigma_star(shares, share_sigmas),
-        shares_ideal,
-        sigma_star(shares_ideal, share_sigmas),
-        pair,
-        kicks,
-        teleport,
-        emergence,
-        seconds,
-    )
+    """Compose the steps: :func:`setup`, then the six experiments, timed."""
+    watch = Stopwatch()
+    m = setup(s)
+    watch.tick("fit and train")
+    out = {}
+    for name, key, experiment in (
+        ("closed form vs ODE", "ode_error", run_closed_form),
+        ("explained share", "share", run_explained_share),
+        ("trajectories", "pair", run_trajectories),
+        ("perturbation", "perturbation", run_perturbation),
+        ("teleportation", "teleport", run_teleportation),
+        ("feature emergence", "emergence", run_emergence),
+    ):
+        out[key] = experiment(m)
+        watch.tick(name)
+    return Results(**vars(m), **out, seconds=watch.seconds)
 
 
+# ---- claims -------------------------------------------------------------------------------
 def claims(r: Results) -> list[Claim]:
     """The card's claims, measured at this scale (criteria fixed before measuring)."""
-    sc = r.scale
+    sc, s, e, p, t, sh = r.scale, r.settings, r.emergence, r.perturbation, r.teleport, r.share
+    ratio_g = e.crossing_gaussian / e.sqrt_lambda
+    ratio_l = e.crossing_learned / e.sqrt_lambda
+    median = float(ratio_l.nanmedian()) if ratio_l.isfinite().any() else math.nan
+    lo, hi = float(ratio_l.nan_to_num(0).min()), float(ratio_l.nan_to_num(0).max())
     out = [
         claim_below(
             "closed form = numerical PF-ODE (max rel. error)",
@@ -981,12 +793,8 @@ def claims(r: Results) -> list[Claim]:
             r.ode_error,
             1e-5,
             sc,
-            f"fitted Gaussian of the digits, dopri5 at tol 1e-10, {r.settings.ode_paths} paths",
-        )
-    ]
-    e = r.emergence
-    ratio_g = e.crossing_gaussian / e.sqrt_lambda
-    out.append(
+            f"fitted Gaussian of the digits, dopri5 at tol 1e-10, {s.ode_paths} paths",
+        ),
         claim_below(
             "feature k fixed at sigma = sqrt(lambda_k): Gaussian (max |ratio - 1|)",
             "f_k = 1/sqrt(2) exactly at sigma = sqrt(lambda_k)",
@@ -994,11 +802,7 @@ def claims(r: Results) -> list[Claim]:
             0.02,
             sc,
             f"measured on analytic paths, top {len(ratio_g)} features; grid interpolation",
-        )
-    )
-    ratio_l = e.crossing_learned / e.sqrt_lambda
-    median = float(ratio_l.nanmedian()) if ratio_l.isfinite().any() else math.nan
-    out.append(
+        ),
         Claim(
             "feature k fixed near sigma ~ sqrt(lambda_k): trained model (median ratio)",
             "high-variance features (outline) appear first, at sigma ~ sqrt(lambda_k)",
@@ -1006,179 +810,124 @@ def claims(r: Results) -> list[Claim]:
             "crossing / sqrt(lambda) median in [0.5, 2]",
             bool(0.5 <= median <= 2),
             sc,
-            f"top {len(ratio_l)} features; ratios from {float(ratio_l.nan_to_num(0).min()):.2f}"
-            f" to {float(ratio_l.nan_to_num(0).max()):.2f}",
-        )
-    )
-    star = r.sigma_star
-    low = float(r.shares[r.share_sigmas.argmin()])
-    out.append(
-        Claim(
+            f"top {len(ratio_l)} features; ratios from {lo:.2f} to {hi:.2f}",
+        ),
+    ]
+    low = sh.sigmas.argmin()
+    for name, paper, star, note in (
+        (
             "Gaussian explains >= 90% of the learned denoiser above sigma*",
             "the Gaussian solution predicts the early phase of sampling",
-            f"sigma* = {star:.3g}" if star is not None else "no sigma* on the grid",
-            "share >= 0.9 at every grid sigma >= sigma*, sigma* exists",
-            star is not None,
-            sc,
-            f"share {float(r.shares[r.share_sigmas.argmax()]):.3f} at sigma_max, "
-            f"{low:.3f} at sigma_min",
-        )
-    )
-    star = r.sigma_star_ideal
-    out.append(
-        Claim(
+            sh.sigma_star,
+            f"share {float(sh.learned[sh.sigmas.argmax()]):.3f} at sigma_max, "
+            f"{float(sh.learned[low]):.3f} at sigma_min",
+        ),
+        (
             "... and >= 90% of the ideal denoiser of the training set above sigma*",
             "the Gaussian is the large-sigma limit of the data's denoiser",
-            f"sigma* = {star:.3g}" if star is not None else "no sigma* on the grid",
-            "share >= 0.9 at every grid sigma >= sigma*, sigma* exists",
-            star is not None,
-            sc,
+            sh.sigma_star_ideal,
             "exact denoiser of the empirical training distribution (no network), "
-            f"share {float(r.shares_ideal[r.share_sigmas.argmin()]):.3f} at sigma_min",
-        )
-    )
-    p = r.perturbation
+            f"share {float(sh.ideal[low]):.3f} at sigma_min",
+        ),
+    ):
+        found = f"sigma* = {star:.3g}" if star is not None else "no sigma* on the grid"
+        crit = "share >= 0.9 at every grid sigma >= sigma*, sigma* exists"
+        out.append(Claim(name, paper, found, crit, star is not None, sc, note))
     rho = spearman(p.sigmas_t, p.change.mean(0))
-    out.append(
-        Claim(
+    gain = float((p.gain / p.predicted).median())
+    best = t.fractions.tolist().index(t.best_fraction)
+    out += [
+        claim_above(
             "early kicks change the output more (Spearman of change vs sigma_t)",
             "early perturbations have a greater impact than late ones",
             rho,
-            "> 0",
-            bool(rho > 0),
+            0,
             sc,
-            f"kicks of {r.settings.kick} x the state's scale along u_k, k in "
-            f"{tuple(p.features.tolist())}; measured / predicted gain: median "
-            f"{float((p.gain / p.predicted).median()):.2f}",
-        )
-    )
-    t = r.teleport
-    best = t.fractions.tolist().index(t.best_fraction)
-    out.append(
-        Claim(
+            f"kicks of {s.kick} x the state's scale along u_k, k in "
+            f"{tuple(p.features.tolist())}; measured / predicted gain: median {gain:.2f}",
+        ),
+        claim_above(
             "NFE saved by teleportation at <= 10% FD loss",
             "15-30% of evaluations saved at near-unchanged FID (CIFAR-10)",
             t.nfe_saved,
-            ">= 0.15",
-            bool(t.nfe_saved >= 0.15),
+            0.15,
             sc,
-            f"skip {t.best_fraction:.0%} of {r.settings.n_steps} Heun steps; FD "
+            f"skip {t.best_fraction:.0%} of {s.n_steps} Heun steps; FD "
             f"{float(t.fd[0]):.3g} -> {float(t.fd[best]):.3g} (floor {t.fd_floor:.3g}); "
-            f"n = {r.settings.n_fd}",
-        )
-    )
+            f"n = {s.n_fd}",
+            inclusive=True,
+        ),
+    ]
     return out
 
 
 # ---- figures ------------------------------------------------------------------------------
-def _v(t: Tensor) -> list[float]:
-    """Plain floats for plotly (it converts tensors element by element, slowly)."""
-    return t.detach().cpu().double().tolist()
+DASH, DOT = dict(dash="dash"), dict(dash="dot", color="gray")
 
 
-def _log_axes(fig: go.Figure, x: str, y: str, title: str, log_y: bool = False) -> go.Figure:
+def _line(x: Tensor | list[float], y: Tensor | list[float], name: str, **kw: object) -> go.Scatter:
+    """A trace from tensors as plain floats (plotly converts tensors element by element)."""
+    x, y = [v.detach().cpu().double().tolist() if isinstance(v, Tensor) else v for v in (x, y)]
+    return go.Scatter(x=x, y=y, name=name, **kw)
+
+
+def _curves(traces: list[go.Scatter], x: str, y: str, title: str, log_y: bool = False) -> go.Figure:
+    """A figure of ``traces`` on a log sigma axis (the chapter's common layout)."""
+    fig = go.Figure(traces)
     fig.update_layout(title=title, template="plotly_white", height=380, width=560)
     fig.update_xaxes(title=x, type="log")
     fig.update_yaxes(title=y, type="log" if log_y else "linear")
     return fig
 
 
-def explained_share_figure(r: Results) -> go.Figure:
+def explained_share_figure(sh: Shares) -> go.Figure:
     """The share of the learned denoiser that the Gaussian explains, against sigma."""
-    fig = go.Figure(
-        [
-            go.Scatter(
-                x=_v(r.share_sigmas), y=_v(r.shares), mode="lines+markers", name="trained net"
-            ),
-            go.Scatter(
-                x=_v(r.share_sigmas),
-                y=_v(r.shares_ideal),
-                mode="lines+markers",
-                name="ideal denoiser of the training set",
-                line=dict(dash="dash"),
-            ),
-        ]
-    )
-    fig.update_yaxes(range=[min(-0.05, float(r.shares.min()) - 0.05), 1.05])
+    ideal = "ideal denoiser of the training set"
+    traces = [
+        _line(sh.sigmas, sh.learned, "trained net", mode="lines+markers"),
+        _line(sh.sigmas, sh.ideal, ideal, mode="lines+markers", line=DASH),
+    ]
+    title = "How much of D_theta the Gaussian explains"
+    fig = _curves(traces, "sigma", "explained share", title)
+    fig.update_yaxes(range=[min(-0.05, float(sh.learned.min()) - 0.05), 1.05])
     fig.add_hline(y=0.9, line_dash="dot", annotation_text="0.9")
-    if r.sigma_star is not None:
-        fig.add_vline(x=r.sigma_star, line_dash="dash", annotation_text="sigma*")
-    return _log_axes(fig, "sigma", "explained share", "How much of D_theta the Gaussian explains")
+    if sh.sigma_star is not None:
+        fig.add_vline(x=sh.sigma_star, line_dash="dash", annotation_text="sigma*")
+    return fig
 
 
-def feature_emergence_figure(r: Results) -> go.Figure:
+def feature_emergence_figure(e: Emergence) -> go.Figure:
     """Crossing sigma of each feature against sqrt(lambda_k), Gaussian and trained model."""
-    e = r.emergence
-    lo, hi = float(e.sqrt_lambda.min()) / 2, float(e.sqrt_lambda.max()) * 2
-    fig = go.Figure(
-        [
-            go.Scatter(
-                x=[lo, hi],
-                y=[lo, hi],
-                mode="lines",
-                name="sigma = sqrt(lambda)",
-                line=dict(dash="dot", color="gray"),
-            ),
-            go.Scatter(
-                x=_v(e.sqrt_lambda),
-                y=_v(e.crossing_gaussian),
-                mode="markers",
-                name="Gaussian",
-                text=[f"k = {k}" for k in e.features.tolist()],
-            ),
-            go.Scatter(
-                x=_v(e.sqrt_lambda),
-                y=_v(e.crossing_learned),
-                mode="markers",
-                name="trained model",
-                text=[f"k = {k}" for k in e.features.tolist()],
-            ),
-        ]
-    )
-    return _log_axes(
-        fig,
-        "sqrt(lambda_k)",
-        "sigma where f_k = 1/sqrt(2)",
-        "Outline first: feature k appears near sigma ~ sqrt(lambda_k)",
-        log_y=True,
-    )
+    ends = [float(e.sqrt_lambda.min()) / 2, float(e.sqrt_lambda.max()) * 2]
+    text = [f"k = {k}" for k in e.features.tolist()]
+    traces = [
+        _line(ends, ends, "sigma = sqrt(lambda)", mode="lines", line=DOT),
+        _line(e.sqrt_lambda, e.crossing_gaussian, "Gaussian", mode="markers", text=text),
+        _line(e.sqrt_lambda, e.crossing_learned, "trained model", mode="markers", text=text),
+    ]
+    title = "Outline first: feature k appears near sigma ~ sqrt(lambda_k)"
+    return _curves(traces, "sqrt(lambda_k)", "sigma where f_k = 1/sqrt(2)", title, log_y=True)
 
 
-def feature_shares_figure(r: Results, features: tuple[int, ...] = (0, 3, 7)) -> go.Figure:
+def feature_shares_figure(e: Emergence, features: tuple[int, ...] = (0, 3, 7)) -> go.Figure:
     """f_k(sigma) along the paths: trained (solid) and Gaussian (dashed), a few features."""
-    e = r.emergence
-    fig = go.Figure()
+    traces = []
     for k in [k for k in features if k < len(e.features)]:
-        fig.add_scatter(x=_v(e.sigmas), y=_v(e.share_learned[:, k]), name=f"k = {k} trained")
-        fig.add_scatter(
-            x=_v(e.sigmas),
-            y=_v(e.share_gaussian[:, k]),
-            name=f"k = {k} Gaussian",
-            line=dict(dash="dash"),
-        )
+        traces.append(_line(e.sigmas, e.share_learned[:, k], f"k = {k} trained"))
+        traces.append(_line(e.sigmas, e.share_gaussian[:, k], f"k = {k} Gaussian", line=DASH))
+    title = "Share of each feature fixed in the x0-estimate"
+    fig = _curves(traces, "sigma (sampling runs right)", "share f_k of the final value", title)
     fig.add_hline(y=1 / math.sqrt(2), line_dash="dot")
     fig.update_xaxes(autorange="reversed")
-    return _log_axes(
-        fig,
-        "sigma (sampling runs right)",
-        "share f_k of the final value",
-        "Share of each feature fixed in the x0-estimate",
-    )
+    return fig
 
 
-def teleportation_figure(r: Results) -> go.Figure:
+def teleportation_figure(t: Teleportation) -> go.Figure:
     """Frechet distance against the fraction of skipped steps."""
-    t = r.teleport
     text = [f"NFE {n}" for n in t.nfe.tolist()]
+    mode = "lines+markers+text"
     fig = go.Figure(
-        go.Scatter(
-            x=_v(100 * t.fractions),
-            y=_v(t.fd),
-            mode="lines+markers+text",
-            text=text,
-            textposition="top center",
-            name="FD",
-        )
+        _line(100 * t.fractions, t.fd, "FD", mode=mode, text=text, textposition="top center")
     )
     fig.add_hline(y=1.1 * float(t.fd[0]), line_dash="dot", annotation_text="FD(0) + 10%")
     if math.isfinite(t.fd_floor):
@@ -1194,102 +943,68 @@ def teleportation_figure(r: Results) -> go.Figure:
     return fig
 
 
-def perturbation_figure(r: Results) -> go.Figure:
+def perturbation_figure(p: Perturbation) -> go.Figure:
     """Measured gain |delta x0| / delta against sigma_t, with the predicted gain."""
-    p = r.perturbation
-    fig = go.Figure()
+    traces = []
     for j, k in enumerate(p.features.tolist()):
-        fig.add_scatter(x=_v(p.sigmas_t), y=_v(p.gain[j]), mode="markers", name=f"u_{k} measured")
-        fig.add_scatter(
-            x=_v(p.sigmas_t),
-            y=_v(p.predicted[j]),
-            mode="lines",
-            name=f"u_{k} predicted sqrt(l/(l+s^2))",
-            line=dict(dash="dash"),
-        )
-    return _log_axes(
-        fig,
-        "sigma_t of the kick",
-        "gain |change of x0| / kick",
-        "A kick at sigma_t reaches the image scaled by the gain",
-        log_y=True,
-    )
+        traces.append(_line(p.sigmas_t, p.gain[j], f"u_{k} measured", mode="markers"))
+        predicted = f"u_{k} predicted sqrt(l/(l+s^2))"
+        traces.append(_line(p.sigmas_t, p.predicted[j], predicted, mode="lines", line=DASH))
+    title = "A kick at sigma_t reaches the image scaled by the gain"
+    return _curves(traces, "sigma_t of the kick", "gain |change of x0| / kick", title, log_y=True)
 
 
-def trajectories_figure(r: Results, columns: int = 8) -> go.Figure:
+def trajectories_figure(pr: TrajectoryPair, s: Settings, columns: int = 8) -> go.Figure:
     """x0-estimates along analytic (Gaussian) and learned paths: rows analytic / learned
     per sample, columns from sigma_max to 0."""
-    pr, shape = r.pair, image_shape(r.settings)
+    from pflow_explore.viz import image_grid_figure
+
     cols = torch.linspace(0, len(pr.sigmas) - 1, columns).round().long()
     rows, titles = [], []
-    for j in range(min(r.settings.n_show, pr.analytic.shape[1])):
+    for j in range(min(s.n_show, pr.analytic.shape[1])):
         for name, path in (("G", pr.analytic_x0), ("net", pr.learned_x0)):
             rows.append(path[cols, j])
             titles += [f"{name} {float(pr.sigmas[c]):.2g}" for c in cols.tolist()]
-    images = torch.cat(rows).reshape(-1, *shape).clamp(-1, 1)
-    return image_grid_strip(images, columns, titles)
+    images = torch.cat(rows).reshape(-1, *image_shape(s)).clamp(-1, 1)
+    title = "x0-estimates: Gaussian (G) vs trained (net), sigma from 80 to 0"
+    return image_grid_figure(images, nrow=columns, titles=titles, tile_px=56, title=title)
 
 
-def image_grid_strip(images: Tensor, columns: int, titles: list[str]) -> go.Figure:
-    from pflow_explore.viz import image_grid_figure
-
-    return image_grid_figure(
-        images,
-        nrow=columns,
-        titles=titles,
-        tile_px=56,
-        title="x0-estimates: Gaussian (G) vs trained (net), sigma from 80 to 0",
-    )
-
-
-def rotation_figure(r: Results) -> go.Figure:
+def rotation_figure(pr: TrajectoryPair) -> go.Figure:
     """Rotation residual (mean over paths) along the analytic and learned trajectories."""
-    pr = r.pair
-    fig = go.Figure(
-        [
-            go.Scatter(
-                x=_v(pr.sigmas[1:-1]), y=_v(pr.residual_analytic.mean(1)[1:-1]), name="Gaussian"
-            ),
-            go.Scatter(
-                x=_v(pr.sigmas[1:-1]), y=_v(pr.residual_learned.mean(1)[1:-1]), name="trained"
-            ),
-        ]
-    )
+    inner = pr.sigmas[1:-1]
+    traces = [
+        _line(inner, pr.residual_analytic.mean(1)[1:-1], "Gaussian"),
+        _line(inner, pr.residual_learned.mean(1)[1:-1], "trained"),
+    ]
+    y = "share of x(sigma) - mu outside span{x_T, x_0}"
+    fig = _curves(traces, "sigma", y, "Trajectories are nearly 2D rotations")
     fig.update_xaxes(autorange="reversed")
-    return _log_axes(
-        fig,
-        "sigma",
-        "share of x(sigma) - mu outside span{x_T, x_0}",
-        "Trajectories are nearly 2D rotations",
-    )
+    return fig
 
 
-def teleported_samples_figure(r: Results, n: int = 8) -> go.Figure:
+def teleported_samples_figure(t: Teleportation, s: Settings, n: int = 8) -> go.Figure:
     """The first n samples (same x_T) for every skip fraction, one row each."""
     from pflow_explore.viz import image_grid_figure
 
-    t = r.teleport
-    imgs = t.samples[:, :n].reshape(-1, *image_shape(r.settings)).clamp(-1, 1)
+    imgs = t.samples[:, :n].reshape(-1, *image_shape(s)).clamp(-1, 1)
     titles = [f"X={f:.0%}" if i == 0 else "" for f in t.fractions.tolist() for i in range(n)]
-    return image_grid_figure(
-        imgs,
-        nrow=n,
-        titles=titles,
-        tile_px=48,
-        title="Samples from the same x_T, skipping X of the steps",
-    )
+    title = "Samples from the same x_T, skipping X of the steps"
+    return image_grid_figure(imgs, nrow=n, titles=titles, tile_px=48, title=title)
 
 
 def figures(r: Results) -> dict[str, go.Figure]:
+    """Every figure of the chapter, by name (``pflow-explore figures painters``)."""
+    s, pair, tel, e = r.settings, r.pair, r.teleport, r.emergence
     return {
-        "explained_share": explained_share_figure(r),
-        "feature_emergence": feature_emergence_figure(r),
-        "feature_shares": feature_shares_figure(r),
-        "teleportation": teleportation_figure(r),
-        "teleported_samples": teleported_samples_figure(r),
-        "perturbation": perturbation_figure(r),
-        "trajectories": trajectories_figure(r),
-        "rotation": rotation_figure(r),
+        "explained_share": explained_share_figure(r.share),
+        "feature_emergence": feature_emergence_figure(e),
+        "feature_shares": feature_shares_figure(e),
+        "teleportation": teleportation_figure(tel),
+        "teleported_samples": teleported_samples_figure(tel, s),
+        "perturbation": perturbation_figure(r.perturbation),
+        "trajectories": trajectories_figure(pair, s),
+        "rotation": rotation_figure(pair),
     }
 
 

@@ -29,6 +29,23 @@ class MLP(nn.Module):
 
     Class conditioning: ``y=None`` or ``y == n_classes`` (the null class) is unconditional;
     see :func:`pflow_explore.nets.embeddings.drop_labels` for training with it.
+
+    ``time_scale``: the frequency scale of the time features (TimeEmbedding's ``scale``;
+    None keeps its default, 1000 for sinusoidal features, the DDPM choice for t counted in
+    steps 0..1000). For t in [0, 1], 1000 puts features up to sin(1000 t) into the net; the
+    learned velocity then wiggles in t and dopri5 needs ~1.4-1.7x the evaluations of a net
+    with ``time_scale`` 30-100, whose samples are about as good (1 is too smooth: worse
+    samples); see benchmarks/results/fit_overhead.md. The default is kept so that shipped
+    weights keep their meaning; the option draws the same random numbers, so a net built
+    with it starts from the same weights.
+
+    ``fast_condition``: when every row shares one c (a scalar t and no per-sample labels:
+    what ODE solvers and widgets pass), compute each layer as
+    W [h, c] + b = W_h h + (W_c c + b) with the bracket once per call instead of
+    concatenating c to all B rows: the same function, ~2x cheaper to evaluate on a 2D
+    batch of 4000 (benchmarks/fit_overhead.py), equal to the default up to float rounding
+    (~1e-9), which is why it is off by default. It changes no parameter and can be switched
+    on a trained net (``net.fast_condition = True``).
     """
 
     def __init__(
@@ -40,13 +57,17 @@ class MLP(nn.Module):
         n_classes: int | None = None,
         time_kind: str = "sinusoidal",
         log_scale: bool = False,
+        time_scale: float | None = None,
+        fast_condition: bool = False,
     ) -> None:
         super().__init__()
         for name, value, low in (("dim", dim, 1), ("hidden", hidden, 1), ("depth", depth, 1)):
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        self.dim, self.n_classes = dim, n_classes
-        self.time_embedding = TimeEmbedding(time_dim, kind=time_kind, log_scale=log_scale)
+        self.dim, self.n_classes, self.fast_condition = dim, n_classes, fast_condition
+        self.time_embedding = TimeEmbedding(
+            time_dim, kind=time_kind, log_scale=log_scale, scale=time_scale
+        )
         self.class_embedding = (
             ClassEmbedding(n_classes, time_dim) if n_classes is not None else None
         )
@@ -74,8 +95,22 @@ class MLP(nn.Module):
         """x: (B, d), t: float, () or (B,), y: (B,) int64 or None -> (B, d)."""
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (B, {self.dim}), got {tuple(x.shape)}")
+        shared = torch.as_tensor(t).numel() == 1 and (y is None or torch.as_tensor(y).numel() == 1)
+        if self.fast_condition and shared and len(x) > 0:
+            return self._forward_shared(x, self.condition(t, y, x[:1]))
         c = self.condition(t, y, x)
         h = x
         for i, layer in enumerate(self.layers):
             h = layer(torch.cat([self.act(h) if i else h, c], dim=-1))
+        return self.out(self.act(h))
+
+    def _forward_shared(self, x: Tensor, c: Tensor) -> Tensor:
+        """The forward pass for one conditioning row c (1, time_dim) shared by all of x."""
+        h = x
+        for i, layer in enumerate(self.layers):
+            w_h, w_c = layer.weight.split([layer.in_features - c.shape[1], c.shape[1]], dim=1)
+            # (1, hidden) broadcast over the rows: the conditioning term once per call
+            h = torch.addmm(
+                nn.functional.linear(c, w_c, layer.bias), self.act(h) if i else h, w_h.T
+            )
         return self.out(self.act(h))

@@ -2,11 +2,13 @@
 
 Pure functions with no widget state; ``widgets/`` wraps their traces in FigureWidgets.
 ``*_trace`` builders return one trace to compose; ``*_figure`` builders a whole figure.
+The shared look (template, colours, layout defaults) is in ``viz.style``.
 """
 
 from __future__ import annotations
 
-from pflow_explore.viz.arrays import as_numpy, padded_range, polylines
+from pflow_explore.viz.arrays import as_numpy, padded_range, plain_floats, polylines
+from pflow_explore.viz.curves import curve_trace, curves_figure
 from pflow_explore.viz.fields import (
     arrow_scale,
     density_heatmap_figure,
@@ -23,12 +25,15 @@ from pflow_explore.viz.points import plane_layout, points_figure, points_trace, 
 __all__ = [
     "arrow_scale",
     "as_numpy",
+    "curve_trace",
+    "curves_figure",
     "density_heatmap_figure",
     "density_heatmap_trace",
     "density_on_grid",
     "image_grid",
     "image_grid_figure",
     "padded_range",
+    "plain_floats",
     "plane_grid",
     "plane_layout",
     "points_figure",

@@ -8,6 +8,7 @@ of 10^5 points renders and updates far faster than 10^3 traces of 100 points.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,16 @@ def as_numpy(x: Any, name: str = "array", dtype: type = np.float64) -> np.ndarra
         raise ValueError(
             f"{name} must be numeric (a tensor or array), got {type(x).__name__}"
         ) from err
+
+
+def plain_floats(x: Any) -> list[float | None]:
+    """``x`` (any shape) flattened to Python floats, NaN and infinities as None.
+
+    Plotly converts a tensor element by element (slowly), and a NaN in a FigureWidget's data
+    is not valid JSON: it stops every widget on the page. None draws as a gap.
+    """
+    a = as_numpy(x, "values").reshape(-1)
+    return [v if math.isfinite(v) else None for v in a.tolist()]
 
 
 def check_shape(x: np.ndarray, name: str, shape: Sequence[int | None], meaning: str) -> None:

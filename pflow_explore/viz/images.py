@@ -14,7 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from pflow_explore.viz.arrays import as_numpy
-from pflow_explore.viz.points import TEMPLATE
+from pflow_explore.viz.style import IMAGE_HOVER, figure_layout, margins
 
 
 def to_uint8(images: Any) -> np.ndarray:
@@ -104,15 +104,15 @@ def image_grid_figure(
             )
         )
     scale = tile_px / w  # screen pixels per image pixel
-    margin = dict(l=10, r=10, t=40 if title else 10, b=10)
+    margin = margins(10, 10, 40 if title else 10, 10)
     return go.Figure(
-        data=[go.Image(z=grid, hovertemplate="(%{x}, %{y})<extra></extra>")],
-        layout=dict(
-            title=title,
-            template=TEMPLATE,
-            width=int(grid.shape[1] * scale) + margin["l"] + margin["r"],
+        data=[go.Image(z=grid, hovertemplate=IMAGE_HOVER)],
+        layout=figure_layout(
+            title,
             height=int(grid.shape[0] * scale) + margin["t"] + margin["b"],
             margin=margin,
+            keep_view=False,
+            width=int(grid.shape[1] * scale) + margin["l"] + margin["r"],
             xaxis=dict(visible=False),
             yaxis=dict(visible=False, scaleanchor="x", autorange="reversed"),
             annotations=annotations,

@@ -12,10 +12,11 @@ import numpy as np
 import plotly.graph_objects as go
 
 from pflow_explore.viz.arrays import as_numpy, check_shape, padded_range, polylines
+from pflow_explore.viz.style import BLUE, figure_layout, margins
+from pflow_explore.viz.style import TEMPLATE as TEMPLATE  # its old home: keep the name
 
-SAMPLE_COLOR = "#1f77b4"
+SAMPLE_COLOR = BLUE
 PATH_COLOR = "rgba(90, 90, 90, 0.35)"
-TEMPLATE = "plotly_white"
 
 
 def plane_layout(
@@ -29,11 +30,10 @@ def plane_layout(
     ``constrain="domain"`` shrinks the plotting area rather than widening the ranges, so the
     requested limits stay exactly visible.
     """
-    return dict(
-        title=title,
-        template=TEMPLATE,
+    return figure_layout(
+        title,
         height=height,
-        margin=dict(l=40, r=20, t=50 if title else 20, b=40),
+        margin=margins(top=50 if title else 20),
         xaxis=dict(range=list(xlim) if xlim else None, constrain="domain", zeroline=False),
         yaxis=dict(
             range=list(ylim) if ylim else None,
@@ -43,7 +43,6 @@ def plane_layout(
             zeroline=False,
         ),
         showlegend=False,
-        uirevision="keep",  # keep the reader's zoom when the data change
     )
 
 

@@ -19,6 +19,7 @@ from pflow_explore.widgets.messages import (
     message_html,
     message_label,
     show_message,
+    show_rejected,
     shown_errors,
 )
 from pflow_explore.widgets.particle_movie import ParticleMovie, validated_movie
@@ -48,6 +49,7 @@ __all__ = [
     "message_html",
     "message_label",
     "show_message",
+    "show_rejected",
     "shown_errors",
     "validated_trajectories",
 ]

@@ -30,14 +30,15 @@ from pflow_explore.scale import single_threaded
 from pflow_explore.theory.gaussian_flow import GaussianFlow
 from pflow_explore.viz.arrays import as_numpy
 from pflow_explore.viz.images import to_uint8
-from pflow_explore.viz.points import TEMPLATE
+from pflow_explore.viz.style import GREEN, IMAGE_HOVER, RED, figure_layout, margins
+from pflow_explore.widgets.controls import checked_index
 from pflow_explore.widgets.live_figure import LiveFigure
-from pflow_explore.widgets.messages import message_label, show_message, shown_errors
+from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
 from pflow_explore.widgets.stepping import StepControls
 
 SHARE_RANGE = (-0.5, 1.5)
-BAR_COLOR = "#2ca02c"
-PREDICTION_COLOR = "#d62728"
+BAR_COLOR = GREEN
+PREDICTION_COLOR = RED
 
 
 def fixed_feature_share(
@@ -187,34 +188,15 @@ class DigitsStepper(StepControls, widgets.VBox):
             trajectory, sigmas, x0_estimates, flow, self.top_k, image_shape
         )
         self._step = 0
-        self._quiet = False
         # Drawn before wrapping: a frontend that connects later (Voila renders after the
         # notebook ran) builds its view from the FigureWidget's construction-time data.
         draft = self._empty_figure(image_px)
         self._fill(draft, 0)
         self.figure = LiveFigure(draft)
 
-        last = self.n_steps
-        self.slider = widgets.IntSlider(
-            value=0, min=0, max=last, description="step", layout=widgets.Layout(width="360px")
-        )
-        self.play = widgets.Play(value=0, min=0, max=last, step=1, interval=int(interval_ms))
-        self.play_link = widgets.jslink((self.play, "value"), (self.slider, "value"))
-        self.prev_button = widgets.Button(
-            icon="step-backward", tooltip="previous step", layout={"width": "40px"}
-        )
-        self.next_button = widgets.Button(
-            icon="step-forward", tooltip="next step", layout={"width": "40px"}
-        )
-        self.time_label = widgets.HTML()
+        controls = self.step_row(interval_ms)
         self.readout = widgets.HTML()
         self.message = message_label()
-        self.slider.observe(self._on_slider, names="value")
-        self.prev_button.on_click(lambda _: self._guarded_step(self._step - 1))
-        self.next_button.on_click(lambda _: self._guarded_step(self._step + 1))
-        controls = widgets.HBox(
-            [self.play, self.prev_button, self.next_button, self.slider, self.time_label]
-        )
         super().__init__([self.figure, controls, self.readout, self.message])
         self.step_to(0)
 
@@ -263,21 +245,10 @@ class DigitsStepper(StepControls, widgets.VBox):
                 self.image_shape,
             )
         if not outcome.ok:
-            reason = str(outcome.error).rstrip(".")
-            show_message(self.message, f"{reason}. Showing the previous trajectory.")
-            return False
+            return show_rejected(self.message, outcome.error, "Showing the previous trajectory")
         self._data = data
         self._step = min(self._step, self.n_steps)
-        self._quiet = True
-        try:  # lowering max clamps value: set the step first when shrinking
-            if self.n_steps >= self.slider.max:
-                self.slider.max = self.play.max = self.n_steps
-                self.slider.value = self.play.value = self._step
-            else:
-                self.slider.value = self.play.value = self._step
-                self.slider.max = self.play.max = self.n_steps
-        finally:
-            self._quiet = False
+        self._fit_step_range()
         self.step_to(self._step)
         return True
 
@@ -296,10 +267,8 @@ class DigitsStepper(StepControls, widgets.VBox):
             ),
         )
         k = np.arange(1, self._data.shares.shape[1] + 1)
-        fig.add_trace(go.Image(name="x_t", hovertemplate="(%{x}, %{y})<extra></extra>"), 1, 1)
-        fig.add_trace(
-            go.Image(name="x0-estimate", hovertemplate="(%{x}, %{y})<extra></extra>"), 1, 2
-        )
+        fig.add_trace(go.Image(name="x_t", hovertemplate=IMAGE_HOVER), 1, 1)
+        fig.add_trace(go.Image(name="x0-estimate", hovertemplate=IMAGE_HOVER), 1, 2)
         fig.add_trace(
             go.Bar(
                 x=k,
@@ -329,12 +298,12 @@ class DigitsStepper(StepControls, widgets.VBox):
         fig.update_yaxes(range=[SHARE_RANGE[0] - 0.05, SHARE_RANGE[1] + 0.05], row=1, col=3)
         fig.add_hline(y=1.0, line=dict(color="#888", width=1, dash="dash"), row=1, col=3)
         fig.update_layout(
-            template=TEMPLATE,
-            height=image_px + 90,
-            width=int(image_px / 0.27) + 60,
-            margin=dict(l=20, r=20, t=40, b=50),
-            legend=dict(orientation="h", x=0.55, y=-0.25),
-            uirevision="keep",
+            **figure_layout(
+                height=image_px + 90,
+                margin=margins(20, 20, 40, 50),
+                width=int(image_px / 0.27) + 60,
+                legend=dict(orientation="h", x=0.55, y=-0.25),
+            )
         )
         return fig
 
@@ -350,10 +319,7 @@ class DigitsStepper(StepControls, widgets.VBox):
 
     def step_to(self, i: int) -> None:
         """Show step i in [0, n_steps]: both images, the bars and the prediction, in place."""
-        if isinstance(i, bool) or int(i) != i or not 0 <= i <= self.n_steps:
-            raise ValueError(f"step must be an integer in [0, {self.n_steps}], got {i!r}")
-        i = int(i)
-        self._step = i
+        i = self._step = checked_index(i, self.n_steps)
         d = self._data
         self._fill(self.figure, i)
         sigma = d.sigmas[i]

@@ -20,16 +20,17 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from pflow_explore.viz.arrays import as_numpy
-from pflow_explore.viz.points import TEMPLATE
+from pflow_explore.viz.style import BLUE, GRAY, GREEN, ORANGE, PURPLE, RED, figure_layout, margins
+from pflow_explore.widgets.controls import checked_index, set_quietly
 from pflow_explore.widgets.live_figure import LiveFigure
-from pflow_explore.widgets.messages import message_label, show_message, shown_errors
+from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
 
 EXACT_COLOR = "#222222"
 BAND_COLOR = "rgba(44, 160, 44, 0.15)"
-WITHIN_COLOR = "#2ca02c"
-OUTSIDE_COLOR = "#d62728"
-UNDECIDED_COLOR = "#7f7f7f"  # no exact value, or exact = 0 (relative error undefined)
-EXTRA_COLORS = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2"]
+WITHIN_COLOR = GREEN
+OUTSIDE_COLOR = RED
+UNDECIDED_COLOR = GRAY  # no exact value, or exact = 0 (relative error undefined)
+EXTRA_COLORS = [BLUE, ORANGE, PURPLE, "#8c564b", "#e377c2"]
 CURVE_POINTS = 200
 
 
@@ -121,12 +122,12 @@ class EPRSweep(widgets.VBox):
         else:
             fig = go.Figure()
         fig.update_layout(
-            title=title,
-            template=TEMPLATE,
-            height=height,
-            margin=dict(l=50, r=20, t=50 if title else 30, b=90),
-            legend=dict(orientation="h", y=-0.25),
-            uirevision="keep",
+            **figure_layout(
+                title,
+                height=height,
+                margin=margins(50, 20, 50 if title else 30, 90),
+                legend=dict(orientation="h", y=-0.25),
+            )
         )
         cell = self._cell()
         fig.update_xaxes(title_text=self.parameter_label, **cell)
@@ -408,19 +409,11 @@ class EPRSweep(widgets.VBox):
 
     def set_index(self, i: int) -> None:
         """Pick sweep value i in [0, m-1]: ring it, show its numbers and its histogram."""
-        m = self.v0.shape[0]
-        if isinstance(i, bool) or int(i) != i or not 0 <= i < m:
-            raise ValueError(f"index must be an integer in [0, {m - 1}], got {i!r}")
-        self._index = int(i)
+        self._index = checked_index(i, self.v0.shape[0] - 1, "index")
         with self.figure.batch_update():
             self._draw_current(self.figure)
         self._write_text()
-        if self.slider.value != self._index:
-            self._quiet = True
-            try:
-                self.slider.value = self._index
-            finally:
-                self._quiet = False
+        set_quietly(self, self.slider, self._index)
 
     def set_v0(self, v0: float) -> None:
         """Pick the sweep value equal (to 1e-9 relative) to ``v0``; ValueError if none is."""
@@ -454,20 +447,15 @@ class EPRSweep(widgets.VBox):
         with shown_errors(self.message) as outcome:
             self._tolerance = self._checked_tolerance(percent)
         if not outcome.ok:
-            reason = str(outcome.error).rstrip(".")
-            show_message(
-                self.message, f"{reason}. Keeping the previous tolerance ({self._tolerance:g} %)."
+            return show_rejected(
+                self.message,
+                outcome.error,
+                f"Keeping the previous tolerance ({self._tolerance:g} %)",
             )
-            return False
         with self.figure.batch_update():
             self._draw_curves(self.figure)
         self._write_text()
-        if self.tolerance_box.value != self._tolerance:
-            self._quiet = True
-            try:
-                self.tolerance_box.value = self._tolerance
-            finally:
-                self._quiet = False
+        set_quietly(self, self.tolerance_box, self._tolerance)
         return True
 
     def _on_tolerance(self, change: dict[str, Any]) -> None:
@@ -506,9 +494,7 @@ class EPRSweep(widgets.VBox):
             if exact is None and self._curve is not None:
                 parts = (parts[0], parts[1], self._curve, *parts[3:])
         if not outcome.ok:
-            reason = str(outcome.error).rstrip(".")
-            show_message(self.message, f"{reason}. Showing the previous values.")
-            return False
+            return show_rejected(self.message, outcome.error, "Showing the previous values")
         self._set(*parts)
         with self.figure.batch_update():
             self._draw_curves(self.figure)

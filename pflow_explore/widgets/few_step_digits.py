@@ -31,8 +31,9 @@ from torch import Tensor
 from pflow_explore.scale import single_threaded
 from pflow_explore.viz.arrays import as_numpy
 from pflow_explore.viz.images import image_grid, image_grid_figure
+from pflow_explore.widgets.controls import checked_index, on_values, quietly
 from pflow_explore.widgets.live_figure import LiveFigure
-from pflow_explore.widgets.messages import message_label, show_message, shown_errors
+from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
 from pflow_explore.widgets.reflow_explorer import step_counts
 from pflow_explore.widgets.stepping import StepControls
 
@@ -167,7 +168,6 @@ class FewStepDigits(StepControls, widgets.VBox):
         self._guidance_value = min(max(start, lo), hi) if guidance is None else start
         self._states = self._computed(self._model, self._steps_value, self._guidance_value)
         self._step = self.n_steps
-        self._quiet = False
 
         draft = image_grid_figure(
             self._display(self._step), self.nrow, title=title, tile_px=tile_px
@@ -198,44 +198,29 @@ class FewStepDigits(StepControls, widgets.VBox):
         )
         self.guidance_box.add_class("pflow-input")  # validated: the browser test types -1 here
         self.message = message_label()
-        self.slider = widgets.IntSlider(
+        states_row = self.step_row(
+            interval_ms,
+            noun="state",
             value=self._step,
-            min=0,
-            max=self.n_steps,
-            description="state",
+            slider_width=None,
             disabled=self.n_steps == 0,
         )
-        self.play = widgets.Play(
-            value=self._step, min=0, max=self.n_steps, interval=int(interval_ms)
-        )
-        self.play_link = widgets.jslink((self.play, "value"), (self.slider, "value"))
-        self.prev_button = widgets.Button(
-            icon="step-backward", tooltip="previous state", layout={"width": "40px"}
-        )
-        self.next_button = widgets.Button(
-            icon="step-forward", tooltip="next state", layout={"width": "40px"}
-        )
-        self.time_label = widgets.HTML()
         self.readout = widgets.HTML()
 
-        self.steps_slider.observe(lambda c: self._on_setting("steps", c["new"]), names="value")
-        self.model_buttons.observe(lambda c: self._on_setting("model", c["new"]), names="value")
-        self.guidance_slider.observe(
-            lambda c: self._on_setting("guidance", c["new"]), names="value"
+        on_values(
+            self._on_setting,
+            ("steps", self.steps_slider),
+            ("model", self.model_buttons),
+            ("guidance", self.guidance_slider),
+            ("guidance", self.guidance_box),
         )
-        self.guidance_box.observe(lambda c: self._on_setting("guidance", c["new"]), names="value")
-        self.slider.observe(self._on_slider, names="value")
-        self.prev_button.on_click(lambda _: self._guarded_step(self._step - 1))
-        self.next_button.on_click(lambda _: self._guarded_step(self._step + 1))
         super().__init__(
             [
                 widgets.HBox([self.steps_slider, self.model_buttons]),
                 widgets.HBox([self.guidance_slider, self.guidance_box]),
                 self.message,
                 self.figure,
-                widgets.HBox(
-                    [self.play, self.prev_button, self.next_button, self.slider, self.time_label]
-                ),
+                states_row,
                 self.readout,
             ]
         )
@@ -312,9 +297,7 @@ class FewStepDigits(StepControls, widgets.VBox):
 
     def step_to(self, i: int) -> None:
         """Show state i in [0, n_steps] of the current trajectory (0 = the noise z0)."""
-        if isinstance(i, bool) or int(i) != i or not 0 <= i <= self.n_steps:
-            raise ValueError(f"state must be an integer in [0, {self.n_steps}], got {i!r}")
-        self._step = int(i)
+        self._step = checked_index(i, self.n_steps, "state")
         self.figure.data[0].z = image_grid(self._display(self._step), self.nrow)
         self._write_text()
         self._follow_slider(self._step)
@@ -325,9 +308,7 @@ class FewStepDigits(StepControls, widgets.VBox):
         with shown_errors(self.message) as outcome, single_threaded():
             states = self._computed(model, steps, guidance)
         if not outcome.ok:
-            reason = str(outcome.error).rstrip(".")
-            show_message(self.message, f"{reason}. Showing the previous samples.")
-            return False
+            return show_rejected(self.message, outcome.error, "Showing the previous samples")
         self._model, self._steps_value, self._guidance_value = model, int(steps), float(guidance)
         self._states = states
         self._sync_controls()
@@ -336,16 +317,13 @@ class FewStepDigits(StepControls, widgets.VBox):
 
     def _sync_controls(self) -> None:
         lo, hi = self.guidance_range
-        self._quiet = True
-        try:
+        with quietly(self):
             self.steps_slider.value = self._steps_value
             self.model_buttons.value = self._model
             self.guidance_slider.value = min(max(self._guidance_value, lo), hi)
             self.guidance_box.value = self._guidance_value
             self.slider.max = self.play.max = max(self.n_steps, 0)
             self.slider.disabled = self.n_steps == 0
-        finally:
-            self._quiet = False
 
     def _on_setting(self, name: str, value: Any) -> None:
         if self._quiet:

@@ -37,12 +37,22 @@ from pflow_explore.paths import VPLinear, karras_sigmas
 from pflow_explore.scale import single_threaded
 from pflow_explore.theory.gaussian_flow import GaussianFlow
 from pflow_explore.viz.arrays import as_numpy, padded_range
-from pflow_explore.viz.points import SAMPLE_COLOR, TEMPLATE, plane_layout
+from pflow_explore.viz.points import SAMPLE_COLOR, plane_layout
+from pflow_explore.viz.style import (
+    GREEN,
+    ORANGE,
+    figure_layout,
+    line_style,
+    margins,
+    marker_style,
+)
+from pflow_explore.widgets.controls import checked_index
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import (
     describe_error,
     message_label,
     show_message,
+    show_rejected,
     shown_errors,
 )
 from pflow_explore.widgets.stepping import StepControls
@@ -50,8 +60,8 @@ from pflow_explore.widgets.trajectory import FULL_PATH_COLOR, TRACED_PATH_COLOR
 
 F64 = torch.float64
 MAX_EIGENVALUE = 1000.0
-ESTIMATE_COLOR = "#ff7f0e"
-AXIS_COLOR = "#2ca02c"
+ESTIMATE_COLOR = ORANGE
+AXIS_COLOR = GREEN
 MODES = ("VE", "VP")
 
 # Trace names in drawing order; both figures (2D and 3D) hold them in this order.
@@ -247,7 +257,6 @@ class GaussianPlayground(StepControls, widgets.VBox):
         self._z[0] = [1.5, 1.0, 0.5]
         self._data_noise = np.random.default_rng(seed + 1).standard_normal((int(n_samples), 3))
         self._hold = False  # True while several controls change at once
-        self._quiet = False  # True while we move the step slider ourselves
         self._step = 0
         self._state: PlaygroundState | None = None
         self._figures: dict[int, go.FigureWidget] = {}
@@ -260,9 +269,7 @@ class GaussianPlayground(StepControls, widgets.VBox):
         super().__init__(
             [
                 self.figure_area,
-                widgets.HBox(
-                    [self.play, self.prev_button, self.next_button, self.slider, self.time_label]
-                ),
+                self.steps_row,
                 self.readout,
                 widgets.HBox([self.mode_toggle, self.dim_toggle, self.resample_button]),
                 widgets.HBox(self.eigenvalue_boxes),
@@ -285,24 +292,8 @@ class GaussianPlayground(StepControls, widgets.VBox):
         dim: int,
         interval_ms: int,
     ) -> None:
-        m = len(self._grids[mode])
-        self.slider = widgets.IntSlider(
-            value=0,
-            min=0,
-            max=m - 1,
-            description="step",
-            continuous_update=True,
-            layout=widgets.Layout(width="360px"),
-        )
-        self.play = widgets.Play(value=0, min=0, max=m - 1, step=1, interval=int(interval_ms))
-        self.play_link = widgets.jslink((self.play, "value"), (self.slider, "value"))
-        self.prev_button = widgets.Button(
-            icon="step-backward", tooltip="previous step", layout={"width": "40px"}
-        )
-        self.next_button = widgets.Button(
-            icon="step-forward", tooltip="next step", layout={"width": "40px"}
-        )
-        self.time_label = widgets.HTML()
+        # no state yet, so no n_steps: the grid of the starting mode sets the range
+        self.steps_row = self.step_row(interval_ms, last=len(self._grids[mode]) - 1)
         self.readout = widgets.HTML()
         self.message = message_label()
 
@@ -348,9 +339,6 @@ class GaussianPlayground(StepControls, widgets.VBox):
             for k in range(3)
         ]
 
-        self.slider.observe(self._on_slider, names="value")
-        self.prev_button.on_click(lambda _: self._guarded_step(self._step - 1))
-        self.next_button.on_click(lambda _: self._guarded_step(self._step + 1))
         self.resample_button.on_click(lambda _: self.resample())
         parameters = [self.mode_toggle, self.dim_toggle, self.angle_slider, self.tilt_slider]
         for control in parameters + self.eigenvalue_boxes + self.z_sliders:
@@ -433,9 +421,7 @@ class GaussianPlayground(StepControls, widgets.VBox):
         with shown_errors(self.message) as outcome, single_threaded():
             state = self._computed()
         if not outcome.ok:
-            reason = str(outcome.error).rstrip(".")
-            show_message(self.message, f"{reason}. Showing the previous picture.")
-            return False
+            return show_rejected(self.message, outcome.error, "Showing the previous picture")
         old_dim = self.state.dim
         self._state = state
         self._step = min(self._step, self.n_steps)
@@ -566,25 +552,19 @@ class GaussianPlayground(StepControls, widgets.VBox):
         trace_type = go.Scatter3d if three else go.Scatter
         msize = 0.6 if three else 1.0  # 3D markers look larger at the same size
         styles: dict[str, dict[str, Any]] = {
-            "data": dict(
-                mode="markers", marker=dict(color="rgba(140,140,140,0.35)", size=4 * msize)
-            ),
-            "1 sigma": dict(mode="lines", line=dict(color="#555", width=1.5)),
-            "2 sigma": dict(mode="lines", line=dict(color="#555", width=1, dash="dash")),
-            "p_t (1 sigma)": dict(
-                mode="lines", line=dict(color="rgba(31,119,180,0.6)", width=1.5, dash="dot")
-            ),
+            "data": marker_style("rgba(140,140,140,0.35)", 4 * msize),
+            "1 sigma": line_style("#555", 1.5),
+            "2 sigma": line_style("#555", 1, dash="dash"),
+            "p_t (1 sigma)": line_style("rgba(31,119,180,0.6)", 1.5, dash="dot"),
             "eigenvectors": dict(
                 mode="lines+text",
                 line=dict(color=AXIS_COLOR, width=2.5),
                 textfont=dict(color=AXIS_COLOR),
                 **({} if three else dict(textposition="top center")),
             ),
-            "paths": dict(mode="lines", line=dict(color=FULL_PATH_COLOR, width=1.5)),
-            "x0-estimate paths": dict(
-                mode="lines", line=dict(color="rgba(255,127,14,0.45)", width=1.2, dash="dot")
-            ),
-            "so far": dict(mode="lines", line=dict(color=TRACED_PATH_COLOR, width=2.5)),
+            "paths": line_style(FULL_PATH_COLOR, 1.5),
+            "x0-estimate paths": line_style("rgba(255,127,14,0.45)", 1.2, dash="dot"),
+            "so far": line_style(TRACED_PATH_COLOR, 2.5),
             "x_T": dict(  # the picked path (sliders) in red
                 mode="markers",
                 marker=dict(
@@ -593,8 +573,8 @@ class GaussianPlayground(StepControls, widgets.VBox):
                     size=8 * msize,
                 ),
             ),
-            "x_t to estimate": dict(mode="lines", line=dict(color=ESTIMATE_COLOR, width=1)),
-            "x_t": dict(mode="markers", marker=dict(color=SAMPLE_COLOR, size=9 * msize)),
+            "x_t to estimate": line_style(ESTIMATE_COLOR, 1),
+            "x_t": marker_style(SAMPLE_COLOR, 9 * msize),
             "x0-estimate": dict(  # Scatter3d's "x" draws as a box in some WebGL fallbacks
                 mode="markers",
                 marker=dict(
@@ -607,12 +587,8 @@ class GaussianPlayground(StepControls, widgets.VBox):
             extra = dict(hoverinfo="skip") if name in ("paths", "so far", "data") else {}
             data.append(trace_type(name=name, **styles[name], **extra))
         if three:
-            layout: dict[str, Any] = dict(
-                template=TEMPLATE,
-                height=520,
-                margin=dict(l=0, r=0, t=10, b=0),
-                scene=dict(aspectmode="cube"),
-                uirevision="keep",
+            layout = figure_layout(
+                height=520, margin=margins(0, 0, 10, 0), scene=dict(aspectmode="cube")
             )
         else:
             layout = plane_layout(None, height=480)
@@ -635,18 +611,8 @@ class GaussianPlayground(StepControls, widgets.VBox):
             trace.text = list(text)
 
     def _sync_slider_range(self) -> None:
-        """Slider and Play span the grid; lowering max would clamp value, so order matters."""
-        last = self.n_steps
-        self._quiet = True
-        try:
-            if last >= self.slider.max:
-                self.slider.max = self.play.max = last
-                self.slider.value = self.play.value = self._step
-            else:
-                self.slider.value = self.play.value = self._step
-                self.slider.max = self.play.max = last
-        finally:
-            self._quiet = False
+        """Slider and Play span the grid (:meth:`StepControls._fit_step_range`)."""
+        self._fit_step_range()
 
     def _draw(self, fig: go.Figure) -> None:
         """Draw everything that depends on the parameters into ``fig``, then the step."""
@@ -745,14 +711,7 @@ class GaussianPlayground(StepControls, widgets.VBox):
 
         Only the step-dependent traces change (one batched message); the slider follows.
         """
-        if isinstance(i, bool) or int(i) != i or not 0 <= i <= self.n_steps:
-            raise ValueError(f"step must be an integer in [0, {self.n_steps}], got {i!r}")
-        self._step = int(i)
+        self._step = checked_index(i, self.n_steps)
         self._draw_step(self.figure)
         self._write_readout()
-        if self.slider.value != self._step:
-            self._quiet = True
-            try:
-                self.slider.value = self.play.value = self._step
-            finally:
-                self._quiet = False
+        self._follow_slider(self._step, play=True)

@@ -33,13 +33,14 @@ from pflow_explore.scale import single_threaded
 from pflow_explore.theory.interpolant_fields import InterpolantFields
 from pflow_explore.viz.fields import density_heatmap_trace, plane_grid, quiver_trace
 from pflow_explore.viz.points import plane_layout, points_trace
+from pflow_explore.widgets.controls import quietly, set_quietly
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import (
     clear_message,
     describe_error,
     message_html,
     message_label,
-    show_message,
+    show_rejected,
     shown_errors,
 )
 
@@ -421,11 +422,9 @@ class InterpolantExplorer(widgets.VBox):
         with shown_errors(self.message, clear=False) as outcome:
             picture = self._pictured(self._config, t, self._field)
         if not outcome.ok:
-            show_message(
-                self.message,
-                f"{describe_error(outcome.error).rstrip('.')}. Showing the previous picture.",
+            return show_rejected(
+                self.message, describe_error(outcome.error), "Showing the previous picture"
             )
-            return False
         if not self._config_error:
             clear_message(self.message)
         self._show(picture)
@@ -434,12 +433,7 @@ class InterpolantExplorer(widgets.VBox):
 
     def _quietly(self, control: widgets.ValueWidget, value: Any) -> None:
         """Move a control to ``value`` without running its callback."""
-        if control.value != value:
-            self._holding = True
-            try:
-                control.value = value
-            finally:
-                self._holding = False
+        set_quietly(self, control, value, "_holding")
 
     def set_field(self, field: str) -> bool:
         """Show the field "b", "s" or "none"; True on success, never raises."""
@@ -488,13 +482,12 @@ class InterpolantExplorer(widgets.VBox):
         if not outcome.ok:
             self._config_error = True
             c = self._config
-            show_message(
+            return show_rejected(
                 self.message,
-                f"{describe_error(outcome.error).rstrip('.')}. Showing the last valid "
-                f"setting ({c.interpolant}, γ {c.gamma}"
-                f"{f', a = {c.a:g}' if c.gamma == 'sqrt' else ''}).",
+                describe_error(outcome.error),
+                f"Showing the last valid setting ({c.interpolant}, γ {c.gamma}"
+                f"{f', a = {c.a:g}' if c.gamma == 'sqrt' else ''})",
             )
-            return False
         self._config_error = False
         self._config = config
         self._show(picture)
@@ -520,8 +513,7 @@ class InterpolantExplorer(widgets.VBox):
         Returns :meth:`update_config`'s result: a bad value gives a message and False.
         """
         with shown_errors(self.message) as outcome:
-            self._holding = True
-            try:
+            with quietly(self, "_holding"):
                 for menu, value, name in (
                     (self.rho0_menu, rho0, "rho0"),
                     (self.rho1_menu, rho1, "rho1"),
@@ -535,8 +527,6 @@ class InterpolantExplorer(widgets.VBox):
                         menu.value = value
                 if a is not None:
                     self.a_box.value = float(a)
-            finally:
-                self._holding = False
         if not outcome.ok:  # nothing was changed: the controls still hold a valid setting
             return False
         return self.update_config()

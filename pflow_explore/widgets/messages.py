@@ -50,6 +50,17 @@ def show_message(label: widgets.HTML, text: str, kind: str = "error") -> None:
     label.value = message_html(text, kind)
 
 
+def show_rejected(label: widgets.HTML, error: BaseException | str | None, keeps: str) -> bool:
+    """Say in ``label`` why input was rejected and what stays: ``"<reason>. <keeps>."``.
+
+    ``error``: the exception (its text is the reason) or the reason itself; ``keeps``: a
+    sentence such as ``"Showing the previous picture"``. Returns False, so a
+    setter can end with ``return show_rejected(...)``.
+    """
+    show_message(label, f"{str(error).rstrip('.')}. {keeps}.")
+    return False
+
+
 def clear_message(label: widgets.HTML) -> None:
     """Remove the message from ``label``."""
     label.value = ""

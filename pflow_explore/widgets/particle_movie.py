@@ -12,6 +12,7 @@ Prev/Next) rewrites the data of the two traces in place inside one ``batch_updat
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
@@ -20,12 +21,14 @@ import plotly.graph_objects as go
 
 from pflow_explore.viz.arrays import as_numpy, padded_range
 from pflow_explore.viz.points import plane_layout
+from pflow_explore.viz.style import BLUE, line_style
+from pflow_explore.widgets.controls import checked_index, quietly, set_quietly
 from pflow_explore.widgets.live_figure import LiveFigure
-from pflow_explore.widgets.messages import message_label, show_message, shown_errors
+from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
 from pflow_explore.widgets.stepping import StepControls
 
 ARROW_COLOR = "rgba(40, 40, 40, 0.7)"
-PLAIN_COLOR = "#1f77b4"
+PLAIN_COLOR = BLUE
 BOX_COLOR = "rgba(80, 80, 80, 0.8)"
 MAX_DEFAULT_ARROWS = 1024  # beyond this the default draws every m-th arrow
 
@@ -153,7 +156,6 @@ class ParticleMovie(StepControls, widgets.VBox):
         self.box_origin = -self.box / 2 if box is not None and box_origin is None else box_origin
         self.color_label = str(color_label)
         self._step = 0
-        self._quiet = False
         x, c, v, t = validated_movie(frames, colors, currents, times)
         self._set_arrays(x, c, v, t)
         n = x.shape[1]
@@ -171,12 +173,7 @@ class ParticleMovie(StepControls, widgets.VBox):
 
         draft = go.Figure(layout=self._layout(title, height))
         draft.add_trace(
-            go.Scatter(
-                mode="lines",
-                name="current",
-                line=dict(color=ARROW_COLOR, width=1.2),
-                hoverinfo="skip",
-            )
+            go.Scatter(name="current", hoverinfo="skip", **line_style(ARROW_COLOR, 1.2))
         )
         draft.add_trace(
             go.Scatter(
@@ -197,13 +194,11 @@ class ParticleMovie(StepControls, widgets.VBox):
         self.figure = LiveFigure(draft)
         self._arrows, self._particles = self.figure.data
 
-        self._build_controls(interval_ms)
+        steps_row = self._build_controls(interval_ms)
         super().__init__(
             [
                 self.figure,
-                widgets.HBox(
-                    [self.play, self.prev_button, self.next_button, self.slider, self.time_label]
-                ),
+                steps_row,
                 self.readout,
                 widgets.HBox([self.arrow_scale_box, self.arrow_every_box, self.color_slider]),
                 self.message,
@@ -294,25 +289,9 @@ class ParticleMovie(StepControls, widgets.VBox):
 
     # --- controls ---------------------------------------------------------------------
 
-    def _build_controls(self, interval_ms: int) -> None:
-        t_max = self.n_steps
-        self.slider = widgets.IntSlider(
-            value=0,
-            min=0,
-            max=t_max,
-            description="frame",
-            continuous_update=True,
-            layout=widgets.Layout(width="360px"),
-        )
-        self.play = widgets.Play(value=0, min=0, max=t_max, step=1, interval=int(interval_ms))
-        self.play_link = widgets.jslink((self.play, "value"), (self.slider, "value"))
-        self.prev_button = widgets.Button(
-            icon="step-backward", tooltip="previous frame", layout={"width": "40px"}
-        )
-        self.next_button = widgets.Button(
-            icon="step-forward", tooltip="next frame", layout={"width": "40px"}
-        )
-        self.time_label = widgets.Label()
+    def _build_controls(self, interval_ms: int) -> widgets.HBox:
+        """The frame row (returned) and the arrow/colour controls; each calls its setter."""
+        steps_row = self.step_row(interval_ms, noun="frame", time_label=widgets.Label)
         self.readout = widgets.HTML()
         self.message = message_label()
         self.arrow_scale_box = widgets.FloatText(
@@ -338,13 +317,10 @@ class ParticleMovie(StepControls, widgets.VBox):
             layout=widgets.Layout(width="380px"),
         )
         self._fit_color_slider()
-
-        self.slider.observe(self._on_slider, names="value")
-        self.prev_button.on_click(lambda _: self._guarded_step(self._step - 1))
-        self.next_button.on_click(lambda _: self._guarded_step(self._step + 1))
         self.arrow_scale_box.observe(self._on_control, names="value")
         self.arrow_every_box.observe(self._on_control, names="value")
         self.color_slider.observe(self._on_control, names="value")
+        return steps_row
 
     def _on_control(self, change: dict[str, Any]) -> None:
         if self._quiet_controls:  # the widget itself is moving the control
@@ -362,8 +338,7 @@ class ParticleMovie(StepControls, widgets.VBox):
         lo, hi = self._color_range
         if self._c is not None:
             lo, hi = min(lo, float(self._c.min())), max(hi, float(self._c.max()))
-        self._quiet_controls = True
-        try:
+        with quietly(self, "_quiet_controls"):
             s = self.color_slider
             # widen first, so setting min / max never clamps the value on the way
             s.min, s.max = min(s.min, lo), max(s.max, hi)
@@ -371,8 +346,6 @@ class ParticleMovie(StepControls, widgets.VBox):
             s.value = self._color_range
             s.min, s.max = lo, hi
             s.disabled = self._c is None
-        finally:
-            self._quiet_controls = False
 
     _quiet_controls = False
 
@@ -410,29 +383,27 @@ class ParticleMovie(StepControls, widgets.VBox):
     # --- setters (code and controls) --------------------------------------------------
 
     def _rejected(self, outcome: shown_errors, keeps: str) -> bool:
-        reason = str(outcome.error).rstrip(".")
-        show_message(self.message, f"{reason}. Keeping the previous {keeps}.")
-        return False
+        return show_rejected(self.message, outcome.error, f"Keeping the previous {keeps}")
+
+    def _set_option(self, name: str, value: Any, check: Callable[[Any], Any], kept: str) -> bool:
+        """``self._<name> = check(value)``, redraw, and move the box ``<name>_box`` to it; a
+        bad value shows a message naming what is kept (``kept`` formatted with the old
+        value) and returns False."""
+        with shown_errors(self.message) as outcome:
+            setattr(self, f"_{name}", check(value))
+            self._redraw()
+        if not outcome.ok:
+            return self._rejected(outcome, kept.format(getattr(self, f"_{name}")))
+        self._sync_box(getattr(self, f"{name}_box"), getattr(self, f"_{name}"))
+        return True
 
     def set_arrow_scale(self, scale: float) -> bool:
         """Draw arrows as scale * current; False (and a message) unless 0 < scale < inf."""
-        with shown_errors(self.message) as outcome:
-            self._arrow_scale = self._checked_scale(scale)
-            self._redraw()
-        if not outcome.ok:
-            return self._rejected(outcome, f"arrow scale ({self._arrow_scale:.4g})")
-        self._sync_box(self.arrow_scale_box, self._arrow_scale)
-        return True
+        return self._set_option("arrow_scale", scale, self._checked_scale, "arrow scale ({:.4g})")
 
     def set_arrow_every(self, every: int) -> bool:
         """Draw the current of particles 0, m, 2m, ...; False (and a message) unless 1 <= m <= N."""
-        with shown_errors(self.message) as outcome:
-            self._arrow_every = self._checked_every(every)
-            self._redraw()
-        if not outcome.ok:
-            return self._rejected(outcome, f"arrows (every {self._arrow_every})")
-        self._sync_box(self.arrow_every_box, self._arrow_every)
-        return True
+        return self._set_option("arrow_every", every, self._checked_every, "arrows (every {})")
 
     def set_color_range(self, lo: float, hi: float) -> bool:
         """Fix the colour scale to [lo, hi] for all frames; False (and a message) if lo >= hi."""
@@ -447,12 +418,7 @@ class ParticleMovie(StepControls, widgets.VBox):
 
     def _sync_box(self, box: widgets.Widget, value: float) -> None:
         """Show ``value`` in ``box`` (after a code-side set) without re-entering the setter."""
-        if box.value != value:
-            self._quiet_controls = True
-            try:
-                box.value = value
-            finally:
-                self._quiet_controls = False
+        set_quietly(self, box, value, "_quiet_controls")
 
     def set_data(
         self, frames: Any, colors: Any = None, currents: Any = None, times: Any = None
@@ -471,16 +437,7 @@ class ParticleMovie(StepControls, widgets.VBox):
         self._arrow_scale = self._auto_arrow_scale()
         self._color_range = self._auto_color_range()
         self._step = min(self._step, self.n_steps)
-        self._quiet = True
-        try:  # lowering max clamps value: set the new frame first so nothing is out of range
-            if self.n_steps >= self.slider.max:
-                self.slider.max = self.play.max = self.n_steps
-                self.slider.value = self.play.value = self._step
-            else:
-                self.slider.value = self.play.value = self._step
-                self.slider.max = self.play.max = self.n_steps
-        finally:
-            self._quiet = False
+        self._fit_step_range()
         self._sync_box(self.arrow_scale_box, self._arrow_scale)
         self._sync_box(self.arrow_every_box, self._arrow_every)
         for box in (self.arrow_scale_box, self.arrow_every_box):
@@ -541,9 +498,7 @@ class ParticleMovie(StepControls, widgets.VBox):
 
         Only trace data change (in place, one batched message); the slider follows.
         """
-        if isinstance(i, bool) or int(i) != i or not 0 <= i <= self.n_steps:
-            raise ValueError(f"frame must be an integer in [0, {self.n_steps}], got {i!r}")
-        self._step = int(i)
+        self._step = checked_index(i, self.n_steps, "frame")
         self._redraw()
         n = self._x.shape[1]
         self.time_label.value = f"t = {self._t[self._step]:.3f}"

@@ -40,8 +40,10 @@ from pflow_explore.scale import single_threaded
 from pflow_explore.trajectories import crossings, straightness
 from pflow_explore.viz.arrays import as_numpy, padded_range, polylines
 from pflow_explore.viz.points import plane_layout
+from pflow_explore.viz.style import ORANGE, line_style, marker_style
+from pflow_explore.widgets.controls import on_values
 from pflow_explore.widgets.live_figure import LiveFigure
-from pflow_explore.widgets.messages import message_label, show_message, shown_errors
+from pflow_explore.widgets.messages import message_label, show_message, show_rejected, shown_errors
 
 F64 = torch.float64
 VelocityField = Callable[[Tensor, float], Tensor]
@@ -50,7 +52,7 @@ OneStepMap = Callable[[Tensor], Tensor]
 PATH_COLOR = "rgba(31, 119, 180, 0.45)"
 CROSSING_COLOR = "rgba(214, 39, 40, 0.85)"
 TARGET_COLOR = "rgba(150, 150, 150, 0.55)"
-END_COLOR = "#ff7f0e"
+END_COLOR = ORANGE
 START_COLOR = "rgba(40, 40, 40, 0.7)"
 REFERENCE_STEPS = 64
 
@@ -221,10 +223,13 @@ class ReflowExplorer(widgets.VBox):
         self.shown_box.add_class("pflow-input")  # validated: the browser test types -1 here
         self.readout = widgets.HTML()
         self.message = message_label()
-        self.steps_slider.observe(lambda c: self._on_control("steps", c["new"]), names="value")
-        self.round_buttons.observe(lambda c: self._on_control("round", c["new"]), names="value")
-        self.highlight_box.observe(lambda c: self._on_control("highlight", c["new"]), names="value")
-        self.shown_box.observe(lambda c: self._on_control("n_shown", c["new"]), names="value")
+        on_values(
+            self._on_control,
+            ("steps", self.steps_slider),
+            ("round", self.round_buttons),
+            ("highlight", self.highlight_box),
+            ("n_shown", self.shown_box),
+        )
         super().__init__(
             [
                 widgets.HBox([self.steps_slider, self.round_buttons]),
@@ -300,31 +305,17 @@ class ReflowExplorer(widgets.VBox):
             go.Scatter(
                 x=target[:, 0],
                 y=target[:, 1],
-                mode="markers",
                 name="target",
-                marker=dict(color=TARGET_COLOR, size=4),
                 hoverinfo="skip",
+                **marker_style(TARGET_COLOR, 4),
             ),
+            go.Scatter(name="paths", hoverinfo="skip", **line_style(PATH_COLOR, 1)),
+            go.Scatter(name="crossing paths", hoverinfo="skip", **line_style(CROSSING_COLOR, 1.5)),
+            go.Scatter(name="starts z0", hoverinfo="skip", **marker_style(START_COLOR, 3)),
             go.Scatter(
-                mode="lines", name="paths", line=dict(color=PATH_COLOR, width=1), hoverinfo="skip"
-            ),
-            go.Scatter(
-                mode="lines",
-                name="crossing paths",
-                line=dict(color=CROSSING_COLOR, width=1.5),
-                hoverinfo="skip",
-            ),
-            go.Scatter(
-                mode="markers",
-                name="starts z0",
-                marker=dict(color=START_COLOR, size=3),
-                hoverinfo="skip",
-            ),
-            go.Scatter(
-                mode="markers",
                 name="end points",
-                marker=dict(color=END_COLOR, size=4),
                 hovertemplate="(%{x:.2f}, %{y:.2f})<extra>end point</extra>",
+                **marker_style(END_COLOR, 4),
             ),
         ]
 
@@ -384,9 +375,7 @@ class ReflowExplorer(widgets.VBox):
         with shown_errors(self.message) as outcome, torch.no_grad(), single_threaded():
             state = self._computed(round_, steps, n_shown)
         if not outcome.ok:
-            reason = str(outcome.error).rstrip(".")
-            show_message(self.message, f"{reason}. Showing the previous picture.")
-            return False
+            return show_rejected(self.message, outcome.error, "Showing the previous picture")
         self._round, self._steps, self._n_shown = round_, steps, state.shown.shape[0]
         self._highlight = bool(highlight)
         self.state = state

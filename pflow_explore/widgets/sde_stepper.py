@@ -33,12 +33,20 @@ from pflow_explore.metrics import energy_distance, sliced_w2
 from pflow_explore.scale import single_threaded
 from pflow_explore.solvers import euler_maruyama, odeint
 from pflow_explore.viz.arrays import polylines
-from pflow_explore.viz.points import TEMPLATE
+from pflow_explore.viz.style import (
+    BLUE,
+    PURPLE,
+    figure_layout,
+    line_style,
+    margins,
+    marker_style,
+)
+from pflow_explore.widgets.controls import checked_index, quietly
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import (
     describe_error,
     message_label,
-    show_message,
+    show_rejected,
     shown_errors,
 )
 from pflow_explore.widgets.stepping import StepControls
@@ -48,8 +56,8 @@ PairField = Callable[[float, Tensor], Tensor]
 TARGET_COLOR = "rgba(150, 150, 150, 0.35)"
 FULL_PATH_COLOR = "rgba(90, 90, 90, 0.25)"
 TRACED_COLOR = "rgba(214, 39, 40, 0.8)"
-ODE_COLOR = "#1f77b4"
-SDE_COLOR = "#9467bd"
+ODE_COLOR = BLUE
+SDE_COLOR = PURPLE
 # Trace names of one panel, bottom to top; the figure holds them for the ODE, then the SDE.
 PANEL_TRACES = ("target", "paths", "so far", "particles")
 SLOW_NOTE_S = 0.2  # a resample that took longer than this shows a "computing" note next time
@@ -199,7 +207,6 @@ class SDEStepper(StepControls, widgets.VBox):
         self._n = _n_steps(n_steps)
         eps0 = self.eps_values[len(self.eps_values) // 2] if eps is None else _eps(eps)
         self._step = 0
-        self._quiet = False
         self._ode_cache: tuple[int, np.ndarray] | None = None
         self.last_compute_s = 0.0
 
@@ -212,19 +219,7 @@ class SDEStepper(StepControls, widgets.VBox):
         self._draw_step(draft)
         self.figure = LiveFigure(draft)
 
-        last = self.n_steps
-        self.slider = widgets.IntSlider(
-            value=last, min=0, max=last, description="step", layout=widgets.Layout(width="340px")
-        )
-        self.play = widgets.Play(value=last, min=0, max=last, step=1, interval=int(interval_ms))
-        self.play_link = widgets.jslink((self.play, "value"), (self.slider, "value"))
-        self.prev_button = widgets.Button(
-            icon="step-backward", tooltip="previous step", layout={"width": "40px"}
-        )
-        self.next_button = widgets.Button(
-            icon="step-forward", tooltip="next step", layout={"width": "40px"}
-        )
-        self.time_label = widgets.HTML()
+        steps_row = self.step_row(interval_ms, value=self.n_steps, slider_width="340px")
         initial = eps0 if eps0 in self.eps_values else self.eps_values[0]
         self.eps_slider = widgets.SelectionSlider(
             options=[(f"{v:g}", v) for v in self.eps_values],
@@ -244,16 +239,10 @@ class SDEStepper(StepControls, widgets.VBox):
         self.status = widgets.HTML()
         self.readout = widgets.HTML()
 
-        self.slider.observe(self._on_slider, names="value")
-        self.prev_button.on_click(lambda _: self._guarded_step(self._step - 1))
-        self.next_button.on_click(lambda _: self._guarded_step(self._step + 1))
         self.eps_slider.observe(self._on_eps, names="value")
         self.eps_box.observe(self._on_eps, names="value")
         self.steps_box.observe(self._on_n_steps, names="value")
 
-        steps_row = widgets.HBox(
-            [self.play, self.prev_button, self.next_button, self.slider, self.time_label]
-        )
         eps_row = widgets.HBox([self.eps_slider, self.eps_box, self.steps_box, self.status])
         super().__init__([self.figure, steps_row, eps_row, self.readout, self.message])
         self.step_to(self._step)
@@ -330,12 +319,11 @@ class SDEStepper(StepControls, widgets.VBox):
             if slow:
                 self.status.value = ""
         if not outcome.ok:
-            reason = describe_error(outcome.error).rstrip(".")
-            show_message(
+            return show_rejected(
                 self.message,
-                f"{reason}. Showing the previous picture (ε = {self.eps:g}, {self.n_steps} steps).",
+                describe_error(outcome.error),
+                f"Showing the previous picture (ε = {self.eps:g}, {self.n_steps} steps)",
             )
-            return False
         at_end = self._step == self.n_steps
         self._state = state
         self._step = self.n_steps if at_end else min(self._step, self.n_steps)
@@ -362,21 +350,12 @@ class SDEStepper(StepControls, widgets.VBox):
 
     def _sync_controls(self) -> None:
         """Boxes, eps slider, step slider and Play follow the state, without callbacks."""
-        self._quiet = True
-        try:
-            last = self.n_steps
-            if last >= self.slider.max:  # lowering max clamps value: order matters
-                self.slider.max = self.play.max = last
-                self.slider.value = self.play.value = self._step
-            else:
-                self.slider.value = self.play.value = self._step
-                self.slider.max = self.play.max = last
+        self._fit_step_range()
+        with quietly(self):
             if self.eps in self.eps_values:
                 self.eps_slider.value = self.eps
             self.eps_box.value = self.eps
             self.steps_box.value = self.n_steps
-        finally:
-            self._quiet = False
 
     # --- drawing ----------------------------------------------------------------------
 
@@ -389,10 +368,10 @@ class SDEStepper(StepControls, widgets.VBox):
         )
         for col, color in ((1, ODE_COLOR), (2, SDE_COLOR)):
             styles = {
-                "target": dict(mode="markers", marker=dict(color=TARGET_COLOR, size=3)),
-                "paths": dict(mode="lines", line=dict(color=FULL_PATH_COLOR, width=1)),
-                "so far": dict(mode="lines", line=dict(color=TRACED_COLOR, width=1.8)),
-                "particles": dict(mode="markers", marker=dict(color=color, size=4)),
+                "target": marker_style(TARGET_COLOR, 3),
+                "paths": line_style(FULL_PATH_COLOR, 1),
+                "so far": line_style(TRACED_COLOR, 1.8),
+                "particles": marker_style(color, 4),
             }
             for name in PANEL_TRACES:
                 skip = dict(hoverinfo="skip") if name != "particles" else {}
@@ -407,11 +386,7 @@ class SDEStepper(StepControls, widgets.VBox):
         fig.update_yaxes(scaleanchor="x", scaleratio=1, row=1, col=1)
         fig.update_yaxes(scaleanchor="x2", scaleratio=1, row=1, col=2)
         fig.update_layout(
-            template=TEMPLATE,
-            height=height,
-            margin=dict(l=40, r=20, t=40, b=30),
-            showlegend=False,
-            uirevision="keep",
+            **figure_layout(height=height, margin=margins(bottom=30), showlegend=False)
         )
         return fig
 
@@ -463,14 +438,7 @@ class SDEStepper(StepControls, widgets.VBox):
 
     def step_to(self, i: int) -> None:
         """Show step i in [0, n_steps] in both panels; the slider follows."""
-        if isinstance(i, bool) or int(i) != i or not 0 <= i <= self.n_steps:
-            raise ValueError(f"step must be an integer in [0, {self.n_steps}], got {i!r}")
-        self._step = int(i)
+        self._step = checked_index(i, self.n_steps)
         self._draw_step(self.figure)
         self._write_readout()
-        if self.slider.value != self._step:
-            self._quiet = True
-            try:
-                self.slider.value = self.play.value = self._step
-            finally:
-                self._quiet = False
+        self._follow_slider(self._step, play=True)

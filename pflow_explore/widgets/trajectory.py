@@ -19,8 +19,10 @@ from plotly.basedatatypes import BaseTraceType
 
 from pflow_explore.viz.arrays import as_numpy, padded_range
 from pflow_explore.viz.points import SAMPLE_COLOR, plane_layout, points_trace
+from pflow_explore.viz.style import line_style
+from pflow_explore.widgets.controls import checked_index
 from pflow_explore.widgets.live_figure import LiveFigure
-from pflow_explore.widgets.messages import message_label, show_message, shown_errors
+from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
 from pflow_explore.widgets.stepping import StepControls
 
 FULL_PATH_COLOR = "rgba(90, 90, 90, 0.18)"
@@ -113,16 +115,9 @@ class TrajectoryExplorer(StepControls, widgets.VBox):
         self._x, self._t = validated_trajectories(trajectories, times)
         self._prepare()
         self._step = 0
-        self._quiet = False  # True while we move the slider ourselves
 
         paths = [
-            dict(
-                type="scatter",
-                mode="lines",
-                name=name,
-                line=dict(color=color, width=width),
-                hoverinfo="skip",
-            )
+            dict(type="scatter", name=name, hoverinfo="skip", **line_style(color, width))
             for name, color, width in [
                 ("paths", FULL_PATH_COLOR, 1),
                 ("so far", TRACED_PATH_COLOR, 1.2),
@@ -142,35 +137,9 @@ class TrajectoryExplorer(StepControls, widgets.VBox):
         self.figure = LiveFigure(draft)
         self._full_paths, self._traced_paths, self._current = self.figure.data[-3:]
 
-        t_max = self.n_steps
-        self.slider = widgets.IntSlider(
-            value=0,
-            min=0,
-            max=t_max,
-            step=1,
-            description="step",
-            continuous_update=True,
-            layout=widgets.Layout(width="360px"),
-        )
-        self.play = widgets.Play(value=0, min=0, max=t_max, step=1, interval=int(interval_ms))
-        self.play_link = widgets.jslink((self.play, "value"), (self.slider, "value"))
-        self.prev_button = widgets.Button(
-            description="", icon="step-backward", tooltip="previous step", layout={"width": "40px"}
-        )
-        self.next_button = widgets.Button(
-            description="", icon="step-forward", tooltip="next step", layout={"width": "40px"}
-        )
-        self.time_label = widgets.Label()
+        controls = self.step_row(interval_ms, time_label=widgets.Label)
         self.readout = widgets.HTML()
         self.message = message_label()
-
-        self.slider.observe(self._on_slider, names="value")
-        self.prev_button.on_click(lambda _: self._guarded_step(self._step - 1))
-        self.next_button.on_click(lambda _: self._guarded_step(self._step + 1))
-
-        controls = widgets.HBox(
-            [self.play, self.prev_button, self.next_button, self.slider, self.time_label]
-        )
         super().__init__([self.figure, controls, self.readout, self.message])
         self._draw_paths()
         self.step_to(0)
@@ -222,22 +191,11 @@ class TrajectoryExplorer(StepControls, widgets.VBox):
         with shown_errors(self.message) as outcome:
             x, t = validated_trajectories(trajectories, times)
         if not outcome.ok:
-            reason = str(outcome.error).rstrip(".")
-            show_message(self.message, f"{reason}. Showing the previous trajectories.")
-            return False
+            return show_rejected(self.message, outcome.error, "Showing the previous trajectories")
         self._x, self._t = x, t
         self._prepare()
         self._step = min(self._step, self.n_steps)
-        self._quiet = True
-        try:  # lowering max clamps value: set the new step first so nothing is out of range
-            if self.n_steps >= self.slider.max:
-                self.slider.max = self.play.max = self.n_steps
-                self.slider.value = self.play.value = self._step
-            else:
-                self.slider.value = self.play.value = self._step
-                self.slider.max = self.play.max = self.n_steps
-        finally:
-            self._quiet = False
+        self._fit_step_range()
         xlim, ylim = self._limits()
         with self.figure.batch_update():
             self.figure.layout.xaxis.range = xlim
@@ -259,10 +217,7 @@ class TrajectoryExplorer(StepControls, widgets.VBox):
 
         Only trace data change (in place, one batched message); the slider follows.
         """
-        if isinstance(i, bool) or int(i) != i or not 0 <= i <= self.n_steps:
-            raise ValueError(f"step must be an integer in [0, {self.n_steps}], got {i!r}")
-        i = int(i)
-        self._step = i
+        i = self._step = checked_index(i, self.n_steps)
         now = self._x[i]
         traced = np.concatenate([self._lines[:, : i + 1], self._gap], axis=1).reshape(-1, 2)
         with self.figure.batch_update():

@@ -1,6 +1,8 @@
-"""Chapter 01 painters: EDM preconditioning, the Heun sampler and teleportation against the
-closed-form Gaussian flow, the experiment estimators on cases with known answers, and a
-tiny end-to-end run (prepare -> cache -> run -> claims -> figures)."""
+"""Chapter 01 painters: the experiment estimators on cases with known answers (the exact
+Gaussian denoiser in place of the network), the presets, and a tiny end-to-end run
+(prepare -> cache -> run -> claims -> figures), each named experiment also run alone.
+The EDM method (preconditioning, loss, Heun sampler, teleportation) is tested in
+tests/test_edm.py."""
 
 from __future__ import annotations
 
@@ -10,10 +12,10 @@ from dataclasses import replace
 import plotly.graph_objects as go
 import pytest
 import torch
-from torch import nn
 
 from pflow_explore.chapters import painters as P
 from pflow_explore.claims import Claim
+from pflow_explore.edm import heun_nfe
 from pflow_explore.paths import karras_sigmas
 from pflow_explore.theory.gaussian_flow import GaussianFlow
 from pflow_explore.training import fit
@@ -32,106 +34,7 @@ def noise(n: int, d: int, seed: int, sigma_max: float = 80.0) -> torch.Tensor:
     return sigma_max * torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=F64)
 
 
-# ---- EDM preconditioning ------------------------------------------------------------------
-@pytest.mark.parametrize("sigma, sd", [(0.05, 0.5), (1.3, 0.75), (40.0, 0.3)])
-def test_edm_coefficients_make_input_and_target_unit_variance(sigma, sd):
-    # Monte Carlo over x0 ~ N(0, sd^2), x = x0 + sigma z: c_skip is the least-squares
-    # coefficient of x0 on x, c_out^2 the residual variance, c_in^2 the inverse variance of x
-    gen = torch.Generator().manual_seed(0)
-    n = 400_000
-    x0 = sd * torch.randn(n, generator=gen, dtype=F64)
-    x = x0 + sigma * torch.randn(n, generator=gen, dtype=F64)
-    c_skip, c_out, c_in = P.edm_coefficients(torch.tensor(sigma, dtype=F64), sd)
-    regression = (x0 * x).mean() / (x * x).mean()
-    assert float(c_skip) == pytest.approx(float(regression), rel=2e-2, abs=2e-3)
-    target = (x0 - c_skip * x) / c_out
-    assert float(target.var()) == pytest.approx(1.0, rel=1e-2)
-    assert float((c_in * x).var()) == pytest.approx(1.0, rel=1e-2)
-    # the EDM loss weight lambda = 1 / c_out^2 turns |D - x0|^2 into |F - target|^2
-    f = torch.randn(n, generator=gen, dtype=F64)
-    d = c_skip * x + c_out * f
-    assert float(((d - x0) ** 2).mean() / c_out**2) == pytest.approx(
-        float(((f - target) ** 2).mean()), rel=1e-9
-    )
-
-
-class Zero(nn.Module):
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        self.seen = (x.shape, sigma)
-        return torch.zeros_like(x)
-
-
-def test_denoiser_with_zero_network_returns_c_skip_x():
-    sd = 0.6
-    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(1))
-    sig = torch.tensor([0.01, 0.3, 1.0, 5.0, 80.0])
-    den = P.edm_denoiser(Zero(), sd)
-    expected = sd**2 / (sig**2 + sd**2)
-    torch.testing.assert_close(den(x, sig), expected[:, None] * x)
-    torch.testing.assert_close(den(x, 2.0), sd**2 / (4.0 + sd**2) * x)
-    # a convolutional F sees images scaled by c_in = 1 / sqrt(sigma^2 + sd^2)
-    net = Zero()
-    img = P.edm_denoiser(net, sd, (1, 8, 8))
-    img(x, sig)
-    assert net.seen[0] == (5, 1, 8, 8)
-    torch.testing.assert_close(net.seen[1], sig)
-    with pytest.raises(ValueError, match="sigma_data"):
-        P.edm_denoiser(Zero(), 0.0)
-
-
-def test_edm_loss_is_one_for_an_untrained_zero_network_on_gaussian_data():
-    # F = 0: the loss is E |target|^2 / d = 1 for data of variance sd^2 (unit-variance target)
-    sd = 0.8
-    x0 = sd * torch.randn(20_000, 4, generator=torch.Generator().manual_seed(2))
-    den = P.edm_denoiser(Zero(), sd)
-    loss = P.edm_loss(den, x0, torch.Generator().manual_seed(3))
-    assert float(loss) == pytest.approx(1.0, rel=3e-2)
-
-
-# ---- the sampler against the closed form --------------------------------------------------
-def test_heun_sampler_with_exact_denoiser_converges_at_order_two():
-    g = random_gaussian(5, seed=3)
-    x_T = noise(6, 5, seed=4)
-    errors = []
-    for n in (12, 24, 48, 96):
-        sigmas = karras_sigmas(n)
-        out = P.edm_sampler(g.ve_denoiser, x_T, sigmas, trajectory=True)
-        assert out.nfe == 2 * n - 1 == P.heun_nfe(n)
-        assert out.trajectory.shape == (n + 1, 6, 5) and out.denoised.shape == (n, 6, 5)
-        exact = g.ve_solution(x_T, 80.0, sigmas[n - 1 : n])[0]  # at sigma_min
-        errors.append(float((out.trajectory[n - 1] - exact).norm() / (exact - g.mean).norm()))
-    orders = [math.log2(a / b) for a, b in zip(errors[:-1], errors[1:], strict=True)]
-    assert errors[-1] < 3e-3, errors
-    assert 1.7 < orders[-1] < 2.3, (errors, orders)
-    # the last (Euler) step lands near the data end of the exact path
-    exact0 = g.ve_solution(x_T, 80.0, [0.0])[0]
-    assert float((out.x - exact0).norm() / (exact0 - g.mean).norm()) < 1e-2
-
-
-def test_teleportation_with_exact_denoiser_changes_nothing_but_solver_error():
-    g = random_gaussian(4, seed=5)
-    x_T = noise(8, 4, seed=6)
-    n = 40
-    sigmas = karras_sigmas(n)
-    exact = g.ve_solution(x_T, 80.0, sigmas)
-    full = P.edm_sampler(g.ve_denoiser, x_T, sigmas, trajectory=True)
-    solver_err = (full.trajectory[n - 1] - exact[n - 1]).norm()
-    for k in (4, 12, 20):
-        tele = P.edm_sampler(g.ve_denoiser, x_T, sigmas, teleport_to=k, gaussian=g, trajectory=True)
-        assert tele.nfe == 2 * (n - k) - 1 and tele.skipped == k
-        torch.testing.assert_close(tele.trajectory[: k + 1], exact[: k + 1])
-        diff = (tele.trajectory[n - 1] - full.trajectory[n - 1]).norm()
-        assert diff <= 1.5 * solver_err + 1e-12
-    # teleporting all the way is the closed form itself, with no network evaluation
-    all_way = P.edm_sampler(g.ve_denoiser, x_T, sigmas, teleport_to=n, gaussian=g)
-    assert all_way.nfe == 0
-    torch.testing.assert_close(all_way.x, exact[-1])
-    with pytest.raises(ValueError, match="gaussian"):
-        P.edm_sampler(g.ve_denoiser, x_T, sigmas, teleport_to=3)
-    with pytest.raises(ValueError, match="teleport_to"):
-        P.edm_sampler(g.ve_denoiser, x_T, sigmas, teleport_to=n + 1, gaussian=g)
-
-
+# ---- the chapter's estimators (the EDM method itself: tests/test_edm.py) ----------------
 def test_closed_form_error_is_tiny_and_sees_a_wrong_flow():
     g = random_gaussian(6, seed=7)
     sigmas = karras_sigmas(10)
@@ -242,11 +145,27 @@ def test_tiny_run_end_to_end_and_from_the_cache(data_dir):
     P.prepare(s)
     assert list((data_dir / "cache" / "painters").glob("denoiser-*.pt"))
     r = P.run(s)
-    assert r.from_cache and r.trained_seconds == 0.0
+    assert r.from_cache and r.trained_seconds == 0.0 == r.fit.seconds
     assert r.sigmas.shape == (s.n_steps + 1,)
-    assert r.shares.shape == (s.n_share_sigmas,)
+    assert r.share.learned.shape == r.share.ideal.shape == (s.n_share_sigmas,)
+    assert list(r.seconds) == [
+        "fit and train",
+        "closed form vs ODE",
+        "explained share",
+        "trajectories",
+        "perturbation",
+        "teleportation",
+        "feature emergence",
+    ]
     assert r.pair.learned.shape == (s.n_steps + 1, s.n_paths, 64)
-    assert r.teleport.nfe.tolist() == [P.heun_nfe(10, k) for k in r.teleport.skipped.tolist()]
+    assert r.teleport.nfe.tolist() == [heun_nfe(10, k) for k in r.teleport.skipped.tolist()]
+    # each named experiment alone gives what run() gave (own seed streams, no hidden state)
+    m = P.setup(s)
+    alone = P.run_teleportation(m)
+    torch.testing.assert_close(alone.fd, r.teleport.fd, rtol=0, atol=0)
+    assert alone.fd_floor == r.teleport.fd_floor
+    torch.testing.assert_close(P.run_explained_share(m).ideal, r.share.ideal, rtol=0, atol=0)
+    torch.testing.assert_close(P.run_perturbation(m).change, r.perturbation.change)
     x = torch.randn(3, 64)
     assert r.denoiser(x, 0.5).shape == (3, 64)
     cs = P.claims(r)

@@ -119,3 +119,61 @@ def test_class_embedding_and_drop_labels():
     assert (drop_labels(y, 1.0, 10) == 10).all()
     with pytest.raises(ValueError, match="p must"):
         drop_labels(y, 1.5, 10)
+
+
+def test_time_scale_sets_the_fastest_frequency_and_draws_the_same_weights():
+    torch.manual_seed(0)
+    default = MLP(2, hidden=16, depth=2, time_dim=8)
+    torch.manual_seed(0)
+    slow = MLP(2, hidden=16, depth=2, time_dim=8, time_scale=1.0)
+    # sinusoidal frequencies scale * 10000^(-k / 4), k = 0..3
+    torch.testing.assert_close(
+        default.time_embedding.freqs, 1000.0 * 10_000.0 ** (-torch.arange(4.0) / 4)
+    )
+    torch.testing.assert_close(slow.time_embedding.freqs, 10_000.0 ** (-torch.arange(4.0) / 4))
+    a, b = default.state_dict(), slow.state_dict()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == ["time_embedding.freqs"]
+
+
+def test_small_time_scale_gives_features_smooth_in_t():
+    # d/dt sin(f t) = f cos(f t): the largest slope of a feature is the largest frequency
+    t = torch.linspace(0, 1, 10_001)
+    for scale, bound in ((1.0, 1.0), (1000.0, 1000.0)):
+        feats = MLP(2, time_dim=16, time_scale=scale).time_embedding.features(t)
+        slope = (feats[1:] - feats[:-1]).abs().amax() / (t[1] - t[0])
+        assert 0.9 * bound < float(slope) <= 1.001 * bound
+
+
+@pytest.mark.parametrize("n_classes, y", [(None, None), (3, torch.tensor(1)), (3, None)])
+def test_fast_condition_is_the_same_function(n_classes, y):
+    torch.manual_seed(0)
+    net = MLP(2, hidden=32, depth=3, time_dim=16, n_classes=n_classes)
+    x = torch.randn(50, 2, dtype=torch.float64)
+    net = net.double()
+    slow = net(x, 0.37, y)
+    net.fast_condition = True
+    fast = net(x, 0.37, y)
+    torch.testing.assert_close(
+        fast, slow, rtol=1e-12, atol=1e-12
+    )  # float64: W[h, c] = W_h h + W_c c
+    assert not torch.equal(fast.float(), torch.zeros_like(fast.float()))
+    # per-sample times (training) take the default path: bit for bit the same
+    t = torch.rand(50, dtype=torch.float64)
+    net.fast_condition = False
+    ref = net(x, t, y)
+    net.fast_condition = True
+    assert torch.equal(net(x, t, y), ref)
+    assert "fast_condition" not in str(list(net.state_dict()))
+
+
+def test_fast_condition_trains_like_the_default_path():
+    torch.manual_seed(0)
+    net = MLP(2, hidden=16, depth=2, time_dim=8, fast_condition=True)
+    x = torch.randn(8, 2)
+    net(x, 0.5).pow(2).sum().backward()
+    grads = [p.grad.clone() for p in net.parameters() if p.grad is not None]
+    net.zero_grad()
+    net.fast_condition = False
+    net(x, 0.5).pow(2).sum().backward()
+    for a, p in zip(grads, [p for p in net.parameters() if p.grad is not None], strict=True):
+        torch.testing.assert_close(a, p.grad, rtol=1e-5, atol=1e-6)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import plotly.graph_objects as go
 import pytest
 import torch
 from ipywidgets import SelectionSlider
@@ -88,7 +89,7 @@ def test_layout_first_slider_is_steps(explorer):
     assert first_row[0] is explorer.steps_slider
     assert isinstance(explorer.steps_slider, SelectionSlider)
     assert "pflow-input" in explorer.shown_box._dom_classes
-    assert explorer.figure.__class__.__name__ == "FigureWidget"
+    assert isinstance(explorer.figure, go.FigureWidget)  # a LiveFigure is one
     assert explorer.rounds == ("1-RF", "2-RF", "distilled")
     assert explorer.message.value == ""
 

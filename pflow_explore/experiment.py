@@ -1,0 +1,243 @@
+"""The plumbing every chapter repeats, one way each: presets, a stopwatch, named seed streams,
+cache keys and thread pinning.
+
+    SETTINGS = presets(Settings, tiny=dict(steps=150), cpu={}, gpu=dict(steps=8000))
+    s = choose(SETTINGS, "tiny", lr=1e-3)               # the preset, with changes applied
+    seeds = Seeds(s.seed, data=1, noise=2, eval=(100, 1))
+    gen = seeds.generator("noise")                      # torch.Generator seeded s.seed + 2
+    key = cache_key(s, ("hidden", "depth", "seed"), stage="teacher")
+    watch = Stopwatch(); ...; watch.tick("train")       # watch.seconds == {"train": 1.7}
+
+Nothing here changes a number: ``Seeds`` reproduces ``seed + offset`` exactly and
+``cache_key`` builds the same dict a chapter hashed before, so shipped artifacts still load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, TypeVar
+
+import torch
+
+from pflow_explore import cache, scale, training
+from pflow_explore.scale import single_threaded, torch_threads
+
+__all__ = [
+    "Seeds",
+    "Stopwatch",
+    "artifact_digest",
+    "cache_key",
+    "choose",
+    "one_thread_on_cpu",
+    "presets",
+    "single_threaded",
+    "torch_threads",
+]
+
+S = TypeVar("S")
+
+
+# ---- presets --------------------------------------------------------------------------------
+def _check_fields(cls: type, changes: Mapping[str, object], what: str) -> None:
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(changes) - set(names))
+    if unknown:
+        raise TypeError(
+            f"{what}: {cls.__name__} has no field(s) {', '.join(map(repr, unknown))}; "
+            f"valid fields: {', '.join(names)}"
+        )
+
+
+def presets(base: type[S], **scales: Mapping[str, object]) -> dict[str, S]:
+    """{"tiny": base(**tiny), "cpu": base(**cpu), "gpu": base(**gpu)}: the scale contract.
+
+    Each keyword is one scale's changes to the dataclass defaults; when ``base`` has a field
+    ``scale`` it is set to the preset's name. All of :data:`scale.SCALES` must be given,
+    nothing else; an unknown field names the valid ones.
+    """
+    if not (dataclasses.is_dataclass(base) and isinstance(base, type)):
+        raise TypeError(f"base must be a dataclass type, got {base!r}")
+    missing = [s for s in scale.SCALES if s not in scales]
+    extra = [s for s in scales if s not in scale.SCALES]
+    if missing or extra:
+        raise scale.ScaleError(
+            f"presets need exactly the scales {', '.join(scale.SCALES)}; "
+            f"missing: {', '.join(missing) or 'none'}, unknown: {', '.join(extra) or 'none'}"
+        )
+    has_scale = any(f.name == "scale" for f in dataclasses.fields(base))
+    out = {}
+    for name in scale.SCALES:
+        changes = dict(scales[name])
+        _check_fields(base, changes, f"preset {name!r}")
+        if has_scale:
+            changes.setdefault("scale", name)
+        out[name] = base(**changes)
+    return out
+
+
+def choose(settings: Mapping[str, S], scale_name: str | None = None, **changes: object) -> S:
+    """The preset of the resolved scale (argument > env ``PFLOW_SCALE`` > cpu) with
+    ``changes`` applied through ``dataclasses.replace`` (so ``__post_init__`` validates them).
+
+    An unknown scale raises :class:`scale.ScaleError`, an unknown field a TypeError naming
+    the valid fields.
+    """
+    chosen = scale.preset(settings, scale_name)
+    _check_fields(type(chosen), changes, "settings")
+    return dataclasses.replace(chosen, **changes)
+
+
+# ---- stopwatch ------------------------------------------------------------------------------
+class Stopwatch:
+    """Wall time of named phases, in the order they ran: ``seconds`` {name: s}.
+
+    ``tick(name)`` books the time since the previous tick (or since creation) to ``name``;
+    ``with watch.phase(name):`` books the block alone. A repeated name adds up.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def _book(self, name: str, elapsed: float) -> float:
+        self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
+        return elapsed
+
+    def tick(self, name: str) -> float:
+        now = time.perf_counter()
+        elapsed, self._last = now - self._last, now
+        return self._book(name, elapsed)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            now = time.perf_counter()
+            self._book(name, now - start)
+            self._last = now
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
+# ---- named seed streams ---------------------------------------------------------------------
+class Seeds:
+    """Named seed streams over one base seed: ``Seeds(s.seed, data=1, pairs=(10, 1))``.
+
+    A stream is declared as ``name=offset`` (seed = base + offset) or
+    ``name=(offset, stride)`` for an indexed family (seed(name, i) = base + offset +
+    stride * i, e.g. one stream per reflow round). This reproduces a chapter's historical
+    ``seed + k`` exactly, so naming streams changes no number. Two names with the same plain
+    offset would draw the same numbers, so that is refused unless ``allow_shared``: use one
+    name for a stream that is meant to be reused. An undeclared name is a KeyError listing
+    the declared ones (a typo never silently gets a fresh stream).
+
+    A new chapter declares one ``SEEDS = dict(init=0, data=1, ...)`` per experiment at module
+    level, seeds initial weights with ``torch.manual_seed(seeds["init"])`` right before
+    building a net, and hands ``seeds.generator(name)`` to every draw (never the global
+    RNG), so each experiment gives the same numbers whatever ran before it. Once artifacts
+    are shipped an offset is frozen: a new stream takes a new, unused offset.
+    """
+
+    def __init__(
+        self, base: int, *, allow_shared: bool = False, **streams: int | tuple[int, int]
+    ) -> None:
+        if not isinstance(base, int) or base < 0:
+            raise ValueError(f"base seed must be a non-negative int, got {base!r}")
+        self.base = base
+        self.streams: dict[str, tuple[int, int]] = {}
+        for name, spec in streams.items():
+            offset, stride = (spec, 0) if isinstance(spec, int) else tuple(spec)
+            if not (isinstance(offset, int) and isinstance(stride, int)) or offset < 0:
+                raise ValueError(f"stream {name!r}: need an offset >= 0 or (offset, stride)")
+            self.streams[name] = (offset, stride)
+        plain = [(o, n) for n, (o, st) in self.streams.items() if st == 0]
+        seen: dict[int, str] = {}
+        for offset, name in plain:
+            if offset in seen and not allow_shared:
+                raise ValueError(
+                    f"streams {seen[offset]!r} and {name!r} share offset {offset} (the same "
+                    "numbers); use one name, or pass allow_shared=True"
+                )
+            seen.setdefault(offset, name)
+
+    def seed(self, name: str, index: int = 0) -> int:
+        """base + offset (+ stride * index) of stream ``name``."""
+        if name not in self.streams:
+            raise KeyError(f"no seed stream {name!r}; declared: {', '.join(self.streams)}")
+        offset, stride = self.streams[name]
+        if index and not stride:
+            raise ValueError(f"stream {name!r} is not indexed; declare it as (offset, stride)")
+        return self.base + offset + stride * index
+
+    __getitem__ = seed
+
+    def generator(
+        self, name: str, index: int = 0, device: torch.device | str | None = None
+    ) -> torch.Generator:
+        """A fresh ``torch.Generator(device)`` seeded with :meth:`seed`."""
+        gen = torch.Generator(device=device) if device is not None else torch.Generator()
+        return gen.manual_seed(self.seed(name, index))
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{n}={o if not s else (o, s)}" for n, (o, s) in self.streams.items())
+        return f"Seeds({self.base}, {parts})"
+
+
+# ---- cache keys -----------------------------------------------------------------------------
+def cache_key(
+    s: Any,
+    fields: Iterable[str] = (),
+    *,
+    prefix: str | None = None,
+    exclude: Iterable[str] = (),
+    **extra: object,
+) -> dict[str, object]:
+    """What an artifact depends on: {f: s.f} for each name in ``fields`` and each field of
+    ``s`` starting with ``prefix`` (but those in ``exclude``), plus ``extra`` (labels,
+    renamed or derived values).
+
+    Pass the result as ``settings`` to ``training.fit_cached`` or ``cache.cached``. Only the
+    content counts (the digest sorts keys), so the order of fields does not matter. A name
+    that is not a field, or given twice, raises.
+    """
+    names = [f.name for f in dataclasses.fields(s)]
+    chosen, skip = list(fields), set(exclude)
+    if prefix is not None:
+        chosen = [n for n in names if n.startswith(prefix) and n not in skip] + chosen
+    unknown = [n for n in [*chosen, *skip] if n not in names]
+    if unknown:
+        raise TypeError(f"{type(s).__name__} has no field(s) {', '.join(map(repr, unknown))}")
+    twice = sorted({n for n in chosen if chosen.count(n) > 1} | (set(chosen) & set(extra)))
+    if twice:
+        raise ValueError(f"cache key names {', '.join(map(repr, twice))} more than once")
+    return {**{n: getattr(s, n) for n in chosen}, **extra}
+
+
+def artifact_digest(
+    chapter: str,
+    name: str,
+    key: object,
+    version: str | int = 0,
+    fit: Mapping[str, object] | None = None,
+) -> str:
+    """The 16-hex-digit name suffix of the artifact: what ``cache.cached`` (``fit=None``)
+    or ``training.fit_cached`` (``fit`` = its fit keyword arguments) stores ``key`` under."""
+    settings = key if fit is None else training.fit_key(key, fit)
+    return cache.artifact_key(chapter, name, settings, version)
+
+
+# ---- threads --------------------------------------------------------------------------------
+def one_thread_on_cpu(
+    active: bool = True, device: torch.device | None = None, blas: bool = False
+) -> AbstractContextManager[None]:
+    """One torch thread (and one BLAS thread with ``blas``) inside the block when ``active``
+    and the device is the CPU; else nothing changes. Why: :func:`scale.torch_threads`."""
+    dev = scale.device() if device is None else torch.device(device)
+    return torch_threads(1 if active and dev.type == "cpu" else None, blas=blas)

@@ -1,0 +1,47 @@
+"""Small helpers for the controls every explorer builds and moves.
+
+A widget moves its own controls when code (not the reader) changes a setting; a flag on the
+widget (``_quiet`` by default) tells the controls' callbacks to do nothing meanwhile, so a
+setter is not re-entered. ``checked_index`` is the one check of a step, frame or index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import ipywidgets as widgets
+
+
+@contextmanager
+def quietly(owner: Any, flag: str = "_quiet") -> Iterator[None]:
+    """Set ``owner.<flag>`` True inside the block: callbacks that check it do nothing, so
+    the widget can move its own controls without re-entering its setters."""
+    setattr(owner, flag, True)
+    try:
+        yield
+    finally:
+        setattr(owner, flag, False)
+
+
+def checked_index(i: Any, last: int, name: str = "step") -> int:
+    """i as an int if it is an integer in [0, last] (not a bool); ValueError naming ``name``."""
+    if isinstance(i, bool) or int(i) != i or not 0 <= i <= last:
+        raise ValueError(f"{name} must be an integer in [0, {last}], got {i!r}")
+    return int(i)
+
+
+def on_values(callback: Callable[[str, Any], Any], *named: tuple[str, widgets.Widget]) -> None:
+    """Call ``callback(name, new value)`` whenever the control of a (name, control) pair
+    changes its value (several controls may share a name: a slider and a box)."""
+    for name, control in named:
+        control.observe(lambda change, name=name: callback(name, change["new"]), names="value")
+
+
+def set_quietly(owner: Any, control: widgets.ValueWidget, value: Any, flag: str = "_quiet") -> None:
+    """Move ``control`` to ``value`` (if it is elsewhere) inside :func:`quietly`, so its
+    callback does not run."""
+    if control.value != value:
+        with quietly(owner, flag):
+            control.value = value

@@ -1,0 +1,265 @@
+"""experiment.py: presets, stopwatch, named seeds, cache keys.
+
+The cache-key tests are against the artifacts shipped in data/shipped: the key in their
+file names was computed by each chapter's own key function before this module existed, so
+a key builder that hashes anything else (a missing field, a renamed label) fails here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from pflow_explore import experiment as E
+from pflow_explore import scale
+
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "shipped"
+
+
+@dataclasses.dataclass(frozen=True)
+class Toy:
+    scale: str = "cpu"
+    steps: int = 100
+    lr: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError("steps must be >= 1")
+
+
+# ---- presets -----------------------------------------------------------------------------------
+def test_presets_apply_changes_and_name_the_scale():
+    p = E.presets(Toy, tiny=dict(steps=5), cpu={}, gpu=dict(steps=5000, lr=3e-4))
+    assert p == {
+        "tiny": Toy("tiny", 5, 1e-3, 0),
+        "cpu": Toy("cpu", 100, 1e-3, 0),
+        "gpu": Toy("gpu", 5000, 3e-4, 0),
+    }
+
+
+def test_presets_refuse_unknown_fields_and_missing_scales():
+    with pytest.raises(TypeError, match="'stepz'.*valid fields: scale, steps, lr, seed"):
+        E.presets(Toy, tiny=dict(stepz=5), cpu={}, gpu={})
+    with pytest.raises(scale.ScaleError, match="missing: gpu"):
+        E.presets(Toy, tiny={}, cpu={})
+    with pytest.raises(scale.ScaleError, match="unknown: laptop"):
+        E.presets(Toy, tiny={}, cpu={}, gpu={}, laptop={})
+    with pytest.raises(ValueError, match="steps must be"):  # __post_init__ still validates
+        E.presets(Toy, tiny=dict(steps=0), cpu={}, gpu={})
+
+
+def test_choose_resolves_scale_and_validates_changes(monkeypatch):
+    p = E.presets(Toy, tiny=dict(steps=5), cpu={}, gpu={})
+    assert E.choose(p, "tiny", lr=0.5) == Toy("tiny", 5, 0.5, 0)
+    monkeypatch.setenv(scale.ENV_SCALE, "tiny")
+    assert E.choose(p).steps == 5
+    monkeypatch.delenv(scale.ENV_SCALE)
+    assert E.choose(p).scale == "cpu"
+    with pytest.raises(scale.ScaleError, match="laptop"):
+        E.choose(p, "laptop")
+    with pytest.raises(TypeError, match="'rate'"):
+        E.choose(p, "tiny", rate=1.0)
+    with pytest.raises(ValueError, match="steps must be"):
+        E.choose(p, "tiny", steps=-1)
+
+
+# ---- stopwatch ---------------------------------------------------------------------------------
+def test_stopwatch_books_time_since_last_tick(monkeypatch):
+    now = iter([10.0, 11.5, 14.0, 20.0, 20.25, 21.0])
+    monkeypatch.setattr(E.time, "perf_counter", lambda: next(now))
+    watch = E.Stopwatch()  # 10.0
+    assert watch.tick("data") == 1.5  # 11.5
+    assert watch.tick("train") == 2.5  # 14.0
+    with watch.phase("eval"):  # 20.0 .. 20.25: the gap before the block is not booked
+        pass
+    watch.tick("train")  # 21.0: again "train", adds 0.75
+    assert watch.seconds == {"data": 1.5, "train": 3.25, "eval": 0.25}
+    assert list(watch.seconds) == ["data", "train", "eval"]
+    assert watch.total == 5.0
+
+
+# ---- seeds -------------------------------------------------------------------------------------
+def test_seeds_reproduce_offsets_and_draws():
+    seeds = E.Seeds(7, noise=1, share=2, augment=(1000, 1000), pairs=(10, 1))
+    assert seeds["noise"] == 8 and seeds.seed("share") == 9
+    # painters' augmentation: seed + 1000 * (i + 1); rectified_flow's pairs: seed + 10 + k
+    assert [seeds.seed("augment", i) for i in (0, 1)] == [1007, 2007]
+    assert [seeds.seed("pairs", k) for k in (1, 2)] == [18, 19]
+    a = torch.randn(5, generator=seeds.generator("pairs", 2))
+    b = torch.randn(5, generator=torch.Generator().manual_seed(7 + 10 + 2))
+    assert torch.equal(a, b)
+    # a stream reused gives the same numbers again (painters draws "share" twice on purpose)
+    assert torch.equal(
+        torch.rand(3, generator=seeds.generator("share")),
+        torch.rand(3, generator=seeds.generator("share")),
+    )
+
+
+def test_seeds_refuse_typos_collisions_and_bad_specs():
+    seeds = E.Seeds(0, data=1)
+    with pytest.raises(KeyError, match="'dta'.*declared: data"):
+        seeds.generator("dta")
+    with pytest.raises(ValueError, match="not indexed"):
+        seeds.seed("data", 3)
+    with pytest.raises(ValueError, match="'a' and 'b' share offset 1"):
+        E.Seeds(0, a=1, b=1)
+    assert E.Seeds(0, a=1, b=1, allow_shared=True)["b"] == 1
+    with pytest.raises(ValueError, match="non-negative"):
+        E.Seeds(-1)
+    with pytest.raises(ValueError, match="offset"):
+        E.Seeds(0, a=-2)
+
+
+# ---- cache keys --------------------------------------------------------------------------------
+def test_cache_key_selects_fields_prefix_and_extras():
+    @dataclasses.dataclass
+    class S:
+        trap_a: int = 1
+        trap_b: float = 0.5
+        ring_a: int = 3
+        seed: int = 0
+
+    assert E.cache_key(S(), ("seed",), prefix="trap_") == {"trap_a": 1, "trap_b": 0.5, "seed": 0}
+    assert E.cache_key(S(), ("ring_a",), stage="x") == {"ring_a": 3, "stage": "x"}
+    with pytest.raises(TypeError, match="'ring_b'"):
+        E.cache_key(S(), ("ring_b",))
+    with pytest.raises(ValueError, match="'seed'"):
+        E.cache_key(S(), ("seed",), seed=1)
+    with pytest.raises(ValueError, match="'trap_a'"):
+        E.cache_key(S(), ("trap_a",), prefix="trap_")
+    assert E.cache_key(S(), prefix="trap_", exclude=("trap_b",)) == {"trap_a": 1}
+    with pytest.raises(TypeError, match="'trap_c'"):
+        E.cache_key(S(), prefix="trap_", exclude=("trap_c",))
+    # the digest sees content, not order
+    a = E.artifact_digest("c", "n", {"x": 1, "y": 2.0}, 1)
+    assert a == E.artifact_digest("c", "n", {"y": 2.0, "x": 1}, 1)
+    assert a != E.artifact_digest("c", "n", {"x": 1, "y": 2.0}, 2)
+    assert a != E.artifact_digest("c", "n", {"x": 1, "y": 2.0}, 1, fit={"steps": 1})
+
+
+def _shipped(chapter: str, name: str, key: dict, fit: dict | None = None) -> bool:
+    """Whether data/shipped holds the artifact that (key, fit) digests to (the chapter's
+    code VERSION: a chapter that retrains on purpose bumps it and re-ships)."""
+    version = importlib.import_module(f"pflow_explore.chapters.{chapter}").VERSION
+    digest = E.artifact_digest(chapter, name, key, version, fit)
+    return (SHIPPED / chapter / f"{name}-{digest}.pt").exists()
+
+
+def test_cache_keys_find_the_shipped_painters_denoiser():
+    from pflow_explore.chapters import painters
+
+    s = painters.settings("cpu")
+    fields = (
+        "image_size augment aug_copies net hidden depth unet_base unet_mults "
+        "embedding_scale batch p_mean p_std seed"
+    ).split()
+    fit = dict(
+        steps=s.steps,
+        lr=s.lr,
+        ema_decay=s.ema_decay,
+        warmup=min(200, s.steps // 10),
+        cosine=True,
+        desc="painters: EDM denoiser (cpu)",
+    )
+    key = E.cache_key(s, fields)
+    assert _shipped("painters", "denoiser", key, fit)
+    wrong = E.cache_key(s, fields[:-1])  # without the seed: another key
+    assert not _shipped("painters", "denoiser", wrong, fit)
+
+
+FIELDS_2D = "hidden_2d depth_2d batch_2d lr_2d rf_steps_2d reflow_steps_2d distill_steps_2d "
+FIELDS_2D += "n_pairs_2d pair_steps_2d t_eps seed"
+FIELDS_DIGITS = "image_size augment aug_copies net hidden depth unet_base unet_mults batch lr "
+FIELDS_DIGITS += "ema_decay teacher_steps reflow_steps distill_steps p_uncond guidance_reflow "
+FIELDS_DIGITS += "guidance_distill n_pairs pair_steps distill_loss huber_c t_eps seed"
+
+
+@pytest.mark.parametrize("scale_name", ["tiny", "cpu"])
+def test_cache_keys_find_the_shipped_rectified_flow_models(scale_name):
+    from pflow_explore.chapters import rectified_flow as R
+
+    s = R.settings(scale_name)
+
+    def fit(steps: int, desc: str, ema: float | None) -> dict:
+        return dict(
+            steps=steps, lr=s.lr_2d if ema is None else s.lr, ema_decay=ema,
+            warmup=min(100, steps // 10), cosine=True, desc=desc,
+        )  # fmt: skip
+
+    for ds in s.datasets:
+        for stage, steps, desc in (
+            ("1rf", s.rf_steps_2d, f"{ds}: 1-RF"),
+            ("2rf", s.reflow_steps_2d, f"{ds}: reflow to 2-RF"),
+            ("distill2", s.distill_steps_2d, f"{ds}: distil 2-RF"),
+        ):
+            key = E.cache_key(s, FIELDS_2D.split(), dataset=ds, stage=stage)
+            name = f"2d-{ds}-{stage}"
+            assert _shipped("rectified_flow", name, key, fit(steps, desc, None)), name
+    key = E.cache_key(s, FIELDS_DIGITS.split(), stage="teacher")
+    f = fit(s.teacher_steps, "digits: 1-RF teacher", s.ema_decay)
+    assert _shipped("rectified_flow", "digits-teacher", key, f)
+
+
+@pytest.mark.parametrize("scale_name", ["tiny", "cpu"])
+def test_cache_keys_find_the_shipped_interpolants_pairs_and_sweeps(scale_name):
+    from pflow_explore.chapters import interpolants as I
+
+    s = I.settings(scale_name)
+    titles = {"mixtures": "eight Gaussians -> mixture", "checkerboard": "N(0, I) -> checkerboard"}
+    for pair in s.pairs:
+        train = E.cache_key(
+            s, "interpolant gamma gamma_a t_delta seed hidden depth batch".split(), pair=pair
+        )
+        fit = dict(
+            steps=s.steps, lr=s.lr, ema_decay=s.ema_decay, warmup=min(200, s.steps // 10),
+            cosine=True, progress=False,
+            desc=f"interpolants: b and eta, {titles[pair]} ({scale_name})",
+        )  # fmt: skip
+        name = f"pair-{pair}"
+        assert _shipped("interpolants", name, train, fit)
+        sweep = E.cache_key(
+            s,
+            "ema_decay eps_values n_ode_steps n_sde_steps n_show".split(),
+            training=train,
+            steps=s.steps,
+            lr=s.lr,
+            n_eval=s.n_eval,
+        )
+        name = f"sweep-{pair}"
+        assert _shipped("interpolants", name, sweep)
+
+
+@pytest.mark.parametrize("scale_name", ["tiny", "cpu"])
+def test_cache_keys_find_the_shipped_active_matter_data_and_scores(scale_name):
+    from pflow_explore.chapters import active_matter as A
+
+    s = A.settings(scale_name)
+    data = E.cache_key(s, "trap_v0s trap_A trap_gamma trap_eps trap_test sim_dt seed".split())
+    assert _shipped("active_matter", "trap_data", data)
+    for what, label, warm, skip in (
+        ("trap", "trap score", 100, ()),
+        ("ring", "ring local score", 50, ("ring_n_eval", "ring_test")),
+    ):
+        steps = getattr(s, f"{what}_steps")
+        fit = dict(
+            steps=steps, lr=getattr(s, f"{what}_lr"), warmup=min(warm, steps // 10), cosine=True,
+            ema_decay=s.ema_decay, desc=f"active_matter: {label} ({scale_name})",
+        )  # fmt: skip
+        key = E.cache_key(s, ("dyn_dt", "sim_dt", "seed"), prefix=f"{what}_", exclude=skip)
+        name = f"{what}_score"
+        assert _shipped("active_matter", name, key, fit)
+
+
+def test_one_thread_on_cpu_pins_and_restores():
+    before = torch.get_num_threads()
+    with E.one_thread_on_cpu(device=torch.device("cpu")):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with E.one_thread_on_cpu(active=False):
+        assert torch.get_num_threads() == before
+    assert E.torch_threads is scale.torch_threads
