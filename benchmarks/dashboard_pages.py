@@ -10,7 +10,9 @@ preheated) and every page (the landing page and each chapter):
   changed a figure's data (a press before the widgets are connected is lost: presses repeat);
 - slider latency: key press -> figure data changed in the page, median of several moves;
 - stress walk (preheated server): two busy-loop Python processes beside the server, every
-  page opened WALKS times in a row, each in a fresh page: dead sliders (no figure change
+  page opened WALKS times in a row by one browser (a new tab per visit, closed as a reader
+  closes it, which shuts its kernel down; the used kernels are replaced while the walk goes
+  on): dead sliders (no figure change
   within 30 s of the first working-slider attempt), pages with console errors, pages showing
   a failure line;
 - 8 sessions opened at the same moment on one chapter: time to a working slider, p50/p95.
@@ -220,7 +222,12 @@ async def visit(browser, url: str, latency: bool = False, context=None) -> Visit
             v.js_transferred += (await r.request.sizes())["responseBodySize"]
         except Exception:  # a response without a body (redirect, aborted)
             pass
-    await (context.close() if own else page.close())
+    # run_before_unload: Voila's page shuts its kernel down on "beforeunload", which a
+    # closed browser context never fires (70 leaked kernels filled 23 GB in a first walk)
+    await page.close(run_before_unload=True)
+    await asyncio.sleep(0.2)
+    if own:
+        await context.close()
     return v
 
 
@@ -271,14 +278,17 @@ async def run(args: argparse.Namespace) -> dict:
             burners = [
                 subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)
             ]
+            walker = await browser.new_context(viewport={"width": 1280, "height": 1400})
             try:
                 results["walk"] = []
                 for w in range(args.walks):
                     for name in names:
-                        v = await visit(browser, f"{server.base}/voila/render/{name}")
+                        url = f"{server.base}/voila/render/{name}"
+                        v = await visit(browser, url, context=walker)
                         print(f"walk {w + 1:2d}   {_line(v)}", flush=True)
                         results["walk"].append(v)
             finally:
+                await walker.close()
                 for b in burners:
                     b.kill()
                     b.wait()

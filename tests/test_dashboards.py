@@ -104,7 +104,7 @@ def test_dashboard(slug, server, browser, watch_outside_requests, watch_console_
     assert page.locator(FAILED).count() == 0, page.locator(FAILED).first.inner_text()
     assert not console, f"{path.name}: console errors: {console[:5]}"
     assert not outside, f"requests left the machine: {outside[:5]}"
-    page.close()
+    page.close(run_before_unload=True)  # Voila then shuts the kernel down
 
 
 @pytest.mark.timeout(300)
@@ -122,7 +122,7 @@ def test_dashboard_beside_cpu_burners(server, browser, watch_console_errors):
         _assert_slider_moves_a_figure(page, console)
         assert page.locator(FAILED).count() == 0, page.locator(FAILED).first.inner_text()
         assert not console, f"console errors under load: {console[:5]}"
-        page.close()
+        page.close(run_before_unload=True)  # Voila then shuts the kernel down
     finally:
         for b in burners:
             b.kill()
@@ -138,7 +138,7 @@ def test_figures_start_without_the_served_bundle(server, browser):
     _open(page, f"{server}/voila/render/00_start_here.ipynb")
     _assert_slider_moves_a_figure(page, [])
     assert page.locator(FAILED).count() == 0
-    page.close()
+    page.close(run_before_unload=True)  # Voila then shuts the kernel down
 
 
 @pytest.mark.timeout(240)
@@ -156,4 +156,4 @@ def test_a_figure_that_cannot_start_says_so(server, browser):
     top = page.locator("#pflow-page-failure")
     top.wait_for(timeout=10_000)
     assert "did not start" in top.inner_text() and "Reload the page" in top.inner_text()
-    page.close()
+    page.close(run_before_unload=True)  # Voila then shuts the kernel down

@@ -182,4 +182,4 @@ def test_landing_page_in_browser(server, browser, watch_outside_requests, watch_
         body = page.inner_text("body")
         assert "Traceback" not in body and "There was an error" not in body, e.href
     assert not outside, f"requests left the machine: {outside[:5]}"
-    page.close()
+    page.close(run_before_unload=True)  # Voila then shuts the kernel down
