@@ -70,10 +70,7 @@ def claim_below(
 ) -> Claim:
     """Holds when ``measured + z se < bound`` (``<=`` with ``inclusive``): below the bound
     beyond the noise when the standard error ``se`` of the measurement is given."""
-    value, top = float(measured), float(measured) + z * se
-    holds = top <= bound if inclusive else top < bound
-    crit = f"{'<=' if inclusive else '<'} {bound:.4g}{_beyond(se, z)}"
-    return Claim(name, paper, value, crit, bool(holds), scale, note)
+    return _claim_bound(name, paper, measured, bound, scale, note, se, z, inclusive, -1)
 
 
 def claim_above(
@@ -89,10 +86,27 @@ def claim_above(
     inclusive: bool = False,
 ) -> Claim:
     """Holds when ``measured - z se > bound`` (``>=`` with ``inclusive``)."""
-    value, bottom = float(measured), float(measured) - z * se
-    holds = bottom >= bound if inclusive else bottom > bound
-    crit = f"{'>=' if inclusive else '>'} {bound:.4g}{_beyond(se, z)}"
-    return Claim(name, paper, value, crit, bool(holds), scale, note)
+    return _claim_bound(name, paper, measured, bound, scale, note, se, z, inclusive, +1)
+
+
+def _claim_bound(
+    name: str,
+    paper: str,
+    measured: float,
+    bound: float,
+    scale: str,
+    note: str,
+    se: float,
+    z: float,
+    inclusive: bool,
+    side: int,
+) -> Claim:
+    """``side`` +1: the measurement's lower edge above ``bound``; -1: its upper edge below."""
+    value = float(measured)
+    gap = side * (value - side * z * se - bound)  # > 0 when the edge is on the right side
+    holds = gap >= 0 if inclusive else gap > 0
+    op = (">" if side > 0 else "<") + ("=" if inclusive else "")
+    return Claim(name, paper, value, f"{op} {bound:.4g}{_beyond(se, z)}", bool(holds), scale, note)
 
 
 def claim_band(
