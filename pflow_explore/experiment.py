@@ -33,6 +33,8 @@ __all__ = [
     "choose",
     "one_thread_on_cpu",
     "presets",
+    "require",
+    "require_at_least",
     "single_threaded",
     "torch_threads",
 ]
@@ -76,6 +78,25 @@ def presets(base: type[S], **scales: Mapping[str, object]) -> dict[str, S]:
             changes.setdefault("scale", name)
         out[name] = base(**changes)
     return out
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise ``ValueError(message)`` unless ``ok``: a Settings' ``__post_init__`` check."""
+    if not ok:
+        raise ValueError(message)
+
+
+def require_at_least(settings: object, names: str | Iterable[str], low: float = 1) -> None:
+    """Every named field of ``settings`` is a number >= ``low`` (counts, sizes, steps), else
+    ``ValueError`` naming the field and its value. ``names``: an iterable or one string of
+    space-separated names. Use ``low=0`` with a strict check for rates (see :func:`require`).
+    """
+    for name in names.split() if isinstance(names, str) else names:
+        value = getattr(settings, name)
+        require(
+            isinstance(value, int | float) and value >= low,
+            f"{name} must be a number >= {low:g}, got {value!r}",
+        )
 
 
 def choose(settings: Mapping[str, S], scale_name: str | None = None, **changes: object) -> S:

@@ -263,3 +263,25 @@ def test_one_thread_on_cpu_pins_and_restores():
     with E.one_thread_on_cpu(active=False):
         assert torch.get_num_threads() == before
     assert E.torch_threads is scale.torch_threads
+
+
+def test_require_at_least_names_the_field():
+    import dataclasses
+
+    import pytest
+
+    from pflow_explore.experiment import require, require_at_least
+
+    @dataclasses.dataclass
+    class S:
+        steps: int = 3
+        batch: int = 0
+        lr: float = 0.5
+
+    require_at_least(S(), "steps lr", low=0.5)
+    with pytest.raises(ValueError, match="batch must be a number >= 1, got 0"):
+        require_at_least(S(), ["steps", "batch"])
+    with pytest.raises(ValueError, match="steps must be a number >= 1, got 'x'"):
+        require_at_least(S(steps="x"), "steps")
+    with pytest.raises(ValueError, match="nope"):
+        require(False, "nope")

@@ -20,11 +20,13 @@ from pflow_explore.viz.fields import (
     vector_field_figure,
 )
 from pflow_explore.viz.images import image_grid, image_grid_figure, to_uint8
+from pflow_explore.viz.panels import bars_figure, panel_grid
 from pflow_explore.viz.points import plane_layout, points_figure, points_trace, trajectories_trace
 
 __all__ = [
     "arrow_scale",
     "as_numpy",
+    "bars_figure",
     "curve_trace",
     "curves_figure",
     "density_heatmap_figure",
@@ -33,6 +35,7 @@ __all__ = [
     "image_grid",
     "image_grid_figure",
     "padded_range",
+    "panel_grid",
     "plain_floats",
     "plane_grid",
     "plane_layout",

@@ -31,13 +31,17 @@ def as_numpy(x: Any, name: str = "array", dtype: type = np.float64) -> np.ndarra
         ) from err
 
 
-def plain_floats(x: Any) -> list[float | None]:
+def plain_floats(x: Any, decimals: int | None = None) -> list[float | None]:
     """``x`` (any shape) flattened to Python floats, NaN and infinities as None.
 
     Plotly converts a tensor element by element (slowly), and a NaN in a FigureWidget's data
     is not valid JSON: it stops every widget on the page. None draws as a gap.
+    ``decimals``: round to that many (a dashboard page parses every figure's JSON while its
+    widgets start; digits beyond what the eye can see only make it longer).
     """
     a = as_numpy(x, "values").reshape(-1)
+    if decimals is not None:
+        a = np.round(a, decimals)
     return [v if math.isfinite(v) else None for v in a.tolist()]
 
 

@@ -244,3 +244,42 @@ def test_image_grid_rejects_bad_input():
         viz.image_grid_figure(np.zeros((2, 1, 4, 4)), titles=["a"])
     with pytest.raises(ValueError, match="nrow"):
         viz.image_grid_figure(np.zeros((2, 1, 4, 4)), nrow=0)
+
+
+# ---- panels ----------------------------------------------------------------------------
+def test_panel_grid_places_each_panel_and_checks_its_input():
+    import plotly.graph_objects as go
+    import pytest
+
+    from pflow_explore.viz import panel_grid
+
+    panels = [[[go.Scatter(x=[r, c], y=[0, 1])] for c in range(3)] for r in range(2)]
+    fig = panel_grid(panels, [f"p{i}" for i in range(6)], height=300)
+    assert len(fig.data) == 6
+    # row-major placement: panel (1, 2) is the sixth axis pair, and it keeps its data
+    assert fig.data[5].xaxis == "x6" and list(fig.data[5].x) == [1, 2]
+    assert fig.layout.yaxis6.scaleanchor == "x6"
+    assert [a.text for a in fig.layout.annotations] == [f"p{i}" for i in range(6)]
+    with pytest.raises(ValueError, match="6 titles"):
+        panel_grid(panels, ["one"])
+    with pytest.raises(ValueError, match="rows x cols"):
+        panel_grid([[[]], [[], []]], ["a", "b", "c"])
+
+
+def test_bars_figure_groups_series():
+    from pflow_explore.viz import bars_figure
+
+    fig = bars_figure({"a": {"x": 1.0, "y": 2.0}, "b": {"x": 3.0, "y": 4.0}}, {"b": "#123456"})
+    assert [t.name for t in fig.data] == ["a", "b"]
+    assert list(fig.data[1].y) == [3.0, 4.0] and fig.data[1].marker.color == "#123456"
+    assert fig.layout.barmode == "group"
+
+
+def test_plain_floats_rounds_on_request():
+    import math
+
+    import torch
+
+    from pflow_explore.viz import plain_floats
+
+    assert plain_floats(torch.tensor([1.23456, math.nan]), decimals=2) == [1.23, None]

@@ -1,5 +1,5 @@
-"""Exercises with automatic checks: the learner writes a function, a checker compares it
-with the reference on random inputs and says what differs.
+"""The checker: the learner writes a function, :func:`check` compares it with the
+reference on random inputs and says what differs; :class:`Exercise` bundles one exercise.
 
     def my_denoiser(x, sigma): ...
     check(my_denoiser, reference=gaussian.ve_denoiser, inputs=random_inputs, name="denoiser")
@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -114,3 +115,41 @@ def check(
                 trial,
             )
     return CheckResult(name, True, f"matches the reference on {trials} random inputs", trials)
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise of a chapter.
+
+    name: what the learner reads ("Gaussian denoiser"); function: the name the learner's
+    function has in the notebook and the worked answer in ``solutions/`` (e.g.
+    ``"gaussian_denoiser"``); inputs(generator) -> the positional arguments of one trial;
+    reference: the package's implementation, called on the same arguments; rtol, atol,
+    trials: as in :func:`check`.
+    """
+
+    name: str
+    function: str
+    inputs: Callable[[torch.Generator], tuple[Any, ...]]
+    reference: Callable[..., Any]
+    rtol: float = 1e-5
+    atol: float = 1e-6
+    trials: int = 5
+
+    def check(self, learner: Callable[..., Any], seed: int = 0) -> CheckResult:
+        """Compare ``learner`` with the reference on ``trials`` random inputs."""
+        return check(
+            learner,
+            self.reference,
+            self.inputs,
+            name=self.name,
+            trials=self.trials,
+            rtol=self.rtol,
+            atol=self.atol,
+            seed=seed,
+        )
+
+
+def chapter_exercises(module: ModuleType) -> list[Exercise]:
+    """The :class:`Exercise` objects a chapter's exercises module defines, in file order."""
+    return [v for v in vars(module).values() if isinstance(v, Exercise)]

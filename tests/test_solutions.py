@@ -1,0 +1,67 @@
+"""Every chapter's exercises against the worked answers in solutions/ (outside the package).
+
+For each ``pflow_explore/exercises/<slug>.py``: every :class:`Exercise` has a worked answer
+in ``solutions/NN_<slug>.py`` under its function name, the answer passes the checker, and
+the same answer slightly off (a negative control) fails it, so no exercise accepts anything.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pkgutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import pflow_explore.exercises as exercises_pkg
+from pflow_explore.exercises import chapter_exercises
+
+SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
+SLUGS = sorted(m.name for m in pkgutil.iter_modules(exercises_pkg.__path__) if m.name != "check")
+
+
+def _solutions(slug: str):
+    files = sorted(SOLUTIONS.glob(f"[0-9][0-9]_{slug}.py"))
+    assert len(files) == 1, f"expected one solutions/NN_{slug}.py, found {files}"
+    spec = importlib.util.spec_from_file_location(f"solutions_{slug}", files[0])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+CASES = [
+    (slug, ex)
+    for slug in SLUGS
+    for ex in chapter_exercises(importlib.import_module(f"pflow_explore.exercises.{slug}"))
+]
+
+
+def test_every_chapter_with_exercises_is_found():
+    assert CASES, "no exercises found"
+    assert not list(SOLUTIONS.glob("*.py")) or SLUGS
+
+
+@pytest.mark.parametrize(("slug", "ex"), CASES, ids=[f"{s}-{e.function}" for s, e in CASES])
+def test_solution_passes_and_a_near_miss_fails(slug, ex):
+    answer = getattr(_solutions(slug), ex.function, None)
+    assert answer is not None, f"solutions for {slug} lack {ex.function}()"
+    res = ex.check(answer)
+    assert res.passed, str(res)
+
+    def near_miss(*args):
+        out = torch.as_tensor(answer(*args))
+        return out + 1e-3 * (1 + out.abs())
+
+    assert not ex.check(near_miss).passed
+    assert not ex.check(lambda *args: None).passed
+
+
+def test_solutions_are_not_in_the_package():
+    import pflow_explore
+
+    package = Path(pflow_explore.__file__).parent
+    assert not list(package.rglob("solution*")), "worked answers belong in solutions/"
+    holding = [p for p in package.rglob("*.py") if "def _solution" in p.read_text()]
+    assert not holding, f"worked answers belong in solutions/, found in {holding}"
