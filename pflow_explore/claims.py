@@ -17,7 +17,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -56,57 +56,43 @@ def _beyond(se: float, z: float) -> str:
     return f" by {z:g} SE (SE {se:.2g})" if se else ""
 
 
-def claim_below(
-    name: str,
-    paper: str,
-    measured: float,
-    bound: float,
-    scale: str,
-    note: str = "",
-    *,
-    se: float = 0.0,
-    z: float = 2.0,
-    inclusive: bool = False,
-) -> Claim:
-    """Holds when ``measured + z se < bound`` (``<=`` with ``inclusive``): below the bound
-    beyond the noise when the standard error ``se`` of the measurement is given."""
-    return _claim_bound(name, paper, measured, bound, scale, note, se, z, inclusive, -1)
+def _bound_claim(side: int) -> Callable[..., Claim]:
+    """claim_below (side -1) or claim_above (side +1): one rule, the side of the bound.
+
+    side +1 holds when the measurement's lower edge ``measured - z se`` lies above ``bound``;
+    side -1 when its upper edge ``measured + z se`` lies below it. Strict unless
+    ``inclusive``."""
+
+    def claim(
+        name: str,
+        paper: str,
+        measured: float,
+        bound: float,
+        scale: str,
+        note: str = "",
+        *,
+        se: float = 0.0,
+        z: float = 2.0,
+        inclusive: bool = False,
+    ) -> Claim:
+        value = float(measured)
+        gap = side * (value - side * z * se - bound)  # > 0 when the edge is on the right side
+        holds = gap >= 0 if inclusive else gap > 0
+        op = (">" if side > 0 else "<") + ("=" if inclusive else "")
+        criterion = f"{op} {bound:.4g}{_beyond(se, z)}"
+        return Claim(name, paper, value, criterion, bool(holds), scale, note)
+
+    return claim
 
 
-def claim_above(
-    name: str,
-    paper: str,
-    measured: float,
-    bound: float,
-    scale: str,
-    note: str = "",
-    *,
-    se: float = 0.0,
-    z: float = 2.0,
-    inclusive: bool = False,
-) -> Claim:
-    """Holds when ``measured - z se > bound`` (``>=`` with ``inclusive``)."""
-    return _claim_bound(name, paper, measured, bound, scale, note, se, z, inclusive, +1)
+claim_below = _bound_claim(-1)
+claim_below.__name__ = claim_below.__qualname__ = "claim_below"
+claim_below.__doc__ = """Holds when ``measured + z se < bound`` (``<=`` with ``inclusive``):
+below the bound beyond the noise when the standard error ``se`` of the measurement is given."""
 
-
-def _claim_bound(
-    name: str,
-    paper: str,
-    measured: float,
-    bound: float,
-    scale: str,
-    note: str,
-    se: float,
-    z: float,
-    inclusive: bool,
-    side: int,
-) -> Claim:
-    """``side`` +1: the measurement's lower edge above ``bound``; -1: its upper edge below."""
-    value = float(measured)
-    gap = side * (value - side * z * se - bound)  # > 0 when the edge is on the right side
-    holds = gap >= 0 if inclusive else gap > 0
-    op = (">" if side > 0 else "<") + ("=" if inclusive else "")
-    return Claim(name, paper, value, f"{op} {bound:.4g}{_beyond(se, z)}", bool(holds), scale, note)
+claim_above = _bound_claim(+1)
+claim_above.__name__ = claim_above.__qualname__ = "claim_above"
+claim_above.__doc__ = """Holds when ``measured - z se > bound`` (``>=`` with ``inclusive``)."""
 
 
 def claim_band(

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -64,7 +64,10 @@ def chapter_module(slug: str, command: str) -> ModuleType:
 
 
 def chapter_modules(slug: str | None, command: str) -> dict[str, ModuleType]:
-    """``{slug: module}`` for one chapter, or for every notebook that has a module."""
+    """``{slug: module}`` for one chapter, or for every notebook that has a module.
+
+    When no chapter has a module yet, it says so on stderr (nothing for ``command`` to do)
+    and returns {}."""
     if slug is not None:
         return {slug: chapter_module(slug, command)}
     found = {}
@@ -72,6 +75,8 @@ def chapter_modules(slug: str | None, command: str) -> dict[str, ModuleType]:
         mod = chapters.module(name)
         if mod is not None:
             found[name] = mod
+    if not found:
+        print(f"no chapter has a module yet: nothing to {command}", file=sys.stderr)
     return found
 
 
@@ -291,7 +296,6 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     scale = scale_name(args.scale)
     mods = chapter_modules(args.slug, "verify")
     if not mods:
-        print("no chapter has a module yet: nothing to verify", file=sys.stderr)
         return 0
     ok = True
     report: dict[str, Any] = {}
@@ -331,7 +335,6 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     scale = scale_name(args.scale)
     mods = chapter_modules(args.slug, "prepare")
     if not mods:
-        print("no chapter has a module yet: nothing to prepare", file=sys.stderr)
         return 0
     env = {ENV_SCALE: scale, **({cache.ENV_SHIP: "1"} if args.ship else {})}
     where = cache.shipped_dir() if args.ship else cache.cache_dir()
@@ -542,6 +545,7 @@ def _scale(value: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from err
 
 
+ALL_CHAPTERS = "chapter (default: all)"
 SCALE_HELP = f"one of {', '.join(SCALES)} (default: env PFLOW_SCALE, else cpu)"
 
 
@@ -554,6 +558,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, summary: str, details: str = "") -> argparse.ArgumentParser:
         return sub.add_parser(name, help=summary, description=f"{summary}. {details}".strip())
+
+    def chapter_command(
+        name: str,
+        func: Callable[[argparse.Namespace], int],
+        summary: str,
+        details: str,
+        *,
+        every: bool = False,
+        slug_help: str = "chapter, e.g. start_here",
+        switch: tuple[str, str] | None = None,
+    ) -> argparse.ArgumentParser:
+        """A chapter command: SLUG, --scale and an optional on/off ``switch`` (flag, help);
+        with ``every``, SLUG may be left out to mean every chapter that has a module."""
+        if every:
+            details = f"Without SLUG, every chapter that has a module. {details}"
+        p = command(name, summary, details)
+        if every:
+            p.add_argument("slug", metavar="SLUG", nargs="?", default=None, help=ALL_CHAPTERS)
+        else:
+            p.add_argument("slug", metavar="SLUG", help=slug_help)
+        p.add_argument("--scale", default=None, help=SCALE_HELP)
+        if switch is not None:
+            p.add_argument(switch[0], action="store_true", help=switch[1])
+        p.set_defaults(func=func)
+        return p
 
     p = command(
         "list",
@@ -606,60 +635,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_serve)
 
-    p = command(
+    p = chapter_command(
         "run",
+        _cmd_run,
         "execute a chapter notebook headless (papermill) with SCALE injected",
         "Keeps the executed copy and prints the seconds taken; exit 1 if the notebook raised.",
     )
-    p.add_argument("slug", metavar="SLUG", help="chapter, e.g. start_here")
-    p.add_argument("--scale", default=None, help=SCALE_HELP)
     p.add_argument(
         "--output",
         metavar="DIR",
         default=None,
         help="folder for the executed copy <stem>-<scale>.ipynb (default: runs/)",
     )
-    p.set_defaults(func=_cmd_run)
 
-    p = command(
+    p = chapter_command(
         "figures",
+        _cmd_figures,
         "write a chapter's figures as offline HTML and PNG",
         "Runs the chapter module, then writes every figure as HTML with plotly.js inside "
         "(no CDN) and as PNG drawn by headless Chromium (env PFLOW_CHROMIUM, default "
         "/usr/bin/chromium). Exit 1 if PNGs were asked for and cannot be drawn.",
+        slug_help="chapter with a module, e.g. start_here",
+        switch=("--no-png", "write HTML only (no Chromium needed)"),
     )
-    p.add_argument("slug", metavar="SLUG", help="chapter with a module, e.g. start_here")
-    p.add_argument("--scale", default=None, help=SCALE_HELP)
     p.add_argument(
         "--out",
         metavar="DIR",
         default=None,
         help="output folder (default: figures/<slug>-<scale>/)",
     )
-    p.add_argument("--no-png", action="store_true", help="write HTML only (no Chromium needed)")
-    p.set_defaults(func=_cmd_figures)
 
-    p = command(
+    chapter_command(
         "verify",
+        _cmd_verify,
         "compute a chapter's claims and print the table; exit 1 if a claim fails",
-        "Without SLUG, every chapter that has a module. Records the result in "
-        "data/cache/<slug>/verify-<scale>.json, which `list` shows.",
+        "Records the result in data/cache/<slug>/verify-<scale>.json, which `list` shows.",
+        every=True,
+        switch=("--json", "print JSON instead of tables"),
     )
-    p.add_argument("slug", metavar="SLUG", nargs="?", default=None, help="chapter (default: all)")
-    p.add_argument("--scale", default=None, help=SCALE_HELP)
-    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    p.set_defaults(func=_cmd_verify)
-
-    p = command(
+    chapter_command(
         "prepare",
+        _cmd_prepare,
         "build (train) and cache the artifacts a chapter needs",
-        "Without SLUG, every chapter that has a module. Artifacts go to data/cache/, or with "
-        "--ship to data/shipped/ (committed, so a fresh clone does not train).",
+        "Artifacts go to data/cache/, or with --ship to data/shipped/ (committed, so a fresh "
+        "clone does not train).",
+        every=True,
+        switch=("--ship", "store into data/shipped/ (env PFLOW_SHIP)"),
     )
-    p.add_argument("slug", metavar="SLUG", nargs="?", default=None, help="chapter (default: all)")
-    p.add_argument("--scale", default=None, help=SCALE_HELP)
-    p.add_argument("--ship", action="store_true", help="store into data/shipped/ (env PFLOW_SHIP)")
-    p.set_defaults(func=_cmd_prepare)
     return parser
 
 

@@ -21,7 +21,8 @@ reference solution, slower per evaluation (see DESIGN.md, Known traps). It is ma
 on every grid point and never to evaluate f outside [min(times), max(times)].
 
 ``euler_maruyama`` integrates dx = f(x, t) dt + g(t) dW. ``steps`` and ``sde_steps`` are
-generators yielding (t, x) after each step, for step-through widgets.
+generators yielding (t, x) after each step, for step-through widgets; ``collect`` runs such
+a generator to a :class:`Solution`.
 """
 
 from __future__ import annotations
@@ -62,6 +63,29 @@ class _Counted:
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         self.nfe += 1
         return self.f(x, t)
+
+
+def collect(
+    steps: Iterator[tuple[Tensor, Tensor]],
+    x0: Tensor,
+    times: Tensor,
+    nfe: int | _Counted,
+    trajectory: bool = False,
+) -> Solution:
+    """Run a step generator (yielding (t_{i+1}, x_{i+1}), T items) to its end as a Solution.
+
+    x0: (B, ...) the state at times[0] (T + 1,); trajectory=True stacks x0 and every yielded
+    state, (T + 1, B, ...). nfe: a count, or the :class:`_Counted` field the steps call,
+    read after the last step. The one place where step-through generators (``steps``,
+    ``sde_steps``, samplers' exponential steps) become whole solutions.
+    """
+    states = [x0] if trajectory else None
+    x = x0
+    for _, x in steps:
+        if states is not None:
+            states.append(x)
+    traj = torch.stack(states) if states is not None else None
+    return Solution(x, traj, times, nfe.nfe if isinstance(nfe, _Counted) else int(nfe))
 
 
 def check_times(times: Tensor | Sequence[float]) -> Tensor:
@@ -166,13 +190,7 @@ def odeint(
             options={"step_t": times},
         )
         return Solution(traj[-1], traj if trajectory else None, times, counted.nfe)
-    states = [x0] if trajectory else None
-    x = x0
-    for _, x in _fixed_steps(counted, x0, times, method):
-        if states is not None:
-            states.append(x)
-    traj = torch.stack(states) if states is not None else None
-    return Solution(x, traj, times, counted.nfe)
+    return collect(_fixed_steps(counted, x0, times, method), x0, times, counted, trajectory)
 
 
 def euler(
@@ -196,8 +214,9 @@ def rk4(
     return odeint(f, x0, times, "rk4", trajectory)
 
 
-def _randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise shaped like x, drawn on the generator's device."""
+def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal noise shaped like x (and of its dtype), drawn on the generator's device
+    (so a CPU generator gives the same draws whatever x's device), then moved to x's."""
     device = generator.device if generator is not None else x.device
     z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=device)
     return z.to(x.device)
@@ -220,7 +239,7 @@ def _sde_steps(
     for t, t_next in zip(times[:-1], times[1:], strict=True):
         dt = t_next - t
         # Brownian increments have variance |dt| whichever way time runs
-        dw = dt.abs().sqrt() * _randn_like(x, generator)
+        dw = dt.abs().sqrt() * randn_like(x, generator)
         x = x + dt * f(x, t) + g(t) * dw
         yield t_next, x
 
@@ -243,10 +262,4 @@ def euler_maruyama(
     """
     times = check_times(times)
     counted = _Counted(f)
-    states = [x0] if trajectory else None
-    x = x0
-    for _, x in _sde_steps(counted, g, x0, times, generator):
-        if states is not None:
-            states.append(x)
-    traj = torch.stack(states) if states is not None else None
-    return Solution(x, traj, times, counted.nfe)
+    return collect(_sde_steps(counted, g, x0, times, generator), x0, times, counted, trajectory)

@@ -18,15 +18,12 @@ replaces Z_1 - Z_0 and the integral runs over that interval.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
-from pflow_explore.solvers import check_times, odeint
+from pflow_explore.solvers import Field, check_times, odeint
 
 F64 = torch.float64
-Field = Callable[[Tensor, Tensor], Tensor]
 
 # elements of one (pairs, T, T) block in crossings(): ~ 32 MB per float64 temporary
 CROSSING_BLOCK = 1 << 22

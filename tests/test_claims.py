@@ -94,3 +94,21 @@ def test_ordered_claim_names_the_pair_that_fails():
     assert higher.holds and " > " in str(higher.measured)
     with pytest.raises(ValueError, match="two values"):
         claims.claim_ordered("x", "p", {"a": 1.0}, "cpu")
+
+
+def test_below_and_above_are_named_documented_and_share_one_signature():
+    import inspect
+
+    for fn, name in ((claims.claim_below, "claim_below"), (claims.claim_above, "claim_above")):
+        assert fn.__name__ == name and "Holds when" in fn.__doc__
+        params = inspect.signature(fn).parameters
+        assert list(params) == [
+            *("name", "paper", "measured", "bound", "scale", "note"),
+            *("se", "z", "inclusive"),
+        ]
+        assert all(params[k].kind is inspect.Parameter.KEYWORD_ONLY for k in ("se", "z"))
+    # the two sides mirror each other: x below b beyond the margin <=> -x above -b
+    for x, b, se in ((0.8, 1.0, 0.05), (0.8, 1.0, 0.15), (1.3, 1.0, 0.1), (0.5, 0.5, 0.0)):
+        below = claims.claim_below("x", "p", x, b, "cpu", se=se).holds
+        assert below == claims.claim_above("x", "p", -x, -b, "cpu", se=se).holds
+        assert below == (x + 2 * se < b)

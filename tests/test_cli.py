@@ -8,6 +8,7 @@ One test checks the real ``start_here`` chapter at ``tiny``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -121,6 +122,40 @@ def test_every_command_has_help(name, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"usage: pflow-explore {name}")
     assert len(out.splitlines()) >= 4  # a description, not only a usage line
+
+
+@pytest.mark.parametrize(
+    "name,every,switch",
+    [
+        ("run", False, None),
+        ("figures", False, "--no-png"),
+        ("verify", True, "--json"),
+        ("prepare", True, "--ship"),
+    ],
+)
+def test_chapter_commands_share_slug_scale_and_their_switch(name, every, switch):
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser = sub.choices[name]
+    args = parser.parse_args(["--scale", "tiny"] if every else ["some_slug", "--scale", "tiny"])
+    assert args.scale == "tiny" and args.slug == (None if every else "some_slug")
+    assert args.func is getattr(cli, f"_cmd_{name}")
+    assert ("Without SLUG, every chapter that has a module." in parser.description) == every
+    if switch is not None:
+        dest = switch.lstrip("-").replace("-", "_")
+        assert getattr(args, dest) is False
+        assert getattr(parser.parse_args([*([] if every else ["s"]), switch]), dest) is True
+    if not every:
+        with pytest.raises(SystemExit):
+            parser.parse_args([])  # the slug is required
+
+
+@pytest.mark.parametrize("command", ["verify", "prepare"])
+def test_no_chapter_with_a_module_says_so_and_exits_0(fake, capsys, monkeypatch, command):
+    monkeypatch.setattr(chapters, "module", lambda slug: None)
+    assert cli.main([command, "--scale", "tiny"]) == 0
+    err = capsys.readouterr().err
+    assert f"no chapter has a module yet: nothing to {command}" in err
+    assert fake.state["runs"] == []
 
 
 def test_list_shows_every_chapter(fake, capsys):

@@ -12,10 +12,12 @@ import torch
 from pflow_explore.solvers import (
     METHODS,
     Solution,
+    collect,
     euler,
     euler_maruyama,
     heun,
     odeint,
+    randn_like,
     rk4,
     sde_steps,
     steps,
@@ -246,3 +248,41 @@ def test_euler_maruyama_seeding():
         )
     ]
     assert torch.equal(torch.stack(stepped), run(0)[1:])
+
+
+def test_collect_runs_a_step_generator_to_a_solution():
+    # a hand-written generator of exact rotation states, so the expected values do not come
+    # from any solver
+    times = torch.linspace(0.0, 1.0, 5, dtype=F64)
+    exact = [rotation_exact(X0, 0.0, float(t)) for t in times]
+
+    def gen():
+        return zip(times[1:], exact[1:], strict=True)
+
+    sol = collect(gen(), X0, times, 7, trajectory=True)
+    assert isinstance(sol, Solution) and sol.nfe == 7 and sol.times is times
+    assert torch.equal(sol.x, exact[-1])
+    assert sol.trajectory.shape == (5, *X0.shape)
+    assert torch.equal(sol.trajectory, torch.stack(exact))
+    bare = collect(gen(), X0, times, 0)
+    assert bare.trajectory is None and torch.equal(bare.x, exact[-1])
+    # no steps at all: the start is the end
+    assert torch.equal(collect(iter(()), X0, times[:1], 0).x, X0)
+
+
+def test_collect_reads_the_count_of_a_counted_field_after_the_last_step():
+    # odeint's nfe is collect's reading of the counter after the generator is exhausted:
+    # rk4 evaluates f 4 times per step, 6 steps
+    sol = odeint(decay, X0, torch.linspace(0.0, 1.0, 7, dtype=F64), "rk4", trajectory=True)
+    assert sol.nfe == 24 and sol.trajectory.shape == (7, *X0.shape)
+    stepped = [x for _, x in steps(decay, X0, torch.linspace(0.0, 1.0, 7, dtype=F64), "rk4")]
+    assert torch.equal(sol.trajectory[1:], torch.stack(stepped))
+
+
+def test_randn_like_draws_from_the_generator_in_the_state_dtype():
+    x = torch.zeros(4, 3, dtype=torch.float32)
+    z = randn_like(x, torch.Generator().manual_seed(3))
+    assert z.shape == x.shape and z.dtype == torch.float32 and z.device == x.device
+    assert torch.equal(z, torch.randn(4, 3, generator=torch.Generator().manual_seed(3)))
+    z64 = randn_like(x.double(), torch.Generator().manual_seed(3))
+    assert z64.dtype == F64 and not torch.equal(z64.float(), torch.zeros(4, 3))

@@ -189,3 +189,10 @@ def test_crossings_bad_input():
         crossings(torch.zeros(3, 4, 3))
     assert crossings(torch.zeros(2, 1, 2)).shape == (0, 2)
     assert math.isfinite(crossing_count(torch.zeros(2, 2, 2)))
+
+
+def test_field_is_the_one_solvers_field():
+    # one name per mathematical object: trajectories uses solvers' velocity-field type
+    from pflow_explore import solvers, trajectories
+
+    assert trajectories.Field is solvers.Field

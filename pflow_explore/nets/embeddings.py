@@ -40,6 +40,29 @@ def time_batch(t: float | Tensor, batch: int, like: Tensor) -> Tensor:
     return t
 
 
+def conditioning(
+    time_embedding: TimeEmbedding,
+    class_embedding: ClassEmbedding | None,
+    t: float | Tensor,
+    y: Tensor | None,
+    like: Tensor,
+    net: str = "net",
+) -> Tensor:
+    """The conditioning vector c = TimeEmbedding(t) (+ ClassEmbedding(y)), (B, dim).
+
+    B = like.shape[0]; t: float, () or (B,); y: (B,) int64 or None (None: the null class
+    when the net has a class embedding). A net built without classes (class_embedding None)
+    refuses a y rather than silently ignoring it; ``net`` names the net in that message.
+    """
+    batch = like.shape[0]
+    c = time_embedding(time_batch(t, batch, like))
+    if class_embedding is not None:
+        c = c + class_embedding(y, batch)
+    elif y is not None:
+        raise ValueError(f"y was given but this {net} was built with n_classes=None")
+    return c
+
+
 class TimeEmbedding(nn.Module):
     """t (B,) or () -> (B, dim): fixed sin/cos features followed by a 2-layer SiLU MLP.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pflow_explore.nets.embeddings import ClassEmbedding, TimeEmbedding, time_batch
+from pflow_explore.nets.embeddings import ClassEmbedding, TimeEmbedding, conditioning
 
 
 class MLP(nn.Module):
@@ -83,13 +83,7 @@ class MLP(nn.Module):
 
     def condition(self, t: float | Tensor, y: Tensor | None, like: Tensor) -> Tensor:
         """The conditioning vector c (B, time_dim) for a batch shaped like ``like``."""
-        batch = like.shape[0]
-        c = self.time_embedding(time_batch(t, batch, like))
-        if self.class_embedding is not None:
-            c = c + self.class_embedding(y, batch)
-        elif y is not None:
-            raise ValueError("y was given but this MLP was built with n_classes=None")
-        return c
+        return conditioning(self.time_embedding, self.class_embedding, t, y, like, "MLP")
 
     def forward(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Tensor:
         """x: (B, d), t: float, () or (B,), y: (B,) int64 or None -> (B, d)."""

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pflow_explore.nets.embeddings import ClassEmbedding, TimeEmbedding, time_batch
+from pflow_explore.nets.embeddings import ClassEmbedding, TimeEmbedding, conditioning
 
 
 def group_norm(channels: int, max_groups: int = 8) -> nn.GroupNorm:
@@ -162,13 +162,7 @@ class UNet(nn.Module):
 
     def condition(self, t: float | Tensor, y: Tensor | None, like: Tensor) -> Tensor:
         """The conditioning vector c (B, time_dim) for a batch shaped like ``like``."""
-        batch = like.shape[0]
-        c = self.time_embedding(time_batch(t, batch, like))
-        if self.class_embedding is not None:
-            c = c + self.class_embedding(y, batch)
-        elif y is not None:
-            raise ValueError("y was given but this UNet was built with n_classes=None")
-        return c
+        return conditioning(self.time_embedding, self.class_embedding, t, y, like, "UNet")
 
     def forward(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Tensor:
         """x: (B, C, H, W), t: float, () or (B,), y: (B,) int64 or None -> (B, C, H, W)."""

@@ -2,11 +2,14 @@
 
 A widget moves its own controls when code (not the reader) changes a setting; a flag on the
 widget (``_quiet`` by default) tells the controls' callbacks to do nothing meanwhile, so a
-setter is not re-entered. ``checked_index`` is the one check of a step, frame or index.
+setter is not re-entered. ``checked_index`` is the one check of a step, frame or index;
+``checked_number`` the one check of a finite number with a lower bound typed into a box.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,6 +33,17 @@ def checked_index(i: Any, last: int, name: str = "step") -> int:
     if isinstance(i, bool) or int(i) != i or not 0 <= i <= last:
         raise ValueError(f"{name} must be an integer in [0, {last}], got {i!r}")
     return int(i)
+
+
+def checked_number(
+    x: Any, name: str, low: float, *, above: bool = False, what: str = "a finite number"
+) -> float:
+    """x as a float if it is a finite real number (not a bool: True is not 1 here) >= low,
+    or > low with ``above``; else ValueError "<name> must be <what> >= low, got x"."""
+    ok = not isinstance(x, bool) and isinstance(x, numbers.Real) and math.isfinite(x)
+    if not (ok and (x > low if above else x >= low)):
+        raise ValueError(f"{name} must be {what} {'>' if above else '>='} {low:g}, got {x!r}")
+    return float(x)
 
 
 def on_values(callback: Callable[[str, Any], Any], *named: tuple[str, widgets.Widget]) -> None:

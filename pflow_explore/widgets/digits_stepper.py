@@ -31,7 +31,6 @@ from pflow_explore.theory.gaussian_flow import GaussianFlow
 from pflow_explore.viz.arrays import as_numpy
 from pflow_explore.viz.images import to_uint8
 from pflow_explore.viz.style import GREEN, IMAGE_HOVER, RED, figure_layout, margins
-from pflow_explore.widgets.controls import checked_index
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
 from pflow_explore.widgets.stepping import StepControls
@@ -317,9 +316,9 @@ class DigitsStepper(StepControls, widgets.VBox):
             bars.y = d.shares[i]
             prediction.y = d.predicted[i]
 
-    def step_to(self, i: int) -> None:
-        """Show step i in [0, n_steps]: both images, the bars and the prediction, in place."""
-        i = self._step = checked_index(i, self.n_steps)
+    def _show_step(self, i: int) -> None:
+        """Step i in [0, n_steps] (``step_to``): both images, the bars and the prediction,
+        in place."""
         d = self._data
         self._fill(self.figure, i)
         sigma = d.sigmas[i]
@@ -332,4 +331,3 @@ class DigitsStepper(StepControls, widgets.VBox):
             f"≥ 1/√2: {', '.join(map(str, fixed)) or 'none'} &nbsp;|&nbsp; mean |measured − "
             f"Gaussian| over k ≤ {d.shares.shape[1]}: {gap:.3f}"
         )
-        self._follow_slider(i)

@@ -21,7 +21,7 @@ from plotly.subplots import make_subplots
 
 from pflow_explore.viz.arrays import as_numpy
 from pflow_explore.viz.style import BLUE, GRAY, GREEN, ORANGE, PURPLE, RED, figure_layout, margins
-from pflow_explore.widgets.controls import checked_index, set_quietly
+from pflow_explore.widgets.controls import checked_index, checked_number, set_quietly
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
 
@@ -433,14 +433,7 @@ class EPRSweep(widgets.VBox):
 
     @staticmethod
     def _checked_tolerance(percent: Any) -> float:
-        if (
-            isinstance(percent, bool)
-            or not isinstance(percent, int | float | np.integer | np.floating)
-            or not math.isfinite(percent)
-            or percent < 0
-        ):
-            raise ValueError(f"tolerance must be a percentage >= 0, got {percent!r}")
-        return float(percent)
+        return checked_number(percent, "tolerance", 0.0, what="a percentage")
 
     def set_tolerance(self, percent: float) -> bool:
         """Colour learned points by |relative error| <= percent / 100; False on bad input."""

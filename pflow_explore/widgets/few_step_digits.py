@@ -18,7 +18,6 @@ Guidance is classifier-free guidance's alpha, v = v(.|empty) + alpha (v(.|c) - v
 from __future__ import annotations
 
 import math
-import numbers
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -31,7 +30,7 @@ from torch import Tensor
 from pflow_explore.scale import single_threaded
 from pflow_explore.viz.arrays import as_numpy
 from pflow_explore.viz.images import image_grid, image_grid_figure
-from pflow_explore.widgets.controls import checked_index, on_values, quietly
+from pflow_explore.widgets.controls import checked_number, on_values, quietly
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
 from pflow_explore.widgets.reflow_explorer import step_counts
@@ -81,14 +80,7 @@ def sampled_states(
 
 
 def _guidance(value: Any) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(f"guidance scale must be a finite number >= 0, got {value!r}")
-    return float(value)
+    return checked_number(value, "guidance scale", 0.0)
 
 
 class FewStepDigits(StepControls, widgets.VBox):
@@ -109,6 +101,8 @@ class FewStepDigits(StepControls, widgets.VBox):
     Code drives it with :meth:`set_steps`, :meth:`set_model`, :meth:`set_guidance`,
     :meth:`step_to`; bad values show a message and keep the last good picture.
     """
+
+    step_noun = "state"
 
     def __init__(
         self,
@@ -295,12 +289,10 @@ class FewStepDigits(StepControls, widgets.VBox):
             parts.append(f"class accuracy of the final samples: {100 * acc:.1f}%")
         self.readout.value = " &nbsp;|&nbsp; ".join(parts)
 
-    def step_to(self, i: int) -> None:
-        """Show state i in [0, n_steps] of the current trajectory (0 = the noise z0)."""
-        self._step = checked_index(i, self.n_steps, "state")
-        self.figure.data[0].z = image_grid(self._display(self._step), self.nrow)
+    def _show_step(self, i: int) -> None:
+        """State i (``step_to``) of the current trajectory (0 = the noise z0)."""
+        self.figure.data[0].z = image_grid(self._display(i), self.nrow)
         self._write_text()
-        self._follow_slider(self._step)
 
     # --- controls -----------------------------------------------------------------------------
 

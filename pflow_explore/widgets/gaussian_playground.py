@@ -46,7 +46,7 @@ from pflow_explore.viz.style import (
     margins,
     marker_style,
 )
-from pflow_explore.widgets.controls import checked_index
+from pflow_explore.widgets.controls import checked_number
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import (
     describe_error,
@@ -204,6 +204,8 @@ class GaussianPlayground(StepControls, widgets.VBox):
     eigenvalue) shows a message under the boxes and keeps the last good picture.
     """
 
+    play_follows = True
+
     def __init__(
         self,
         eigenvalues: Sequence[float] = (4.0, 0.25, 1.0),
@@ -237,8 +239,7 @@ class GaussianPlayground(StepControls, widgets.VBox):
             raise ValueError(f"n_paths must be an integer >= 1, got {n_paths!r}")
         if int(n_steps) != n_steps or n_steps < 2:
             raise ValueError(f"n_steps must be an integer >= 2, got {n_steps!r}")
-        if not (math.isfinite(sigma_max) and sigma_max > 0.002):
-            raise ValueError(f"sigma_max must be a finite number > 0.002, got {sigma_max!r}")
+        checked_number(sigma_max, "sigma_max", 0.002, above=True)
         self._grids = {
             "VE": _grid(
                 default_sigmas(int(n_steps), sigma_max) if sigmas is None else sigmas,
@@ -706,12 +707,8 @@ class GaussianPlayground(StepControls, widgets.VBox):
 
     # --- stepping ---------------------------------------------------------------------
 
-    def step_to(self, i: int) -> None:
-        """Show grid point i in [0, n_steps]: x_t, its x0-estimate, p_t and the readout.
-
-        Only the step-dependent traces change (one batched message); the slider follows.
-        """
-        self._step = checked_index(i, self.n_steps)
+    def _show_step(self, i: int) -> None:
+        """Grid point i (``step_to``): x_t, its x0-estimate, p_t and the readout; only the
+        step-dependent traces change (one batched message)."""
         self._draw_step(self.figure)
         self._write_readout()
-        self._follow_slider(self._step, play=True)

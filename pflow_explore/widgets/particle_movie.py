@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 from pflow_explore.viz.arrays import as_numpy, padded_range
 from pflow_explore.viz.points import plane_layout
 from pflow_explore.viz.style import BLUE, line_style
-from pflow_explore.widgets.controls import checked_index, quietly, set_quietly
+from pflow_explore.widgets.controls import checked_number, quietly, set_quietly
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
 from pflow_explore.widgets.stepping import StepControls
@@ -128,6 +128,8 @@ class ParticleMovie(StepControls, widgets.VBox):
     four return False and show a message on bad input, keeping the last good picture).
     """
 
+    step_noun = "frame"
+
     def __init__(
         self,
         frames: Any,
@@ -146,13 +148,8 @@ class ParticleMovie(StepControls, widgets.VBox):
         interval_ms: int = 150,
         height: int = 520,
     ) -> None:
-        if box is not None and (
-            isinstance(box, bool)
-            or not isinstance(box, int | float)
-            or not (math.isfinite(box) and box > 0)
-        ):
-            raise ValueError(f"box must be None or a finite side length > 0, got {box!r}")
-        self.box = None if box is None else float(box)
+        what = "None or a finite side length"
+        self.box = None if box is None else checked_number(box, "box", 0.0, above=True, what=what)
         self.box_origin = -self.box / 2 if box is not None and box_origin is None else box_origin
         self.color_label = str(color_label)
         self._step = 0
@@ -351,14 +348,7 @@ class ParticleMovie(StepControls, widgets.VBox):
 
     @staticmethod
     def _checked_scale(scale: Any) -> float:
-        if (
-            isinstance(scale, bool)
-            or not isinstance(scale, int | float | np.floating | np.integer)
-            or not math.isfinite(scale)
-            or scale <= 0
-        ):
-            raise ValueError(f"arrow scale must be a finite number > 0, got {scale!r}")
-        return float(scale)
+        return checked_number(scale, "arrow scale", 0.0, above=True)
 
     def _checked_every(self, every: Any) -> int:
         n = self._x.shape[1]
@@ -493,12 +483,11 @@ class ParticleMovie(StepControls, widgets.VBox):
                 self._style_into(self._particles)
             self._draw_into(self._arrows, self._particles, self._step)
 
-    def step_to(self, i: int) -> None:
-        """Show frame i in [0, T-1]: positions, colours and arrows of that frame.
+    def _show_step(self, i: int) -> None:
+        """Frame i in [0, T-1] (``step_to``): positions, colours and arrows of that frame.
 
-        Only trace data change (in place, one batched message); the slider follows.
+        Only trace data change (in place, one batched message).
         """
-        self._step = checked_index(i, self.n_steps, "frame")
         self._redraw()
         n = self._x.shape[1]
         self.time_label.value = f"t = {self._t[self._step]:.3f}"
@@ -510,4 +499,3 @@ class ParticleMovie(StepControls, widgets.VBox):
                 f" total = {values.sum():.4g}"
             )
         self.readout.value = text
-        self._follow_slider(self._step)

@@ -1,7 +1,8 @@
 """The step plumbing the step-through widgets share: slider, Play and prev/next buttons.
 
 A widget mixing in :class:`StepControls` has ``message``, ``n_steps``, ``_step`` and
-``step_to(i)``; :meth:`StepControls.step_row` builds the row Play | Prev | Next | slider |
+``_show_step(i)`` (draw step i); :meth:`StepControls.step_to` checks i, shows it and moves
+the slider; :meth:`StepControls.step_row` builds the row Play | Prev | Next | slider |
 time label, routes slider moves and button clicks to ``step_to`` with errors shown in
 ``message``, and the other methods move the slider when code steps or the number of steps
 changes, without stepping again.
@@ -13,7 +14,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from pflow_explore.widgets.controls import quietly
+from pflow_explore.widgets.controls import checked_index, quietly
 from pflow_explore.widgets.messages import shown_errors
 
 BUTTON_LAYOUT = {"width": "40px"}
@@ -23,16 +24,36 @@ class StepControls:
     """Mixin: the step row (:meth:`step_row`) and the slider bookkeeping of a stepper.
 
     The host provides ``n_steps`` (the last index), ``_step`` (the index shown), ``message``
-    (a :func:`~pflow_explore.widgets.messages.message_label`) and ``step_to(i)``, which ends
-    with ``self._follow_slider(i)``.
+    (a :func:`~pflow_explore.widgets.messages.message_label`) and ``_show_step(i)``, which
+    draws step i (figure, time label, readout); :meth:`step_to` does the rest.
     """
 
     _quiet = False  # True while the widget moves its own slider
+    step_noun = "step"  # what an index is called in messages ("frame", "state")
+    # Also move the kernel-side Play value when code steps (Play is jslinked to the slider
+    # in the browser only), for widgets whose code reads ``play.value``.
+    play_follows = False
 
     @property
     def step(self) -> int:
         """The step (or frame) i now shown, 0 .. ``n_steps``."""
         return self._step
+
+    def step_to(self, i: int) -> None:
+        """Show step i in [0, n_steps] (ValueError naming ``step_noun`` otherwise): the
+        widget's ``_show_step(i)`` draws it in place, then the slider follows. If drawing
+        fails, ``step`` stays the last step drawn and the error propagates."""
+        i = checked_index(i, self.n_steps, self.step_noun)
+        previous, self._step = self._step, i  # set first: _show_step may read self._step
+        try:
+            self._show_step(i)
+        except Exception:
+            self._step = previous
+            raise
+        self._follow_slider(i, play=self.play_follows)
+
+    def _show_step(self, i: int) -> None:
+        raise NotImplementedError("a StepControls widget draws its step i in _show_step(i)")
 
     def step_row(
         self,

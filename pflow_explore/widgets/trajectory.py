@@ -20,7 +20,6 @@ from plotly.basedatatypes import BaseTraceType
 from pflow_explore.viz.arrays import as_numpy, padded_range
 from pflow_explore.viz.points import SAMPLE_COLOR, plane_layout, points_trace
 from pflow_explore.viz.style import line_style
-from pflow_explore.widgets.controls import checked_index
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
 from pflow_explore.widgets.stepping import StepControls
@@ -212,12 +211,10 @@ class TrajectoryExplorer(StepControls, widgets.VBox):
             self._full_paths.x = flat[:, 0]
             self._full_paths.y = flat[:, 1]
 
-    def step_to(self, i: int) -> None:
-        """Show step i in [0, T]: particles at x_i, paths traced up to x_i, readout at t_i.
-
-        Only trace data change (in place, one batched message); the slider follows.
+    def _show_step(self, i: int) -> None:
+        """Step i in [0, T] (``step_to``): particles at x_i, paths traced up to x_i, readout
+        at t_i. Only trace data change (in place, one batched message).
         """
-        i = self._step = checked_index(i, self.n_steps)
         now = self._x[i]
         traced = np.concatenate([self._lines[:, : i + 1], self._gap], axis=1).reshape(-1, 2)
         with self.figure.batch_update():
@@ -232,4 +229,3 @@ class TrajectoryExplorer(StepControls, widgets.VBox):
             f"mean distance from the start |x(t) &minus; x(t<sub>0</sub>)| = {displacement:.3f}"
             f" &nbsp;|&nbsp; mean path length = {self._path_length[i]:.3f}"
         )
-        self._follow_slider(i)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pflow_explore.nets.embeddings import ClassEmbedding, TimeEmbedding, conditioning
 from pflow_explore.nets.unet import UNet
 
 
@@ -72,3 +73,32 @@ def test_output_depends_on_time_and_is_batch_independent():
     both = net(x, t)
     torch.testing.assert_close(both[1:], net(x[1:], t[1:]), rtol=1e-4, atol=1e-5)
     assert (net(x, 0.2) - net(x, 0.9)).abs().max() > 1e-5
+
+
+def test_conditioning_is_the_sum_of_the_time_and_class_embeddings():
+    torch.manual_seed(0)
+    time, label = TimeEmbedding(16), ClassEmbedding(4, 16)
+    like = torch.zeros(3, 1, 8, 8)
+    t, y = torch.tensor([0.1, 0.5, 0.9]), torch.tensor([0, 3, 4])  # 4: the null class
+    # the expected value from the embedding tables themselves: MLP of the features + a row
+    expected = time.mlp(time.features(t)) + label.table.weight[y]
+    torch.testing.assert_close(conditioning(time, label, t, y, like), expected)
+    # a scalar time is broadcast over the batch; y=None is the null row for every sample
+    c = conditioning(time, label, 0.5, None, like)
+    half = time.mlp(time.features(torch.full((3,), 0.5)))
+    torch.testing.assert_close(c, half + label.table.weight[4])
+    # without a class embedding: the time part alone, and a y is refused, naming the net
+    torch.testing.assert_close(conditioning(time, None, t, None, like), time.mlp(time.features(t)))
+    with pytest.raises(ValueError, match="this UNet was built with n_classes=None"):
+        conditioning(time, None, t, y, like, "UNet")
+
+
+def test_unet_condition_is_the_shared_conditioning():
+    torch.manual_seed(1)
+    net = UNet(base=8, time_dim=16, n_classes=3)
+    x, t, y = torch.randn(2, 1, 8, 8), torch.rand(2), torch.tensor([2, 0])
+    expected = (
+        net.time_embedding.mlp(net.time_embedding.features(t))
+        + (net.class_embedding.table.weight[y])
+    )
+    torch.testing.assert_close(net.condition(t, y, x), expected)

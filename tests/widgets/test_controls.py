@@ -1,11 +1,19 @@
-"""widgets.controls: moving a control without its callback, wiring named controls, index checks."""
+"""widgets.controls: moving a control without its callback, wiring named controls, index and
+number checks."""
 
 from __future__ import annotations
 
 import ipywidgets as widgets
+import numpy as np
 import pytest
 
-from pflow_explore.widgets.controls import checked_index, on_values, quietly, set_quietly
+from pflow_explore.widgets.controls import (
+    checked_index,
+    checked_number,
+    on_values,
+    quietly,
+    set_quietly,
+)
 
 
 @pytest.mark.parametrize("bad", [-1, 5, 1.5, True])
@@ -40,3 +48,21 @@ def test_on_values_passes_the_name_and_the_new_value():
     on_values(lambda name, v: seen.append((name, v)), ("steps", a), ("guidance", b))
     a.value, b.value = 3, 0.5
     assert seen == [("steps", 3), ("guidance", 0.5)]
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf"), True, "1", None, 1 + 0j])
+def test_checked_number_rejects_what_is_not_a_finite_number_at_or_above_the_bound(bad):
+    with pytest.raises(ValueError, match=r"guidance must be a finite number >= 0, got "):
+        checked_number(bad, "guidance", 0.0)
+
+
+def test_checked_number_bound_is_inclusive_unless_above_and_accepts_numpy():
+    assert checked_number(0, "x", 0.0) == 0.0 and type(checked_number(0, "x", 0.0)) is float
+    assert checked_number(np.float32(2.5), "x", 0.0) == 2.5
+    assert checked_number(np.int64(3), "x", 0.0, above=True) == 3.0
+    with pytest.raises(ValueError, match=r"^scale must be a finite number > 0, got 0$"):
+        checked_number(0, "scale", 0.0, above=True)
+    with pytest.raises(ValueError, match=r"^sigma_max must be a finite number > 0.002, got 0.002$"):
+        checked_number(0.002, "sigma_max", 0.002, above=True)
+    with pytest.raises(ValueError, match=r"^tolerance must be a percentage >= 0, got -1$"):
+        checked_number(-1, "tolerance", 0.0, what="a percentage")

@@ -1,10 +1,11 @@
-"""StepControls (the play/step/slider row), on a minimal host widget that records its steps."""
+"""StepControls (the play/step/slider row and step_to), on a minimal host widget that records
+the steps it draws."""
 
 from __future__ import annotations
 
 import ipywidgets as widgets
+import pytest
 
-from pflow_explore.widgets.controls import checked_index
 from pflow_explore.widgets.messages import message_label, show_rejected
 from pflow_explore.widgets.stepping import StepControls
 
@@ -25,12 +26,10 @@ class Host(StepControls, widgets.VBox):
     def n_steps(self) -> int:
         return self.n
 
-    def step_to(self, i: int) -> None:
+    def _show_step(self, i: int) -> None:
         if i == self.fail_at:
             raise ValueError("step 3 is broken")
-        self._step = checked_index(i, self.n_steps)
-        self.shown.append(self._step)
-        self._follow_slider(self._step)
+        self.shown.append(i)
 
 
 def test_row_holds_play_buttons_slider_and_label_in_that_order():
@@ -93,3 +92,35 @@ def test_show_rejected_says_why_and_what_stays():
     assert show_rejected(label, ValueError("bad value."), "Showing the previous picture") is False
     assert "bad value. Showing the previous picture." in label.value
     assert "pflow-message" in label._dom_classes
+
+
+def test_step_to_checks_the_index_draws_it_and_moves_the_slider():
+    host = Host(4)
+    host.step_to(3)
+    assert host.shown == [3] and host.step == 3 and host.slider.value == 3
+    assert host.play.value == 0  # Play follows in the browser only (jslink) by default
+    for bad in (5, -1, 1.5, True):
+        with pytest.raises(ValueError, match=r"step must be an integer in \[0, 4\]"):
+            host.step_to(bad)
+    assert host.shown == [3] and host.step == 3  # nothing drawn for a bad index
+
+
+def test_step_noun_names_the_index_and_play_follows_moves_play():
+    class Frames(Host):
+        step_noun = "frame"
+        play_follows = True
+
+    host = Frames(2)
+    host.step_to(2)
+    assert (host.slider.value, host.play.value) == (2, 2)
+    with pytest.raises(ValueError, match="frame must be an integer in"):
+        host.step_to(3)
+
+
+def test_a_host_without_show_step_says_what_it_lacks():
+    class Bare(StepControls):
+        n_steps = 2
+        _step = 0
+
+    with pytest.raises(NotImplementedError, match="_show_step"):
+        Bare().step_to(1)
