@@ -9,11 +9,13 @@ happens (a cached model needs no pairs).
 
     v2 = reflow(v1, lambda: sample_pairs(v1, z0), stage).model           # 1-RF -> 2-RF
     student = distill(v2, pairs_of_v2, replace(stage, loss="pseudo_huber")).model
+    v3, student2 = rectify(v2, lambda v: sample_pairs(v, z0), stage, stage)   # both at once
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -125,6 +127,24 @@ def distill(
         return distillation_loss(model, z0, z1, y, stage.loss, c)
 
     return train_stage(lambda: copy.deepcopy(v_k).train(), loss_fn, stage, cache)
+
+
+def rectify(
+    v_k: nn.Module,
+    coupling: Callable[[nn.Module], Pairs],
+    reflow_stage: Stage | None,
+    distill_stage: Stage | None,
+    caches: tuple[Artifact | None, Artifact | None] = (None, None),
+) -> tuple[FitResult | None, FitResult | None]:
+    """One round of the paper's recipe on the k-RF ``v_k``: its coupling (Z0, Z1) =
+    ``coupling(v_k)``, made once and only when a model is trained (a cached one needs none),
+    then the (k+1)-RF by :func:`reflow` and the distilled k-RF by :func:`distill`, both on
+    those pairs, in that order. A stage None skips its model (its result is None); ``caches``:
+    (reflow's, distillation's)."""
+    pairs = functools.cache(lambda: coupling(v_k))
+    reflowed = None if reflow_stage is None else reflow(v_k, pairs, reflow_stage, caches[0])
+    student = None if distill_stage is None else distill(v_k, pairs, distill_stage, caches[1])
+    return reflowed, student
 
 
 # ---- targets for consistency-style training -----------------------------------------------

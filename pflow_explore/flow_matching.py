@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from pflow_explore import solvers
+from pflow_explore import scale, solvers
 from pflow_explore.training import FitResult, LossFn, fit, fit_cached
 
 Velocity = Callable[..., Tensor]  # v(x (n, d), t, y (n,) | None) -> (n, d)
@@ -136,6 +136,26 @@ def one_step(v: Velocity, z0: Tensor, y: Tensor | None = None, alpha: float = 1.
     return z0 + guided_velocity(v, z0, 0.0, y, alpha)
 
 
+@torch.no_grad()
+def generate(
+    v: Velocity,
+    z0: Tensor,
+    n_steps: int = 1,
+    y: Tensor | None = None,
+    alpha: float = 1.0,
+    batch: int = 2048,
+    distilled: bool = False,
+) -> Tensor:
+    """Samples Z1 (n, d) from Z0 (n, d), ``batch`` rows at a time (bounded memory): a
+    ``distilled`` one-step model's :func:`one_step` z0 + s(z0, 0 | y) (guidance alpha),
+    else :func:`euler_sample` with ``n_steps`` steps of v_alpha(. | y)."""
+    zs = z0.split(batch)
+    chunks = zip(zs, [None] * len(zs) if y is None else y.split(batch), strict=True)
+    if distilled:
+        return torch.cat([one_step(v, zb, yb, alpha) for zb, yb in chunks])
+    return torch.cat([euler_sample(v, zb, n_steps, yb, alpha).x for zb, yb in chunks])
+
+
 # ---- samplers for widgets -----------------------------------------------------------------
 def plain_field(v: Velocity) -> Callable[[Tensor, float], Tensor]:
     """f(x, t) = v(x, t) for widgets: x (n, d) of any float dtype, t a float -> (n, d) in x's
@@ -178,6 +198,38 @@ def trajectory_sampler(
 
 
 # ---- couplings ----------------------------------------------------------------------------
+def gaussian_noise(n: int, d: int, seed: int, device: torch.device | None = None) -> Tensor:
+    """Z0 ~ N(0, I_d), (n, d) float32, drawn on the CPU from a generator seeded ``seed`` (the
+    same numbers whatever the device), then moved to ``device`` (None: ``scale.device()``)."""
+    z = torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+    return z.to(device or scale.device())
+
+
+def batch_sampler(
+    x: Tensor, y: Tensor | None = None
+) -> Callable[[int, torch.Generator], tuple[Tensor, Tensor | None]]:
+    """sample(n, generator) -> (x[idx], y[idx] or None): n rows of a dataset x (N, d) with
+    labels y (N,), drawn uniformly with replacement (idx from ``torch.randint(N, (n,))``), the
+    data source :func:`train_rectified_flow` takes."""
+
+    def sample(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        idx = torch.randint(len(x), (n,), generator=generator)
+        return x[idx], None if y is None else y[idx]
+
+    return sample
+
+
+def balanced_labels(n: int, n_classes: int, p_uncond: float, seed: int) -> Tensor:
+    """Labels (n,) of a class-conditional coupling: 0, 1, ..., n_classes - 1 in turn, each set
+    to the null class ``n_classes`` with probability ``p_uncond`` (generator seeded ``seed``).
+    Null rows follow the unconditional field, so a net reflowed on the pairs keeps its null
+    branch for guidance."""
+    from pflow_explore.nets import drop_labels
+
+    y = torch.arange(n) % n_classes
+    return drop_labels(y, p_uncond, n_classes, torch.Generator().manual_seed(seed))
+
+
 @dataclass
 class Pairs:
     """A coupling (Z0, Z1): z0, z1 (n, d) and labels y (n,) or None; ``seconds``: wall time

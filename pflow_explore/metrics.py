@@ -8,7 +8,8 @@ float64 without gradients: they are for evaluation, not training.
   exact by linear programming with POT);
 - :func:`energy_distance`, :func:`mmd`: kernel-type two-sample statistics;
 - :func:`frechet_distance`: W2 between Gaussians fitted to features, and
-  :func:`digits_frechet_distance`, the FID analogue with the shipped digits classifier;
+  :func:`digits_frechet_distance`, the FID analogue with the shipped digits classifier,
+  and :func:`class_accuracy`, how often that classifier agrees with the intended labels;
 - :func:`psnr`, :func:`ssim`: per-image scores for restoration chapters.
 """
 
@@ -295,3 +296,18 @@ def digits_frechet_distance(images_a: Tensor, images_b: Tensor) -> float:
     set or more (the features are 128-dimensional), and compare values only at equal n.
     """
     return frechet_distance(digits_features(images_a), digits_features(images_b))
+
+
+def class_accuracy(images: Tensor, labels: Tensor, batch: int = 1024) -> float:
+    """Share of digit images (n, 1, S, S) in [-1, 1] that the shipped digits classifier
+    labels as ``labels`` (n,): mean over i of [argmax_c p(c | image_i) = label_i].
+
+    For class-conditional samples it says whether each sample shows the digit it was asked
+    for (the Frechet distance cannot: it ignores which label produced which image).
+    """
+    from pflow_explore.nets.classifier import load_digits_classifier
+
+    clf = load_digits_classifier()
+    with torch.no_grad():
+        pred = torch.cat([clf(chunk).argmax(1) for chunk in images.float().cpu().split(batch)])
+    return float((pred == labels.cpu()).float().mean())

@@ -6,6 +6,7 @@ the closed form d sigma (2 - pi/2)), and the EMA target against its closed form.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -192,3 +193,48 @@ def test_frozen_copy_and_ema_target_match_their_closed_forms():
     assert all(torch.equal(a, b) for a, b in pairs)
     with pytest.raises(ValueError, match="decay"):
         D.ema_update(target, online, 1.5)
+
+
+# ---- one round: reflow and distillation on one coupling -------------------------------------
+def test_rectify_makes_the_coupling_once_and_trains_both_models_on_it():
+    # teacher v(x) = A x on R^2: its ODE coupling is Z1 = e^A Z0 (matrix exponential, an
+    # independent closed form), which the student learns as its one-step map; the reflowed
+    # net is the one reflow trains on those pairs; the pairs are made exactly once
+    a = torch.tensor([[-0.3, 0.5], [-0.4, 0.2]])
+    teacher = nn.Linear(2, 2, bias=False)
+    teacher.weight.data.copy_(a)
+
+    class Linear(nn.Module):  # v(x, t, y) = W x, started from the teacher
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = copy_of(teacher)
+
+        def forward(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Tensor:
+            return self.lin(x)
+
+    calls = []
+
+    def coupling(v: nn.Module) -> FM.Pairs:
+        calls.append(v)
+        z0 = torch.randn(2000, 2, generator=torch.Generator().manual_seed(1))
+        return FM.sample_pairs(v, z0, n_steps=64)
+
+    net = Linear()
+    stage = FM.Stage(400, 256, 2e-2, seed=3, desc="test rectify")
+    rf2, student = D.rectify(net, coupling, stage, stage)
+    assert len(calls) == 1 and calls[0] is net
+    expm = torch.linalg.matrix_exp(a)
+    z = torch.randn(100, 2, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(FM.one_step(student.model, z), z @ expm.T, atol=0.02, rtol=0)
+    alone = D.reflow(net, coupling(Linear()), stage).model
+    for p, q in zip(rf2.model.parameters(), alone.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+    none, only = D.rectify(net, coupling, None, replace(stage, steps=1))
+    assert none is None and only is not None and len(calls) == 3
+
+
+def copy_of(module: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(module)

@@ -300,3 +300,38 @@ def test_widget_adapters_keep_the_dtype():
     assert sample(4, 1.0, torch.zeros(5, 2), torch.zeros(5)).shape == (5, 5, 1, 2)
     one = FM.trajectory_sampler(v, (1, 2), one_step_only=True)
     assert one(4, 1.0, torch.zeros(5, 2), torch.zeros(5)).shape == (5, 1, 2)
+
+
+# ---- noise, labels and batched generation ---------------------------------------------------
+def test_gaussian_noise_is_seeded_standard_normal_on_the_cpu_stream():
+    z = FM.gaussian_noise(20000, 3, seed=4, device=torch.device("cpu"))
+    assert z.shape == (20000, 3) and z.dtype == torch.float32
+    # the same numbers as a CPU generator seeded 4 draws, whatever the device
+    torch.testing.assert_close(z, torch.randn(20000, 3, generator=torch.Generator().manual_seed(4)))
+    assert not torch.equal(z, FM.gaussian_noise(20000, 3, seed=5, device=torch.device("cpu")))
+    se = 1 / math.sqrt(20000)  # standard errors of the mean and (about) of the variance
+    assert z.mean(0).abs().max() < 4 * se
+    assert (z.var(0) - 1).abs().max() < 4 * math.sqrt(2) * se
+
+
+def test_balanced_labels_cycle_the_classes_and_null_a_share_p_uncond():
+    torch.testing.assert_close(FM.balanced_labels(23, 10, 0.0, seed=0), torch.arange(23) % 10)
+    n, p = 20000, 0.3
+    y = FM.balanced_labels(n, 10, p, seed=1)
+    null = y == 10
+    assert abs(float(null.float().mean()) - p) < 4 * math.sqrt(p * (1 - p) / n)
+    kept = ~null  # the others keep their turn
+    torch.testing.assert_close(y[kept], (torch.arange(n) % 10)[kept])
+    torch.testing.assert_close(y, FM.balanced_labels(n, 10, p, seed=1))
+
+
+def test_generate_follows_the_closed_form_flow_in_any_batch_size():
+    mu, sigma, g = problem(3, seed=6)
+    z0 = torch.randn(300, 3, generator=g, dtype=F64)
+    exact = gaussian_rf_flow(z0, 1.0, mu, sigma)
+    v = ExactRF(mu, sigma)
+    err = [float((FM.generate(v, z0, n, batch=64) - exact).abs().max()) for n in (32, 64)]
+    assert 0.4 < err[1] / err[0] < 0.6  # Euler: first order, so twice the steps halve the error
+    torch.testing.assert_close(FM.generate(v, z0, 8, batch=7), FM.generate(v, z0, 8, batch=1000))
+    # a distilled (one-step) model: z0 + v(z0, 0), which for the 1-RF collapses onto mu
+    torch.testing.assert_close(FM.generate(v, z0, 99, distilled=True, batch=50), mu.expand(300, 3))

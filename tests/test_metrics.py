@@ -213,3 +213,17 @@ def test_digits_frechet_distance_separates_digits_from_noise():
     fake = M.digits_frechet_distance(test_images, noise)
     assert real < fake / 10
     assert M.digits_features(digits(16, "test")[0][:5]).shape == (5, 128)
+
+
+def test_class_accuracy_of_real_digits_and_of_wrong_labels():
+    images, labels = digits(8, "test")
+    right = M.class_accuracy(images, labels)
+    assert right > 0.9  # the shipped classifier on held-out digits
+    assert M.class_accuracy(images, (labels + 1) % 10) < 0.1  # every label wrong by one
+    # the share is a mean over images: two halves average to the whole, in any batch size
+    half = len(images) // 2
+    parts = [M.class_accuracy(images[:half], labels[:half], batch=7)]
+    parts.append(M.class_accuracy(images[half:], labels[half:], batch=1000))
+    whole = (parts[0] * half + parts[1] * (len(images) - half)) / len(images)
+    assert right == pytest.approx(whole, abs=1e-6)  # a float32 mean
+    assert M.class_accuracy(digits(16, "test")[0][:50], labels[:50]) > 0.8  # pooled to 8x8

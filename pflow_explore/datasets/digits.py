@@ -4,6 +4,8 @@ Also 16x16 and 32x32 versions: bilinear upscaling, optionally with light augment
 (random sub-pixel shifts and small scalings), so image chapters have something to learn
 at UNet-friendly sizes without any download.
 
+:func:`flat_digits` gives the split as flat vectors (N, size^2) for models on R^d.
+
 The train/test split is fixed (a seeded stratified 80/20 split), so every chapter and the
 shipped digits classifier agree on what "held out" means.
 """
@@ -101,3 +103,22 @@ def digits(
     if augmented:
         images = augment(images, generator)
     return images, labels.clone()
+
+
+def flat_digits(
+    size: int = 8, copies: int = 0, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The split as flat vectors for models on R^d, d = size^2, in [-1, 1]:
+    (train (N, d), train labels (N,), held-out test (M, d)).
+
+    copies >= 1: the training split is ``copies`` augmented copies of itself (:func:`augment`
+    drawing from ``generator``, copy after copy; N = copies x 1438); 0: the images as they are.
+    """
+    if int(copies) != copies or copies < 0:
+        raise ValueError(f"copies must be an integer >= 0, got {copies!r}")
+    images, labels = digits(size, "train")
+    if copies:
+        images = torch.cat([augment(images, generator) for _ in range(copies)])
+        labels = labels.repeat(copies)
+    test, _ = digits(size, "test")
+    return images.flatten(1), labels, test.flatten(1)

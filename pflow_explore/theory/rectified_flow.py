@@ -22,6 +22,7 @@ x, z_0, mu stand for one coordinate of X_t, Z0 and the mean of pi1.
 
 :func:`derivation_gaussian_rf` derives these with sympy; the numeric functions below
 evaluate the same sympy results (lambdified to torch), vectorised over samples.
+:func:`gaussian_rf_check` checks them against numerics (paths of the exact field, Monte Carlo).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import sympy as sp
 import torch
@@ -176,6 +178,31 @@ def _time(value: float | Tensor, n: int, device: torch.device) -> Tensor:
     return t64.reshape(-1, 1)
 
 
+def _velocity(label: str, x: Tensor, t: float | Tensor, mu: float | Tensor, sigma: float) -> Tensor:
+    """The derivation's step ``label`` (a velocity in x, t) at x (n, d), in float64 and
+    returned in x's dtype."""
+    x = _points(x, "x")
+    mu64 = _mean(mu, x.shape[1], x.device)
+    fn = _lambdified(label, (x_, t_, mu_, sigma_))
+    out = fn(x.to(F64), _time(t, x.shape[0], x.device), mu64, _sigma64(sigma, x.device))
+    return out.to(x.dtype)
+
+
+def _flow(label: str, z0: Tensor, t: float | Tensor, mu: float | Tensor, sigma: float) -> Tensor:
+    """The derivation's step ``label`` (a flow in z0, t) from z0 (n, d): at one time (n, d),
+    or on a 1-D grid of times (T + 1, n, d); returned in z0's dtype."""
+    z0 = _points(z0, "z0")
+    mu64 = _mean(mu, z0.shape[1], z0.device)
+    times = torch.as_tensor(t, dtype=F64, device=z0.device)
+    if times.dim() > 1:
+        raise ValueError(f"t must be a float, 0-d or a 1-D grid (T + 1,), got {times.shape}")
+    _time(times.reshape(-1), times.numel(), z0.device)  # range check only
+    fn = _lambdified(label, (z0_, t_, mu_, sigma_))
+    out = fn(z0.to(F64), times.reshape(-1, 1, 1), mu64, _sigma64(sigma, z0.device))
+    out = out if times.dim() == 1 else out[0]
+    return out.to(z0.dtype)
+
+
 def gaussian_rf_velocity(x: Tensor, t: float | Tensor, mu: float | Tensor, sigma: float) -> Tensor:
     """1-RF velocity of N(0, I) -> N(mu, sigma^2 I) (card, "Exact case"), shape (n, d).
 
@@ -183,11 +210,7 @@ def gaussian_rf_velocity(x: Tensor, t: float | Tensor, mu: float | Tensor, sigma
     (x - t mu). x: (n, d); t in [0, 1] (float, 0-d or (n,)); mu: float or (d,); sigma > 0.
     Computed in float64, returned in x's dtype.
     """
-    x = _points(x, "x")
-    mu64 = _mean(mu, x.shape[1], x.device)
-    fn = _lambdified("velocity", (x_, t_, mu_, sigma_))
-    out = fn(x.to(F64), _time(t, x.shape[0], x.device), mu64, _sigma64(sigma, x.device))
-    return out.to(x.dtype)
+    return _velocity("velocity", x, t, mu, sigma)
 
 
 def gaussian_rf_flow(z0: Tensor, t: float | Tensor, mu: float | Tensor, sigma: float) -> Tensor:
@@ -196,16 +219,7 @@ def gaussian_rf_flow(z0: Tensor, t: float | Tensor, mu: float | Tensor, sigma: f
     z0: (n, d); t: float or 0-d -> (n, d); t a 1-D grid (T + 1,) -> a trajectory
     (T + 1, n, d). mu: float or (d,); sigma > 0. Returned in z0's dtype.
     """
-    z0 = _points(z0, "z0")
-    mu64 = _mean(mu, z0.shape[1], z0.device)
-    times = torch.as_tensor(t, dtype=F64, device=z0.device)
-    if times.dim() > 1:
-        raise ValueError(f"t must be a float, 0-d or a 1-D grid (T + 1,), got {times.shape}")
-    _time(times.reshape(-1), times.numel(), z0.device)  # range check only
-    fn = _lambdified("flow", (z0_, t_, mu_, sigma_))
-    out = fn(z0.to(F64), times.reshape(-1, 1, 1), mu64, _sigma64(sigma, z0.device))
-    out = out if times.dim() == 1 else out[0]
-    return out.to(z0.dtype)
+    return _flow("flow", z0, t, mu, sigma)
 
 
 def gaussian_rf_straightness(d: int, sigma: float) -> float:
@@ -226,27 +240,14 @@ def gaussian_2rf_velocity(x: Tensor, t: float | Tensor, mu: float | Tensor, sigm
     path Z_t = t mu + (1 - t + t sigma) Z0, so one Euler step Z0 + v2(Z0, 0) is exact.
     Arguments as :func:`gaussian_rf_velocity`.
     """
-    x = _points(x, "x")
-    mu64 = _mean(mu, x.shape[1], x.device)
-    fn = _lambdified("2-RF velocity", (x_, t_, mu_, sigma_))
-    out = fn(x.to(F64), _time(t, x.shape[0], x.device), mu64, _sigma64(sigma, x.device))
-    return out.to(x.dtype)
+    return _velocity("2-RF velocity", x, t, mu, sigma)
 
 
 def gaussian_2rf_flow(z0: Tensor, t: float | Tensor, mu: float | Tensor, sigma: float) -> Tensor:
     """The exact 2-RF flow Z_t = t mu + (1 - t + t sigma) Z0 (straight lines); shapes as
     :func:`gaussian_rf_flow`. Its end point Z1 = mu + sigma Z0 equals the 1-RF end point.
     """
-    z0 = _points(z0, "z0")
-    mu64 = _mean(mu, z0.shape[1], z0.device)
-    times = torch.as_tensor(t, dtype=F64, device=z0.device)
-    if times.dim() > 1:
-        raise ValueError(f"t must be a float, 0-d or a 1-D grid (T + 1,), got {times.shape}")
-    _time(times.reshape(-1), times.numel(), z0.device)
-    fn = _lambdified("2-RF flow", (z0_, t_, mu_, sigma_))
-    out = fn(z0.to(F64), times.reshape(-1, 1, 1), mu64, _sigma64(sigma, z0.device))
-    out = out if times.dim() == 1 else out[0]
-    return out.to(z0.dtype)
+    return _flow("2-RF flow", z0, t, mu, sigma)
 
 
 def one_step_w2_sq(d: int, sigma: float) -> float:
@@ -258,3 +259,64 @@ def one_step_w2_sq(d: int, sigma: float) -> float:
     if int(d) != d or d < 1:
         raise ValueError(f"d (dimension) must be an integer >= 1, got {d!r}")
     return float(int(d) * _sigma(sigma) ** 2)
+
+
+# ---- the exact case checked numerically ------------------------------------------------------
+@dataclass
+class GaussianRFCheck:
+    """The Gaussian case N(0, I_d) -> N(mu, sigma^2 I_d) checked numerically.
+
+    straightness / straightness_formula: S(1-RF) from the exact velocity (rk4 + Simpson on
+    n paths) vs d sigma (2 - pi/2), with its Monte Carlo standard error; euler_2rf_error:
+    max |Z0 + v2(Z0, 0) - (mu + sigma Z0)| (one Euler step of 2-RF vs the exact coupling);
+    one_step_spread: max |Z0 + v(Z0, 0) - mu| for 1-RF; w2_sq / w2_sq_formula: E|X1 - mu|^2
+    (the W2^2 of the collapsed one-step samples, by Monte Carlo) vs d sigma^2.
+    """
+
+    d: int
+    mu: Tensor
+    sigma: float
+    n: int
+    straightness: float
+    straightness_se: float
+    straightness_formula: float
+    euler_2rf_error: float
+    one_step_spread: float
+    w2_sq: float
+    w2_sq_formula: float
+
+
+def gaussian_rf_check(
+    straightness_of: Callable[[Callable[[Tensor, Tensor], Tensor], Tensor], float],
+    d: int = 2,
+    sigma: float = 0.6,
+    n: int = 20000,
+    seed: int = 7,
+) -> GaussianRFCheck:
+    """Check the card's exact case numerically on a random mu (float64, seeded ``seed``).
+
+    ``straightness_of(v, z0)``: a numerical estimate of S = int E|(Z1 - Z0) - v(Z_t, t)|^2 dt
+    of the flow of v(x (n, d), t (0-d)) from z0 (n, d), e.g. rk4 paths and Simpson in time
+    (``trajectories.straightness_of_field``; passed in because the solvers sit above this
+    layer). Draws mu (d,), then Z0 (n, d), then X1 (n, d) from one generator.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    mu = torch.randn(d, generator=gen, dtype=F64)
+    z0 = torch.randn(n, d, generator=gen, dtype=F64)
+
+    def v(x: Tensor, t: Tensor) -> Tensor:
+        return gaussian_rf_velocity(x, t, mu, sigma)
+
+    # S per path is (int (r' - (sigma - 1))^2 dt) |Z0|^2: the standard error of the mean is
+    # S sd(|Z0|^2) / (E|Z0|^2 sqrt(n)) = S sqrt(2 / (d n))
+    s_num = straightness_of(v, z0)
+    euler2 = z0 + gaussian_2rf_velocity(z0, 0.0, mu, sigma)
+    err2 = float((euler2 - (mu + sigma * z0)).abs().max())
+    spread = float((z0 + v(z0, torch.tensor(0.0, dtype=F64)) - mu).abs().max())
+    x1 = mu + sigma * torch.randn(n, d, generator=gen, dtype=F64)
+    w2 = float(((x1 - mu) ** 2).sum(1).mean())
+    formula = gaussian_rf_straightness(d, sigma)
+    se = s_num * math.sqrt(2 / (d * n))
+    return GaussianRFCheck(
+        d, mu, sigma, n, s_num, se, formula, err2, spread, w2, one_step_w2_sq(d, sigma)
+    )

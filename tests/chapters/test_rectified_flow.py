@@ -26,6 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftes
 
 # ---- the Gaussian case ------------------------------------------------------------------
 def test_theory_check_reproduces_the_card_formulas():
+    # the chapter's wiring of theory.gaussian_rf_check (tested there with another estimator)
     th = R.theory_check(d=3, sigma=1.3, n=8000, n_steps=32, seed=1)
     assert th.straightness_formula == pytest.approx(3 * 1.3 * (2 - math.pi / 2))
     assert abs(th.straightness - th.straightness_formula) < 4 * th.straightness_se
@@ -79,8 +80,8 @@ def test_gpu_preset_builds_and_takes_one_step_of_every_stage_on_cpu():
         teacher_stage,
         lambda st: FM.train_rectified_flow(lambda: net, sample_data, st, s.p_uncond, 10),
     )
-    z0 = R.noise(4, 1024, 0, torch.device("cpu"))
-    y = R.pair_labels(4, s.p_uncond, 0)
+    z0 = FM.gaussian_noise(4, 1024, 0, torch.device("cpu"))
+    y = FM.balanced_labels(4, R.N_CLASSES, s.p_uncond, 0)
     pairs = FM.sample_pairs(teacher, z0, y, s.guidance_reflow, n_steps=1)
     assert pairs.z1.shape == (4, 1024) and pairs.nfe == 8  # rk4, guided: 2 x 4
     net = teacher

@@ -6,7 +6,7 @@ import torch
 from scipy import ndimage
 from sklearn.datasets import load_digits
 
-from pflow_explore.datasets.digits import augment, digits, upscale
+from pflow_explore.datasets.digits import augment, digits, flat_digits, upscale
 
 
 def gen(seed: int) -> torch.Generator:
@@ -103,3 +103,20 @@ def test_bad_arguments():
         digits(12)
     with pytest.raises(ValueError, match="split must be one of"):
         digits(8, "validation")
+
+
+def test_flat_digits_are_the_split_as_vectors_with_augmented_copies():
+    train, labels, test = flat_digits(8)
+    assert train.shape == (1438, 64) and labels.shape == (1438,) and test.shape == (359, 64)
+    images, true_labels = digits(8, "train")
+    torch.testing.assert_close(train[5].reshape(8, 8), images[5, 0])  # row-major pixels
+    torch.testing.assert_close(labels, true_labels)
+    torch.testing.assert_close(test, digits(8, "test")[0].reshape(359, 64))
+    aug, aug_labels, _ = flat_digits(16, copies=3, generator=gen(2))
+    assert aug.shape == (3 * 1438, 256) and aug_labels.tolist() == 3 * true_labels.tolist()
+    copies = aug.reshape(3, 1438, 256)
+    assert not torch.equal(copies[0], copies[1])  # each copy draws its own augmentation
+    torch.testing.assert_close(aug, flat_digits(16, copies=3, generator=gen(2))[0])
+    assert aug.min() >= -1 and aug.max() <= 1
+    with pytest.raises(ValueError, match="copies"):
+        flat_digits(8, copies=-1)

@@ -217,3 +217,39 @@ def test_shapes_dtypes_and_bad_input():
         rf.gaussian_rf_straightness(0, 1.0)
     with pytest.raises(ValueError, match="sigma"):
         rf.one_step_w2_sq(2, float("nan"))
+
+
+# ---- the numerical check of the exact case ---------------------------------------------------
+def euler_trapezoid_straightness(v, z0: torch.Tensor, n_steps: int = 400) -> float:
+    """S = int E|(Z1 - Z0) - v(Z_t, t)|^2 dt by plain Euler paths and the trapezoid rule
+    (first order: independent of the package's rk4 + Simpson)."""
+    h, z, vs = 1.0 / n_steps, z0, []
+    for k in range(n_steps + 1):
+        vs.append(v(z, torch.tensor(k * h, dtype=F64)))
+        if k < n_steps:
+            z = z + h * vs[-1]
+    chord = z - z0
+    f = torch.stack([((chord - w) ** 2).sum(-1).mean() for w in vs])
+    return float(h * (f.sum() - 0.5 * (f[0] + f[-1])))
+
+
+def test_gaussian_rf_check_agrees_with_an_independent_estimator():
+    seen = {}
+
+    def estimator(v, z0):
+        seen["shape"] = tuple(z0.shape)
+        return euler_trapezoid_straightness(v, z0)
+
+    th = rf.gaussian_rf_check(estimator, d=3, sigma=1.4, n=4000, seed=2)
+    assert seen["shape"] == (4000, 3) and th.mu.shape == (3,)
+    assert th.straightness_formula == pytest.approx(3 * 1.4 * (2 - math.pi / 2), rel=1e-12)
+    # Euler's O(h) bias is far below the Monte Carlo error at 400 steps
+    assert abs(th.straightness - th.straightness_formula) < 4 * th.straightness_se + 0.01
+    assert th.straightness_se == pytest.approx(th.straightness * math.sqrt(2 / (3 * 4000)))
+    assert th.euler_2rf_error < 1e-12 and th.one_step_spread < 1e-12
+    assert th.w2_sq == pytest.approx(3 * 1.4**2, rel=0.06) and th.w2_sq_formula == 3 * 1.4**2
+    # a wrong estimator shows up as a disagreement, not as a pass
+    wrong = rf.gaussian_rf_check(
+        lambda v, z0: 0.5 * euler_trapezoid_straightness(v, z0), 3, 1.4, 4000, 2
+    )
+    assert abs(wrong.straightness - wrong.straightness_formula) > 10 * wrong.straightness_se

@@ -1,0 +1,69 @@
+"""Chapter 03 (rectified_flow) exercises: the rectified-flow loss, the discrete straightness of
+a sampled path, and classifier-free guidance.
+
+Each reference is the package's own implementation (``flow_matching.rectified_flow_loss``,
+``trajectories.straightness``, ``flow_matching.guided_velocity``); the worked answers are in
+``solutions/03_rectified_flow.py`` at the repository root. Time: t = 0 noise, t = 1 data.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pflow_explore import flow_matching as fm
+from pflow_explore.exercises.check import Exercise
+from pflow_explore.trajectories import straightness
+
+F64 = torch.float64
+
+
+def loss_inputs(gen: torch.Generator) -> tuple:
+    """A random smooth field v(x, t, y=None) on R^3, noise x0 (16, 3), data x1 (16, 3), t (16,)."""
+    d = 3
+    a = torch.randn(d, d, generator=gen, dtype=F64)
+    b = torch.randn(d, generator=gen, dtype=F64)
+
+    def v(x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        return torch.tanh(x @ a.T) * (1 + t[:, None]) + b
+
+    x0 = torch.randn(16, d, generator=gen, dtype=F64)
+    x1 = torch.randn(16, d, generator=gen, dtype=F64) * 2 + 1
+    return v, x0, x1, torch.rand(16, generator=gen, dtype=F64)
+
+
+def path_inputs(gen: torch.Generator) -> tuple:
+    """A random walk path (9, 5, 2) on an uneven grid of times (9,) from 0 to 1."""
+    inner = torch.sort(torch.rand(7, generator=gen)).values
+    times = torch.cat([torch.zeros(1), inner, torch.ones(1)]).double()
+    path = torch.cumsum(torch.randn(9, 5, 2, generator=gen, dtype=F64), dim=0)
+    return path, times
+
+
+class RandomConditionalField:
+    """v(x, t, y) = sin(x) t + table[y] on R^3 with 4 classes; label 4 is the null class."""
+
+    n_classes = 4
+
+    def __init__(self, gen: torch.Generator) -> None:
+        self.table = torch.randn(5, 3, generator=gen, dtype=F64)
+
+    def __call__(self, x: Tensor, t: float | Tensor, y: Tensor) -> Tensor:
+        return torch.sin(x) * t + self.table[y]
+
+
+def guidance_inputs(gen: torch.Generator) -> tuple:
+    """A random conditional field, x (8, 3), t = 0.3, labels y (8,), a guidance scale in [0, 4)."""
+    v = RandomConditionalField(gen)
+    x = torch.randn(8, 3, generator=gen, dtype=F64)
+    y = torch.randint(4, (8,), generator=gen)
+    return v, x, 0.3, y, float(torch.rand(1, generator=gen)) * 4
+
+
+RF_LOSS = Exercise("rectified-flow loss", "rf_loss", loss_inputs, fm.rectified_flow_loss)
+DISCRETE_STRAIGHTNESS = Exercise(
+    "discrete straightness", "discrete_straightness", path_inputs, straightness
+)
+GUIDED_VELOCITY = Exercise(
+    "guided velocity", "guided_velocity", guidance_inputs, fm.guided_velocity
+)
