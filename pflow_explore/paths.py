@@ -1,7 +1,8 @@
 """Noise schedules and interpolants: x_t = alpha(t) x0 + sigma(t) z, z ~ N(0, I).
 
-Convention used everywhere in pflow_explore: t in [0, 1], t = 0 is data, t = 1 is noise
-(the diffusion convention). Flow-matching papers that put data at t = 1 use ``1 - t``.
+The diffusion convention: t in [0, 1], t = 0 is data, t = 1 is noise. The flow modules
+(``interpolants``, ``flow_matching``, ``theory.rectified_flow``) put the source at t = 0
+and the data at t = 1, as their papers do: to convert, use ``1 - t``.
 
 Each path gives alpha(t), sigma(t) and their exact time derivatives (tested against
 autograd). From those, any x0-prediction (denoiser) D(x, t) = E[x0 | x_t = x] turns into
@@ -12,6 +13,8 @@ the probability-flow ODE velocity and the score:
     s(x, t)  = grad log p_t(x) = (alpha D - x) / sigma^2
 
 All methods accept a float or a tensor t and broadcast elementwise.
+
+Time convention: diffusion (t = 0 data, t = 1 noise; sampling runs from t = 1 down).
 """
 
 from __future__ import annotations

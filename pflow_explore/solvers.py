@@ -23,6 +23,9 @@ on every grid point and never to evaluate f outside [min(times), max(times)].
 ``euler_maruyama`` integrates dx = f(x, t) dt + g(t) dW. ``steps`` and ``sde_steps`` are
 generators yielding (t, x) after each step, for step-through widgets; ``collect`` runs such
 a generator to a :class:`Solution`.
+
+Time convention: the caller's. A solver integrates from times[0] to times[-1] in
+whichever direction the grid runs.
 """
 
 from __future__ import annotations

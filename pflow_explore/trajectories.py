@@ -14,6 +14,8 @@ replaces Z_1 - Z_0 and the integral runs over that interval.
   evaluating it on the path (more accurate: no differencing);
 - :func:`crossings`, :func:`crossing_count`: pairs of 2D paths whose piecewise-linear
   curves intersect.
+
+Time convention: the caller's (paths are taken at the times given).
 """
 
 from __future__ import annotations

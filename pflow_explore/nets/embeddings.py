@@ -1,7 +1,8 @@
 """Time and class embeddings shared by the small networks.
 
-Time: the nets take t in [0, 1] (t = 0 data, t = 1 noise, the convention of
-``pflow_explore.paths``). Chapters that condition on a noise level sigma instead (EDM,
+Time: the nets take t in [0, 1] as their caller counts it (the diffusion chapters with
+t = 0 data, the flow chapters with t = 0 noise); ``time_scale`` sets how fast the features
+vary over that interval. Chapters that condition on a noise level sigma instead (EDM,
 VE) build ``TimeEmbedding(dim, log_scale=True)``: the input is then sigma > 0 and the
 features are taken of c_noise = log(sigma) / 4 (Karras et al. 2022, Table 1), which keeps
 sigma in [0.002, 80] within about [-1.6, 1.1].
@@ -10,6 +11,10 @@ Class: ``ClassEmbedding(n_classes, dim)`` has ``n_classes + 1`` rows; the last i
 ``n_classes``, is the "null" class of classifier-free guidance. ``drop_labels`` replaces a
 random fraction of labels by it during training, so one net learns both
 eps(x, t, y) and eps(x, t, null) (Ho & Salimans 2022).
+
+Time convention: the caller's. The nets take t as a conditioning input and never
+interpret it; the diffusion chapters pass t in [0, 1] with t = 0 data (or sigma, with
+``log_scale``), the flow chapters t = 0 noise.
 """
 
 from __future__ import annotations

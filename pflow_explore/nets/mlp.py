@@ -2,6 +2,8 @@
 
 The workhorse of the 2D chapters: it predicts a velocity, a noise, a denoised point or a
 score for x (B, d) at time t, depending on the loss it is trained with.
+
+Time convention: the caller's (t is only a conditioning input, see nets.embeddings).
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ stride-2 convolution down between levels and nearest-neighbour upsampling + conv
 the output of each level's blocks is concatenated onto the decoder at the same resolution;
 optional self-attention at the lowest resolution. At base=32, channel_mults=(1, 2, 2) it
 has about 0.84 M parameters.
+
+Time convention: the caller's (t is only a conditioning input, see nets.embeddings).
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ well conditioned.
 
 Dtypes: the arithmetic is float64; outputs have the dtype (and device) of ``x``, so
 float32 samples get float32 answers and float64 inputs keep full precision (and autograd).
+
+Time convention: diffusion (t = 0 data, t = 1 noise), through :mod:`pflow_explore.paths`.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Grid convention, shared by both: ``xs = linspace(*xlim, n)``, ``ys = linspace(*ylim, n)``
 and grid point ``j n + i`` is ``(xs[i], ys[j])``, so values reshaped to (n, n) are indexed
 ``[j, i]`` = row y, column x, which is how ``go.Heatmap`` reads ``z``.
+
+Time convention: the caller's (a field is drawn at the time it is given).
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ tail, tip, break per arrow: one trace of 3N points updates far faster than N tra
 the particles (one marker trace whose colours live on a colour range fixed across frames,
 so a colour means the same value in every frame). Moving the slider (or Play, or
 Prev/Next) rewrites the data of the two traces in place inside one ``batch_update``.
+
+Time convention: physical time of the simulated particles.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ data), faint full paths of up to ``n_lines`` particles, the same paths traced up
 current step, and all n particles at the current step. Moving the slider (or Play, or
 Prev/Next) rewrites the data of the last three traces in place inside ``batch_update``;
 the figure itself is built once (the first FigureWidget costs seconds, an update ms).
+
+Time convention: the caller's (the solver's grid is stepped through as given).
 """
 
 from __future__ import annotations
