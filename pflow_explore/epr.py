@@ -14,10 +14,11 @@ v = 0 exactly when the system is in equilibrium (b = -D grad U, rho ~ e^-U: deta
 balance). Decompositions used by chapter 12: per particle and per degree of freedom
 (:func:`aoup_local_epr`, x- and g-parts), per region of space (:func:`per_region_epr`), the
 g-part by integration by parts (:func:`local_epr_g_from_divergence`), and the current
-rho v on a grid (:func:`probability_current_field`).
+rho v on a grid (:func:`probability_current_field`; two velocities at the same samples,
+learned and exact: :func:`plane_currents`).
 
-(``theory.linear_sde.probability_velocity(B, D, S, z)`` is the same object, v = b - D s, for
-a linear SDE in closed form.)
+(``theory.linear_sde.linear_probability_velocity(B, D, S, z)`` is the same object,
+v = b - D s, for a linear SDE in closed form.)
 """
 
 from __future__ import annotations
@@ -168,3 +169,43 @@ def probability_current_field(
         (current / norm).reshape(bins, bins, 2),
         (rho / norm).reshape(bins, bins),
     )
+
+
+@dataclass
+class PlaneCurrents:
+    """Two currents rho v binned on one grid at the same samples: cx, cy (bins,) cell
+    centres, rho (bins, bins), J_learned and J_exact (bins, bins, 2), indexed [row y, column x]."""
+
+    cx: Tensor
+    cy: Tensor
+    rho: Tensor
+    J_learned: Tensor
+    J_exact: Tensor
+
+
+def plane_currents(
+    points: Tensor,
+    v_learned: Tensor,
+    v_exact: Tensor,
+    xlim: tuple[float, float],
+    ylim: tuple[float, float],
+    bins: int,
+) -> PlaneCurrents:
+    """:func:`probability_current_field` of a learned and an exact velocity (n, 2) at the
+    same samples ``points`` (n, 2) of rho, on one grid."""
+    cx, cy, J_learned, rho = probability_current_field(points, v_learned, xlim, ylim, bins)
+    J_exact = probability_current_field(points, v_exact, xlim, ylim, bins)[2]
+    return PlaneCurrents(cx, cy, rho, J_learned, J_exact)
+
+
+def linear_current_grid(B: Tensor, D: Tensor, S: Tensor, lin: Tensor) -> tuple[Tensor, Tensor]:
+    """The exact stationary current of dz = -B z dt + sqrt(2 D) dW in 2D, z ~ N(0, S), on
+    the grid lin x lin (k,): rho(z) = exp(-z . S^-1 z / 2) (unnormalised) and
+    J = rho M z, M = -B + D S^-1 (the velocity v = b - D s with s = -S^-1 z). B, S (2, 2),
+    D (2,) its diagonal. Returns rho (k, k) and J (k, k, 2), indexed [row y, column x]."""
+    k, S_inv = lin.shape[0], torch.linalg.inv(S)
+    M = -B + torch.diag(D) @ S_inv
+    gx, gy = torch.meshgrid(lin, lin, indexing="xy")
+    z = torch.stack([gx.reshape(-1), gy.reshape(-1)], -1)
+    rho = torch.exp(-0.5 * (z @ S_inv * z).sum(-1))
+    return rho.reshape(k, k), (rho[:, None] * (z @ M.T)).reshape(k, k, 2)

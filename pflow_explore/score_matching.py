@@ -25,17 +25,28 @@ order 1/tau, whose variance would swamp a small tau (card, "Traps").
 
 :func:`block_hutchinson_divergence` estimates the divergence of each particle's own block,
 div_{g_i} s_{g_i}, for all i with one backward pass (the card's local g-part of the EPR).
+:func:`aoup_dynamics_loss` is dynamics denoising with the AOUP's own drift and diffusion;
+:func:`learned_aoup_epr` is the EPR a learned score gives, by both estimators of its g-part.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from pflow_explore.datasets import particles
+from pflow_explore.datasets.particles import AOUP
+from pflow_explore.epr import (
+    LocalEPR,
+    aoup_drift,
+    aoup_local_epr,
+    local_epr_g_from_divergence,
+    total_epr,
+)
 
 ScoreFn = Callable[[Tensor, Tensor], tuple[Tensor | None, Tensor]]  # (x, g) -> (s_x, s_g)
 DriftFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]  # (x, g) -> (b_x, b_g)
@@ -121,6 +132,32 @@ def dynamics_denoising_loss(
     return total / 2
 
 
+def aoup_dynamics_loss(
+    score: ScoreFn, model: AOUP, x: Tensor, g: Tensor, dt: float, generator: torch.Generator
+) -> Tensor:
+    """:func:`dynamics_denoising_loss` for active Ornstein-Uhlenbeck particles: drift
+    (v0 g - A x + F(x), -gamma g), diffusion (eps, gamma), x wrapped into ``model.box``
+    (card, "Score learning"). x, g: (n, N, d) stationary samples -> a scalar."""
+    drift = lambda xx, gg: aoup_drift(model, xx, gg)  # noqa: E731
+    noise = (model.eps, model.gamma)
+    return dynamics_denoising_loss(score, drift, noise, x, g, dt, generator, model.box)
+
+
+def aoup_minibatch_loss(
+    score: ScoreFn,
+    model: AOUP,
+    x: Tensor,
+    g: Tensor,
+    batch: int,
+    dt: float,
+    generator: torch.Generator,
+) -> Tensor:
+    """:func:`aoup_dynamics_loss` on ``batch`` samples of x, g (n, N, d) drawn with
+    replacement by ``generator`` (first the indices, then the loss's own noise)."""
+    idx = torch.randint(x.shape[0], (batch,), generator=generator, device=x.device)
+    return aoup_dynamics_loss(score, model, x[idx], g[idx], dt, generator)
+
+
 def block_hutchinson_divergence(
     field: FieldFn, z: Tensor, generator: torch.Generator | None = None, probes: int = 1
 ) -> Tensor:
@@ -164,3 +201,40 @@ def evaluate_score(
         parts_g.append(s_g)
     s_x = None if parts_x[0] is None else torch.cat(parts_x)
     return s_x, torch.cat(parts_g)
+
+
+@dataclass
+class LearnedEPR:
+    """The EPR of a learned score at n samples (``epr.total_epr`` of each local part): total,
+    x_part (NaN when eps = 0), g_part = E gamma |g + s_g|^2, g_div = E(-gamma div_g s_g -
+    gamma d) (the card's divergence form); per_sample (n,): v . D^-1 v per sample, on the CPU;
+    local: the velocities and local parts (``epr.LocalEPR``) at the samples."""
+
+    total: float
+    x_part: float
+    g_part: float
+    g_div: float
+    per_sample: Tensor
+    local: LocalEPR
+
+
+def learned_aoup_epr(
+    model: AOUP,
+    score: ScoreFn,
+    x: Tensor,
+    g: Tensor,
+    generator: torch.Generator | None = None,
+    probes: int = 1,
+    batch: int = 64,
+) -> LearnedEPR:
+    """The :class:`LearnedEPR` of ``score`` at stationary samples x, g (n, N, d) of
+    ``model``: the score evaluated ``batch`` samples at a time (:func:`evaluate_score`), then
+    div_{g_i} s_{g_i} by :func:`g_block_divergence` with ``probes`` probes from
+    ``generator`` (its only draws)."""
+    loc = aoup_local_epr(model, x, g, *evaluate_score(score, x, g, batch))
+    div = g_block_divergence(score, x, g, generator, probes=probes)
+    x_part = math.nan if loc.x_part is None else total_epr(loc.x_part)
+    g_div = total_epr(local_epr_g_from_divergence(div, model.gamma, x.shape[-1]))
+    per_sample = loc.per_particle.sum(-1).cpu()
+    total = total_epr(loc.per_particle)
+    return LearnedEPR(total, x_part, total_epr(loc.g_part), g_div, per_sample, loc)

@@ -221,3 +221,39 @@ def test_probability_current_field_of_a_uniform_flow():
     torch.testing.assert_close(rho, torch.full((5, 5), 0.25, dtype=F64), atol=0.01, rtol=0)
     torch.testing.assert_close(J, rho[..., None] * torch.tensor([0.5, -2.0], dtype=F64))
     torch.testing.assert_close(cx, torch.linspace(-0.8, 0.8, 5, dtype=F64))
+
+
+def test_plane_currents_bin_both_velocities_by_hand():
+    """Four samples in a 2 x 2 grid over [0, 2]^2: each cell's J is the sum of its velocities
+    / (n area), area 1, n = 4; rho counts / 4."""
+    pts = torch.tensor([[0.5, 0.5], [0.6, 0.4], [1.5, 0.5], [0.5, 1.5]], dtype=F64)
+    v_l = torch.tensor([[1.0, 0.0], [3.0, 2.0], [0.0, 4.0], [-8.0, 0.0]], dtype=F64)
+    v_e = -2 * v_l
+    c = epr.plane_currents(pts, v_l, v_e, (0.0, 2.0), (0.0, 2.0), 2)
+    want = torch.zeros(2, 2, 2, dtype=F64)
+    want[0, 0], want[0, 1] = torch.tensor([1.0, 0.5]), torch.tensor([0.0, 1.0])
+    want[1, 0] = torch.tensor([-2.0, 0.0])  # row y = 1 (upper), column x = 0
+    torch.testing.assert_close(c.J_learned, want)
+    torch.testing.assert_close(c.J_exact, -2 * want)
+    torch.testing.assert_close(c.rho, torch.tensor([[0.5, 0.25], [0.25, 0.0]], dtype=F64))
+    torch.testing.assert_close(c.cx, torch.tensor([0.5, 1.5], dtype=F64))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_linear_current_grid_is_divergence_free_and_rho_times_b_minus_d_s(seed):
+    """For a random stable B and diagonal D (S from scipy): J = rho (b - D s) written out,
+    and div J = 0 by central differences on the grid (stationarity)."""
+    rng = np.random.default_rng(seed)
+    B = np.diag(rng.uniform(0.5, 2.0, 2)) + np.triu(rng.normal(size=(2, 2)), 1)
+    D = rng.uniform(0.3, 1.5, 2)
+    S = scipy.linalg.solve_continuous_lyapunov(B, 2 * np.diag(D))
+    t = lambda a: torch.as_tensor(a, dtype=F64)  # noqa: E731
+    lin = torch.linspace(-1.5, 1.5, 301, dtype=F64)
+    rho, J = epr.linear_current_grid(t(B), t(D), t(S), lin)
+    z = torch.tensor([lin[40], lin[250]], dtype=F64)  # the cell [row 250, column 40]
+    rho_z = math.exp(-0.5 * float(z @ t(np.linalg.inv(S)) @ z))
+    v = -t(B) @ z + t(D) * (t(np.linalg.inv(S)) @ z)  # b - D s, s = -S^-1 z
+    torch.testing.assert_close(J[250, 40], rho_z * v)
+    h = float(lin[1] - lin[0])
+    div = (J[1:-1, 2:, 0] - J[1:-1, :-2, 0] + J[2:, 1:-1, 1] - J[:-2, 1:-1, 1]) / (2 * h)
+    assert float(div.abs().max()) < 1e-3 * float(J.norm(dim=-1).max())

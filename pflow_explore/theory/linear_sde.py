@@ -218,10 +218,12 @@ def linear_score(S: np.ndarray | Tensor, z: np.ndarray | Tensor) -> np.ndarray |
     return -np.asarray(z) @ np.linalg.inv(S)
 
 
-def probability_velocity(
+def linear_probability_velocity(
     B: np.ndarray, D: np.ndarray, S: np.ndarray, z: np.ndarray | Tensor
 ) -> np.ndarray | Tensor:
-    """v(z) = -B z - D s(z) = (-B + D S^{-1}) z for z (..., n); numpy or torch, same out."""
+    """v(z) = -B z - D s(z) = (-B + D S^{-1}) z for z (..., n); numpy or torch, same out.
+    (``epr.probability_velocity(drift, diffusion, score)`` is the same v = b - D s for any
+    SDE, from a drift and a score at the samples.)"""
     M = velocity_matrix(B, D, S)
     if isinstance(z, Tensor):
         return z @ torch.as_tensor(M.T, dtype=torch.float64).to(z)
@@ -266,6 +268,53 @@ def divergence_of_velocity(
     return float(np.trace(M[np.ix_(idx, idx)]))
 
 
+def covariance_z_score(z: Tensor, S: np.ndarray) -> float:
+    """Largest |mean(z z^T) - S| / standard error over the entries, for samples z (n, m) of
+    a law with mean 0 and covariance S (m, m): a Monte Carlo check that a simulator samples
+    N(0, S). Below ~4.5 for m (m + 1) / 2 entries of an exact sampler (Gaussian tails)."""
+    prod = z.double()[:, :, None] * z.double()[:, None, :]  # E[z z^T] = S (mean 0)
+    mean, se = prod.mean(0), prod.std(0) / math.sqrt(z.shape[0])
+    return float(((mean - torch.as_tensor(S)) / se).abs().max())
+
+
+def trapped_aoup_card_error(A: float, v0: float, gamma: float, eps: float) -> float:
+    """Largest relative difference between the card's closed forms for one trapped AOUP per
+    dimension (S from :func:`derivation_trapped_aoup`, EPR gamma v0^2 / (eps (A + gamma)),
+    g-part A gamma v0^2 / (eps (A + gamma)^2 + gamma v0^2)) and a numeric Lyapunov solve
+    with B = [[A, -v0], [0, gamma]], D = diag(eps, gamma). All parameters > 0."""
+    B, D = np.array([[A, -v0], [0.0, gamma]]), np.diag([eps, gamma])
+    S = lyapunov_covariance(B, D)
+    S_card = trapped_aoup_covariance(A, v0, gamma, eps)
+    worst = float(np.abs(S - S_card).max() / np.abs(S).max())
+    num, card = linear_epr(B, D, S), gamma * v0**2 / (eps * (A + gamma))
+    num_g = linear_epr(B, D, S, parts=[1])
+    card_g = A * gamma * v0**2 / (eps * (A + gamma) ** 2 + gamma * v0**2)
+    return max(worst, abs(num - card) / card, abs(num_g - card_g) / card_g)
+
+
+def trapped_aoup_card_worst(n_random: int, seed: int, low: float = 0.2, high: float = 3.0) -> float:
+    """The largest :func:`trapped_aoup_card_error` over ``n_random`` parameter sets
+    (A, v0, gamma, eps) drawn uniform in [low, high] by ``numpy.random.default_rng(seed)``."""
+    rng = np.random.default_rng(seed)
+    return max(trapped_aoup_card_error(*rng.uniform(low, high, 4)) for _ in range(n_random))
+
+
+def trapped_aoup_sweep_z(
+    x: Tensor, g: Tensor, A: float, v0s: Iterable[float], gamma: float, eps: float
+) -> float:
+    """The largest :func:`covariance_z_score` of samples x, g (m, n, 1, d) of one trapped
+    AOUP at each of the m speeds ``v0s`` against :func:`trapped_aoup_covariance`, over the
+    speeds and the d dimensions (each dimension its own (x, g) pair)."""
+    return max(
+        covariance_z_score(
+            torch.stack([x[j, :, 0, dim], g[j, :, 0, dim]], -1),
+            trapped_aoup_covariance(A, v0, gamma, eps),
+        )
+        for j, v0 in enumerate(v0s)
+        for dim in range(x.shape[-1])
+    )
+
+
 # ---- spring networks of AOUPs -----------------------------------------------------------------
 def _np(L: np.ndarray | Tensor) -> np.ndarray:
     return L.detach().cpu().double().numpy() if isinstance(L, Tensor) else np.asarray(L, float)
@@ -287,6 +336,17 @@ def spring_network_D(N: int, eps: float, gamma: float) -> np.ndarray:
     return np.diag(np.concatenate([np.full(N, float(eps)), np.full(N, float(gamma))]))
 
 
+def spring_network(
+    L: np.ndarray | Tensor, A: float, k: float, v0: float, gamma: float, eps: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(B, D, S) of N AOUPs coupled by springs with Laplacian L (N, N), per spatial
+    dimension: :func:`spring_network_B`, :func:`spring_network_D` and the Lyapunov
+    covariance S (2N, 2N). L = [[0]], k = 0: one trapped AOUP."""
+    B = spring_network_B(L, A, k, v0, gamma)
+    D = spring_network_D(B.shape[0] // 2, eps, gamma)
+    return B, D, lyapunov_covariance(B, D)
+
+
 def spring_modal_epr(
     eigenvalues: np.ndarray | Tensor,
     A: float,
@@ -303,6 +363,38 @@ def spring_modal_epr(
     if eps <= 0:
         raise ValueError(f"eps must be > 0 for the total EPR (it diverges at 0), got {eps}")
     return float(dim * np.sum(gamma * v0**2 / (eps * (A + k * lam + gamma))))
+
+
+def spring_epr_per_particle(
+    L: np.ndarray | Tensor, A: float, k: float, v0: float, gamma: float, eps: float, dim: int = 2
+) -> tuple[float, float, float]:
+    """(total, x-part, g-part) of the EPR per particle of N AOUPs on a spring network with
+    Laplacian L (N, N) in ``dim`` dimensions: the total from the modal formula
+    (:func:`spring_modal_epr`), the parts from the Lyapunov solution (:func:`linear_epr` over
+    the x and the g coordinates), each divided by N. On a ring every particle is alike, so
+    these are each particle's own shares."""
+    n = _np(L).shape[0]
+    lam = torch.linalg.eigvalsh(L) if isinstance(L, Tensor) else np.linalg.eigvalsh(L)
+    total = spring_modal_epr(lam, A, k, v0, gamma, eps, dim=dim)
+    B, D, S = spring_network(L, A, k, v0, gamma, eps)
+    part_g = dim * linear_epr(B, D, S, parts=range(n, 2 * n))
+    part_x = dim * linear_epr(B, D, S, parts=range(n))
+    return total / n, part_x / n, part_g / n
+
+
+def spring_network_checks(
+    L: np.ndarray | Tensor, A: float, k: float, v0: float, gamma: float, eps: float
+) -> tuple[float, float, float, float]:
+    """Checks of a spring network's exact results, per spatial dimension: (div v, its
+    x-part, its g-part, |modal - Lyapunov| / Lyapunov EPR). div v is 0 with x- and g-parts
+    that cancel (card, "Exact cases"); :func:`spring_modal_epr` agrees with
+    :func:`linear_epr` of the Lyapunov solution."""
+    n = _np(L).shape[0]
+    lam = torch.linalg.eigvalsh(L) if isinstance(L, Tensor) else np.linalg.eigvalsh(L)
+    B, D, S = spring_network(L, A, k, v0, gamma, eps)
+    modal, lyap = spring_modal_epr(lam, A, k, v0, gamma, eps, 1), linear_epr(B, D, S)
+    div = functools.partial(divergence_of_velocity, B, D, S)
+    return div(), div(range(n)), div(range(n, 2 * n)), abs(modal - lyap) / lyap
 
 
 # ---- estimators from a (learned) score -------------------------------------------------------

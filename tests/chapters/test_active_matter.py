@@ -1,7 +1,8 @@
-"""Chapter 12 active_matter: the phase labels on a constructed droplet, the score networks
-(any N, permutation equivariance), the exercises, the presets, the gpu preset's models for
-one step on CPU, and a tiny end-to-end run whose experiments also run one at a time. (The
-losses and estimators are tested in tests/test_score_matching.py and tests/test_epr.py.)"""
+"""Chapter 12 active_matter: the chapter's score networks (any N, permutation
+equivariance), the exercise references, the presets, the gpu preset's models for one step on
+CPU, and a tiny end-to-end run whose experiments also run one at a time. (The losses,
+estimators, networks and phases are tested in tests/test_score_matching.py, tests/test_epr.py,
+tests/nets/test_particle_scores.py and tests/test_mips.py.)"""
 
 from __future__ import annotations
 
@@ -16,34 +17,17 @@ import torch
 from pflow_explore.chapters import active_matter as M
 from pflow_explore.claims import Claim
 from pflow_explore.epr import aoup_drift
-from pflow_explore.exercises import check
+from pflow_explore.exercises import active_matter as ex
+from pflow_explore.nets.particle_scores import TrapScore
 from pflow_explore.score_matching import denoising_loss, dynamics_denoising_loss
 from pflow_explore.training import fit
+from pflow_explore.viz.epr import phi_sweep_figure
 
 F64 = torch.float64
 
 
-def test_interface_labels_on_a_constructed_droplet():
-    radius, box = 1.0, 60.0
-    i, j = np.meshgrid(np.arange(9), np.arange(9), indexing="ij")
-    hexagon = np.stack([(i + 0.5 * (j % 2)) * 2.0, j * math.sqrt(3)], -1).reshape(-1, 2)
-    hexagon = hexagon - hexagon.mean(0)
-    loners = np.array([[25.0, 25.0], [-25.0, 20.0], [20.0, -25.0]])
-    x = torch.as_tensor(np.concatenate([hexagon, loners])[None], dtype=torch.float32)
-    labels = M.interface_labels(x, box, radius)[0]
-    centre = int(np.argmin((hexagon**2).sum(1)))
-    assert int(labels[centre]) == M.BULK
-    assert (labels[-3:] == M.GAS).all()
-    # the patch's rim: its corner (2-3 neighbours) is gas, the particles next to it interface
-    corner = int(np.argmax((hexagon**2).sum(1)))
-    assert int(labels[corner]) == M.GAS
-    assert (labels[:81] == M.INTERFACE).any() and (labels[:81] == M.BULK).sum() >= 25
-    means = M.phase_means(torch.arange(84.0)[None], labels[None])
-    assert means.shape == (3,) and math.isfinite(float(means[M.BULK]))
-
-
 # ---- networks -----------------------------------------------------------------------------
-def test_local_scores_run_at_any_n_and_are_permutation_equivariant():
+def test_chapter_networks_run_at_any_n_and_are_permutation_equivariant():
     torch.manual_seed(0)
     s = M.settings("tiny")
     ring = M.make_ring_score(s)
@@ -61,44 +45,35 @@ def test_local_scores_run_at_any_n_and_are_permutation_equivariant():
         _, out = mips(x, g, box)
         _, out_perm = mips(x[:, perm], g[:, perm], box)
     torch.testing.assert_close(out_perm, out[:, perm], atol=1e-5, rtol=1e-5)
-    # s_g = -g + f: an untrained (small-output) network is close to the free propulsion score
-    assert float((out + g).abs().mean()) < 0.5
-    with pytest.raises(ValueError, match="feature_dim"):
-        M.ChainScore(M.make_local_net(2, 2, 4, 8, 1, 2, 1.0), 1.0)
 
 
 # ---- exercises ----------------------------------------------------------------------------
 def test_exercise_references_against_independent_formulas():
+    """The references (package functions) against formulas written out here, and the
+    checker rejecting a wrong answer."""
     gen = torch.Generator().manual_seed(9)
-    z, s, v0, A, gamma, eps = M.exercise_velocity_inputs(gen)
+    z, s, v0, A, gamma, eps = ex.velocity_inputs(gen)
     B, D = np.array([[A, -v0], [0.0, gamma]]), np.diag([eps, gamma])
     torch.testing.assert_close(
-        M._solution_probability_velocity(z, s, v0, A, gamma, eps),
+        ex.PROBABILITY_VELOCITY.reference(z, s, v0, A, gamma, eps),
         -z @ torch.as_tensor(B.T) - s @ torch.as_tensor(D),
     )
-    v_x, v_g, eps2, gamma2 = M.exercise_epr_inputs(gen)
+    v_x, v_g, eps2, gamma2 = ex.epr_inputs(gen)
     by_loop = sum(
         float(v_x[k].pow(2).sum()) / eps2 + float(v_g[k].pow(2).sum()) / gamma2
         for k in range(len(v_x))
     ) / len(v_x)
-    assert float(M._solution_epr_from_velocity(v_x, v_g, eps2, gamma2)) == pytest.approx(by_loop)
-    # the exact OU step keeps N(0, 1) and has autocorrelation e^{-gamma dt}
-    g0 = torch.randn(400_000, generator=gen, dtype=F64)
-    xi = torch.randn(400_000, generator=gen, dtype=F64)
-    g1 = M._solution_ou_update(g0, xi, 0.7, 0.5)
-    assert float(g1.var()) == pytest.approx(1.0, abs=0.01)
-    assert float((g0 * g1).mean()) == pytest.approx(math.exp(-0.35), abs=0.01)
-    assert check(
-        M._solution_probability_velocity,
-        M._solution_probability_velocity,
-        M.exercise_velocity_inputs,
-    ).passed
-    wrong = check(
-        lambda z, s, v0, A, gamma, eps: M._solution_probability_velocity(z, s, v0, A, gamma, 0),
-        M._solution_probability_velocity,
-        M.exercise_velocity_inputs,
+    assert float(ex.EPR_FROM_VELOCITY.reference(v_x, v_g, eps2, gamma2)) == pytest.approx(by_loop)
+    g, xi, gamma3, dt = ex.ou_inputs(gen)
+    decay = math.exp(-gamma3 * dt)
+    torch.testing.assert_close(
+        ex.OU_UPDATE.reference(g, xi, gamma3, dt), decay * g + math.sqrt(1 - decay**2) * xi
     )
-    assert not wrong.passed and "differs" in wrong.message
+    forgot_eps = ex.PROBABILITY_VELOCITY.check(
+        lambda z, s, v0, A, gamma, eps: -z @ torch.as_tensor(B.T)  # b alone: D s left out
+    )
+    assert not forgot_eps.passed and "differs" in forgot_eps.message
+    assert not ex.OU_UPDATE.check(lambda g, xi, gamma, dt: g - gamma * g * dt + xi).passed
 
 
 # ---- settings and presets -------------------------------------------------------------------
@@ -151,7 +126,7 @@ def test_gpu_preset_models_take_one_training_step_on_cpu_and_run_chunked():
         progress=False,
     )
     assert math.isfinite(loss.losses[0])
-    trap = M.TrapScore(2, s.trap_hidden, s.trap_depth)
+    trap = TrapScore(2, s.trap_hidden, s.trap_depth)
     tm = M.trap_model(s, 1.0)
     xt, gt = torch.randn(8, 1, 2, generator=gen), torch.randn(8, 1, 2, generator=gen)
     loss = fit(
@@ -199,6 +174,7 @@ def test_tiny_run_end_to_end_and_from_the_cache(data_dir):
     assert cs[0].holds and cs[1].holds
     figs = M.figures(r)
     assert {"trap_sweep", "trap_current", "ring", "mips_snapshot", "mips_regions"} <= set(figs)
+    assert {"mips_phases", "mips_sweep", "losses"} <= set(figs)
     assert all(isinstance(f, go.Figure) for f in figs.values())
     assert isinstance(M.preview(), go.Figure)
     # each experiment runs on its own (as the notebook calls them) with the same numbers
@@ -212,4 +188,4 @@ def test_tiny_run_end_to_end_and_from_the_cache(data_dir):
     sweep = M.mips_phi_sweep(s, mips)
     torch.testing.assert_close(sweep.epr, r.mips_sweep.epr, rtol=0, atol=0)
     assert M.mips_large_box(s, mips) is None  # tiny evaluates no larger box
-    assert isinstance(M.mips_sweep_figure(sweep), go.Figure)
+    assert isinstance(phi_sweep_figure(sweep), go.Figure)

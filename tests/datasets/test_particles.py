@@ -118,6 +118,42 @@ def test_exact_ou_update_at_large_dt():
     assert abs(float(g2.var()) - 1) < 4 * math.sqrt(2 / (2 * n))
 
 
+def test_ou_step_is_the_transition_law_and_the_step_of_the_simulator():
+    gamma, dt, n = 0.7, 0.5, 200_000
+    gen = torch.Generator().manual_seed(2)
+    g0, xi = (torch.randn(n, generator=gen, dtype=F64) for _ in range(2))
+    g1 = P.ou_step(g0, xi, gamma, dt)
+    # from N(0, 1) it stays N(0, 1), with autocorrelation e^{-gamma dt} (the OU kernel)
+    assert float(g1.var()) == pytest.approx(1.0, abs=4 * math.sqrt(2 / n))
+    assert float((g0 * g1).mean()) == pytest.approx(math.exp(-gamma * dt), abs=4 / math.sqrt(n))
+    # the small-dt limit is Euler-Maruyama: g - gamma g dt + sqrt(2 gamma dt) xi
+    tiny = 1e-7
+    em = g0 - gamma * g0 * tiny + math.sqrt(2 * gamma * tiny) * xi
+    torch.testing.assert_close(P.ou_step(g0, xi, gamma, tiny), em, rtol=0, atol=1e-6)
+    # the simulator's g update is this step, fed by the generator after x's noise
+    m = P.AOUP(3, 0.7, gamma=gamma, eps=0.4)
+    x, g = torch.randn(2, 3, 2, dtype=F64), torch.randn(2, 3, 2, dtype=F64)
+    _, g_sim = P.step(m, x, g, dt, torch.Generator().manual_seed(5))
+    draws = torch.Generator().manual_seed(5)
+    torch.randn(x.shape, generator=draws, dtype=F64)  # the x noise comes first
+    xi_g = torch.randn(g.shape, generator=draws, dtype=F64)
+    torch.testing.assert_close(g_sim, P.ou_step(g, xi_g, gamma, dt), rtol=0, atol=0)
+
+
+def test_simulate_frames_spacing_and_same_states_as_simulate():
+    m = P.AOUP(4, 1.0, gamma=1.0, eps=0.5, A=1.0)
+    kw = dict(thermalize=0.0, dtype=F64)
+    traj = P.simulate_frames(m, 2, 5, 0.3, 0.1, generator=torch.Generator().manual_seed(3), **kw)
+    assert traj.x.shape == (5, 2, 4, 2)
+    torch.testing.assert_close(traj.times, torch.arange(5, dtype=F64) * 0.3)
+    ref = P.simulate(m, 2, 12, 0.1, 3, generator=torch.Generator().manual_seed(3), **kw)
+    torch.testing.assert_close(traj.x, ref.x, rtol=0, atol=0)
+    # an interval shorter than one step still records every step
+    assert P.simulate_frames(m, 1, 3, 0.01, 0.1, **kw).times.tolist() == pytest.approx(
+        [0, 0.1, 0.2]
+    )
+
+
 # ---- Monte Carlo of the simulator vs the Lyapunov covariance ------------------------------------
 def discrete_covariance(B: np.ndarray, D: np.ndarray, n: int, gamma: float, dt: float):
     """Stationary covariance of the scheme z' = M z + noise (EM in x with the old g, exact OU in
@@ -325,3 +361,24 @@ def test_cluster_layout_is_one_close_packed_droplet():
     assert float(P.cluster_fraction(m, x).min()) > 0.7
     with pytest.raises(ValueError, match="layout"):
         P.initial_state(m, 1, layout="ring")
+
+
+def test_small_box_method_takes_cells_from_three_ranges_a_side():
+    """The range is 2r + 8/beta (r = 0.5, beta = 8: 2): cells from a box of 3 ranges, 6."""
+    kw = dict(interaction="repulsion", radius=0.5, beta=8.0, A=0.0, eps=0.0)
+    assert P.small_box_method(P.AOUP(4, 1.0, box=6.0, **kw)) == "cells"
+    assert P.small_box_method(P.AOUP(4, 1.0, box=5.99, **kw)) == "dense"
+    assert P.small_box_method(P.AOUP(4, 1.0, box=6.0, cutoff=2.5, **kw)) == "dense"
+    assert P.small_box_method(P.AOUP(4, 1.0, interaction="ring")) == "dense"  # no box
+
+
+def test_stationary_sweep_stacks_one_replica_per_sample_for_each_model():
+    models = [P.AOUP(1, v0, interaction="none") for v0 in (0.5, 2.0)]
+    x, g = P.stationary_sweep(models, 6, 0.05, torch.Generator().manual_seed(3))
+    assert x.shape == g.shape == (2, 6, 1, 2)
+    gen = torch.Generator().manual_seed(3)
+    for j, m in enumerate(models):  # the same draws, model after model
+        xj, gj = P.stationary_samples(m, 6, 0.05, n_replicas=6, generator=gen)
+        torch.testing.assert_close(x[j], xj, rtol=0, atol=0)
+        torch.testing.assert_close(g[j], gj, rtol=0, atol=0)
+    assert not torch.equal(x[0], x[1])

@@ -102,7 +102,7 @@ def test_epr_trace_formula_vs_monte_carlo():
     S = ls.lyapunov_covariance(B, D)
     rng = np.random.default_rng(0)
     z = rng.multivariate_normal(np.zeros(2), S, size=200_000)
-    v = ls.probability_velocity(B, D, S, z)
+    v = ls.linear_probability_velocity(B, D, S, z)
     np.testing.assert_allclose(v, -z @ B.T - ls.linear_score(S, z) @ D.T, atol=1e-12)
     per_sample = v[:, 0] ** 2 / eps + v[:, 1] ** 2 / gamma
     se = per_sample.std() / math.sqrt(len(per_sample))
@@ -167,7 +167,7 @@ def test_divergence_of_velocity_vanishes_for_random_linear_systems(seed):
     assert np.linalg.eigvalsh(S).min() > 1e-6  # noise reaches every coordinate
     assert abs(ls.divergence_of_velocity(B, D, S)) < 1e-10
     z = rng.normal(size=(50, n))
-    vs = np.einsum("bi,bi->b", ls.probability_velocity(B, D, S, z), ls.linear_score(S, z))
+    vs = np.einsum("bi,bi->b", ls.linear_probability_velocity(B, D, S, z), ls.linear_score(S, z))
     np.testing.assert_allclose(vs, 0.0, atol=1e-9)  # stationarity: div v + v . s = 0
 
 
@@ -236,3 +236,88 @@ def test_bad_input():
         ls.spring_modal_epr(ring_spectrum(5), 1.0, 1.0, 1.0, 1.0, 0.0)
     with pytest.raises(ValueError, match="s_g"):
         ls.epr_g_from_score(torch.zeros(3, 4), 1.0)
+
+
+def test_spring_network_solves_the_lyapunov_equation_and_the_card_check():
+    lap = ring_laplacian(6)
+    B, D, S = ls.spring_network(lap, 0.5, 1.2, 0.9, 1.1, 0.3)
+    n = 6
+    eye = np.eye(n)
+    np.testing.assert_allclose(B[:n, :n], 0.5 * eye + 1.2 * lap.numpy())
+    np.testing.assert_allclose(B[:n, n:], -0.9 * eye)
+    np.testing.assert_allclose(np.diag(D), [0.3] * n + [1.1] * n)
+    np.testing.assert_allclose(B @ S + S @ B.T, 2 * D, atol=1e-12)  # stationary covariance
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        assert ls.trapped_aoup_card_error(*rng.uniform(0.2, 3.0, 4)) < 1e-9
+
+
+def test_covariance_z_score_passes_exact_samples_and_flags_a_wrong_covariance():
+    S = np.array([[2.0, 0.6], [0.6, 1.0]])
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(20_000, 2, generator=gen, dtype=torch.float64) @ torch.as_tensor(
+        np.linalg.cholesky(S).T
+    )
+    assert ls.covariance_z_score(z, S) < 4.5
+    assert ls.covariance_z_score(z, S * 1.1) > 6
+
+
+def test_linear_probability_velocity_is_b_minus_d_s():
+    B, D = np.array([[1.0, -0.8], [0.0, 1.5]]), np.diag([0.4, 1.5])
+    S = ls.lyapunov_covariance(B, D)
+    z = np.random.default_rng(1).normal(size=(7, 2))
+    s = -z @ np.linalg.inv(S)  # the Gaussian score, written out
+    np.testing.assert_allclose(ls.linear_probability_velocity(B, D, S, z), -z @ B.T - s @ D)
+
+
+def test_spring_epr_per_particle_sums_to_the_total_and_matches_per_particle_values():
+    """On a ring every particle is alike: the per-particle parts equal the mean of
+    per_particle_linear_epr (independent sum over the Lyapunov diagonal) and x + g = total."""
+    lap = ring_laplacian(8)
+    args = (0.7, 1.3, 1.6, 0.9, 0.5)
+    total, part_x, part_g = ls.spring_epr_per_particle(lap, *args, dim=2)
+    assert part_x + part_g == pytest.approx(total, rel=1e-10)
+    B, D, S = ls.spring_network(lap, *args)
+    each = ls.per_particle_linear_epr(B, D, S, 8, dim=2)
+    np.testing.assert_allclose(each, total, rtol=1e-10)
+    # numpy input gives the same numbers
+    again = ls.spring_epr_per_particle(lap.numpy(), *args, dim=2)
+    np.testing.assert_allclose(again, (total, part_x, part_g), rtol=1e-12)
+
+
+def test_spring_network_checks_against_a_direct_lyapunov_solve():
+    """div v and its parts from M = -B + D S^-1 with S from scipy, written out here; the
+    modal formula agrees with the Lyapunov EPR."""
+    import scipy.linalg
+
+    n, (A, k, v0, gamma, eps) = 7, (0.6, 1.3, 1.8, 0.9, 0.5)
+    L = ring_laplacian(n)
+    Ln = L.double().numpy()
+    B = np.block([[A * np.eye(n) + k * Ln, -v0 * np.eye(n)], [np.zeros((n, n)), gamma * np.eye(n)]])
+    D = np.diag([eps] * n + [gamma] * n)
+    S = scipy.linalg.solve_continuous_lyapunov(B, 2 * D)
+    M = -B + D @ np.linalg.inv(S)
+    div, div_x, div_g, modal_rel = ls.spring_network_checks(L, A, k, v0, gamma, eps)
+    assert div_x == pytest.approx(np.trace(M[:n, :n]), rel=1e-9)
+    assert div_g == pytest.approx(np.trace(M[n:, n:]), rel=1e-9)
+    assert abs(div) < 1e-9 and div_x == pytest.approx(-div_g) and modal_rel < 1e-9
+    assert ls.spring_network_checks(Ln, A, k, v0, gamma, eps)[1] == pytest.approx(div_x)
+
+
+def test_trapped_aoup_sweep_z_passes_exact_samples_and_the_card_worst_is_small():
+    A, v0, gamma, eps = 1.2, 1.5, 0.7, 0.9
+    B, D = np.array([[A, -v0], [0.0, gamma]]), np.diag([eps, gamma])
+    import scipy.linalg
+
+    chol = torch.as_tensor(np.linalg.cholesky(scipy.linalg.solve_continuous_lyapunov(B, 2 * D)))
+    z = torch.randn(20000, 2, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    z = z @ chol.T  # (n, d, 2): (x, g) ~ N(0, S) per dimension
+    x, g = z[None, :, None, :, 0], z[None, :, None, :, 1]  # (1, n, 1, d): one v0
+    assert ls.trapped_aoup_sweep_z(x, g, A, [v0], gamma, eps) < 4.5
+    assert ls.trapped_aoup_sweep_z(x, g, A, [2 * v0], gamma, eps) > 10  # the wrong law
+    assert ls.trapped_aoup_sweep_z(x[..., :1], g[..., :1], A, [v0], gamma, eps) < 4.5
+    wrong_second = ls.trapped_aoup_sweep_z(
+        x.expand(2, -1, -1, -1), g.expand(2, -1, -1, -1), A, [v0, 2 * v0], gamma, eps
+    )
+    assert wrong_second > 10  # the max runs over every v0
+    assert ls.trapped_aoup_card_worst(5, seed=1) < 1e-9

@@ -1,0 +1,214 @@
+"""Motility-induced phase separation (MIPS): which particles are gas, interface or bulk, and
+how much entropy each phase produces (card 12_active_matter, "Headline": the EPR
+concentrates at cluster interfaces).
+
+Phases come from neighbour counts (:func:`interface_labels`); the local EPR of a learned
+g-score is measured two ways (:func:`local_epr_by_phase`), and summarised across packing
+fractions (:func:`phi_sweep`) or along a recorded stretch of time (:func:`epr_movie`):
+
+    gamma |g_i + s_{g_i}|^2                   = |v_{g_i}|^2 / gamma, pointwise >= 0;
+    -gamma div_{g_i} s_{g_i} - gamma d         the card's divergence form,
+
+equal in expectation over rho (integrate by parts in g_i). The divergence form is unbiased
+for a given network; the squared form pays the network's error squared. States: x, g
+(n, N, 2), n configurations of N discs in a periodic box. Time convention: physical time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from pflow_explore.datasets.particles import AOUP
+from pflow_explore.epr import aoup_local_epr, local_epr_g_from_divergence, per_region_epr
+from pflow_explore.nets.local_transformer import knn
+from pflow_explore.score_matching import ScoreFn, evaluate_score, g_block_divergence
+
+GAS, INTERFACE, BULK = 0, 1, 2
+PHASE_NAMES = ("gas", "interface", "bulk")
+
+
+def interface_labels(
+    x: Tensor, box: float, radius: float, within: float | None = None, dense_min: int = 4
+) -> Tensor:
+    """Gas / interface / bulk label of every particle, (n, N) long (0, 1, 2).
+
+    Neighbours: the other particles within ``within`` (default 2.4 r, 1.2 diameters; at most
+    12 are looked at). A particle is *dense* with >= ``dense_min`` neighbours (a close-packed
+    disc has 6, a gas at phi = 0.5 about 2). Bulk: dense, and every neighbour dense.
+    Interface: dense, with at least one dilute neighbour. Gas: the rest (dilute particles).
+    x: (n, N, 2) in the periodic box of side ``box``. (``particles.phase_labels`` is another
+    labelling, gas / intermediate / solid by the neighbour count alone.)
+    """
+    within = 2.4 * radius if within is None else within
+    idx, _, dist = knn(x, 12, box)
+    near = dist < within  # (n, N, 12)
+    dense = near.sum(-1) >= dense_min
+    nb_dense = torch.gather(dense, 1, idx.reshape(x.shape[0], -1)).reshape(idx.shape)
+    all_dense = (nb_dense | ~near).all(-1)
+    labels = torch.full(dense.shape, GAS, dtype=torch.long, device=x.device)
+    labels[dense & ~all_dense] = INTERFACE
+    labels[dense & all_dense] = BULK
+    return labels
+
+
+def phase_means(values: Tensor, labels: Tensor) -> Tensor:
+    """Mean of values (n, N) over the particles of each phase: (3,) gas, interface, bulk
+    (NaN for an empty phase), float64 on the CPU."""
+    sel = [values[labels == p] for p in (GAS, INTERFACE, BULK)]
+    return (
+        torch.stack([v.double().mean() if v.numel() else torch.tensor(math.nan) for v in sel])
+        .cpu()
+        .double()
+    )
+
+
+def interface_bulk_ratio(phase_values: Tensor) -> float:
+    """Interface / bulk of per-phase means (3,) (NaN when the bulk is empty or <= 0)."""
+    bulk = float(phase_values[BULK])
+    return float(phase_values[INTERFACE]) / bulk if bulk > 0 else math.nan
+
+
+def ratio_spread(values: Tensor, labels: Tensor) -> float:
+    """Standard error of the interface / bulk ratio from its spread over configurations:
+    std of the per-configuration ratios / sqrt(their number) (NaN with fewer than 2).
+    values, labels: (n, N)."""
+    ratios = [
+        interface_bulk_ratio(phase_means(v[None], b[None]))
+        for v, b in zip(values, labels, strict=True)
+    ]
+    finite = torch.tensor([r for r in ratios if math.isfinite(r)], dtype=torch.float64)
+    return float(finite.std() / math.sqrt(len(finite))) if len(finite) > 1 else math.nan
+
+
+@dataclass
+class PhaseEPR:
+    """The local EPR of MIPS configurations from a learned g-score.
+
+    x, g (n, N, 2): the evaluated configurations; local (n, N): gamma |g_i + s_{g_i}|^2;
+    local_div (n, N): the card's divergence form; labels (n, N): :func:`interface_labels`;
+    phase_epr, phase_epr_div (3,): mean local EPR in gas / interface / bulk; fractions (3,):
+    share of particles per phase; ratio: interface / bulk of the divergence form (unbiased
+    for the learned score), ratio_se: its standard error over configurations,
+    ratio_pointwise: of gamma |g + s_g|^2; epr_per_particle: the mean g-part per particle;
+    region_edges, region_density: ``epr.per_region_epr``; box.
+    """
+
+    x: Tensor
+    g: Tensor
+    local: Tensor
+    local_div: Tensor
+    labels: Tensor
+    phase_epr: Tensor
+    phase_epr_div: Tensor
+    fractions: Tensor
+    ratio: float
+    ratio_se: float
+    ratio_pointwise: float
+    epr_per_particle: float
+    region_edges: Tensor
+    region_density: Tensor
+    box: float
+
+
+def local_epr_by_phase(
+    model: AOUP, score: ScoreFn, x: Tensor, g: Tensor, generator: torch.Generator | None
+) -> PhaseEPR:
+    """Both local EPR estimators of ``score`` (x, g) -> (None, s_g) at configurations x, g
+    (n, N, 2) of ``model`` (eps = 0, periodic box), their means per phase and per region.
+
+    The score is evaluated 8 configurations at a time; the divergence (one Rademacher probe,
+    from ``generator``) 4 at a time, which bounds the memory of the backward pass."""
+    box = float(model.box)
+    loc = aoup_local_epr(model, x, g, *evaluate_score(score, x, g, batch=8))
+    blocks = zip(x.split(4), g.split(4), strict=True)
+    div = torch.cat([g_block_divergence(score, xb, gb, generator, probes=1) for xb, gb in blocks])
+    local_div = local_epr_g_from_divergence(div, model.gamma)
+    labels = interface_labels(x, box, model.radius)
+    pe, pd = phase_means(loc.g_part, labels), phase_means(local_div, labels)
+    fractions = torch.stack([(labels == p).double().mean() for p in range(3)]).cpu()
+    edges, density, _ = per_region_epr(x, loc.g_part, box, bins=max(4, round(box / 2.5)))
+    return PhaseEPR(
+        x.cpu(),
+        g.cpu(),
+        loc.g_part.cpu(),
+        local_div.cpu(),
+        labels.cpu(),
+        pe,
+        pd,
+        fractions,
+        interface_bulk_ratio(pd),
+        ratio_spread(local_div, labels),
+        interface_bulk_ratio(pe),
+        float(loc.g_part.mean()),
+        edges,
+        density,
+        box,
+    )
+
+
+def phase_summary(m: PhaseEPR) -> str:
+    """One line on the phases of ``m``: their shares, the interface / bulk ratio of the
+    pointwise form, and the divergence form's mean in the gas vs the dense particles
+    (interface and bulk, weighted by their shares)."""
+    share = m.fractions[1:]
+    dense = (m.phase_epr_div[1:] * share).sum() / share.sum().clamp_min(1e-12)
+    shares = ", ".join(f"{float(f):.2f}" for f in m.fractions)
+    gas = float(m.phase_epr_div[GAS])
+    return (
+        f"shares gas / interface / bulk {shares}; gamma |g_i + s_(g_i)|^2 gives ratio "
+        f"{m.ratio_pointwise:.3g}; gas {gas:.3g} vs dense {float(dense):.3g}"
+    )
+
+
+@dataclass
+class PhiSweep:
+    """EPR per particle vs packing fraction with one network trained at ``trained_phi``:
+    phis (p,) ascending, epr (p,), interface / bulk ratio (p,), share of dense particles
+    (interface + bulk) (p,)."""
+
+    phis: Tensor
+    epr: Tensor
+    ratio: Tensor
+    dense_share: Tensor
+    trained_phi: float
+
+
+def phi_sweep(rows: list[tuple[float, PhaseEPR]], trained_phi: float) -> PhiSweep:
+    """The :class:`PhiSweep` of (phi, local EPR at phi) pairs, sorted by phi (stable)."""
+    rows = sorted(rows, key=lambda row: row[0])
+
+    def column(values: list[float]) -> Tensor:
+        return torch.tensor(values, dtype=torch.float64)
+
+    return PhiSweep(
+        column([phi for phi, _ in rows]),
+        column([r.epr_per_particle for _, r in rows]),
+        column([r.ratio for _, r in rows]),
+        column([float(r.fractions[1:].sum()) for _, r in rows]),
+        trained_phi,
+    )
+
+
+@dataclass
+class Movie:
+    """Recorded frames of one MIPS box for a particle movie: frames (T, N, 2), local EPR
+    colours gamma |g_i + s_{g_i}|^2 (T, N), currents v_x (T, N, 2) (for eps = 0 the
+    probability velocity of x is the drift b_x itself), times (T,), box."""
+
+    frames: Tensor
+    colors: Tensor
+    currents: Tensor
+    times: Tensor
+    box: float
+
+
+def epr_movie(model: AOUP, score: ScoreFn, x: Tensor, g: Tensor, times: Tensor) -> Movie:
+    """The :class:`Movie` of frames x, g (T, N, 2) of ``model`` at ``times`` (T,): the
+    learned ``score`` evaluated 8 frames at a time, without gradients."""
+    _, s_g = evaluate_score(score, x, g, batch=8)
+    loc = aoup_local_epr(model, x, g, None, s_g)
+    return Movie(x.cpu(), loc.g_part.cpu(), loc.v_x.cpu(), times, float(model.box))
