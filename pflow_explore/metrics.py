@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -99,6 +100,18 @@ def energy_distance(x: Tensor, y: Tensor) -> float:
     xx = torch.cdist(x, x).mean()
     yy = torch.cdist(y, y).mean()
     return max((2 * xy - xx - yy).item(), 0.0)
+
+
+def distances_to_target(
+    samples: Mapping[str, Tensor], target: Tensor, seed: int, n_projections: int = 256
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(sliced W2, energy distance) of every sample set (n, d) in ``samples`` to the one
+    ``target`` set (m, d), by name. Every sliced W2 draws the same ``n_projections``
+    directions (a fresh CPU generator seeded ``seed`` each time): common random numbers, so
+    the differences between the sets are less noisy than the values."""
+    projections = lambda: torch.Generator().manual_seed(seed)
+    sw2 = {k: sliced_w2(x, target, n_projections, projections()) for k, x in samples.items()}
+    return sw2, {k: energy_distance(x, target) for k, x in samples.items()}
 
 
 def median_bandwidth(x: Tensor, y: Tensor) -> float:

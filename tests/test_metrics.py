@@ -227,3 +227,30 @@ def test_class_accuracy_of_real_digits_and_of_wrong_labels():
     whole = (parts[0] * half + parts[1] * (len(images) - half)) / len(images)
     assert right == pytest.approx(whole, abs=1e-6)  # a float32 mean
     assert M.class_accuracy(digits(16, "test")[0][:50], labels[:50]) > 0.8  # pooled to 8x8
+
+
+def test_distances_to_target_in_1d_are_exact_w2_and_scipys_energy():
+    # in 1D every direction is +-1, so the sliced W2 is the exact W2 of sorted samples
+    g = torch.Generator().manual_seed(11)
+    target = torch.randn(300, 1, generator=g, dtype=torch.float64)
+    samples = {"near": target + 0.1 * torch.randn(300, 1, generator=g, dtype=torch.float64)}
+    samples["far"] = 2.0 + 0.5 * torch.randn(300, 1, generator=g, dtype=torch.float64)
+    sw2, energy = M.distances_to_target(samples, target, seed=3, n_projections=5)
+    for k, x in samples.items():
+        exact = np.sqrt(
+            np.mean((np.sort(x.numpy().ravel()) - np.sort(target.numpy().ravel())) ** 2)
+        )
+        assert sw2[k] == pytest.approx(exact, rel=1e-10)
+        ed = scipy_energy_distance(x.numpy().ravel(), target.numpy().ravel()) ** 2
+        assert energy[k] == pytest.approx(ed, rel=1e-8)
+    assert list(sw2) == list(energy) == ["near", "far"]
+
+
+def test_distances_to_target_share_projections_across_sets():
+    # common random numbers: equal sets get equal sliced W2 (same directions), and the
+    # value depends on the seed only through the directions
+    g = torch.Generator().manual_seed(5)
+    target, x = torch.randn(200, 3, generator=g), 1.0 + torch.randn(200, 3, generator=g)
+    sw2, _ = M.distances_to_target({"a": x, "b": x.clone()}, target, seed=7, n_projections=4)
+    other, _ = M.distances_to_target({"a": x}, target, seed=8, n_projections=4)
+    assert sw2["a"] == sw2["b"] and other["a"] != sw2["a"]

@@ -30,6 +30,7 @@ from pflow_explore.nets import MLP, UNet
 from pflow_explore.training import FitResult
 from pflow_explore.trajectories import crossing_count, straightness_of_field
 from pflow_explore.viz import style
+from pflow_explore.viz.quality import quality_vs_steps_figure
 
 if TYPE_CHECKING:  # sympy loads with the theory module: only when the theory check runs
     from pflow_explore.theory.rectified_flow import GaussianRFCheck
@@ -44,8 +45,9 @@ ROUNDS = ("1-RF", "2-RF", "3-RF")
 STUDENTS = ("distilled 1-RF", "distilled 2-RF")
 ONE_STEP = "{}-RF, 1 Euler step"  # the results' label of the k-RF sampled with one Euler step
 # seed streams, base + offset; never renumber a shipped stream (the offsets are in the weights)
-SEEDS_2D = dict(rf=0, init=5, pairs=(10, 1), reflow=(20, 1), distill=(30, 1), noise=100,
-                target=101, sw=102)  # fmt: skip
+SEEDS_2D = dict(
+    rf=0, init=5, pairs=(10, 1), reflow=(20, 1), distill=(30, 1), noise=100, target=101, sw=102
+)
 SEEDS_DIGITS = dict(teacher=0, floor=0, init=5, teacher_pairs=11, teacher_labels=12, rf2_pairs=13,
                     rf2_labels=14, reflow=21, distill=(30, 1), noise=200, augment=1000)  # fmt: skip
 
@@ -100,29 +102,33 @@ class Settings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        need, g_r, g_d = experiment.require, self.guidance_reflow, self.guidance_distill
+        need, guidance = experiment.require, (self.guidance_reflow, self.guidance_distill)
         counts = [f.name for f in fields(self) if f.type == "int" and f.name != "seed"]
         experiment.require_at_least(self, counts)  # sizes and steps: every int but the seed
         experiment.require_at_least(self, "n_eval_2d n_fd", low=16)
         experiment.require_at_least(self, "n_paths_2d", low=2)
-        need(bool(self.datasets) and set(self.datasets) <= set(TOY_2D), "datasets must be a "
-             f"non-empty tuple of names in {tuple(TOY_2D)}, got {self.datasets!r}")  # fmt: skip
-        need(self.image_size in (8, 16, 32), f"image_size must be 8, 16 or 32: {self.image_size}")
-        need(self.net in NETS, f"net must be one of {NETS}, got {self.net!r}")
-        need(self.distill_loss in DISTILL_LOSSES, f"distill_loss must be one of {DISTILL_LOSSES}, "
-             f"got {self.distill_loss!r}")  # fmt: skip
-        for n, g in (("guidance_reflow", g_r), ("guidance_distill", g_d)):
-            need(math.isfinite(g) and g >= 0, f"{n} must be a finite number >= 0, got {g}")
-        need(0 <= self.p_uncond < 1, f"p_uncond must lie in [0, 1), got {self.p_uncond}")
-        need(self.p_uncond > 0 or g_r == g_d == 1, "guidance scales other than 1 need the null "
-             f"class: set p_uncond > 0 (got p_uncond=0, guidance_reflow={g_r}, "
-             f"guidance_distill={g_d})")  # fmt: skip
-        need(0 <= self.t_eps < 1, f"t_eps must lie in [0, 1), got {self.t_eps}")
+        experiment.require_at_least(self, "guidance_reflow guidance_distill", low=0)
+        need(all(map(math.isfinite, guidance)), f"guidance must be finite, got {guidance}")
+        require_choice(self, "image_size", (8, 16, 32))
+        require_choice(self, "net", NETS)
+        require_choice(self, "distill_loss", DISTILL_LOSSES)
+        names = f"datasets must be a non-empty tuple of names in {tuple(TOY_2D)}"
+        need(bool(self.datasets) and set(self.datasets) <= set(TOY_2D), names)
+        for name in ("p_uncond", "t_eps"):
+            value = getattr(self, name)
+            need(0 <= value < 1, f"{name} must lie in [0, 1), got {value}")
+        need(self.p_uncond > 0 or guidance == (1, 1), "guidance other than 1 needs p_uncond > 0")
         steps = list(self.nfe_steps)
-        need(steps[:1] == [1] and steps == sorted(set(steps)),
-             f"nfe_steps must increase strictly from 1, got {self.nfe_steps!r}")  # fmt: skip
+        ok = steps[:1] == [1] and steps == sorted(set(steps))
+        need(ok, f"nfe_steps must increase strictly from 1, got {self.nfe_steps!r}")
         need(min(self.huber_c, self.lr, self.lr_2d) > 0, "huber_c, lr and lr_2d must be > 0")
         need(0 < self.ema_decay < 1, f"ema_decay must lie in (0, 1), got {self.ema_decay}")
+
+
+def require_choice(settings: object, name: str, choices: tuple[object, ...]) -> None:
+    """The field ``name`` of ``settings`` is one of ``choices``, else ``ValueError``."""
+    value = getattr(settings, name)
+    experiment.require(value in choices, f"{name} must be one of {choices}, got {value!r}")
 
 
 SETTINGS = presets(
@@ -144,12 +150,15 @@ SETTINGS = presets(
     ),
 )  # fmt: skip
 # what the trained models depend on (their cache keys): never the evaluation sizes
-FIELDS_2D = ("hidden_2d depth_2d batch_2d lr_2d rf_steps_2d reflow_steps_2d distill_steps_2d "
-             "n_pairs_2d pair_steps_2d t_eps seed").split()  # fmt: skip
-FIELDS_DIGITS = ("image_size augment aug_copies net hidden depth unet_base unet_mults batch lr "
-                 "ema_decay teacher_steps reflow_steps distill_steps p_uncond guidance_reflow "
-                 "guidance_distill n_pairs pair_steps distill_loss huber_c t_eps seed"
-                 ).split()  # fmt: skip
+FIELDS_2D = (
+    "hidden_2d depth_2d batch_2d lr_2d rf_steps_2d reflow_steps_2d distill_steps_2d "
+    "n_pairs_2d pair_steps_2d t_eps seed"
+).split()
+FIELDS_DIGITS = (
+    "image_size augment aug_copies net hidden depth unet_base unet_mults batch lr "
+    "ema_decay teacher_steps reflow_steps distill_steps p_uncond guidance_reflow "
+    "guidance_distill n_pairs pair_steps distill_loss huber_c t_eps seed"
+).split()
 
 
 def settings(scale_name: str | None = None, **changes: object) -> Settings:
@@ -184,23 +193,22 @@ def train_chain_2d(s: Settings, name: str) -> dict[str, FitResult]:
         settings_key = cache_key(s, FIELDS_2D, dataset=name, stage=part)
         return fm.Artifact(CHAPTER, f"2d-{name}-{part}", settings_key, VERSION)
 
-    out = {"1-RF": fm.train_rectified_flow(
-        lambda: fm.VelocityNet(MLP(2, hidden=s.hidden_2d, depth=s.depth_2d)).to(dev),
-        lambda n, gen: (sample_toy(name, n, gen), None),
-        stage(s.rf_steps_2d, f"{name}: 1-RF", seeds["rf"], seeds["init"]), cache=key("1rf"),
-    )}  # fmt: skip
+    net = lambda: fm.VelocityNet(MLP(2, hidden=s.hidden_2d, depth=s.depth_2d)).to(dev)
+    data = lambda n, gen: (sample_toy(name, n, gen), None)
+    first = stage(s.rf_steps_2d, f"{name}: 1-RF", seeds["rf"], seeds["init"])
+    out = {"1-RF": fm.train_rectified_flow(net, data, first, cache=key("1rf"))}
     for k in (1, 2):
 
         def coupling(v: nn.Module, k: int = k) -> fm.Pairs:
             z0 = fm.gaussian_noise(s.n_pairs_2d, 2, seeds.seed("pairs", k), dev)
             return fm.sample_pairs(v, z0, n_steps=s.pair_steps_2d)
 
+        reflow = stage(s.reflow_steps_2d, f"{name}: reflow to {k + 1}-RF", seeds.seed("reflow", k))
+        distil = stage(s.distill_steps_2d, f"{name}: distil {k}-RF", seeds.seed("distill", k))
+        keys = (key(f"{k + 1}rf"), key(f"distill{k}"))
         out[f"{k + 1}-RF"], out[f"distilled {k}-RF"] = rectify(
-            out[f"{k}-RF"].model, coupling,
-            stage(s.reflow_steps_2d, f"{name}: reflow to {k + 1}-RF", seeds.seed("reflow", k)),
-            stage(s.distill_steps_2d, f"{name}: distil {k}-RF", seeds.seed("distill", k)),
-            (key(f"{k + 1}rf"), key(f"distill{k}")),
-        )  # fmt: skip
+            out[f"{k}-RF"].model, coupling, reflow, distil, keys
+        )
     for r in out.values():
         r.model.eval()
     return out
@@ -212,9 +220,7 @@ class Chain2D:
     STUDENTS; methods: the one-step samplers and the many-step reference)."""
 
     name: str
-    models: dict[str, nn.Module]  # label -> net
-    losses: dict[str, list[float]]  # label -> loss per step
-    trained_seconds: dict[str, float]
+    fits: dict[str, FitResult]  # label -> trained net, its losses and seconds
     straightness: dict[str, float]  # k-RF -> S (rk4 on straightness_steps)
     samples: dict[str, Tensor]  # method -> (n, 2), all from the same z0
     target: Tensor  # (n, 2) fresh target samples
@@ -226,46 +232,45 @@ class Chain2D:
     crossings: dict[str, int]  # "lines: ..." / "paths: ..." -> crossing pairs
     on_support: dict[str, float] = field(default_factory=dict)  # checkerboard: on black
 
+    @property
+    def models(self) -> dict[str, nn.Module]:
+        return {k: r.model for k, r in self.fits.items()}
+
 
 @torch.no_grad()
 def evaluate_2d(s: Settings, name: str, fits: dict[str, FitResult]) -> Chain2D:
     """Straightness per round, one-step quality of every model, crossings before/after.
     One-step samples (k-RF with one Euler step, the distilled models; the many-step 1-RF as
     reference) from the same z0, their sliced W2 and energy distance to the same fresh target
-    samples (common random numbers: the differences are less noisy than the values)."""
-    seeds = Seeds(s.seed, **SEEDS_2D)
-    models = {k: r.model for k, r in fits.items()}
+    samples (``metrics.distances_to_target``: common random numbers)."""
+    seeds, models = Seeds(s.seed, **SEEDS_2D), {k: r.model for k, r in fits.items()}
     z0 = fm.gaussian_noise(s.n_eval_2d, 2, seeds["noise"], scale.device())
     target = sample_toy(name, s.n_eval_2d, seeds.generator("target"))
-    straight = {k: straightness_of_field(fm.velocity_field(models[k]), z0[:500],
-                                         s.straightness_steps) for k in ROUNDS}  # fmt: skip
+    z_s, n_s = z0[:500], s.straightness_steps
+    straight = {k: straightness_of_field(fm.velocity_field(models[k]), z_s, n_s) for k in ROUNDS}
     samples = {ONE_STEP.format(k): fm.one_step(models[f"{k}-RF"], z0) for k in (1, 2, 3)}
-    for k in (1, 2):
-        samples[f"distilled {k}-RF"] = fm.one_step(models[f"distilled {k}-RF"], z0)
+    samples |= {k: fm.one_step(models[k], z0) for k in STUDENTS}
     ref = f"1-RF, {s.reference_steps_2d} Euler steps"
     samples[ref] = fm.euler_sample(models["1-RF"], z0, s.reference_steps_2d).x
     samples = {k: v.cpu() for k, v in samples.items()}
-    sw2 = {k: metrics.sliced_w2(x, target, 256, seeds.generator("sw")) for k, x in samples.items()}
-    energy = {k: metrics.energy_distance(x, target) for k, x in samples.items()}
-    zp = z0[: s.n_paths_2d]
-    euler = {
-        k: fm.euler_sample(models[k], zp, s.straightness_steps, trajectory=True) for k in ROUNDS
+    distances = metrics.distances_to_target(samples, target, seeds["sw"])  # sliced W2, energy
+    zp, start = z0[: s.n_paths_2d], z0[: s.n_paths_2d].cpu()
+    euler = lambda k: fm.euler_sample(models[k], zp, s.straightness_steps, trajectory=True)
+    paths = {k: euler(k).trajectory.cpu() for k in ROUNDS}  # (T + 1, m, 2)
+    ends = {
+        "independent pairs (1-RF training)": target[: s.n_paths_2d],  # what each round
+        "1-RF coupling (2-RF training)": paths["1-RF"][-1],  # trains on: (2, m, 2)
+        "2-RF coupling (3-RF training)": paths["2-RF"][-1],
     }
-    paths = {k: sol.trajectory.cpu() for k, sol in euler.items()}  # (T + 1, m, 2)
-    ends = {"independent pairs (1-RF training)": target[: s.n_paths_2d],  # what each round
-            "1-RF coupling (2-RF training)": paths["1-RF"][-1],  # trains on: (2, m, 2)
-            "2-RF coupling (3-RF training)": paths["2-RF"][-1]}  # fmt: skip
-    lines = {k: torch.stack([zp.cpu(), z1]) for k, z1 in ends.items()}
+    lines = {k: torch.stack([start, z1]) for k, z1 in ends.items()}
     crossings = {f"lines: {k}": crossing_count(v) for k, v in lines.items()}
-    crossings.update({f"paths: {k}": crossing_count(v) for k, v in paths.items()})
-    on_support = {}  # the sliced W2 barely sees the checkerboard's squares: count them
-    if name == "checkerboard":
-        for k, x in {"target": target, **samples}.items():
-            on_support[k] = float(checkerboard_log_prob(x).isfinite().float().mean())
-    losses = {k: r.losses for k, r in fits.items()}
-    seconds = {k: r.seconds for k, r in fits.items()}
-    return Chain2D(name, models, losses, seconds, straight, samples, target, sw2, energy, zp.cpu(),
-                   paths, lines, crossings, on_support)  # fmt: skip
+    crossings |= {f"paths: {k}": crossing_count(v) for k, v in paths.items()}
+    # the sliced W2 barely sees the checkerboard's squares: count the samples on black ones
+    on_black = lambda x: float(checkerboard_log_prob(x).isfinite().float().mean())
+    pool = {"target": target, **samples} if name == "checkerboard" else {}
+    on_support = {k: on_black(x) for k, x in pool.items()}
+    args = (straight, samples, target, *distances, start, paths, lines, crossings, on_support)
+    return Chain2D(name, fits, *args)
 
 
 def experiment_2d(s: Settings, name: str) -> Chain2D:
@@ -306,25 +311,16 @@ def train_digits(s: Settings) -> dict[str, FitResult]:
         y = fm.balanced_labels(s.n_pairs, N_CLASSES, s.p_uncond, seeds[y_seed]).to(dev)
         return fm.sample_pairs(v, z0, y, alpha, s.pair_steps, batch=2048)
 
-    teacher = fm.train_rectified_flow(
-        lambda: make_net_digits(s).to(dev), fm.batch_sampler(train, labels),
-        stage(s.teacher_steps, "digits: 1-RF teacher", seeds["teacher"], init=seeds["init"]),
-        s.p_uncond, N_CLASSES, key("teacher"),
-    )  # fmt: skip
-    teacher_pairs = functools.partial(
-        coupling, "teacher_pairs", "teacher_labels", s.guidance_reflow
-    )
-    rf2, d1 = rectify(
-        teacher.model, teacher_pairs,
-        stage(s.reflow_steps, "digits: reflow to 2-RF", seeds["reflow"]),
-        stage(s.distill_steps, "digits: distil 1-RF", seeds.seed("distill", 1), True),
-        (key("2rf"), key("distill1")),
-    )  # fmt: skip
-    _, d2 = rectify(
-        rf2.model, functools.partial(coupling, "rf2_pairs", "rf2_labels", s.guidance_distill), None,
-        stage(s.distill_steps, "digits: distil 2-RF", seeds.seed("distill", 2), True),
-        (None, key("distill2")),
-    )  # fmt: skip
+    net, data = lambda: make_net_digits(s).to(dev), fm.batch_sampler(train, labels)
+    first = stage(s.teacher_steps, "digits: 1-RF teacher", seeds["teacher"], init=seeds["init"])
+    teacher = fm.train_rectified_flow(net, data, first, s.p_uncond, N_CLASSES, key("teacher"))
+    pairs = functools.partial(coupling, "teacher_pairs", "teacher_labels", s.guidance_reflow)
+    reflow = stage(s.reflow_steps, "digits: reflow to 2-RF", seeds["reflow"])
+    distil = stage(s.distill_steps, "digits: distil 1-RF", seeds.seed("distill", 1), True)
+    rf2, d1 = rectify(teacher.model, pairs, reflow, distil, (key("2rf"), key("distill1")))
+    pairs = functools.partial(coupling, "rf2_pairs", "rf2_labels", s.guidance_distill)
+    distil = stage(s.distill_steps, "digits: distil 2-RF", seeds.seed("distill", 2), True)
+    _, d2 = rectify(rf2.model, pairs, None, distil, (None, key("distill2")))
     out = {"1-RF teacher": teacher, "2-RF": rf2, "distilled 1-RF": d1, "distilled 2-RF": d2}
     for r in out.values():
         r.model.eval()
@@ -336,10 +332,7 @@ class DigitsResult:
     """Digits: the four models, and fd / accuracy per method on n_fd samples from the same
     z0 and balanced labels (one step for the students, 1 and most steps for the others)."""
 
-    models: dict[str, nn.Module]
-    losses: dict[str, list[float]]
-    trained_seconds: dict[str, float]
-    from_cache: bool
+    fits: dict[str, FitResult]  # label -> trained net, its losses and seconds
     fd: dict[str, float]
     accuracy: dict[str, float]
     curves: dict[str, tuple[Tensor, Tensor, Tensor]]  # model -> steps, fd, accuracy (K,) each
@@ -349,6 +342,14 @@ class DigitsResult:
     z0: Tensor  # the noise and labels of those samples
     labels: Tensor
     guidance: dict[str, float]  # the guidance each model samples with
+
+    @property
+    def models(self) -> dict[str, nn.Module]:
+        return {k: r.model for k, r in self.fits.items()}
+
+    @property
+    def from_cache(self) -> bool:
+        return all(r.from_cache for r in self.fits.values())
 
 
 @torch.no_grad()
@@ -393,12 +394,9 @@ def evaluate_digits(s: Settings, fits: dict[str, FitResult]) -> DigitsResult:
         straight[label] = straightness_of_field(field_, z0[:n_s], s.straightness_steps)
     floor_idx = torch.randperm(len(train), generator=seeds.generator("floor"))
     floor = fd_to_test(train[floor_idx[: s.n_fd]].reshape(-1, *shape))
-    return DigitsResult(
-        models, {k: r.losses for k, r in fits.items()}, {k: r.seconds for k, r in fits.items()},
-        all(r.from_cache for r in fits.values()), fd, acc, curves, straight, floor,
-        {k: v.reshape(-1, *shape) for k, v in samples.items()}, z0[:20].cpu(), y[:20].cpu(),
-        guidance,
-    )  # fmt: skip
+    images = {k: v.reshape(-1, *shape) for k, v in samples.items()}
+    args = (fd, acc, curves, straight, floor, images, z0[:20].cpu(), y[:20].cpu(), guidance)
+    return DigitsResult(fits, *args)
 
 
 def experiment_digits(s: Settings) -> DigitsResult:
@@ -468,81 +466,77 @@ def _support_note(ch: Chain2D) -> str:
 def claims_theory(th: GaussianRFCheck, sc: str) -> list[Claim]:
     """The exact Gaussian case (identities checked numerically)."""
     se, rel_se = f"{math.sqrt(2 / (th.d * th.n)):.1%}", th.straightness_se / th.straightness_formula
+    s_note = f"d = {th.d}, sigma = {th.sigma}, {th.n} paths (MC standard error {rel_se:.1%}), "
+    e_note = f"|Z0 + v2(Z0, 0) - (mu + sigma Z0)| over {th.n} points; 1-RF one step lands on mu "
+    w_note = f"E|X1 - mu|^2 by Monte Carlo, {th.n} samples (SE {se})"
+    s_paper = "S(1-RF) = d sigma (2 - pi/2) for N(0, I) -> N(mu, sigma^2 I)"
+    w_paper = "one Euler step of 1-RF collapses to mu: W2^2 = d sigma^2"
+    s_note, e_note = s_note + "rk4 + Simpson, exact field", e_note + f"to {th.one_step_spread:.1e}"
+    s_name = "S(1-RF) Gaussian: numerics vs d sigma (2 - pi/2)"
+    w_name = "Gaussian 1-RF one step: W2^2 = d sigma^2"
+    e_name = "Gaussian 2-RF: one Euler step is exact (max error)"
+    e_paper = "2-RF is straight (S = 0): one step is exact"
     return [
-        claim_within("S(1-RF) Gaussian: numerics vs d sigma (2 - pi/2)",
-                     "S(1-RF) = d sigma (2 - pi/2) for N(0, I) -> N(mu, sigma^2 I)",
-                     th.straightness, th.straightness_formula, 0.03, sc,
-                     f"d = {th.d}, sigma = {th.sigma}, {th.n} paths (MC standard error "
-                     f"{rel_se:.1%}), rk4 + Simpson, exact field"),
-        claim_below("Gaussian 2-RF: one Euler step is exact (max error)",
-                    "2-RF is straight (S = 0): one step is exact", th.euler_2rf_error, 1e-9, sc,
-                    f"|Z0 + v2(Z0, 0) - (mu + sigma Z0)| over {th.n} points; 1-RF one step "
-                    f"lands on mu to {th.one_step_spread:.1e}"),
-        claim_within("Gaussian 1-RF one step: W2^2 = d sigma^2",
-                     "one Euler step of 1-RF collapses to mu: W2^2 = d sigma^2", th.w2_sq,
-                     th.w2_sq_formula, 0.03, sc,
-                     f"E|X1 - mu|^2 by Monte Carlo, {th.n} samples (SE {se})"),
-    ]  # fmt: skip
+        claim_within(s_name, s_paper, th.straightness, th.straightness_formula, 0.03, sc, s_note),
+        claim_below(e_name, e_paper, th.euler_2rf_error, 1e-9, sc, e_note),
+        claim_within(w_name, w_paper, th.w2_sq, th.w2_sq_formula, 0.03, sc, w_note),
+    ]
 
 
 def claims_2d(chains: dict[str, Chain2D], s: Settings) -> list[Claim]:
     """Reflow straightens (S drops), rectified couplings cross less, and the one-step
     ranking distilled 2-RF < distilled 1-RF < 1-RF with one Euler step, per target."""
-    out = []
+    out, sc = [], s.scale
     for a, b in (("1-RF", "2-RF"), ("2-RF", "3-RF")):
         pair = {n: (c.straightness[a], c.straightness[b]) for n, c in chains.items()}
         worst = max(sb / sa for sa, sb in pair.values())
-        note = "; ".join(f"{n}: S {sa:.3g} -> {sb:.3g} (x{sb / sa:.2f})"
-                         for n, (sa, sb) in pair.items())  # fmt: skip
-        out.append(Claim(
-            f"S({b}) / S({a}) on 2D targets (largest ratio)",
-            "each reflow straightens the paths (S decreases)", worst, "< 1 on every target",
-            bool(worst < 1), s.scale, note,
-        ))  # fmt: skip
+        note = "; ".join(
+            f"{n}: S {sa:.3g} -> {sb:.3g} (x{sb / sa:.2f})" for n, (sa, sb) in pair.items()
+        )
+        name = f"S({b}) / S({a}) on 2D targets (largest ratio)"
+        paper = "each reflow straightens the paths (S decreases)"
+        out.append(Claim(name, paper, worst, "< 1 on every target", bool(worst < 1), sc, note))
     ind, c1 = "lines: independent pairs (1-RF training)", "lines: 1-RF coupling (2-RF training)"
     c2 = "lines: 2-RF coupling (3-RF training)"
     counts = {n: c.crossings for n, c in chains.items()}
-    out.append(Claim(
-        "crossing interpolation lines: 1-RF coupling vs independent pairs",
-        "rectified couplings have (nearly) non-crossing straight interpolations",
-        "; ".join(f"{n}: {c[ind]} -> {c[c1]}" for n, c in counts.items()),
-        "fewer crossings on every target", all(c[c1] < c[ind] for c in counts.values()), s.scale,
-        f"{s.n_paths_2d} pairs per target; 2-RF coupling: "
-        + ", ".join(f"{n} {c[c2]}" for n, c in counts.items()),
-    ))  # fmt: skip
+    measured = "; ".join(f"{n}: {c[ind]} -> {c[c1]}" for n, c in counts.items())
+    note = f"{s.n_paths_2d} pairs per target; 2-RF coupling: " + ", ".join(
+        f"{n} {c[c2]}" for n, c in counts.items()
+    )
+    name = "crossing interpolation lines: 1-RF coupling vs independent pairs"
+    paper = "rectified couplings have (nearly) non-crossing straight interpolations"
+    holds = all(c[c1] < c[ind] for c in counts.values())
+    out.append(Claim(name, paper, measured, "fewer crossings on every target", holds, sc, note))
     order = ["distilled 2-RF", "distilled 1-RF", ONE_STEP.format(1)]
     ordered = lambda v: all(v[a] < v[b] for a, b in zip(order[:-1], order[1:], strict=True))
-    ref = f"1-RF, {s.reference_steps_2d} Euler steps"
+    ref, one_step_2 = f"1-RF, {s.reference_steps_2d} Euler steps", ONE_STEP.format(2)
+    paper = "CIFAR-10 one-step FID: distilled 2-RF 4.85 < distilled 1-RF 6.18 < 1-RF one Euler step"
     for n, ch in chains.items():
         sw, en = ch.sliced_w2, ch.energy
-        out.append(Claim(
-            f"one-step ranking on {n}: distilled 2-RF < distilled 1-RF < 1-RF 1 step",
-            "CIFAR-10 one-step FID: distilled 2-RF 4.85 < distilled 1-RF 6.18 "
-            "< 1-RF one Euler step",
-            " < ".join(f"{sw[k]:.3f}" for k in order) + " (SW2)",
-            "ordering holds in sliced W2 and in energy distance",
-            bool(ordered(sw) and ordered(en)), s.scale,
-            "energy: " + " / ".join(f"{en[k]:.4f}" for k in order)
-            + f"; many-step 1-RF reference SW2 {sw[ref]:.3f}, "
-            f"2-RF 1 step {sw[ONE_STEP.format(2)]:.3f}" + _support_note(ch),
-        ))  # fmt: skip
+        name = f"one-step ranking on {n}: distilled 2-RF < distilled 1-RF < 1-RF 1 step"
+        measured = " < ".join(f"{sw[k]:.3f}" for k in order) + " (SW2)"
+        note = "energy: " + " / ".join(f"{en[k]:.4f}" for k in order)
+        note += f"; many-step 1-RF reference SW2 {sw[ref]:.3f}, 2-RF 1 step {sw[one_step_2]:.3f}"
+        holds = bool(ordered(sw) and ordered(en))
+        criterion = "ordering holds in sliced W2 and in energy distance"
+        out.append(Claim(name, paper, measured, criterion, holds, sc, note + _support_note(ch)))
     return out
 
 
 def claims_digits(dg: DigitsResult, s: Settings) -> list[Claim]:
     """Distilling the 2-RF beats distilling the 1-RF teacher directly (InstaFlow)."""
     fd, acc, top = dg.fd, dg.accuracy, f"1-RF teacher, {s.nfe_steps[-1]} Euler steps"
-    return [Claim(
-        "digits one-step FD: distilled 2-RF < distilled 1-RF",
-        "CIFAR-10 one-step FID 6.18 (distilled 1-RF) -> 4.85 (distilled 2-RF)",
-        f"{fd['distilled 1-RF']:.3g} -> {fd['distilled 2-RF']:.3g}",
-        "FD(distilled 2-RF) < FD(distilled 1-RF)",
-        bool(fd["distilled 2-RF"] < fd["distilled 1-RF"]), s.scale,
-        f"class accuracy {acc['distilled 1-RF']:.1%} -> {acc['distilled 2-RF']:.1%}; teacher "
-        f"{s.nfe_steps[-1]} steps: FD {fd[top]:.3g}, accuracy {acc[top]:.1%}; teacher 1 step FD "
+    d1, d2 = "distilled 1-RF", "distilled 2-RF"
+    note = (
+        f"class accuracy {acc[d1]:.1%} -> {acc[d2]:.1%}; teacher {s.nfe_steps[-1]} steps: FD "
+        f"{fd[top]:.3g}, accuracy {acc[top]:.1%}; teacher 1 step FD "
         f"{fd['1-RF teacher, 1 Euler step']:.3g}; floor {dg.fd_floor:.3g}; n = {s.n_fd}, "
-        f"guidance {s.guidance_reflow} (reflow) / {s.guidance_distill} (distillation)",
-    )]  # fmt: skip
+        f"guidance {s.guidance_reflow} (reflow) / {s.guidance_distill} (distillation)"
+    )
+    name = "digits one-step FD: distilled 2-RF < distilled 1-RF"
+    paper = "CIFAR-10 one-step FID 6.18 (distilled 1-RF) -> 4.85 (distilled 2-RF)"
+    measured, criterion = f"{fd[d1]:.3g} -> {fd[d2]:.3g}", f"FD({d2}) < FD({d1})"
+    return [Claim(name, paper, measured, criterion, bool(fd[d2] < fd[d1]), s.scale, note)]
 
 
 def claims(r: Results) -> list[Claim]:
@@ -552,8 +546,8 @@ def claims(r: Results) -> list[Claim]:
 
 
 # ---- figures ------------------------------------------------------------------------------
-COLORS = {"1-RF": style.BLUE, "2-RF": style.ORANGE, "3-RF": style.GREEN,
-          "distilled 1-RF": style.PURPLE, "distilled 2-RF": style.RED}  # fmt: skip
+COLORS = {"1-RF": style.BLUE, "2-RF": style.ORANGE, "3-RF": style.GREEN}
+COLORS |= {"distilled 1-RF": style.PURPLE, "distilled 2-RF": style.RED}
 LINES = "rgba(31,119,180,0.5)"  # paths and interpolation lines, see-through
 
 
@@ -563,26 +557,28 @@ def _paths(paths: Tensor, name: str) -> list[go.Scatter]:
     return [viz.trajectories_trace(paths, name, LINES), ends]
 
 
-def _bars(chains: dict[str, Chain2D], metric: str, series: tuple[str, ...],
-          colors: dict[str, str] | None, **layout: object) -> go.Figure:  # fmt: skip
-    """One bar per target and series: ``getattr(chain, metric)[series]``."""
-    groups = {k: {n: getattr(c, metric)[k] for n, c in chains.items()} for k in series}
-    return viz.bars_figure(groups, colors, **layout)
+def _by_target(chains: dict[str, Chain2D], metric: str, series: tuple[str, ...]) -> dict:
+    """series -> target -> ``getattr(chain, metric)[series]``: the bars' groups."""
+    return {k: {n: getattr(c, metric)[k] for n, c in chains.items()} for k in series}
 
 
 def straightness_figure(chains: dict[str, Chain2D]) -> go.Figure:
     """S of 1-, 2-, 3-RF on every 2D target (bars)."""
-    return _bars(chains, "straightness", ROUNDS, COLORS, height=360, width=600,
-                 title="Straightness S per reflow round (0 = straight paths)",
-                 yaxis_title="S = int E|(Z1 - Z0) - v|^2 dt")  # fmt: skip
+    title, y_title = (
+        "Straightness S per reflow round (0 = straight paths)",
+        "S = int E|(Z1 - Z0) - v|^2 dt",
+    )
+    groups = _by_target(chains, "straightness", ROUNDS)
+    return viz.bars_figure(groups, COLORS, height=360, width=600, title=title, yaxis_title=y_title)
 
 
 def one_step_quality_figure(chains: dict[str, Chain2D]) -> go.Figure:
     """Sliced W2 to the target of every one-step method (and the many-step reference)."""
-    methods = tuple(next(iter(chains.values())).sliced_w2)
-    return _bars(chains, "sliced_w2", methods, None, height=380, width=700,
-                 title="One-step quality: sliced W2 to the target (lower is better)",
-                 yaxis_title="sliced W2")  # fmt: skip
+    groups = _by_target(chains, "sliced_w2", tuple(next(iter(chains.values())).sliced_w2))
+    title = "One-step quality: sliced W2 to the target (lower is better)"
+    return viz.bars_figure(
+        groups, None, height=380, width=700, title=title, yaxis_title="sliced W2"
+    )
 
 
 def one_step_samples_figure(chains: dict[str, Chain2D], n: int = 300) -> go.Figure:
@@ -594,12 +590,14 @@ def one_step_samples_figure(chains: dict[str, Chain2D], n: int = 300) -> go.Figu
         [dots(*kx) for kx in {"target": c.target, **c.samples}.items()] for c in chains.values()
     ]
     titles = [f"{ch}: {m}" if j == 0 else m for ch in chains for j, m in enumerate(methods)]
-    return viz.panel_grid(
-        panels, titles, (0.01, 0.08), dict(range=[-3.5, 3.5], visible=False),
-        title="One network evaluation per sample (the many-step 1-RF is the reference)",
-        height=60 + 200 * len(chains), width=170 * len(methods),
-        margin=dict(l=10, r=10, t=70, b=10),
-    )  # fmt: skip
+    size = dict(
+        height=60 + 200 * len(chains),
+        width=170 * len(methods),
+        margin=style.margins(10, 10, 70, 10),
+    )
+    title = "One network evaluation per sample (the many-step 1-RF is the reference)"
+    axes = dict(range=[-3.5, 3.5], visible=False)
+    return viz.panel_grid(panels, titles, (0.01, 0.08), axes, title=title, **size)
 
 
 def crossings_figure(chains: dict[str, Chain2D]) -> go.Figure:
@@ -607,37 +605,32 @@ def crossings_figure(chains: dict[str, Chain2D]) -> go.Figure:
     couplings (what 1-RF, 2-RF, 3-RF are trained on) with their crossing counts, one row
     per 2D target."""
     panels = [[_paths(x, k) for k, x in ch.lines.items()] for ch in chains.values()]
-    titles = [f"{ch.name}: {k}<br>{ch.crossings['lines: ' + k]} crossing pairs"
-              for ch in chains.values() for k in ch.lines]  # fmt: skip
+    count = lambda ch, k: f"{ch.name}: {k}<br>{ch.crossings['lines: ' + k]} crossing pairs"
+    titles = [count(ch, k) for ch in chains.values() for k in ch.lines]
+    size = dict(height=70 + 300 * len(chains), width=900, margin=style.margins(10, 10, 90, 10))
+    title = "The straight lines each round trains on (noise -> red end points)"
     return viz.panel_grid(
-        panels, titles, (0.03, 0.1), dict(visible=False), font=11,
-        title="The straight lines each round trains on (noise -> red end points)",
-        height=70 + 300 * len(chains), width=900, margin=dict(l=10, r=10, t=90, b=10),
-    )  # fmt: skip
+        panels, titles, (0.03, 0.1), dict(visible=False), font=11, title=title, **size
+    )
 
 
 def nfe_figure(dg: DigitsResult) -> go.Figure:
     """Digits FD against Euler steps for the teacher and the 2-RF, with the distilled
     one-step models at 1 (stars) and the FD of training images as the floor."""
-    traces = []
+    curves, colors = {}, dict(COLORS)
     for label, color in (("1-RF teacher", COLORS["1-RF"]), ("2-RF", COLORS["2-RF"])):
         steps, fd, acc = dg.curves[label]
-        text = [f"accuracy {a:.0%}" for a in acc.tolist()]
         name = f"{label} (guidance {dg.guidance[label]})"
-        traces.append(viz.curve_trace(steps, fd, name, line=dict(color=color), text=text))
-    for label in STUDENTS:
-        star = style.marker_style(COLORS[label], 12, symbol="star")
-        text = [f"accuracy {dg.accuracy[label]:.0%}"]
-        traces.append(go.Scatter(x=[1], y=[dg.fd[label]], name=label, text=text, **star))
-    fig = viz.curves_figure(
-        traces, "Digits: Frechet distance vs number of Euler steps", log_x=True, log_y=True,
-        x_title="Euler steps (a guided step evaluates the net twice)",
-        y_title="digits Frechet distance", width=620,
-    )  # fmt: skip
-    if math.isfinite(dg.fd_floor):
-        fig.add_hline(y=dg.fd_floor, line_dash="dot", annotation_position="top left",
-                      annotation_text="training images vs held-out")  # fmt: skip
-    return fig
+        curves[name] = (steps, fd, [f"accuracy {a:.0%}" for a in acc.tolist()])
+        colors[name] = color
+    one_step = {k: (dg.fd[k], f"accuracy {dg.accuracy[k]:.0%}") for k in STUDENTS}
+    title, floor = (
+        "Digits: Frechet distance vs number of Euler steps",
+        "training images vs held-out",
+    )
+    x_title = "Euler steps (a guided step evaluates the net twice)"
+    axes = dict(x_title=x_title, y_title="digits Frechet distance", width=620)
+    return quality_vs_steps_figure(curves, one_step, colors, dg.fd_floor, floor, title, **axes)
 
 
 def digits_samples_figure(dg: DigitsResult) -> go.Figure:
@@ -662,22 +655,23 @@ def gaussian_rf_figure(
     t = torch.linspace(0, 1, 25, dtype=torch.float64)
     x_mark = viz.points_trace(m[None], "one Euler step", "black", 12).update(marker_symbol="x")
     rf1 = _paths(gaussian_rf_flow(z0, t, m, sigma), "1-RF") + [x_mark]
-    return viz.panel_grid(
-        [[rf1, _paths(gaussian_2rf_flow(z0, t, m, sigma), "2-RF")]],
-        ["1-RF: curved, bunching at mid-time", "2-RF: straight lines, same end points"],
-        (0.05, 0.1), height=340, width=820,
-        title=f"Exact rectified flows N(0, I) -> N({mu}, {sigma}^2 I); x: where one Euler "
-        "step of 1-RF sends every start",
-    )  # fmt: skip
+    rf2 = _paths(gaussian_2rf_flow(z0, t, m, sigma), "2-RF")
+    titles = ["1-RF: curved, bunching at mid-time", "2-RF: straight lines, same end points"]
+    title = f"Exact rectified flows N(0, I) -> N({mu}, {sigma}^2 I); x: where one Euler "
+    title += "step of 1-RF sends every start"
+    return viz.panel_grid([[rf1, rf2]], titles, (0.05, 0.1), height=340, width=820, title=title)
 
 
 def figures(r: Results) -> dict[str, go.Figure]:
     """The chapter's figures by name (what ``pflow-explore figures`` writes)."""
-    return {"straightness": straightness_figure(r.chains), "crossings": crossings_figure(r.chains),
-            "one_step_quality": one_step_quality_figure(r.chains),
-            "one_step_samples": one_step_samples_figure(r.chains),
-            "digits_nfe": nfe_figure(r.digits),
-            "digits_samples": digits_samples_figure(r.digits)}  # fmt: skip
+    return {
+        "straightness": straightness_figure(r.chains),
+        "crossings": crossings_figure(r.chains),
+        "one_step_quality": one_step_quality_figure(r.chains),
+        "one_step_samples": one_step_samples_figure(r.chains),
+        "digits_nfe": nfe_figure(r.digits),
+        "digits_samples": digits_samples_figure(r.digits),
+    }
 
 
 def preview() -> go.Figure:
@@ -689,8 +683,8 @@ def preview() -> go.Figure:
     t = torch.linspace(0, 1, 30, dtype=torch.float64)[:, None, None]
     rf1 = t * mu + ((1 - t) ** 2 + t**2 * sigma**2).sqrt() * z0
     rf2 = t * mu + (1 - t + t * sigma) * z0
-    fig = go.Figure([viz.trajectories_trace(rf1, "1-RF", "rgba(31,119,180,0.6)"),
-                     viz.trajectories_trace(rf2, "2-RF", "rgba(255,127,14,0.7)")])  # fmt: skip
+    rf1 = viz.trajectories_trace(rf1, "1-RF", "rgba(31,119,180,0.6)")
+    fig = go.Figure([rf1, viz.trajectories_trace(rf2, "2-RF", "rgba(255,127,14,0.7)")])
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, scaleanchor="x", scaleratio=1)
     layout = style.figure_layout(None, 220, style.margins(5, 5, 5, 5), False, width=220)
