@@ -15,6 +15,8 @@ y (n,) or None, and returns (n, d). A class-conditional v has ``n_classes``; the
     loss = rectified_flow_loss(v, x0, x1, t)                 # E |v(X_t, t) - (X1 - X0)|^2 / d
     z1 = euler_sample(v, z0, n_steps=8, y=y, alpha=1.5).x    # guided Euler sampling
     pairs = sample_pairs(v, z0)                              # the ODE coupling (Z0, Z1)
+
+Time convention: flow (t = 0 noise, t = 1 data).
 """
 
 from __future__ import annotations

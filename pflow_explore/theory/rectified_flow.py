@@ -23,6 +23,8 @@ x, z_0, mu stand for one coordinate of X_t, Z0 and the mean of pi1.
 :func:`derivation_gaussian_rf` derives these with sympy; the numeric functions below
 evaluate the same sympy results (lambdified to torch), vectorised over samples.
 :func:`gaussian_rf_check` checks them against numerics (paths of the exact field, Monte Carlo).
+
+Time convention: flow (t = 0 noise, t = 1 data).
 """
 
 from __future__ import annotations
