@@ -4,7 +4,7 @@ exponential integrators.
 Card 02_interpolants, "Method": one pair (b, s) of a stochastic interpolant gives the ODE
 dX = b dt and, for every eps >= 0, the forward SDE
 
-    dX = b_F(t, X) dt + sqrt(2 eps) dW,   b_F = b + eps s,                           (F)
+    dX = b_F(X, t) dt + sqrt(2 eps) dW,   b_F = b + eps s,                           (F)
 
 and the backward SDE with drift b_B = b - eps s, run from t = 1 down to t = 0. For every
 eps the law of X(t) is the interpolant's rho_t: the extra drift eps s and the noise cancel
@@ -14,7 +14,8 @@ probability-flow ODE.
 - time grids: :func:`uniform_grid` (with endpoint clamps, for fields singular at an end)
   and :func:`cosine_grid` (dense at both ends, for the stiff score near t = 1);
 - :func:`forward_drift` / :func:`backward_drift` from a :class:`VelocityScore` pair
-  (:class:`LearnedPair`: two networks, b and the denoiser eta = gamma s);
+  (:class:`LearnedPair`: two networks, b and the denoiser eta = gamma s;
+  :func:`pair_callables`: its b and s as plain functions);
 - :func:`sample`: ODE (``solvers.odeint``) for eps = 0, Euler-Maruyama
   (``solvers.euler_maruyama``) otherwise, forward on an increasing grid and backward on a
   decreasing one, whole trajectories on request; :func:`sde_step` is one step of (F);
@@ -52,7 +53,7 @@ class VelocityScore(Protocol):
 
 
 class LearnedPair(nn.Module):
-    """The learned velocity b(t, x) and denoiser eta(t, x) = -E[z | x_t = x], x: (n, d).
+    """The learned velocity b(x, t) and denoiser eta(x, t) = -E[z | x_t = x], x: (n, d).
 
     The score is s = eta / gamma (card, "Method"). Both nets were trained on
     t in [t_delta, 1 - t_delta] only, where gamma > 0; :meth:`score` holds gamma at its
@@ -66,15 +67,15 @@ class LearnedPair(nn.Module):
         self.gamma, self.t_delta = gamma, float(t_delta)
 
     def velocity(self, x: Tensor, t: float | Tensor) -> Tensor:
-        """b(t, x): (n, d); t a float, 0-d or (n,)."""
+        """b(x, t): (n, d); t a float, 0-d or (n,)."""
         return self.b_net(x, t)
 
     def denoiser(self, x: Tensor, t: float | Tensor) -> Tensor:
-        """eta(t, x) = gamma(t) s(t, x): (n, d)."""
+        """eta(x, t) = gamma(t) s(x, t): (n, d)."""
         return self.eta_net(x, t)
 
     def score(self, x: Tensor, t: float | Tensor) -> Tensor:
-        """s(t, x) = eta(t, x) / gamma(t), gamma held at [t_delta, 1 - t_delta]: (n, d)."""
+        """s(x, t) = eta(x, t) / gamma(t), gamma held at [t_delta, 1 - t_delta]: (n, d)."""
         tt = torch.as_tensor(t, dtype=torch.float64).clamp(self.t_delta, 1 - self.t_delta)
         g = self.gamma.gamma(tt.cpu()).to(x.device, x.dtype)
         g = g[:, None] if g.dim() == 1 else g
@@ -82,6 +83,25 @@ class LearnedPair(nn.Module):
 
     def forward(self, x: Tensor, t: float | Tensor) -> Tensor:
         return self.velocity(x, t)
+
+
+def pair_callables(
+    pair: LearnedPair,
+) -> tuple[Callable[[Tensor, float], Tensor], Callable[[Tensor, float], Tensor]]:
+    """(b, s) of a learned pair as plain callables (x (n, d), t: float) -> (n, d) in x's
+    dtype, evaluated in float32 on the CPU without gradients (``widgets.SDEStepper``'s
+    input). Moves ``pair`` to the CPU and to eval mode."""
+    cpu = pair.to("cpu").eval()
+
+    def b(x: Tensor, t: float) -> Tensor:
+        with torch.no_grad():
+            return cpu.velocity(x.float(), float(t)).to(x.dtype)
+
+    def s(x: Tensor, t: float) -> Tensor:
+        with torch.no_grad():
+            return cpu.score(x.float(), float(t)).to(x.dtype)
+
+    return b, s
 
 
 # ---- time grids ------------------------------------------------------------------------------
@@ -120,7 +140,7 @@ def cosine_grid(n_steps: int, dtype: torch.dtype = torch.float64) -> Tensor:
 
 # ---- drifts and the SDE step -----------------------------------------------------------------
 def forward_drift(pair: VelocityScore, eps: float) -> Field:
-    """f(x, t) = b(t, x) + eps s(t, x), the forward SDE drift (F) (eps = 0: the ODE velocity,
+    """f(x, t) = b(x, t) + eps s(x, t), the forward SDE drift (F) (eps = 0: the ODE velocity,
     and s is not evaluated)."""
 
     def f(x: Tensor, t: Tensor) -> Tensor:
@@ -131,7 +151,7 @@ def forward_drift(pair: VelocityScore, eps: float) -> Field:
 
 
 def backward_drift(pair: VelocityScore, eps: float) -> Field:
-    """f(x, t) = b(t, x) - eps s(t, x), the backward SDE drift, integrated from t = 1 down to
+    """f(x, t) = b(x, t) - eps s(x, t), the backward SDE drift, integrated from t = 1 down to
     t = 0 (on a decreasing grid, with noise sqrt(2 eps) per unit of |dt|)."""
 
     def f(x: Tensor, t: Tensor) -> Tensor:

@@ -23,8 +23,8 @@ def velocity_target(t: Tensor, x0: Tensor, x1: Tensor, z: Tensor, a: float) -> T
     return d_interp + g_dg / g * z
 
 
-def gaussian_score(t: float, x: Tensor, m0: Tensor, C0: Tensor, m1: Tensor, C1: Tensor) -> Tensor:
-    """Exercise 2: s(t, x) = -C_t^{-1} (x - m_t), m_t = (1 - t) m0 + t m1,
+def gaussian_score(x: Tensor, t: float, m0: Tensor, C0: Tensor, m1: Tensor, C1: Tensor) -> Tensor:
+    """Exercise 2: s(x, t) = -C_t^{-1} (x - m_t), m_t = (1 - t) m0 + t m1,
     C_t = (1 - t)^2 C0 + t^2 C1 + t (1 - t) I; x (n, d)."""
     m_t = (1 - t) * m0 + t * m1
     C_t = (1 - t) ** 2 * C0 + t**2 * C1 + t * (1 - t) * torch.eye(len(m0), dtype=x.dtype)

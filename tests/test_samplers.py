@@ -28,16 +28,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftes
 
 
 class ExactPair:
-    """InterpolantFields (t, x) in the (x, t) shape of samplers.VelocityScore."""
+    """InterpolantFields as a samplers.VelocityScore (float time)."""
 
     def __init__(self, fields: InterpolantFields, score_sign: float = 1.0) -> None:
         self.fields, self.score_sign = fields, score_sign
 
     def velocity(self, x, t):
-        return self.fields.velocity(float(t), x)
+        return self.fields.velocity(x, float(t))
 
     def score(self, x, t):
-        return self.score_sign * self.fields.score(float(t), x)
+        return self.score_sign * self.fields.score(x, float(t))
 
 
 class LinearPair:
@@ -210,7 +210,7 @@ def test_ode_matches_scipy_on_the_exact_gaussian_velocity():
 
     def rhs(t, y):
         x = torch.as_tensor(y, dtype=F64).reshape(1, 2)
-        return fields.velocity(min(max(t, 0.0), 1.0), x).reshape(-1).numpy()
+        return fields.velocity(x, min(max(t, 0.0), 1.0)).reshape(-1).numpy()
 
     for i in range(len(x0)):
         ref = solve_ivp(rhs, (0.0, 1.0), x0[i].numpy(), rtol=1e-10, atol=1e-10).y[:, -1]
@@ -273,3 +273,24 @@ def test_langevin_with_the_exact_gaussian_score_reaches_its_law():
     # negative control: a score of the wrong Gaussian settles elsewhere
     x_bad = samplers.langevin(lambda x: -(x - 2 * m) @ prec, x0, h, steps, gen).x
     assert float((x_bad.mean(0) - m).abs().max()) > 0.5
+
+
+def test_pair_callables_evaluate_the_nets_in_x_t_order_without_gradients():
+    # b_net(x, t) = x + t and eta_net(x, t) = 2 x: s = eta / gamma with gamma = sqrt(t (1 - t))
+    class Net(torch.nn.Module):
+        def __init__(self, scale: float, shift: bool) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(scale))
+            self.shift = shift
+
+        def forward(self, x, t):
+            return self.w * x + (torch.as_tensor(t, dtype=x.dtype) if self.shift else 0)
+
+    gamma = get_interpolant("linear", "sqrt").gamma
+    pair = samplers.LearnedPair(Net(1.0, True), Net(2.0, False), gamma, 1e-3)
+    b, s = samplers.pair_callables(pair)
+    x = torch.tensor([[1.0, -2.0]], dtype=F64)
+    out_b, out_s = b(x, 0.25), s(x, 0.25)
+    assert out_b.dtype == F64 and not out_b.requires_grad
+    torch.testing.assert_close(out_b, x + 0.25)
+    torch.testing.assert_close(out_s, 2 * x / math.sqrt(0.25 * 0.75), rtol=1e-6, atol=0)

@@ -36,20 +36,20 @@ def trig_target(t: Tensor, x0: Tensor, x1: Tensor, z: Tensor, a: float) -> Tenso
 
 
 def gaussian_score_inputs(gen: torch.Generator) -> tuple:
-    """(t, x (5, 3), m0, C0, m1, C1): a time, points, and two random Gaussian endpoints."""
+    """(x (5, 3), t, m0, C0, m1, C1): points, a time, and two random Gaussian endpoints."""
     d = 3
-    out: list = [0.05 + 0.9 * float(torch.rand(1, generator=gen))]
-    out.append(2 * torch.randn(5, d, generator=gen, dtype=F64))
+    t = 0.05 + 0.9 * float(torch.rand(1, generator=gen))
+    out: list = [2 * torch.randn(5, d, generator=gen, dtype=F64), t]
     for _ in range(2):
         q = torch.randn(d, d, generator=gen, dtype=F64)
         out += [torch.randn(d, generator=gen, dtype=F64), q @ q.T / d + 0.2 * torch.eye(d)]
     return tuple(out)
 
 
-def gaussian_score(t: float, x: Tensor, m0: Tensor, C0: Tensor, m1: Tensor, C1: Tensor) -> Tensor:
-    """s(t, x) of the linear interpolant, gamma = sqrt(t (1 - t)), N(m0, C0) -> N(m1, C1)."""
+def gaussian_score(x: Tensor, t: float, m0: Tensor, C0: Tensor, m1: Tensor, C1: Tensor) -> Tensor:
+    """s(x, t) of the linear interpolant, gamma = sqrt(t (1 - t)), N(m0, C0) -> N(m1, C1)."""
     interp = get_interpolant("linear", "sqrt")
-    return InterpolantFields(single_gaussian(m0, C0), single_gaussian(m1, C1), interp).score(t, x)
+    return InterpolantFields(single_gaussian(m0, C0), single_gaussian(m1, C1), interp).score(x, t)
 
 
 def sde_step_inputs(gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor, float, float, Tensor]:

@@ -10,10 +10,10 @@ rho1 = sum_j w'_j N(nu_j, D_j) every pair (i, j) is jointly Gaussian with x_t, s
 and every conditional expectation is a posterior-weighted sum over pairs, r_ij(x) =
 p(ij | x_t = x) (a softmax of the component log-densities):
 
-    s(t, x)   = grad log rho = -sum r_ij S_ij^-1 (x - m_ij)
-    v(t, x)   = E[d_t I | x_t = x] = sum r_ij [m'_ij + (a a' C_i + b b' D_j) S_ij^-1 (x - m_ij)]
-    b(t, x)   = E[d_t I + gamma' z | x_t = x] = v - gamma gamma' s
-    eta(t, x) = -E[z | x_t = x] = gamma s          (the "denoiser"; card: s = eta / gamma)
+    s(x, t)   = grad log rho = -sum r_ij S_ij^-1 (x - m_ij)
+    v(x, t)   = E[d_t I | x_t = x] = sum r_ij [m'_ij + (a a' C_i + b b' D_j) S_ij^-1 (x - m_ij)]
+    b(x, t)   = E[d_t I + gamma' z | x_t = x] = v - gamma gamma' s
+    eta(x, t) = -E[z | x_t = x] = gamma s          (the "denoiser"; card: s = eta / gamma)
 
 (the card's Gaussian formulas, one pair at a time). gamma gamma' is used as a product, so b
 is finite at t = 0, 1 even where gamma' is not. The scalar Gaussian case is derived in
@@ -26,7 +26,8 @@ endpoints every field is affine in x, an affine SDE keeps Gaussians Gaussian, an
 moments solve linear ODEs, so KL(rho1 || rho1_hat) and the Girsanov bound are computed
 without sampling.
 
-Dtypes: arithmetic in float64; outputs have the dtype and device of ``x``.
+Dtypes: arithmetic in float64; outputs have the dtype and device of ``x``. Argument order:
+the fields take (x, t), x first, as ``solvers.Field`` (time convention: flow, t = 0 is rho0).
 """
 
 from __future__ import annotations
@@ -357,7 +358,7 @@ class InterpolantFields:
             raise ValueError(f"x must be a tensor of shape (n, {self.dim}), got {shape}")
         return x.to(F64)
 
-    def _evaluate(self, t: float | Tensor, x: Tensor, what: tuple[str, ...]) -> dict[str, Tensor]:
+    def _evaluate(self, x: Tensor, t: float | Tensor, what: tuple[str, ...]) -> dict[str, Tensor]:
         """Posterior-weighted fields named in ``what`` ("logp", "s", "b", "v"), float64."""
         pr = self._pairs(t)
         x64 = self._check_x(x)
@@ -402,35 +403,35 @@ class InterpolantFields:
         second = second + torch.einsum("p,pi,pj->ij", pr.weights, pr.mean, pr.mean)
         return mean, second - torch.outer(mean, mean)
 
-    def log_prob(self, t: float | Tensor, x: Tensor) -> Tensor:
-        """log rho(t, x), (n,)."""
-        return self._evaluate(t, x, ("logp",))["logp"].to(x.dtype)
+    def log_prob(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """log rho(x, t), (n,)."""
+        return self._evaluate(x, t, ("logp",))["logp"].to(x.dtype)
 
-    def score(self, t: float | Tensor, x: Tensor) -> Tensor:
-        """s(t, x) = grad log rho(t, x) = -E[z | x_t = x] / gamma, (n, d)."""
-        return self._evaluate(t, x, ("s",))["s"].to(x.dtype)
+    def score(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """s(x, t) = grad log rho(x, t) = -E[z | x_t = x] / gamma, (n, d)."""
+        return self._evaluate(x, t, ("s",))["s"].to(x.dtype)
 
-    def velocity(self, t: float | Tensor, x: Tensor) -> Tensor:
-        """b(t, x) = E[d_t I + gamma' z | x_t = x], (n, d): the transport-equation velocity."""
-        return self._evaluate(t, x, ("b",))["b"].to(x.dtype)
+    def velocity(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """b(x, t) = E[d_t I + gamma' z | x_t = x], (n, d): the transport-equation velocity."""
+        return self._evaluate(x, t, ("b",))["b"].to(x.dtype)
 
-    def mean_velocity(self, t: float | Tensor, x: Tensor) -> Tensor:
-        """v(t, x) = E[d_t I | x_t = x] = b + gamma gamma' s, (n, d)."""
-        return self._evaluate(t, x, ("v",))["v"].to(x.dtype)
+    def mean_velocity(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """v(x, t) = E[d_t I | x_t = x] = b + gamma gamma' s, (n, d)."""
+        return self._evaluate(x, t, ("v",))["v"].to(x.dtype)
 
-    def denoiser(self, t: float | Tensor, x: Tensor) -> Tensor:
-        """eta(t, x) = gamma(t) s(t, x) = -E[z | x_t = x], (n, d) (card: s = eta / gamma)."""
+    def denoiser(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """eta(x, t) = gamma(t) s(x, t) = -E[z | x_t = x], (n, d) (card: s = eta / gamma)."""
         g = self._pairs(t).gamma
-        return (g * self._evaluate(t, x, ("s",))["s"]).to(x.dtype)
+        return (g * self._evaluate(x, t, ("s",))["s"]).to(x.dtype)
 
-    def drift(self, t: float | Tensor, x: Tensor, eps: float) -> Tensor:
+    def drift(self, x: Tensor, t: float | Tensor, eps: float) -> Tensor:
         """Forward SDE drift b + eps s of dX = (b + eps s) dt + sqrt(2 eps) dW, (n, d)."""
-        f = self._evaluate(t, x, ("b", "s"))
+        f = self._evaluate(x, t, ("b", "s"))
         return (f["b"] + float(eps) * f["s"]).to(x.dtype)
 
-    def backward_drift(self, t: float | Tensor, x: Tensor, eps: float) -> Tensor:
+    def backward_drift(self, x: Tensor, t: float | Tensor, eps: float) -> Tensor:
         """Backward SDE drift b - eps s (run from t = 1 to 0 with noise sqrt(2 eps)), (n, d)."""
-        f = self._evaluate(t, x, ("b", "s"))
+        f = self._evaluate(x, t, ("b", "s"))
         return (f["b"] - float(eps) * f["s"]).to(x.dtype)
 
     def sample(
@@ -495,9 +496,9 @@ def transport_residual(
     if h <= 0 or not torch.allclose(steps, torch.full_like(steps, h), rtol=1e-6, atol=0.0):
         raise ValueError("x_grid must be uniform and increasing")
     col = x[:, None]
-    rho = fields.log_prob(t, col).exp()
-    drho_dt = (fields.log_prob(t + dt, col).exp() - fields.log_prob(t - dt, col).exp()) / (2 * dt)
-    flux = fields.drift(t, col, eps)[:, 0] * rho
+    rho = fields.log_prob(col, t).exp()
+    drho_dt = (fields.log_prob(col, t + dt).exp() - fields.log_prob(col, t - dt).exp()) / (2 * dt)
+    flux = fields.drift(col, t, eps)[:, 0] * rho
     dflux = (flux[2:] - flux[:-2]) / (2 * h)
     lap = (rho[2:] - 2 * rho[1:-1] + rho[:-2]) / h**2
     return drho_dt[1:-1] + dflux - eps * lap
@@ -514,14 +515,14 @@ def _single_pair(fields: InterpolantFields, t: float | Tensor) -> _Pairs:
 
 
 def velocity_affine(fields: InterpolantFields, t: float | Tensor) -> tuple[Tensor, Tensor]:
-    """b(t, x) = A x + c for Gaussian endpoints: A = G_b S^-1, c = m' - A m. (d, d), (d,)."""
+    """b(x, t) = A x + c for Gaussian endpoints: A = G_b S^-1, c = m' - A m. (d, d), (d,)."""
     pr = _single_pair(fields, t)
     a = pr.gain_b[0] @ pr.prec[0]
     return a, pr.dmean[0] - a @ pr.mean[0]
 
 
 def score_affine(fields: InterpolantFields, t: float | Tensor) -> tuple[Tensor, Tensor]:
-    """s(t, x) = A x + c for Gaussian endpoints: A = -S^-1, c = S^-1 m. (d, d), (d,)."""
+    """s(x, t) = A x + c for Gaussian endpoints: A = -S^-1, c = S^-1 m. (d, d), (d,)."""
     pr = _single_pair(fields, t)
     return -pr.prec[0], pr.prec[0] @ pr.mean[0]
 
@@ -626,9 +627,9 @@ def girsanov_bound(
     steps: int = 1000,
 ) -> float:
     """Likelihood-control bound for the SDE dX = b_F dt + sqrt(2 eps) dW (card, "likelihood
-    control"): a drift error delta(t, x) = delta_A(t) x + delta_c(t) gives
+    control"): a drift error delta(x, t) = delta_A(t) x + delta_c(t) gives
 
-        KL(rho1 || rho1_hat) <= KL(P || P_hat) = 1/(4 eps) int_0^1 E_{rho_t} |delta(t, x)|^2 dt,
+        KL(rho1 || rho1_hat) <= KL(P || P_hat) = 1/(4 eps) int_0^1 E_{rho_t} |delta(x, t)|^2 dt,
 
     the path-space KL by Girsanov (the noise covariance is 2 eps I, so the Girsanov exponent
     is |delta|^2 / (2 * 2 eps)) followed by data processing; rho_t ~ N(m_fn(t), C_fn(t)) are

@@ -3,7 +3,7 @@
 Card 02_interpolants: x_t = I(t, x0, x1) + gamma(t) z with x0 ~ rho0, x1 ~ rho1, z ~ N(0, I).
 For Gaussian-mixture endpoints everything is exact (``theory.interpolant_fields``): the
 density rho_t of x_t (a mixture over component pairs), the velocity
-b(t, x) = E[d_t I + gamma' z | x_t = x] and the score s(t, x) = -E[z | x_t = x] / gamma.
+b(x, t) = E[d_t I + gamma' z | x_t = x] and the score s(x, t) = -E[z | x_t = x] / gamma.
 Nothing is trained and nothing heavy is precomputed: each time-slider move evaluates
 log rho_t on the grid (60 x 60 by default), the chosen field on a coarser arrow grid and,
 optionally, a fixed set of samples of x_t (same seed at every t, so they move continuously).
@@ -45,7 +45,7 @@ from pflow_explore.widgets.messages import (
 )
 
 FIELDS = ("b", "s", "none")
-FIELD_NAMES = {"b": "velocity b(t, x)", "s": "score s(t, x)", "none": "no field"}
+FIELD_NAMES = {"b": "velocity b(x, t)", "s": "score s(x, t)", "none": "no field"}
 SAMPLE_COLOR = "rgba(255, 255, 255, 0.75)"
 ARROW_COLOR = "rgba(255, 120, 40, 0.95)"
 # Arrows are scaled so that the longest one where rho_t >= REFERENCE_MASS * max rho_t spans
@@ -328,7 +328,7 @@ class InterpolantExplorer(widgets.VBox):
         f = config.fields
         n = self.xs.shape[0]
         with single_threaded(), torch.no_grad():
-            logp = f.log_prob(t, self._grid_t).to(torch.float64).numpy()
+            logp = f.log_prob(self._grid_t, t).to(torch.float64).numpy()
             if not np.isfinite(logp).all():
                 raise ValueError(
                     f"the density of x_t is not finite at t = {t:g} (for this interpolant and "
@@ -343,10 +343,10 @@ class InterpolantExplorer(widgets.VBox):
             v, shafts, scale = None, None, 1.0
             if field != "none":
                 fn = f.velocity if field == "b" else f.score
-                v = fn(t, self._arrows_t).to(torch.float64).numpy()
+                v = fn(self._arrows_t, t).to(torch.float64).numpy()
                 if not np.isfinite(v).all():
                     raise ValueError(f"the field {field} is not finite at t = {t:g}")
-                weight = np.exp(f.log_prob(t, self._arrows_t).to(torch.float64).numpy())
+                weight = np.exp(f.log_prob(self._arrows_t, t).to(torch.float64).numpy())
                 shafts, scale = field_arrows(self.arrow_points, v, weight, self.arrow_spacing)
             samples = None
             if self.n_samples:

@@ -2,15 +2,15 @@
 
 Card 02_interpolants: from the same velocity b and score s of a stochastic interpolant,
 
-    ODE  dX = b(t, X) dt,
-    SDE  dX = (b(t, X) + eps s(t, X)) dt + sqrt(2 eps) dW,   any eps >= 0,
+    ODE  dX = b(X, t) dt,
+    SDE  dX = (b(X, t) + eps s(X, t)) dt + sqrt(2 eps) dW,   any eps >= 0,
 
 carry rho0 to rho1 (the SDE keeps the marginal rho_t of x_t for every eps because eps s dt
 and the noise cancel in the Fokker-Planck equation: eps div(rho s) = eps lap rho). Both
 start from the same x0. The ODE is integrated with Heun, the SDE with Euler-Maruyama on the
 same time grid; the SDE noise comes from a generator seeded with ``seed`` on every
 resample, so a given eps always shows the same paths. ``b`` and ``s`` are plain callables
-``(t: float, x (n, 2)) -> (n, 2)``: a learned pair or the exact one.
+``(x (n, 2), t: float) -> (n, 2)`` (x first, as ``solvers.Field``): a learned pair or the exact one.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from pflow_explore.widgets.messages import (
 )
 from pflow_explore.widgets.stepping import StepControls
 
-PairField = Callable[[float, Tensor], Tensor]
+PairField = Callable[[Tensor, float], Tensor]
 
 TARGET_COLOR = "rgba(150, 150, 150, 0.35)"
 FULL_PATH_COLOR = "rgba(90, 90, 90, 0.25)"
@@ -94,7 +94,7 @@ def _points(x: Any, name: str) -> Tensor:
 
 
 def pair_drift(b: PairField, s: PairField, eps: float) -> Callable[[Tensor, Tensor], Tensor]:
-    """The forward SDE drift f(x, t) = b(t, x) + eps s(t, x) in the solvers' (x, t) order.
+    """The forward SDE drift f(x, t) = b(x, t) + eps s(x, t) as a ``solvers.Field``.
 
     x: (n, 2) -> (n, 2) in x's dtype; for eps = 0 only b is evaluated (the ODE).
     """
@@ -102,18 +102,18 @@ def pair_drift(b: PairField, s: PairField, eps: float) -> Callable[[Tensor, Tens
     def f(x: Tensor, t: Tensor) -> Tensor:
         tf = float(t)
         with torch.no_grad():
-            v = torch.as_tensor(b(tf, x)).to(x.dtype)
+            v = torch.as_tensor(b(x, tf)).to(x.dtype)
             if eps > 0:
-                v = v + eps * torch.as_tensor(s(tf, x)).to(x.dtype)
+                v = v + eps * torch.as_tensor(s(x, tf)).to(x.dtype)
         if v.shape != x.shape:
-            raise ValueError(f"b(t, x) and s(t, x) must return {tuple(x.shape)}, got {v.shape}")
+            raise ValueError(f"b(x, t) and s(x, t) must return {tuple(x.shape)}, got {v.shape}")
         return v
 
     return f
 
 
 def ode_trajectories(b: PairField, x0: Tensor, times: Tensor, method: str = "heun") -> Tensor:
-    """ODE dX = b(t, X) dt from x0 (n, 2) over ``times`` (T+1,): trajectories (T+1, n, 2)."""
+    """ODE dX = b(X, t) dt from x0 (n, 2) over ``times`` (T+1,): trajectories (T+1, n, 2)."""
     return odeint(pair_drift(b, b, 0.0), x0, times, method, trajectory=True).trajectory
 
 
@@ -184,7 +184,7 @@ class SDEStepper(StepControls, widgets.VBox):
         height: int = 440,
     ) -> None:
         if not (callable(b) and callable(s)):
-            raise ValueError("b and s must be callables (t, x (n, 2)) -> (n, 2)")
+            raise ValueError("b and s must be callables (x (n, 2), t) -> (n, 2)")
         self._b, self._s = b, s
         self._x0 = _points(x0, "x0")
         self._target = None if target is None else _points(target, "target")

@@ -1,6 +1,6 @@
-"""Chapter 02 interpolants: the losses, samplers and theory checks against independent
-numerics (exact fields, closed forms, Monte Carlo, scipy quadrature), the exercises, the
-gpu preset's models on CPU, and a tiny end-to-end run (prepare -> cache -> run -> claims)."""
+"""Chapter 02 interpolants: the learned pair's score, the likelihood-control experiment
+against closed forms and scipy quadrature, the exercises' references, the settings, the gpu
+preset's models on CPU, and a tiny end-to-end run (prepare -> cache -> run -> claims)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ import pytest
 import torch
 from scipy.integrate import quad
 
+from pflow_explore import samplers
 from pflow_explore.chapters import interpolants as M
 from pflow_explore.claims import Claim
-from pflow_explore.datasets.toy2d import TOY_2D_MIXTURES, eight_gaussians, single_gaussian
 from pflow_explore.exercises import interpolants as EX
-from pflow_explore.interpolants import get_interpolant
-from pflow_explore.theory.interpolant_fields import InterpolantFields
+from pflow_explore.theory import interpolant_checks as C
 from pflow_explore.training import fit
 
 F64 = torch.float64
@@ -26,133 +25,11 @@ F64 = torch.float64
 pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest
 
 
-class ExactPair:
-    """The exact fields in the shape of :class:`LearnedPair` (velocity, denoiser, score)."""
-
-    def __init__(self, fields: InterpolantFields, scale_b: float = 1.0) -> None:
-        self.fields, self.scale_b = fields, scale_b
-
-    def velocity(self, x, t):
-        return self.scale_b * self.fields.velocity(float(t), x)
-
-    def denoiser(self, x, t):
-        return self.fields.denoiser(float(t), x)
-
-    def score(self, x, t):
-        return self.fields.score(float(t), x)
-
-    def parameters(self):
-        yield torch.zeros(1)
+# (losses, field errors: tests/test_interpolant_learning.py; Monte Carlo, residuals, perturbed
+# KL: tests/theory/test_interpolant_checks.py; figures: tests/viz/test_interpolant_figures.py)
 
 
-def gaussian_fields(seed: int = 0, interp: str = "linear") -> InterpolantFields:
-    rho0, rho1 = M.gaussian_endpoints(2, seed)
-    return InterpolantFields(rho0, rho1, get_interpolant(interp, "sqrt"))
-
-
-def mixture_fields() -> InterpolantFields:
-    return InterpolantFields(
-        eight_gaussians(), TOY_2D_MIXTURES["mixture"](), get_interpolant("linear", "sqrt")
-    )
-
-
-# ---- the losses ------------------------------------------------------------------------------
-class Shifted(torch.nn.Module):
-    """Exact b and eta at one time, plus constant offsets (c_b, c_eta)."""
-
-    def __init__(self, fields, t, c_b, c_eta):
-        super().__init__()
-        self.fields, self.t, self.c_b, self.c_eta = fields, t, c_b, c_eta
-
-    def velocity(self, x, t):
-        return self.fields.velocity(self.t, x) + self.c_b
-
-    def denoiser(self, x, t):
-        return self.fields.denoiser(self.t, x) + self.c_eta
-
-
-@pytest.mark.parametrize("t0", [0.2, 0.7])
-def test_losses_are_minimised_by_the_exact_fields(t0):
-    # E L(f + c) - E L(f) = |c|^2 / (2 d) when f is the exact conditional expectation: the
-    # cross term E[(f - target) . c] vanishes. Common random numbers make the difference
-    # exact up to that zero-mean cross term.
-    fields = gaussian_fields(seed=1, interp="trigonometric")
-    interp = fields.interpolant
-    gen = torch.Generator().manual_seed(1)
-    n = 50_000
-    x0 = fields.rho0.sample(n, gen).double()
-    x1 = fields.rho1.sample(n, gen).double()
-    z = torch.randn(n, 2, generator=gen, dtype=F64)
-    t = torch.full((n,), t0, dtype=F64)
-    zero = torch.zeros(2, dtype=F64)
-    base_b, base_eta = M.interpolant_losses(Shifted(fields, t0, zero, zero), interp, x0, x1, t, z)
-    c = torch.tensor([0.3, -0.2], dtype=F64)
-    lb, le = M.interpolant_losses(Shifted(fields, t0, c, c), interp, x0, x1, t, z)
-    expected = float((c**2).sum()) / 4  # |c|^2 / (2 d), d = 2
-    assert float(lb - base_b) == pytest.approx(expected, abs=0.01)
-    assert float(le - base_eta) == pytest.approx(expected, abs=0.005)
-
-    # the mean velocity v = E[d_t I | x_t] is not the minimiser of L_b: it costs E|v - b|^2 / 2d
-    class MeanVelocity(Shifted):
-        def velocity(self, x, t):
-            return self.fields.mean_velocity(self.t, x)
-
-    lv, _ = M.interpolant_losses(MeanVelocity(fields, t0, zero, zero), interp, x0, x1, t, z)
-    xt = interp.sample(t0, x0[:20000], x1[:20000], z[:20000])
-    gap = ((fields.mean_velocity(t0, xt) - fields.velocity(t0, xt)) ** 2).sum(1).mean() / 4
-    assert float(lv - base_b) == pytest.approx(float(gap), rel=0.1)
-
-
-def test_antithetic_noise_cancels_the_singular_part_of_the_b_loss():
-    # near t = 0 the target's gamma' z term is huge (gamma' ~ 1 / (2 sqrt t)); with +-z the
-    # per-sample loss of a smooth b varies far less than with z alone
-    fields = gaussian_fields()
-    interp = fields.interpolant
-    gen = torch.Generator().manual_seed(2)
-    n, t0 = 20_000, 1e-4
-    x0 = fields.rho0.sample(n, gen).double()
-    x1 = fields.rho1.sample(n, gen).double()
-    z = torch.randn(n, 2, generator=gen, dtype=F64)
-    t = torch.full((n,), t0, dtype=F64)
-    xt = interp.sample(t, x0, x1, z)
-    b = fields.velocity(t0, xt)
-    single = 0.5 * (b**2).sum(1) - (interp.velocity_target(t, x0, x1, z) * b).sum(1)
-    x_minus = interp.sample(t, x0, x1, -z)
-    b_minus = fields.velocity(t0, x_minus)
-    pair = 0.5 * (
-        single
-        + 0.5 * (b_minus**2).sum(1)
-        - (interp.velocity_target(t, x0, x1, -z) * b_minus).sum(1)
-    )
-    assert float(pair.var()) < 0.01 * float(single.var())
-
-
-def test_training_times_stay_inside_the_interval():
-    t = M.training_times(10_000, 0.05, torch.Generator().manual_seed(0))
-    assert float(t.min()) >= 0.05 and float(t.max()) <= 0.95
-    assert float(t.mean()) == pytest.approx(0.5, abs=0.01)
-
-
-# ---- sampling (the samplers themselves: tests/test_samplers.py) ---------------------------------
-@pytest.mark.parametrize("eps", [0.0, 0.5, 2.0])
-def test_generate_with_the_exact_fields_reaches_rho1(eps):
-    # Gaussian endpoints: the chapter's ODE and every SDE from the exact (b, s) end at N(m1, C1)
-    fields = gaussian_fields(seed=4)
-    s = M.settings("tiny", n_ode_steps=40, n_sde_steps=200)
-    gen = torch.Generator().manual_seed(5)
-    n = 4000
-    x0 = fields.rho0.sample(n, gen).double()
-    x = M.generate(ExactPair(fields), x0, eps, s, torch.Generator().manual_seed(6), batch=1500)
-    m1, c1 = fields.rho1.means[0], fields.rho1.covs[0]
-    se_mean = (torch.diagonal(c1) / n).sqrt()
-    assert bool(((x.mean(0) - m1).abs() < 4 * se_mean + 0.01).all()), (x.mean(0), m1)
-    torch.testing.assert_close(x.T.cov(), c1, atol=0.05, rtol=0.08)
-    # the criterion separates: a wrong velocity (b scaled by 0.7) stops short of the mean
-    if eps == 0:
-        bad = M.generate(ExactPair(fields, scale_b=0.7), x0, eps, s)
-        assert bool(((bad.mean(0) - m1).abs() > 4 * se_mean + 0.01).any())
-
-
+# ---- the learned pair (the samplers themselves: tests/test_samplers.py) --------------------------
 def test_learned_pair_score_is_eta_over_gamma_and_finite_at_the_ends():
     s = M.settings("tiny")
     pair = M.pair_data(s, "checkerboard")
@@ -166,74 +43,8 @@ def test_learned_pair_score_is_eta_over_gamma_and_finite_at_the_ends():
         assert torch.isfinite(model.score(x, t)).all()
     per_row = model.score(x, torch.tensor([0.1, 0.2, 0.3, 0.4]))
     torch.testing.assert_close(per_row[1], model.score(x[1:2], 0.2)[0])
-    b, sc = M.pair_callables(model)
-    assert b(0.5, x.double()).dtype == F64 and sc(0.0, x).shape == (4, 2)
-
-
-# ---- learned vs exact, theory checks -------------------------------------------------------------
-def test_field_errors_are_zero_for_the_exact_fields_and_see_a_scaled_b():
-    fields = mixture_fields()
-    times = torch.tensor([0.2, 0.5, 0.8])
-    gen = torch.Generator().manual_seed(10)
-    exact = M.field_errors(ExactPair(fields), fields, times, 300, gen)
-    assert exact.b_total < 1e-6 and exact.eta_total < 1e-6  # the model sees float32 x
-    scaled = M.field_errors(ExactPair(fields, scale_b=1.1), fields, times, 300, gen)
-    assert scaled.b_total == pytest.approx(0.1, rel=1e-5)
-    torch.testing.assert_close(scaled.b, torch.full((3,), 0.1, dtype=F64), rtol=1e-5, atol=0)
-
-
-def test_conditional_expectations_match_the_scalar_closed_form():
-    # 1D Gaussians: E[z | x_t = x] is linear in x (sympy closed form of the derivation)
-    rho0, rho1 = single_gaussian([0.5], [[0.8]]), single_gaussian([-1.0], [[0.3]])
-    interp = get_interpolant("trigonometric", "sqrt")
-    gen = torch.Generator().manual_seed(11)
-    x0, x1 = rho0.sample(400_000, gen).double(), rho1.sample(400_000, gen).double()
-    t = 0.35
-    x = torch.tensor([[-1.2], [0.0], [0.9]], dtype=F64)
-    est = M.conditional_expectations(interp, t, x, x0, x1)
-    a, b, g = float(interp.a(t)), float(interp.b(t)), float(interp.gamma.gamma(t))
-    m_t, c_t = a * 0.5 + b * -1.0, a * a * 0.8 + b * b * 0.3 + g * g
-    exact_s = -(x - m_t) / c_t
-    z_scores = (est["s"] - exact_s) / est["s_se"]
-    assert float(z_scores.abs().max()) < 4
-    assert float(est["ess"].min()) > 1000
-
-
-def test_monte_carlo_check_passes_for_exact_fields_and_fails_for_a_wrong_one():
-    fields = mixture_fields()
-    gen = torch.Generator().manual_seed(12)
-    ok = M.fields_vs_monte_carlo(fields, (0.3, 0.6), 2, 40_000, gen)
-    assert len(ok.z) == 2 * 2 * 2 * 2 and ok.max_abs_z < 4
-    wrong = mixture_fields()
-    wrong.velocity = wrong.mean_velocity  # v instead of b: misses the gamma' z part
-    bad = M.fields_vs_monte_carlo(wrong, (0.3, 0.6), 2, 40_000, torch.Generator().manual_seed(12))
-    assert bad.max_abs_z > 10
-
-
-def test_monte_carlo_html_lists_every_entry_and_marks_large_z():
-    check_ = M.fields_vs_monte_carlo(
-        gaussian_fields(), (0.5,), 2, 5000, torch.Generator().manual_seed(14)
-    )
-    page = M.monte_carlo_html(check_)
-    assert page.count("<tr>") == len(check_.z) + 1
-    check_.z[0] = 9.0
-    assert "font-weight:bold" in M.monte_carlo_html(check_)
-
-
-def test_residuals_shrink_at_second_order_and_not_for_a_wrong_velocity():
-    one0, one1 = M.mixtures_1d(3)
-    fields = InterpolantFields(one0, one1, get_interpolant("linear", "sqrt"))
-    res = M.residual_convergence(fields, 0.4, (0.0, 0.5), levels=3)
-    assert res.rms.shape == (2, 3)
-    assert bool(((res.ratio > 3.5) & (res.ratio < 4.5)).all()), res.ratio
-    torch.testing.assert_close(res.h[:-1] / res.h[1:], torch.full((2,), 2.0, dtype=F64))
-
-    class Wrong(InterpolantFields):
-        def drift(self, t, x, eps):
-            return super().drift(t, x, eps) + 0.05
-
-    bad = M.residual_convergence(Wrong(one0, one1, fields.interpolant), 0.4, (0.0,), levels=3)
-    assert float(bad.ratio.max()) < 1.5
+    b, sc = samplers.pair_callables(model)
+    assert b(x.double(), 0.5).dtype == F64 and sc(x, 0.0).shape == (4, 2)
 
 
 # ---- likelihood control --------------------------------------------------------------------------
@@ -244,7 +55,7 @@ def test_likelihood_control_matches_closed_forms():
     # ODE: the perturbation -k (x - m_t) scales the covariance by e^{-2k}, the mean stays
     assert lc.kl_ode == pytest.approx(d * (math.exp(2 * k) - 1 - 2 * k) / 2, rel=1e-6)
     # bound: k^2 int tr C_t dt / (4 eps), C_t = (1-t)^2 I + t^2 C1 + t (1-t) I, by quadrature
-    _, rho1 = M.gaussian_endpoints(d, s.seed + 7)
+    _, rho1 = C.gaussian_endpoints(d, s.seed + 7)
     tr1 = float(torch.trace(rho1.covs[0]))
     integral, _ = quad(lambda t: (1 - t) ** 2 * d + t**2 * tr1 + t * (1 - t) * d, 0, 1)
     for eps, bound, kl in zip(s.lc_eps, lc.bound.tolist(), lc.kl_sde.tolist(), strict=True):
@@ -253,17 +64,6 @@ def test_likelihood_control_matches_closed_forms():
     assert lc.delta_sq == pytest.approx(k**2 * integral, rel=1e-6)
     assert bool((lc.kl_sde.diff() < 0).all())  # more noise, more control here
     assert lc.kl_ode > float(lc.kl_sde.max())
-
-
-def test_unperturbed_sde_keeps_the_exact_marginal():
-    # with k = 0 the moment equations of the SDE (exact b + eps s, noise sqrt(2 eps)) must
-    # return rho1 itself for every eps: an independent check of b + eps s = Fokker-Planck
-    s = M.settings("tiny")
-    rho0, rho1 = M.gaussian_endpoints(3, 21)
-    affine = M._AffineFields(InterpolantFields(rho0, rho1, M.make_interpolant(s)))
-    for eps in (0.0, 0.5, 2.0):
-        kl, _ = M.perturbed_kl(affine, 1e-12, eps, 400)
-        assert kl < 1e-7
 
 
 # ---- exercises -----------------------------------------------------------------------------------
@@ -287,7 +87,7 @@ def test_trig_target_reference_agrees_with_autograd():
 
 def test_gaussian_score_reference_agrees_with_finite_differences_of_the_density():
     gen = torch.Generator().manual_seed(5)
-    t, x, m0, C0, m1, C1 = EX.gaussian_score_inputs(gen)
+    x, t, m0, C0, m1, C1 = EX.gaussian_score_inputs(gen)
     m_t = (1 - t) * m0 + t * m1
     C_t = (1 - t) ** 2 * C0 + t**2 * C1 + t * (1 - t) * torch.eye(3, dtype=F64)
     logp = torch.distributions.MultivariateNormal(m_t, C_t).log_prob
@@ -295,7 +95,7 @@ def test_gaussian_score_reference_agrees_with_finite_differences_of_the_density(
     fd = torch.stack(
         [(logp(x + h * e) - logp(x - h * e)) / (2 * h) for e in torch.eye(3, dtype=F64)], -1
     )
-    torch.testing.assert_close(EX.gaussian_score(t, x, m0, C0, m1, C1), fd, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(EX.gaussian_score(x, t, m0, C0, m1, C1), fd, rtol=1e-6, atol=1e-6)
 
 
 # ---- settings and presets ------------------------------------------------------------------------

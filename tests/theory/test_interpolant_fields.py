@@ -80,11 +80,11 @@ def test_fields_match_monte_carlo_conditional_expectations(name, gamma, t):
     mean_i = it.interpolate(t, x0, x1)
     d_i = it.dt_interpolate(t, x0, x1)
     exact = {
-        "logp": fields.log_prob(t, queries),
-        "b": fields.velocity(t, queries),
-        "v": fields.mean_velocity(t, queries),
-        "eta": fields.denoiser(t, queries),
-        "s": fields.score(t, queries),
+        "logp": fields.log_prob(queries, t),
+        "b": fields.velocity(queries, t),
+        "v": fields.mean_velocity(queries, t),
+        "eta": fields.denoiser(queries, t),
+        "s": fields.score(queries, t),
     }
     for q in range(queries.shape[0]):
         x = queries[q]
@@ -115,8 +115,8 @@ def test_score_is_gradient_of_log_prob(name, gamma):
     x = torch.randn(20, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
     for t in (0.0, 0.25, 0.8, 1.0):
         xg = x.clone().requires_grad_(True)
-        grad = torch.autograd.grad(fields.log_prob(t, xg).sum(), xg)[0]
-        assert torch.allclose(fields.score(t, x), grad, rtol=1e-8, atol=1e-10)
+        grad = torch.autograd.grad(fields.log_prob(xg, t).sum(), xg)[0]
+        assert torch.allclose(fields.score(x, t), grad, rtol=1e-8, atol=1e-10)
 
 
 def test_log_prob_integrates_to_one_and_endpoints_are_rho0_rho1():
@@ -124,10 +124,10 @@ def test_log_prob_integrates_to_one_and_endpoints_are_rho0_rho1():
     fields = InterpolantFields(rho0, rho1, get_interpolant("trigonometric", "sqrt"))
     grid = torch.linspace(-15, 15, 6001, dtype=F64)[:, None]
     for t in (0.0, 0.2, 0.5, 0.9, 1.0):
-        mass = torch.trapezoid(fields.log_prob(t, grid).exp(), grid[:, 0])
+        mass = torch.trapezoid(fields.log_prob(grid, t).exp(), grid[:, 0])
         assert float(mass) == pytest.approx(1.0, abs=1e-8)
-    assert torch.allclose(fields.log_prob(0.0, grid), rho0.log_prob(grid), atol=1e-10)
-    assert torch.allclose(fields.log_prob(1.0, grid), rho1.log_prob(grid), atol=1e-10)
+    assert torch.allclose(fields.log_prob(grid, 0.0), rho0.log_prob(grid), atol=1e-10)
+    assert torch.allclose(fields.log_prob(grid, 1.0), rho1.log_prob(grid), atol=1e-10)
 
 
 @pytest.mark.parametrize(
@@ -146,7 +146,7 @@ def test_transport_and_fokker_planck_residual_converge(name, gamma, t, eps):
         errors.append(float(res.abs().max()))
     # size of the terms that cancel: max |d_t rho| (a fine central difference)
     col = torch.linspace(-12, 12, 241, dtype=F64)[:, None]
-    rate = (fields.log_prob(t + 1e-4, col).exp() - fields.log_prob(t - 1e-4, col).exp()) / 2e-4
+    rate = (fields.log_prob(col, t + 1e-4).exp() - fields.log_prob(col, t - 1e-4).exp()) / 2e-4
     assert errors[1] < 0.4 * errors[0] and errors[2] < 0.4 * errors[1], errors
     assert errors[2] < 5e-3 * float(rate.abs().max()), errors
 
@@ -157,7 +157,7 @@ def test_transport_residual_detects_a_wrong_velocity():
         random_mixture(2, 1, seed=6), random_mixture(2, 1, seed=7), get_interpolant("linear")
     )
     fields_wrong = InterpolantFields(fields.rho0, fields.rho1, fields.interpolant)
-    fields_wrong.drift = lambda t, x, eps: fields.mean_velocity(t, x)  # type: ignore[method-assign]
+    fields_wrong.drift = lambda x, t, eps: fields.mean_velocity(x, t)  # type: ignore[method-assign]
     grid = torch.linspace(-12, 12, 961, dtype=F64)
     good = float(transport_residual(fields, 0.3, grid, dt=0.005).abs().max())
     bad = float(transport_residual(fields_wrong, 0.3, grid, dt=0.005).abs().max())
@@ -181,10 +181,10 @@ def test_sympy_derivation_agrees_with_fields(name, gamma):
     for t in (0.0, 0.13, 0.5, 0.91, 1.0):
         sym = scalar_gaussian_fields(it, t, x, m0, c0, m1, c1)
         col = x[:, None]
-        assert torch.allclose(sym["velocity"], fields.velocity(t, col)[:, 0], atol=1e-12)
-        assert torch.allclose(sym["score"], fields.score(t, col)[:, 0], atol=1e-12)
-        assert torch.allclose(sym["mean_velocity"], fields.mean_velocity(t, col)[:, 0], atol=1e-12)
-        assert torch.allclose(sym["denoiser"], fields.denoiser(t, col)[:, 0], atol=1e-12)
+        assert torch.allclose(sym["velocity"], fields.velocity(col, t)[:, 0], atol=1e-12)
+        assert torch.allclose(sym["score"], fields.score(col, t)[:, 0], atol=1e-12)
+        assert torch.allclose(sym["mean_velocity"], fields.mean_velocity(col, t)[:, 0], atol=1e-12)
+        assert torch.allclose(sym["denoiser"], fields.denoiser(col, t)[:, 0], atol=1e-12)
     d = derivation_gaussian()
     assert "velocity b = E[d_t I + gamma' z | x_t = x]" in [label for label, _ in d.steps]
     assert d["transport: (d_t rho + d_x(b rho)) / rho"].rhs == 0
@@ -197,7 +197,7 @@ def test_ode_of_exact_velocity_carries_rho0_to_rho1():
     fields = InterpolantFields(rho0, rho1, get_interpolant("linear", "sqrt", a=0.5))
     gen = torch.Generator().manual_seed(0)
     x0 = _sample(rho0, n, gen)
-    sol = odeint(lambda x, t: fields.velocity(float(t), x), x0, torch.linspace(0, 1, 101), "rk4")
+    sol = odeint(lambda x, t: fields.velocity(x, float(t)), x0, torch.linspace(0, 1, 101), "rk4")
     x1 = sol.x
     m1, c1 = rho1.mean(), rho1.covariance()
     se_mean = torch.sqrt(torch.diagonal(c1) / n)
@@ -213,7 +213,7 @@ def test_sde_of_exact_drift_keeps_the_marginals():
     gen = torch.Generator().manual_seed(1)
     x0 = _sample(rho0, n, gen)
     sol = euler_maruyama(
-        lambda x, t: fields.drift(float(t), x, eps),
+        lambda x, t: fields.drift(x, float(t), eps),
         lambda t: math.sqrt(2 * eps),
         x0,
         torch.linspace(0, 1, 201, dtype=F64),
@@ -236,7 +236,7 @@ def test_marginal_sampling_and_degenerate_marginal():
     assert fields.marginal(0.3).n_components == 4
     dec = InterpolantFields(rho0, rho1, get_interpolant("encoder_decoder", "zero"))
     with pytest.raises(ValueError, match="degenerate"):
-        dec.score(0.5, x)
+        dec.score(x, 0.5)
     with pytest.raises(ValueError, match="degenerate"):
         dec.marginal(0.5)
     assert dec.sample(0.5, 3).abs().max() < 1e-12  # still drawn through the interpolant
@@ -248,19 +248,19 @@ def test_dtype_shapes_and_bad_input():
     )
     x32 = torch.randn(5, 2)
     for f in (fields.score, fields.velocity, fields.mean_velocity, fields.denoiser):
-        out = f(0.5, x32)
+        out = f(x32, 0.5)
         assert out.dtype == torch.float32 and out.shape == (5, 2)
-        assert torch.allclose(out.double(), f(0.5, x32.double()), atol=1e-5)
-    assert fields.log_prob(0.5, x32).shape == (5,)
-    assert fields.drift(0.5, x32, 0.3).shape == (5, 2)
+        assert torch.allclose(out.double(), f(x32.double(), 0.5), atol=1e-5)
+    assert fields.log_prob(x32, 0.5).shape == (5,)
+    assert fields.drift(x32, 0.5, 0.3).shape == (5, 2)
     assert torch.allclose(
-        fields.drift(0.4, x32.double(), 0.3) + fields.backward_drift(0.4, x32.double(), 0.3),
-        2 * fields.velocity(0.4, x32.double()),
+        fields.drift(x32.double(), 0.4, 0.3) + fields.backward_drift(x32.double(), 0.4, 0.3),
+        2 * fields.velocity(x32.double(), 0.4),
     )
     with pytest.raises(ValueError, match="t must lie in"):
-        fields.score(1.2, x32)
+        fields.score(x32, 1.2)
     with pytest.raises(ValueError, match="shape \\(n, 2\\)"):
-        fields.score(0.5, torch.randn(5, 3))
+        fields.score(torch.randn(5, 3), 0.5)
     with pytest.raises(ValueError, match="one_sided"):
         InterpolantFields(
             random_mixture(1, 2, 0), random_mixture(1, 2, 1), get_interpolant("one_sided", None)
@@ -287,11 +287,11 @@ def test_affine_fields_match_fields():
     x = torch.randn(6, 3, generator=torch.Generator().manual_seed(2), dtype=F64)
     for t in (0.0, 0.4, 1.0):
         a, c = velocity_affine(fields, t)
-        assert torch.allclose(x @ a.T + c, fields.velocity(t, x), atol=1e-12)
+        assert torch.allclose(x @ a.T + c, fields.velocity(x, t), atol=1e-12)
         a, c = score_affine(fields, t)
-        assert torch.allclose(x @ a.T + c, fields.score(t, x), atol=1e-12)
+        assert torch.allclose(x @ a.T + c, fields.score(x, t), atol=1e-12)
         a, c = gaussian_drift_affine(fields, t, 0.3)
-        assert torch.allclose(x @ a.T + c, fields.drift(t, x, 0.3), atol=1e-12)
+        assert torch.allclose(x @ a.T + c, fields.drift(x, t, 0.3), atol=1e-12)
     with pytest.raises(ValueError, match="Gaussian endpoints"):
         velocity_affine(
             InterpolantFields(

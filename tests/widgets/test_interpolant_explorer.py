@@ -2,7 +2,7 @@
 
 For Gaussian endpoints x0 ~ N(m0, C0), x1 ~ N(m1, C1) and x_t = a(t) x0 + b(t) x1 + g(t) z
 (card 02_interpolants, "Exact cases"): x_t ~ N(m_t, C_t), m_t = a m0 + b m1,
-C_t = a^2 C0 + b^2 C1 + g^2 I, and b(t, x) = m_t' + (a a' C0 + b b' C1 + g g' I) C_t^-1 (x - m_t).
+C_t = a^2 C0 + b^2 C1 + g^2 I, and b(x, t) = m_t' + (a a' C0 + b b' C1 + g g' I) C_t^-1 (x - m_t).
 The coefficients a, b, g are written out here, not taken from ``pflow_explore.interpolants``;
 densities come from scipy, mixtures' own log_prob from ``datasets.mixture``.
 """

@@ -33,12 +33,12 @@ def mean_cov(t: float) -> tuple[torch.Tensor, torch.Tensor]:
     return (1 - t) * M0 + t * M1, (1 - t) ** 2 * C0 + t**2 * C1 + A * t * (1 - t) * EYE
 
 
-def score(t: float, x: torch.Tensor) -> torch.Tensor:
+def score(x: torch.Tensor, t: float) -> torch.Tensor:
     m, c = mean_cov(t)
     return -torch.linalg.solve(c, (x.double() - m).T).T.to(x.dtype)
 
 
-def velocity(t: float, x: torch.Tensor) -> torch.Tensor:
+def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
     m, c = mean_cov(t)
     k = -(1 - t) * C0 + t * C1 + 0.5 * A * (1 - 2 * t) * EYE
     return (M1 - M0 + (k @ torch.linalg.solve(c, (x.double() - m).T)).T).to(x.dtype)
@@ -160,7 +160,7 @@ def test_n_steps_changes_the_grid_and_the_slider(small):
 
 def test_a_diverging_sde_is_a_message_not_a_traceback():
     x0 = gaussian_samples(20, seed=4)
-    w = SDEStepper(velocity, lambda t, x: 1e200 * x, x0, n_steps=5, eps=0.0)
+    w = SDEStepper(velocity, lambda x, t: 1e200 * x, x0, n_steps=5, eps=0.0)
     before = figure_data(w.figure)
     assert not w.set_eps(1.0)
     assert "diverged" in w.message.value
@@ -176,7 +176,7 @@ def test_bad_constructor_arguments_raise_clear_value_errors():
     with pytest.raises(ValueError, match="n_steps must be an integer"):
         SDEStepper(velocity, score, x0, n_steps=0)
     with pytest.raises(ValueError, match="must return"):
-        SDEStepper(lambda t, x: x[:, :1], score, x0, n_steps=2)
+        SDEStepper(lambda x, t: x[:, :1], score, x0, n_steps=2)
 
 
 def test_exact_ode_carries_the_source_to_the_target_moments():
@@ -200,7 +200,7 @@ def test_exact_sde_keeps_the_marginals_for_eps_above_zero():
 def test_a_wrong_sign_of_the_score_term_would_fail_the_marginal_check():
     """The check above can fail: drift b - eps s with the same noise widens the marginal."""
     x0 = gaussian_samples(4000, seed=6)
-    w = SDEStepper(velocity, lambda t, x: -score(t, x), x0, n_steps=100, eps=1.0, seed=7)
+    w = SDEStepper(velocity, lambda x, t: -score(x, t), x0, n_steps=100, eps=1.0, seed=7)
     with pytest.raises(AssertionError):
         assert_moments(w.sde[-1].astype(np.float64), M1, C1, slack=0.03)
 
