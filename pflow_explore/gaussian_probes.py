@@ -36,7 +36,7 @@ from torch import Tensor
 
 from pflow_explore import solvers
 from pflow_explore.edm import Denoiser, edm_sampler, heun_nfe, heun_steps
-from pflow_explore.metrics import digits_frechet_distance
+from pflow_explore.metrics import flat_digits_frechet
 from pflow_explore.theory.gaussian_flow import GaussianFlow
 
 
@@ -248,11 +248,7 @@ class Teleportation:
     samples: Tensor
 
 
-def frechet_to(samples: Tensor, reference: Tensor, shape: tuple[int, ...]) -> float:
-    """Digits Frechet distance (shipped classifier) of flat samples (n, d), clamped to
-    [-1, 1], to flat reference images (m, d)."""
-    imgs = samples.clamp(-1, 1).reshape(-1, *shape).float().cpu()
-    return digits_frechet_distance(imgs, reference.reshape(-1, *shape).float().cpu())
+frechet_to = flat_digits_frechet  # sample quality of flat digits (n, d) vs a reference
 
 
 def teleportation_sweep(

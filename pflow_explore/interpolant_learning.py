@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from pflow_explore.datasets.mixture import GaussianMixture
 from pflow_explore.interpolants import Interpolant
-from pflow_explore.metrics import energy_distance, sliced_w2
+from pflow_explore.metrics import energy_distance, flat_digits_frechet, sliced_w2
 from pflow_explore.samplers import LearnedPair, VelocityScore, cosine_grid, sample
 from pflow_explore.theory.interpolant_fields import InterpolantFields
 
@@ -205,15 +205,6 @@ def energy_floor(
     return sum(ed) / repeats, sum(sw) / repeats
 
 
-def digits_frechet(x: Tensor, reference: Tensor, shape: tuple[int, ...]) -> float:
-    """Frechet distance of the digits classifier's features between x (n, C H W), clamped to
-    [-1, 1], and ``reference`` (m, C H W), images of ``shape`` (C, H, W)."""
-    from pflow_explore.metrics import digits_frechet_distance  # loads the classifier
-
-    imgs = x.clamp(-1, 1).reshape(-1, *shape).float().cpu()
-    return digits_frechet_distance(imgs, reference.reshape(-1, *shape).float().cpu())
-
-
 def generate(
     model: VelocityScore,
     x0: Tensor,
@@ -264,11 +255,11 @@ def eps_sweep(
         sws.append(w)
         shown.append(x[:keep].float().cpu())
         if pair.image_shape is not None:
-            frechets.append(digits_frechet(x, target, pair.image_shape))
+            frechets.append(flat_digits_frechet(x, target, pair.image_shape))
     frechet = frechet_floor = None
     if pair.image_shape is not None:
         frechet = torch.tensor(frechets, dtype=torch.float64)
-        frechet_floor = digits_frechet(pair.sample1(n, gen), target, pair.image_shape)
+        frechet_floor = flat_digits_frechet(pair.sample1(n, gen), target, pair.image_shape)
     f64 = torch.float64
     return Sweep(
         pair.name,

@@ -21,6 +21,8 @@ t = 1 noise): here t = 0 is rho0 (often the Gaussian) and t = 1 is rho1 (the tar
 
 Every coefficient accepts a float (-> 0-d float64 tensor) or a tensor t (same dtype and
 shape), t in [0, 1]; a t outside [0, 1] raises ValueError.
+
+Time convention: flow (t = 0 is rho0, t = 1 is rho1).
 """
 
 from __future__ import annotations

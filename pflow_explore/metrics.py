@@ -324,3 +324,11 @@ def class_accuracy(images: Tensor, labels: Tensor, batch: int = 1024) -> float:
     with torch.no_grad():
         pred = torch.cat([clf(chunk).argmax(1) for chunk in images.float().cpu().split(batch)])
     return float((pred == labels.cpu()).float().mean())
+
+
+def flat_digits_frechet(x: Tensor, reference: Tensor, shape: tuple[int, ...]) -> float:
+    """:func:`digits_frechet_distance` of flat samples x (n, C H W), clamped to [-1, 1] (a
+    sampler may overshoot the data range), to flat ``reference`` images (m, C H W); both
+    reshaped to ``shape`` (C, H, W)."""
+    imgs = x.clamp(-1, 1).reshape(-1, *shape).float().cpu()
+    return digits_frechet_distance(imgs, reference.reshape(-1, *shape).float().cpu())

@@ -28,6 +28,8 @@ probability-flow ODE.
 
 Fields take (x, t) in this order, as in ``solvers``: x (n, d), t a float, a 0-d or an (n,)
 tensor.
+
+Time convention: flow (t = 0 is rho0, t = 1 is rho1; the backward SDE runs from 1 down to 0).
 """
 
 from __future__ import annotations
@@ -337,10 +339,6 @@ def exponential_integrator(
     """Integrate dX = [-theta(t) (X - mu) + N(X, t)] dt + g(t) dW with
     :func:`exponential_steps`; nfe counts calls of ``remainder`` (0 without one)."""
     times = solvers.check_times(times)
-    states, x = ([x0] if trajectory else None), x0
-    for _, x in exponential_steps(theta, mu, g, x0, times, generator, remainder):
-        if states is not None:
-            states.append(x)
-    traj = torch.stack(states) if states is not None else None
+    steps = exponential_steps(theta, mu, g, x0, times, generator, remainder)
     nfe = (len(times) - 1) if remainder is not None else 0
-    return Solution(x, traj, times, nfe)
+    return solvers.collect(steps, x0, times, nfe, trajectory)

@@ -28,6 +28,8 @@ without sampling.
 
 Dtypes: arithmetic in float64; outputs have the dtype and device of ``x``. Argument order:
 the fields take (x, t), x first, as ``solvers.Field`` (time convention: flow, t = 0 is rho0).
+
+Time convention: flow (t = 0 is rho0, t = 1 is rho1).
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ optionally, a fixed set of samples of x_t (same seed at every t, so they move co
 Two interpolants constrain rho0 (``Interpolant.rho0_constraint``): "one_sided" needs
 rho0 = N(0, I) and "mirror" needs rho0 = rho1; the explorer then uses that rho0, whatever
 the rho0 menu says, and says so in the info line.
+
+Time convention: flow (t = 0 is rho0, t = 1 is rho1).
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ start from the same x0. The ODE is integrated with Heun, the SDE with Euler-Maru
 same time grid; the SDE noise comes from a generator seeded with ``seed`` on every
 resample, so a given eps always shows the same paths. ``b`` and ``s`` are plain callables
 ``(x (n, 2), t: float) -> (n, 2)`` (x first, as ``solvers.Field``): a learned pair or the exact one.
+
+Time convention: flow (t = 0 is rho0, t = 1 is rho1).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from pflow_explore.viz.style import (
     margins,
     marker_style,
 )
-from pflow_explore.widgets.controls import checked_index, quietly
+from pflow_explore.widgets.controls import quietly
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import (
     describe_error,
@@ -436,9 +438,9 @@ class SDEStepper(StepControls, widgets.VBox):
             )
         self.readout.value = line
 
-    def step_to(self, i: int) -> None:
-        """Show step i in [0, n_steps] in both panels; the slider follows."""
-        self._step = checked_index(i, self.n_steps)
+    play_follows = True  # StepControls.step_to moves the kernel-side Play value too
+
+    def _show_step(self, i: int) -> None:
+        """Draw step i (StepControls.step_to checks it first) in both panels."""
         self._draw_step(self.figure)
         self._write_readout()
-        self._follow_slider(self._step, play=True)
