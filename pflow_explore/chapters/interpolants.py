@@ -342,14 +342,17 @@ def make_model(s: Settings, pair: PairData) -> LearnedPair:
     """Two fresh networks for b and eta (``samplers.LearnedPair``): an MLP (2D, gmm400) or a
     UNet (digits)."""
     from pflow_explore.nets import MLP, UNet
+    from pflow_explore.nets.mlp import SHIPPED_TIME_SCALE
 
     kind = pair_kind(pair.name)
 
     def net() -> nn.Module:
         if kind == "2d":
-            return MLP(pair.dim, hidden=s.hidden, depth=s.depth)
+            return MLP(pair.dim, hidden=s.hidden, depth=s.depth, time_scale=SHIPPED_TIME_SCALE)
         if kind == "hd":
-            return MLP(pair.dim, hidden=s.hd_hidden, depth=s.hd_depth)
+            return MLP(
+                pair.dim, hidden=s.hd_hidden, depth=s.hd_depth, time_scale=SHIPPED_TIME_SCALE
+            )
         unet = UNet(pair.image_shape[0], base=s.unet_base, channel_mults=s.unet_mults)
         return learn.FlatUNet(unet, pair.image_shape)
 

@@ -220,9 +220,16 @@ def fit_gaussian(images: Tensor, shrinkage: float = 1e-3) -> GaussianFlow:
 def make_net(s: Settings) -> nn.Module:
     """The raw network F of the preset: an MLP on (n, d) or a UNet on (n, 1, S, S)."""
     from pflow_explore.nets import MLP, TimeEmbedding, UNet
+    from pflow_explore.nets.mlp import SHIPPED_TIME_SCALE
 
     if s.net == "mlp":
-        net = MLP(s.image_size**2, hidden=s.hidden, depth=s.depth, log_scale=True)
+        net = MLP(
+            s.image_size**2,
+            hidden=s.hidden,
+            depth=s.depth,
+            log_scale=True,
+            time_scale=SHIPPED_TIME_SCALE,
+        )
     else:
         net = UNet(1, base=s.unet_base, channel_mults=s.unet_mults, log_scale=True)
     # EDM's embedding of c_noise = log(sigma) / 4 (DDPM++ positional embedding): frequencies

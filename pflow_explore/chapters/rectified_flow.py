@@ -27,6 +27,7 @@ from pflow_explore.datasets.toy2d import TOY_2D, checkerboard_log_prob, sample_t
 from pflow_explore.distillation import DISTILL_LOSSES, rectify
 from pflow_explore.experiment import Seeds, Stopwatch, cache_key, choose, one_thread_on_cpu, presets
 from pflow_explore.nets import MLP, UNet
+from pflow_explore.nets.mlp import SHIPPED_TIME_SCALE
 from pflow_explore.training import FitResult
 from pflow_explore.trajectories import crossing_count, straightness_of_field
 from pflow_explore.viz import style
@@ -173,8 +174,11 @@ def image_shape(s: Settings) -> tuple[int, int, int]:
 
 def make_net_digits(s: Settings) -> fm.VelocityNet:
     """A fresh class-conditional velocity net for digits: MLP(d, n_classes=10) or UNet."""
+    shipped = dict(time_scale=SHIPPED_TIME_SCALE)  # the scale the shipped weights have
     if s.net == "mlp":
-        return fm.VelocityNet(MLP(s.image_size**2, s.hidden, s.depth, n_classes=N_CLASSES))
+        return fm.VelocityNet(
+            MLP(s.image_size**2, s.hidden, s.depth, n_classes=N_CLASSES, **shipped)
+        )
     unet = UNet(1, base=s.unet_base, channel_mults=s.unet_mults, n_classes=N_CLASSES)
     return fm.VelocityNet(unet, image_shape(s))
 
@@ -193,7 +197,9 @@ def train_chain_2d(s: Settings, name: str) -> dict[str, FitResult]:
         settings_key = cache_key(s, FIELDS_2D, dataset=name, stage=part)
         return fm.Artifact(CHAPTER, f"2d-{name}-{part}", settings_key, VERSION)
 
-    net = lambda: fm.VelocityNet(MLP(2, hidden=s.hidden_2d, depth=s.depth_2d)).to(dev)
+    net = lambda: fm.VelocityNet(
+        MLP(2, hidden=s.hidden_2d, depth=s.depth_2d, time_scale=SHIPPED_TIME_SCALE)
+    ).to(dev)
     data = lambda n, gen: (sample_toy(name, n, gen), None)
     first = stage(s.rf_steps_2d, f"{name}: 1-RF", seeds["rf"], seeds["init"])
     out = {"1-RF": fm.train_rectified_flow(net, data, first, cache=key("1rf"))}

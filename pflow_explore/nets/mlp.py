@@ -13,6 +13,9 @@ from torch import Tensor, nn
 
 from pflow_explore.nets.embeddings import ClassEmbedding, TimeEmbedding, conditioning
 
+DEFAULT_TIME_SCALE = 30.0  # time-feature frequency scale for t in [0, 1] (see MLP)
+SHIPPED_TIME_SCALE = 1000.0  # the scale the shipped chapter weights were trained with
+
 
 class MLP(nn.Module):
     """f(x, t, y): (B, d) -> (B, d), with the conditioning fed to every layer.
@@ -33,21 +36,21 @@ class MLP(nn.Module):
     see :func:`pflow_explore.nets.embeddings.drop_labels` for training with it.
 
     ``time_scale``: the frequency scale of the time features (TimeEmbedding's ``scale``;
-    None keeps its default, 1000 for sinusoidal features, the DDPM choice for t counted in
-    steps 0..1000). For t in [0, 1], 1000 puts features up to sin(1000 t) into the net; the
-    learned velocity then wiggles in t and dopri5 needs ~1.4-1.7x the evaluations of a net
-    with ``time_scale`` 30-100, whose samples are about as good (1 is too smooth: worse
-    samples); see benchmarks/results/fit_overhead.md. The default is kept so that shipped
-    weights keep their meaning; the option draws the same random numbers, so a net built
-    with it starts from the same weights.
+    None takes TimeEmbedding's own default, 1000 for sinusoidal features: the DDPM choice,
+    made for t counted in steps 0..1000). The default, 30, is what was measured best for t in
+    [0, 1] (benchmarks/results/fit_overhead.md): with 1000 the learned 2D velocity wiggles in
+    t and dopri5 needed 68 evaluations per solve where 30 needed 38, at equal sample
+    quality; 1 is too smooth (worse samples). The chapters whose weights are shipped were
+    trained with 1000 and pass ``time_scale=SHIPPED_TIME_SCALE`` until they are re-trained
+    (a net built with another scale would load their weights and compute something else).
 
-    ``fast_condition``: when every row shares one c (a scalar t and no per-sample labels:
-    what ODE solvers and widgets pass), compute each layer as
+    ``fast_condition`` (default on): when every row shares one c (a scalar t and no
+    per-sample labels: what ODE solvers and widgets pass), compute each layer as
     W [h, c] + b = W_h h + (W_c c + b) with the bracket once per call instead of
-    concatenating c to all B rows: the same function, ~2x cheaper to evaluate on a 2D
-    batch of 4000 (benchmarks/fit_overhead.py), equal to the default up to float rounding
-    (~1e-9), which is why it is off by default. It changes no parameter and can be switched
-    on a trained net (``net.fast_condition = True``).
+    concatenating c to all B rows: the same function up to float rounding, ~2x cheaper to
+    evaluate on a 2D batch of 4000. Training passes one t per row and takes the ordinary
+    path. It changes no parameter and can be switched on a trained net
+    (``net.fast_condition = False``).
     """
 
     def __init__(
@@ -59,8 +62,8 @@ class MLP(nn.Module):
         n_classes: int | None = None,
         time_kind: str = "sinusoidal",
         log_scale: bool = False,
-        time_scale: float | None = None,
-        fast_condition: bool = False,
+        time_scale: float | None = DEFAULT_TIME_SCALE,
+        fast_condition: bool = True,
     ) -> None:
         super().__init__()
         for name, value, low in (("dim", dim, 1), ("hidden", hidden, 1), ("depth", depth, 1)):

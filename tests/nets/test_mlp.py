@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pflow_explore.nets.embeddings import ClassEmbedding, TimeEmbedding, drop_labels
-from pflow_explore.nets.mlp import MLP
+from pflow_explore.nets.mlp import MLP, SHIPPED_TIME_SCALE
 
 
 @pytest.mark.parametrize("t", [0.3, torch.tensor(0.3), torch.rand(7), torch.rand(7, 1)])
@@ -126,10 +126,15 @@ def test_time_scale_sets_the_fastest_frequency_and_draws_the_same_weights():
     default = MLP(2, hidden=16, depth=2, time_dim=8)
     torch.manual_seed(0)
     slow = MLP(2, hidden=16, depth=2, time_dim=8, time_scale=1.0)
-    # sinusoidal frequencies scale * 10000^(-k / 4), k = 0..3
+    # sinusoidal frequencies scale * 10000^(-k / 4), k = 0..3; the default scale is 30
     torch.testing.assert_close(
-        default.time_embedding.freqs, 1000.0 * 10_000.0 ** (-torch.arange(4.0) / 4)
+        default.time_embedding.freqs, 30.0 * 10_000.0 ** (-torch.arange(4.0) / 4)
     )
+    shipped = MLP(2, hidden=16, depth=2, time_dim=8, time_scale=SHIPPED_TIME_SCALE)
+    torch.testing.assert_close(
+        shipped.time_embedding.freqs, 1000.0 * 10_000.0 ** (-torch.arange(4.0) / 4)
+    )
+    assert default.fast_condition and not MLP(2, fast_condition=False).fast_condition
     torch.testing.assert_close(slow.time_embedding.freqs, 10_000.0 ** (-torch.arange(4.0) / 4))
     a, b = default.state_dict(), slow.state_dict()
     assert [k for k in a if not torch.equal(a[k], b[k])] == ["time_embedding.freqs"]
