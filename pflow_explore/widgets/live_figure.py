@@ -48,9 +48,25 @@ def bundle_url_path() -> str:
     return f"voila/templates/{TEMPLATE}/static/plotly/{bundle_name()}?v={plotly_bundle()[1]}"
 
 
+PRELOAD = "preload.html.j2"  # the template partial, next to the served bundle
+
+
+def preload_partial() -> str:
+    """The Jinja partial the pflow template includes in every page's head: a
+    ``<link rel="modulepreload">`` of the bundle, so the browser fetches and compiles
+    plotly while Voila's own scripts load, not after the first figure asks for it. The
+    ``href`` is exactly the URL ``live_figure.js`` imports (one module, fetched once)."""
+    return (
+        "{#- written by pflow_explore.widgets.live_figure.install_bundle -#}\n"
+        '<link rel="modulepreload" crossorigin="anonymous" '
+        f'href="{{{{ resources.base_url }}}}{bundle_url_path()}">\n'
+    )
+
+
 def install_bundle(static_dir: Path) -> Path:
     """Copy plotly's widget bundle into ``static_dir/plotly/`` (a template's static folder)
-    under its versioned name, removing copies of other versions; returns the copy's path."""
+    under its versioned name, removing copies of other versions, and write the template's
+    preload partial (:func:`preload_partial`) beside it; returns the copy's path."""
     source, _ = plotly_bundle()
     folder = Path(static_dir) / "plotly"
     folder.mkdir(parents=True, exist_ok=True)
@@ -60,6 +76,9 @@ def install_bundle(static_dir: Path) -> Path:
             old.unlink()
     if not target.exists() or target.stat().st_size != source.stat().st_size:
         shutil.copyfile(source, target)
+    partial = folder / PRELOAD
+    if not partial.exists() or partial.read_text() != preload_partial():
+        partial.write_text(preload_partial())
     return target
 
 

@@ -6,6 +6,7 @@ browser side is exercised in tests/test_dashboards.py."""
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import plotly.graph_objects as go
 
@@ -33,6 +34,19 @@ def test_install_bundle_versioned_and_replacing_old_copies(tmp_path):
     assert target.read_bytes() == lf.plotly_bundle()[0].read_bytes()
     target.write_bytes(b"truncated")  # a damaged copy is replaced
     assert lf.install_bundle(tmp_path).read_bytes() == lf.plotly_bundle()[0].read_bytes()
+
+
+def test_preload_partial_names_the_url_the_module_imports(tmp_path):
+    import jinja2
+
+    lf.install_bundle(tmp_path)
+    partial = (tmp_path / "plotly" / lf.PRELOAD).read_text()
+    html = jinja2.Template(partial).render(resources={"base_url": "/course/"})
+    # the same URL live_figure.js imports (base URL + bundle path), so the browser fetches once
+    assert f'href="/course/{lf.bundle_url_path()}"' in html and 'rel="modulepreload"' in html
+    assert lf.bundle_url_path() in lf.esm_source()
+    template = Path(__file__).parents[2] / "share/jupyter/voila/templates/pflow/index.html.j2"
+    assert "static/plotly/preload.html.j2" in template.read_text()
 
 
 def test_kernel_sends_the_bundle_only_when_asked(monkeypatch):
