@@ -19,11 +19,7 @@ F64 = torch.float64
 pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest
 
 
-def random_gaussian(d: int, seed: int) -> GaussianFlow:
-    gen = torch.Generator().manual_seed(seed)
-    a = torch.randn(d, d, generator=gen, dtype=F64)
-    cov = a @ a.T / d + 0.05 * torch.eye(d, dtype=F64)
-    return GaussianFlow(torch.randn(d, generator=gen, dtype=F64), cov)
+random_gaussian = GaussianFlow.random  # (d, seed) -> a random N(mu, Sigma)
 
 
 def noise(n: int, d: int, seed: int, sigma_max: float = 80.0) -> torch.Tensor:

@@ -364,6 +364,16 @@ class GaussianFlow:
         return flow
 
     @classmethod
+    def random(cls, d: int, seed: int) -> GaussianFlow:
+        """A random N(mu, Sigma) in R^d for tests and exercises: mu ~ N(0, I) and
+        Sigma = A A^T / d + 0.05 I with A (d, d) standard normal (so no eigenvalue is below
+        0.05), drawn in float64 from a generator seeded ``seed`` (A first, then mu)."""
+        gen = torch.Generator().manual_seed(seed)
+        a = torch.randn(d, d, generator=gen, dtype=F64)
+        cov = a @ a.T / d + 0.05 * torch.eye(d, dtype=F64)
+        return cls(torch.randn(d, generator=gen, dtype=F64), cov)
+
+    @classmethod
     def from_samples(cls, x: Tensor, shrinkage: float = 1e-3) -> GaussianFlow:
         """Fit mean and covariance to samples x (n, d) (flatten images with x.flatten(1)).
 
