@@ -13,6 +13,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from pflow_explore.viz.arrays import plain_floats
 from pflow_explore.viz.style import TEMPLATE
 
 
@@ -62,13 +63,14 @@ def bars_figure(
     **layout: Any,
 ) -> go.Figure:
     """Grouped bars: ``groups[series][case]`` is one bar's height; one colour per series.
+    A NaN height (nothing measured) becomes a missing bar, as in every figure of the package.
 
     ``layout``: go.Layout options (title, height, yaxis, ...).
     """
     colors = colors or {}
     fig = go.Figure(
         [
-            go.Bar(name=k, x=list(g), y=[float(v) for v in g.values()], marker_color=colors.get(k))
+            go.Bar(name=k, x=list(g), y=plain_floats(list(g.values())), marker_color=colors.get(k))
             for k, g in groups.items()
         ]
     )

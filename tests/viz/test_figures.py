@@ -273,6 +273,9 @@ def test_bars_figure_groups_series():
     assert [t.name for t in fig.data] == ["a", "b"]
     assert list(fig.data[1].y) == [3.0, 4.0] and fig.data[1].marker.color == "#123456"
     assert fig.layout.barmode == "group"
+    # a NaN height is a gap (None), never a NaN in the figure's JSON
+    gap = bars_figure({"a": {"x": float("nan"), "y": 1.0}})
+    assert list(gap.data[0].y) == [None, 1.0]
 
 
 def test_plain_floats_rounds_on_request():
