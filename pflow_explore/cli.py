@@ -364,6 +364,7 @@ EXTENSIONS = (
     "@voila-dashboards/widgets-manager8",
     "@jupyter-widgets/jupyterlab-manager",
     "anywidget",
+    "pflow-explore",  # share/jupyter/labextensions/pflow-explore: patient widget renderers
 )
 REFILL_DELAY_S = 3.0  # benchmarks/dashboard_tti.py: a 1 s refill slows the visitor
 

@@ -86,6 +86,8 @@ def test_dashboard(slug, server, browser, watch_outside_requests, watch_console_
         assert bad not in text, f"{path.name}: page shows {bad!r}"
     assert page.locator(".js-plotly-plot .main-svg").count() > 0, "plotly drew nothing"
     assert page.locator(".pflow-figure-loading").count() == 0, "a figure is still loading"
+    # share/jupyter/labextensions/pflow-explore loaded and made ipywidgets' renderer patient
+    assert page.evaluate("() => window.__pflowPatientRenderers") >= 1, "pflow-explore extension"
     _assert_slider_moves_a_figure(page, console)
 
     inputs = page.locator(".pflow-input input")

@@ -40,11 +40,11 @@ function baseUrl() {
 // Evaluating plotly's bundle blocks the page for ~0.5 s (seconds on a busy CPU). Voila's
 // output renderers wait for their widget models by polling every 100 ms for at most 2 s,
 // and they check the clock before the registry: a block that outlasts their deadline makes
-// them give up ("widget model not found") although the model arrived meanwhile. The models
-// of a page are registered together, just before this runs; one pause longer than a poll
-// lets every waiting renderer find its model before the long evaluation starts. Measured:
-// with the bundle preloaded, chapter 02 at tiny showed 5 such errors per visit; with this
-// pause, none (2 visits each).
+// them give up ("widget model not found") although the model arrived meanwhile. In a pflow
+// dashboard the template has evaluated the bundle before Voila starts (preload_partial in
+// live_figure.py) and this module never blocks. Elsewhere (another template, JupyterLab)
+// one pause longer than a poll lets the renderers waiting at that moment find their models
+// before the long evaluation starts.
 const YIELD_TO_RENDERERS_MS = 150;
 
 function fromServer() {
@@ -86,6 +86,7 @@ function withTimeout(promise, ms) {
 }
 
 function plotlyBundle(model) {
+  // set by the pflow template's module script when it loaded the bundle before Voila started
   if (!globalThis.__pflowPlotlyBundle) {
     globalThis.__pflowPlotlyBundle = withTimeout(
       fromServer().catch(() => fromKernel(model)),

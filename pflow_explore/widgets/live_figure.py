@@ -52,14 +52,23 @@ PRELOAD = "preload.html.j2"  # the template partial, next to the served bundle
 
 
 def preload_partial() -> str:
-    """The Jinja partial the pflow template includes in every page's head: a
-    ``<link rel="modulepreload">`` of the bundle, so the browser fetches and compiles
-    plotly while Voila's own scripts load, not after the first figure asks for it. The
-    ``href`` is exactly the URL ``live_figure.js`` imports (one module, fetched once)."""
+    """The Jinja partial the pflow template includes in every page's head: a module script
+    that imports plotly's bundle and leaves it in ``globalThis.__pflowPlotlyBundle`` (a
+    resolved promise) for ``live_figure.js``.
+
+    A module script runs before the page's ``load`` event, and Voila starts its app (kernel,
+    widget models, the renderers that wait for them) only on that event; so the long
+    evaluation of plotly's 5 MB bundle happens before any renderer polls for its model,
+    never during that wait ("widget model not found", docs/architecture.md). If the bundle
+    cannot be fetched or evaluated, the global stays unset and ``live_figure.js`` falls back
+    to importing it itself, then to the kernel. The URL is exactly the one
+    ``live_figure.js`` imports (one module, fetched and evaluated once per page)."""
     return (
         "{#- written by pflow_explore.widgets.live_figure.install_bundle -#}\n"
-        '<link rel="modulepreload" crossorigin="anonymous" '
-        f'href="{{{{ resources.base_url }}}}{bundle_url_path()}">\n'
+        '<script type="module">\n'
+        f'  import * as bundle from "{{{{ resources.base_url }}}}{bundle_url_path()}";\n'
+        "  globalThis.__pflowPlotlyBundle = Promise.resolve(bundle);\n"
+        "</script>\n"
     )
 
 

@@ -43,7 +43,9 @@ def test_preload_partial_names_the_url_the_module_imports(tmp_path):
     partial = (tmp_path / "plotly" / lf.PRELOAD).read_text()
     html = jinja2.Template(partial).render(resources={"base_url": "/course/"})
     # the same URL live_figure.js imports (base URL + bundle path), so the browser fetches once
-    assert f'href="/course/{lf.bundle_url_path()}"' in html and 'rel="modulepreload"' in html
+    assert f'import * as bundle from "/course/{lf.bundle_url_path()}"' in html
+    assert '<script type="module">' in html and "globalThis.__pflowPlotlyBundle" in html
+    assert "globalThis.__pflowPlotlyBundle" in lf.esm_source()
     assert lf.bundle_url_path() in lf.esm_source()
     template = Path(__file__).parents[2] / "share/jupyter/voila/templates/pflow/index.html.j2"
     assert "static/plotly/preload.html.j2" in template.read_text()

@@ -1,0 +1,116 @@
+// pflow-explore's front-end extension for Voila (and JupyterLab): widget outputs that wait
+// for their model instead of giving up after 2 s.
+//
+// Why: ipywidgets' output renderer (WidgetRenderer in @jupyter-widgets/jupyterlab-manager)
+// asks the widget manager for its model, which polls every 100 ms for at most 2 s and
+// checks the clock before the registry. Voila renders every widget output as soon as its
+// app has started, while the models are still coming from the kernel. If the kernel's
+// models are restored just as a renderer's 2 s run out (on a busy CPU, any long task of the
+// page - plotly drawing a figure, a module evaluating - spans that moment), the renderer
+// gives up and, the manager being restored by then, shows "Error displaying widget: model
+// not found" for good: a dead figure or slider. Measured under two CPU burners: 2-4 such
+// outputs on most visits of chapters 01 and 03 (benchmarks/results/dashboard_pages_after.md).
+//
+// What: before Voila's app starts, this plugin wraps WidgetRenderer.renderModel so that a
+// renderer first waits (no deadline shorter than PATIENCE_MS, registry checked before the
+// clock) until its model is registered or the manager has restored every model; then the
+// original renderModel finds the model at once. A model that really is missing still
+// fails as before, once the manager is restored.
+//
+// How it is loaded: this file is a hand-written module-federation container (the protocol
+// JupyterLab's extension loader speaks: `init(shareScope)` and `get("./extension")`), so it
+// needs no build step. `pflow-explore serve` puts share/jupyter on JUPYTER_PATH and names
+// "pflow-explore" in Voila's extension allow-list.
+var _JUPYTERLAB;
+(function () {
+  "use strict";
+  var NAME = "pflow-explore";
+  var RENDERER_PACKAGE = "@jupyter-widgets/jupyterlab-manager";
+  var PATIENCE_MS = 120000;
+  var POLL_MS = 50;
+  var shareScope = null;
+
+  function arrived(manager, id) {
+    return manager.has_model(id) || manager.restoredStatus;
+  }
+
+  function waitForModel(manager, id) {
+    return new Promise(function (resolve) {
+      var start = Date.now();
+      (function look() {
+        if (arrived(manager, id) || Date.now() - start > PATIENCE_MS) resolve();
+        else setTimeout(look, POLL_MS);
+      })();
+    });
+  }
+
+  function makePatient(WidgetRenderer) {
+    var proto = WidgetRenderer && WidgetRenderer.prototype;
+    if (!proto || typeof proto.renderModel !== "function" || proto.__pflowPatient) return false;
+    var renderModel = proto.renderModel;
+    proto.renderModel = async function (model) {
+      try {
+        var source = model && model.data && model.data[this.mimeType];
+        var id = source && source.model_id;
+        var manager = id && this._manager ? await this._manager.promise : null;
+        if (manager && typeof manager.has_model === "function" && !arrived(manager, id)) {
+          await waitForModel(manager, id);
+        }
+      } catch (error) {
+        // the original below reports whatever is wrong
+      }
+      return renderModel.call(this, model);
+    };
+    proto.__pflowPatient = true;
+    return true;
+  }
+
+  async function activate() {
+    var versions = (shareScope && shareScope[RENDERER_PACKAGE]) || {};
+    var entries = Object.keys(versions).map(function (v) {
+      return versions[v];
+    });
+    // the versions a page already uses; all of them if none is marked (older runtimes)
+    var used = entries.filter(function (entry) {
+      return entry.loaded;
+    });
+    var patched = 0;
+    for (var entry of used.length ? used : entries) {
+      try {
+        var factory = await entry.get();
+        if (makePatient((typeof factory === "function" ? factory() : factory).WidgetRenderer)) {
+          patched += 1;
+        }
+      } catch (error) {
+        console.warn("[pflow-explore] could not reach ipywidgets' renderer:", error);
+      }
+    }
+    // read by tests/test_dashboards.py: how many renderer classes now wait for their model
+    window.__pflowPatientRenderers = patched;
+    if (!patched) {
+      console.warn("[pflow-explore] ipywidgets' renderer not found: widgets keep their 2 s wait");
+    }
+  }
+
+  var plugin = {
+    id: NAME + ":patient-widget-renderers",
+    description: "Widget outputs wait for their model instead of giving up after 2 s.",
+    autoStart: true,
+    activate: activate,
+  };
+
+  _JUPYTERLAB = window._JUPYTERLAB = window._JUPYTERLAB || {};
+  _JUPYTERLAB[NAME] = {
+    init: function (scope) {
+      shareScope = scope;
+    },
+    get: function (module) {
+      if (module !== "./extension") {
+        return Promise.reject(new Error('Module "' + module + '" does not exist in ' + NAME));
+      }
+      return Promise.resolve(function () {
+        return { __esModule: true, default: [plugin] };
+      });
+    },
+  };
+})();
