@@ -156,6 +156,9 @@ def landing_page(scale_name: str) -> widgets.VBox:
         f"<b>{html.escape(scale_name)}</b>. Open a dashboard from its card: it is a live "
         "notebook, so moving a slider recomputes the picture. The back button returns here; "
         "planned chapters appear as they are written.</p>"
+        '<p>New to the course? The <a href="syllabus.ipynb">syllabus</a> maps which chapter '
+        'builds on which, with a suggested plan; <a href="notation.ipynb">the notation</a> '
+        "gives every symbol its one meaning.</p>"
     )
     cards = widgets.Box(
         [card(e) for e in entries()],

@@ -1,0 +1,162 @@
+"""The course's notation: each symbol with its one meaning, and where a chapter differs.
+
+The papers of the course write the same letter for different things (D is a denoiser in
+EDM and a diffusion matrix in active matter; alpha is a noise schedule and a guidance
+weight). The course keeps one meaning per symbol (:data:`SYMBOLS`) and lists every place a
+chapter keeps its paper's letter for something else (:data:`LOCAL`), so a reader moving
+between chapters knows what changed. notebooks/notation.ipynb renders both tables.
+
+Where a symbol names a function of the package (``code``), :func:`check` imports it: the
+table cannot drift from the code unnoticed.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+from dataclasses import dataclass
+
+TIME_CONVENTION = (
+    "Time t runs from 0 to 1, from the base distribution (usually noise) at t = 0 to the "
+    "data at t = 1: the flow convention of chapters 02 and 03, in which sampling integrates "
+    "forward in time. Diffusion papers count the other way (t or sigma measures the noise; "
+    "data at t = 0) and chapters 00 and 01 keep their convention, flagged below; chapter 12 "
+    "uses physical time (a stationary process, no base or data end). Every function of the "
+    "package that takes a time says which convention it uses in its docstring "
+    '("Time convention: ...").'
+)
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """symbol: as written in the notebooks (LaTeX); meaning: its one meaning in the
+    course; code: the package name that computes it, if any (``module:attribute``)."""
+
+    symbol: str
+    meaning: str
+    code: str = ""
+
+
+@dataclass(frozen=True)
+class Local:
+    """A chapter that keeps its paper's letter: ``symbol`` means ``meaning`` there; the
+    course writes it ``course_symbol``."""
+
+    chapter: int
+    symbol: str
+    meaning: str
+    course_symbol: str
+
+
+SYMBOLS: tuple[Symbol, ...] = (
+    Symbol("d", "dimension of a sample"),
+    Symbol("n", "number of samples (a batch, a Monte Carlo estimate)"),
+    Symbol("t", "time in [0, 1], base at t = 0, data at t = 1 (see the time convention)"),
+    Symbol("x", "a state, a point of R^d"),
+    Symbol("x_0,\\ x_1", "a sample of the base and of the data distribution"),
+    Symbol("z", "standard Gaussian noise, z ~ N(0, I)"),
+    Symbol("x_t", "the state at time t of a path between x_0 and x_1"),
+    Symbol("p_t,\\ \\rho_t", "the density of x_t (p in diffusion chapters, rho in 02 and 12)"),
+    Symbol("\\mu,\\ \\Sigma", "mean and covariance of a Gaussian"),
+    Symbol("\\lambda_k", "eigenvalues (of a covariance, or of a coupling matrix in 12)"),
+    Symbol("\\sigma", "noise level: the standard deviation of the Gaussian noise added"),
+    Symbol(
+        "v(x, t)",
+        "velocity of the probability-flow ODE dx/dt = v; its flow carries p_t along",
+        "pflow_explore.flow_matching:rectified_flow_loss",
+    ),
+    Symbol("b(x, t)", "drift of an SDE dx = b dt + sqrt(2 eps) dW"),
+    Symbol(
+        "s(x, t)",
+        "score, the gradient of log p_t",
+        "pflow_explore.score_matching:denoising_loss",
+    ),
+    Symbol("\\varepsilon", "diffusion coefficient of an SDE (noise strength, sqrt(2 eps) dW)"),
+    Symbol(
+        "D(x;\\ \\sigma)",
+        "denoiser, the posterior mean E[x_data | x_t = x]",
+        "pflow_explore.edm:edm_denoiser",
+    ),
+    Symbol("\\mathbf{D}", "diffusion matrix of a multidimensional SDE"),
+    Symbol("w", "classifier-free guidance weight", "pflow_explore.flow_matching:guided_velocity"),
+    Symbol(
+        "\\mathcal{S}",
+        "straightness of a flow, the mean squared departure from straight paths",
+        "pflow_explore.trajectories:straightness",
+    ),
+    Symbol("\\mathrm{EPR}", "entropy production rate, E[v . D^-1 v] at stationarity"),
+    Symbol("W_2,\\ SW_2", "Wasserstein-2 and sliced Wasserstein-2 distances"),
+    Symbol("\\mathrm{FD}", "Frechet distance in a classifier's feature space"),
+    Symbol("settings", "a chapter's Settings object (sizes of one scale); never S"),
+)
+
+LOCAL: tuple[Local, ...] = (
+    Local(0, "t", "noise time: data at t = 0, noise at t = 1 (x_t = alpha x_0 + sigma z)", "1 - t"),
+    Local(0, "x_0", "the data sample (diffusion papers' convention)", "x_1"),
+    Local(0, "\\alpha(t)", "the schedule multiplying the data", "alpha(t), data coefficient"),
+    Local(
+        1, "\\sigma", "the integration variable: the PF-ODE runs from sigma_max down to 0", "sigma"
+    ),
+    Local(1, "x_0", "the clean image (EDM's convention)", "x_1"),
+    Local(1, "\\bar\\alpha_t", "the VP schedule, x_t = sqrt(abar) x_0 + sqrt(1 - abar) z", "-"),
+    Local(2, "b(x, t)", "the velocity of the interpolant's ODE (the paper's name)", "v(x, t)"),
+    Local(2, "\\gamma(t)", "the latent-noise coefficient of the interpolant", "gamma(t)"),
+    Local(2, "\\eta", "the noise predictor, eta = gamma s = -E[z | x_t]", "-sigma s"),
+    Local(2, "m,\\ C", "mean and covariance of the Gaussian endpoints", "mu, Sigma"),
+    Local(3, "\\sigma", "standard deviation of the Gaussian target in the exact example", "-"),
+    Local(3, "S", "straightness", "\\mathcal{S}"),
+    Local(3, "\\alpha", "the guidance weight of classifier-free guidance", "w"),
+    Local(3, "s(z_0)", "the displacement of the distilled one-step map z_0 + s(z_0)", "-"),
+    Local(12, "D", "the diffusion matrix diag(eps, gamma)", "\\mathbf{D}"),
+    Local(12, "b", "the drift of the active particles' SDE", "b"),
+    Local(12, "v", "the probability velocity v = b - D s, stationary current / density", "v"),
+    Local(12, "\\gamma", "the relaxation rate of the active force g", "-"),
+    Local(12, "S", "the stationary covariance (Lyapunov equation B S + S B^T = 2 D)", "\\Sigma"),
+    Local(12, "A", "the stiffness of the harmonic trap", "-"),
+)
+
+
+def symbols_html() -> str:
+    """The course's symbols as an HTML table (MathJax renders the symbols)."""
+    rows = "".join(
+        f"<tr><td>${s.symbol}$</td><td>{html.escape(s.meaning)}</td>"
+        f"<td><code>{html.escape(s.code.replace(':', '.'))}</code></td></tr>"
+        if s.code
+        else f"<tr><td>${s.symbol}$</td><td>{html.escape(s.meaning)}</td><td></td></tr>"
+        for s in SYMBOLS
+    )
+    head = "<tr><th>symbol</th><th>meaning in the course</th><th>in the package</th></tr>"
+    return f"<table class='pflow-notation'>{head}{rows}</table>"
+
+
+def local_html() -> str:
+    """Where a chapter keeps its paper's letter, as an HTML table."""
+    rows = "".join(
+        f"<tr><td>{u.chapter:02d}</td><td>${u.symbol}$</td><td>{html.escape(u.meaning)}</td>"
+        f"<td>{'$' + u.course_symbol + '$' if u.course_symbol != '-' else '-'}</td></tr>"
+        for u in LOCAL
+    )
+    head = "<tr><th>chapter</th><th>symbol</th><th>means there</th><th>course symbol</th></tr>"
+    return f"<table class='pflow-notation-local'>{head}{rows}</table>"
+
+
+def check() -> list[str]:
+    """Problems with the tables (empty: none): a ``code`` name that does not import, a
+    symbol listed twice, a local use in a chapter the course does not have."""
+    from pflow_explore import course
+
+    problems = []
+    for s in SYMBOLS:
+        if s.code:
+            module, _, name = s.code.partition(":")
+            try:
+                getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError) as error:
+                problems.append(f"{s.symbol}: {s.code} does not resolve ({error})")
+    seen = [s.symbol for s in SYMBOLS]
+    problems += [f"{x} listed twice" for x in sorted(set(seen)) if seen.count(x) > 1]
+    chapters = {0, *(c.number for c in course.OUTLINE)}
+    problems += [
+        f"chapter {u.chapter} not in the outline" for u in LOCAL if u.chapter not in chapters
+    ]
+    return problems
