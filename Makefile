@@ -2,6 +2,7 @@
 #   make serve   the chapters as Voila dashboards on http://127.0.0.1:8866
 #   make test    everything the tests need (incl. headless Chromium), then the whole suite
 #   make lab     JupyterLab on notebooks/
+#   make hub     JupyterHub for a class: a server per student (deploy/jupyterhub/README.md)
 #
 # torch: pip installs $(TORCH) first. On the CI machine torch==2.13.0 resolves to a local
 # CPU wheel; from PyPI on Linux it is the CUDA build, so a GPU machine gets CUDA as is.
@@ -21,7 +22,7 @@ STAMP := $(VENV)/.installed
 # versions pyproject.toml's ranges allow instead
 CONSTRAINTS ?= constraints.txt
 
-.PHONY: setup serve lab test lint format browser clean-cache benchmarks lock
+.PHONY: setup serve hub lab test lint format browser node clean-cache benchmarks lock
 
 setup: $(STAMP)
 
@@ -29,7 +30,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[dev]"
+	$(BIN)/python -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[dev,hub]"
 	@touch $@
 
 # Re-resolve: a scratch venv gets the newest versions within pyproject.toml's ranges, and
@@ -40,11 +41,18 @@ lock:
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install -q --upgrade pip
 	.lock-venv/bin/python -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	.lock-venv/bin/python -m pip install -q -e ".[dev]"
+	.lock-venv/bin/python -m pip install -q -e ".[dev,hub]"
 	{ echo "# pip constraints: the versions \`make test\` passed with ($$(date +%Y-%m-%d), Python $$(.lock-venv/bin/python -c 'import platform; print(platform.python_version())')). Refresh: make lock"; \
 	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^torch=='; } > constraints.txt
 	rm -rf .lock-venv
 	@echo "constraints.txt rewritten; run make test before committing it"
+
+# Node.js and npm: JupyterHub's proxy (configurable-http-proxy) comes from the npm registry
+node:
+	@command -v npm >/dev/null 2>&1 || { \
+	  echo "installing nodejs and npm (Debian packages) for JupyterHub's proxy"; \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nodejs npm >/dev/null; }
 
 # Debian's chromium for the browser tests (playwright cannot download browsers here).
 browser:
@@ -55,6 +63,12 @@ browser:
 
 serve: $(STAMP)
 	$(BIN)/pflow-explore serve --port $(PORT) $(if $(SCALE),--scale $(SCALE))
+
+# JupyterHub for a class on this machine: a server per student (shared password, printed;
+# env PFLOW_HUB_PASSWORD sets it), the dashboards as landing page; deploy/jupyterhub/README.md
+HUB_PORT ?= 8000
+hub: $(STAMP) node
+	$(BIN)/pflow-explore hub --port $(HUB_PORT) $(if $(SCALE),--scale $(SCALE))
 
 # JUPYTER_PATH: the Voila server extension of JupyterLab then serves the pflow template's
 # static plotly bundle, which LiveFigure loads (elsewhere the kernel sends it)
@@ -70,7 +84,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: $(STAMP) browser lint
+test: $(STAMP) browser node lint
 	$(BIN)/python -m pytest -p no:cacheprovider --durations=15
 
 benchmarks: $(STAMP)

@@ -514,6 +514,54 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             signal.signal(s, handler)
 
 
+def _cmd_hub(args: argparse.Namespace) -> int:
+    from pflow_explore import hub
+
+    try:
+        import jupyterhub  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "JupyterHub is not installed: `make hub` installs it (or pip install "
+            "'pflow-explore[hub]')"
+        ) from None
+    password = os.environ.get(hub.ENV_PASSWORD) or hub.new_password()
+    try:
+        hub.check_password(password)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    hub.install_proxy()
+    prepare_voila_template()
+    state = Path(args.state).resolve()
+    env = hub.hub_env(state, password, port=args.port, ip=args.ip, scale=args.scale)
+    host = LOCALHOST if args.ip in (LOCALHOST, "0.0.0.0") else args.ip
+    print(
+        f"JupyterHub for a class at http://{host}:{args.port}/ (state and students' folders: "
+        f"{state})\nlog in with any user name and the shared password: {password}\n"
+        "each student gets a server of their own that opens on the dashboards; JupyterLab "
+        "at /user/<name>/lab for the exercises. Ctrl-C stops the hub and every server."
+    )
+    if args.ip != LOCALHOST:
+        print(
+            f"WARNING: listening on {args.ip}. This hub is for a closed room: anyone with the "
+            "password runs code as your user. See deploy/jupyterhub/README.md."
+        )
+    proc = subprocess.Popen(hub.hub_command(), env=env, start_new_session=True)
+
+    def stop(signum: int, _frame: object) -> None:
+        raise _Stopped(signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return proc.wait()
+    except _Stopped as why:
+        print(f"stopping the hub and every server ({signal.Signals(why.signum).name})")
+        stop_server(proc, timeout_s=30)
+        return 0
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 class _Stopped(Exception):
     def __init__(self, signum: int) -> None:
         self.signum = signum
@@ -635,6 +683,24 @@ def build_parser() -> argparse.ArgumentParser:
         "without login: see README)",
     )
     p.set_defaults(func=_cmd_serve)
+
+    p = command(
+        "hub",
+        "JupyterHub for a class: a server per student, the dashboards as landing page",
+        "For a closed room: log in with any name and one shared password (env "
+        "PFLOW_HUB_PASSWORD, else a random one is printed); JupyterLab for the exercises at "
+        "/user/<name>/lab. See deploy/jupyterhub/README.md.",
+    )
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--scale", type=_scale, default=None, help=f"one of {', '.join(SCALES)}")
+    p.add_argument("--ip", default=LOCALHOST, help="address to listen on (default 127.0.0.1)")
+    p.add_argument(
+        "--state",
+        default=str(course.repo_root() / ".hub"),
+        metavar="DIR",
+        help="the hub's database and the students' folders (default .hub/)",
+    )
+    p.set_defaults(func=_cmd_hub)
 
     p = chapter_command(
         "run",
