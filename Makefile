@@ -2,6 +2,7 @@
 #   make serve   the chapters as Voila dashboards on http://127.0.0.1:8866
 #   make test    everything the tests need (incl. headless Chromium), then the whole suite
 #   make lab     JupyterLab on notebooks/
+#   make student the student release of the notebooks (no answers) in release/
 #   make hub     JupyterHub for a class: a server per student (deploy/jupyterhub/README.md)
 #
 # torch: pip installs $(TORCH) first. On the CI machine torch==2.13.0 resolves to a local
@@ -22,7 +23,7 @@ STAMP := $(VENV)/.installed
 # versions pyproject.toml's ranges allow instead
 CONSTRAINTS ?= constraints.txt
 
-.PHONY: setup serve hub lab test lint format browser node clean-cache benchmarks lock
+.PHONY: setup serve hub student lab test lint format browser node clean-cache benchmarks lock
 
 setup: $(STAMP)
 
@@ -30,7 +31,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[dev,hub]"
+	$(BIN)/python -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[dev,hub,teach]"
 	@touch $@
 
 # Re-resolve: a scratch venv gets the newest versions within pyproject.toml's ranges, and
@@ -41,7 +42,7 @@ lock:
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install -q --upgrade pip
 	.lock-venv/bin/python -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	.lock-venv/bin/python -m pip install -q -e ".[dev,hub]"
+	.lock-venv/bin/python -m pip install -q -e ".[dev,hub,teach]"
 	{ echo "# pip constraints: the versions \`make test\` passed with ($$(date +%Y-%m-%d), Python $$(.lock-venv/bin/python -c 'import platform; print(platform.python_version())')). Refresh: make lock"; \
 	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^torch=='; } > constraints.txt
 	rm -rf .lock-venv
@@ -63,6 +64,10 @@ browser:
 
 serve: $(STAMP)
 	$(BIN)/pflow-explore serve --port $(PORT) $(if $(SCALE),--scale $(SCALE))
+
+# The student release (nbgrader): notebooks without answers or hidden tests, in release/
+student: $(STAMP)
+	$(BIN)/pflow-explore student --out release
 
 # JupyterHub for a class on this machine: a server per student (shared password, printed;
 # env PFLOW_HUB_PASSWORD sets it), the dashboards as landing page; deploy/jupyterhub/README.md

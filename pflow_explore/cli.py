@@ -562,6 +562,20 @@ def _cmd_hub(args: argparse.Namespace) -> int:
             signal.signal(s, handler)
 
 
+def _cmd_student(args: argparse.Namespace) -> int:
+    from pflow_explore import student_release
+
+    try:
+        written = student_release.write_release(Path(args.out))
+    except ImportError:
+        raise UsageError("the release needs nbgrader: `make student` installs it") from None
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print(f"student release: {len(written)} notebooks in {Path(args.out).resolve()}")
+    print("answers replaced by `raise NotImplementedError()`, hidden tests removed, no outputs")
+    return 0
+
+
 class _Stopped(Exception):
     def __init__(self, signum: int) -> None:
         self.signum = signum
@@ -683,6 +697,16 @@ def build_parser() -> argparse.ArgumentParser:
         "without login: see README)",
     )
     p.set_defaults(func=_cmd_serve)
+
+    p = command(
+        "student",
+        "write the student release of the notebooks (nbgrader): no answers, no hidden tests",
+        "The notebooks in notebooks/ are the instructor source; students get the release.",
+    )
+    p.add_argument(
+        "--out", default="release", metavar="DIR", help="output folder (default: release/)"
+    )
+    p.set_defaults(func=_cmd_student)
 
     p = command(
         "hub",

@@ -41,3 +41,30 @@ def test_error_is_located():
 
     res = check(almost, reference, inputs)
     assert "index (2, 1)" in res.message and "0.5" in res.message
+
+
+def test_use_runs_the_learners_function_once_it_passes(capsys):
+    from pflow_explore.exercises import start_here as ex
+
+    def mine(x, t, D):
+        return (x - D) / t
+
+    assert ex.LINEAR_VELOCITY.use(mine) is mine
+    assert "runs your linear_velocity" in capsys.readouterr().out
+
+    def unwritten(x, t, D):
+        raise NotImplementedError
+
+    assert ex.LINEAR_VELOCITY.use(unwritten) is ex.LINEAR_VELOCITY.reference
+    out = capsys.readouterr().out
+    assert "runs the package's linear_velocity" in out and "not written yet" in out
+
+
+def test_grade_raises_with_the_checkers_message():
+    import pytest
+
+    from pflow_explore.exercises import start_here as ex
+
+    ex.EULER_TRAJECTORY.grade(ex.EULER_TRAJECTORY.reference, seed=3, trials=10)
+    with pytest.raises(AssertionError, match="solver loop .*not written yet"):
+        ex.EULER_TRAJECTORY.grade(lambda v, x, times: (_ for _ in ()).throw(NotImplementedError))

@@ -7,13 +7,12 @@ password. Read deploy/jupyterhub/README.md first: this configuration is for a cl
 """
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
 from jupyterhub.spawner import Spawner
 
-from pflow_explore import course, hub
+from pflow_explore import hub, student_release
 
 c = get_config()  # noqa: F821 (defined by JupyterHub when it loads this file)
 env = os.environ
@@ -57,13 +56,13 @@ c.Spawner.cpu_limit = 1.0
 
 
 def copy_notebooks(spawner: Spawner) -> None:
-    """Before a student's first start: their own copy of the notebooks (their exercises
-    live there), never overwritten later. The solutions folder is not copied."""
+    """Before a student's first start: their own copy of the notebooks, the student
+    release (no answers, no hidden tests: pflow_explore.student_release), never
+    overwritten later, since their exercises live there."""
     home = Path(spawner.home_dir_template.format(username=spawner.user.name))
     target = home / "notebooks"
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(course.notebooks_dir(), target)
+        student_release.write_release(target)
     spawner.notebook_dir = str(target)
 
 

@@ -8,19 +8,28 @@ differs (:func:`check`). Where things live:
   :class:`Exercise` (its name, the learner's function name, the random inputs, the
   reference). The reference is the package function the chapter itself uses (or a few lines
   composing package functions), never a copy of the worked answer.
-- ``solutions/<NN_slug>.py`` (repository root, outside the package, so not on a learner's
-  import path): the worked answers, one function per exercise under the learner's function
-  name. ``tests/test_solutions.py`` checks that every exercise has one, that it passes, and
-  that a wrong answer fails.
+- the worked answers: in the chapter's notebook (the instructor source) between nbgrader's
+  ``### BEGIN SOLUTION`` / ``### END SOLUTION`` markers, with an autograder cell calling
+  :meth:`Exercise.grade` (``pflow_explore.student_release`` writes the student release
+  without them); chapters not converted yet keep them in ``solutions/<NN_slug>.py``
+  (repository root, outside the package). ``tests/test_solutions.py`` checks that every
+  exercise has one, that it passes, and that a near miss fails.
 
 In a notebook::
 
-    from pflow_explore.exercises import painters as ex
+    from pflow_explore.exercises import start_here as ex
 
-    def gaussian_denoiser(x, sigma, mean, lam, U):
+    def euler_trajectory(v, x, times):
+        ### BEGIN SOLUTION
         ...
+        ### END SOLUTION
 
-    ex.GAUSSIAN_DENOISER.check(gaussian_denoiser)
+    ex.EULER_TRAJECTORY.check(euler_trajectory)        # what differs, on random inputs
+    integrate = ex.EULER_TRAJECTORY.use(euler_trajectory)  # the chapter runs it from here
+
+and in the next cell (autograded, hidden tests stripped from the release)::
+
+    ex.EULER_TRAJECTORY.grade(euler_trajectory)
 """
 
 from __future__ import annotations

@@ -136,18 +136,41 @@ class Exercise:
     atol: float = 1e-6
     trials: int = 5
 
-    def check(self, learner: Callable[..., Any], seed: int = 0) -> CheckResult:
-        """Compare ``learner`` with the reference on ``trials`` random inputs."""
+    def check(
+        self, learner: Callable[..., Any], seed: int = 0, trials: int | None = None
+    ) -> CheckResult:
+        """Compare ``learner`` with the reference on ``trials`` (default: the exercise's)
+        random inputs drawn from ``seed``."""
         return check(
             learner,
             self.reference,
             self.inputs,
             name=self.name,
-            trials=self.trials,
+            trials=trials or self.trials,
             rtol=self.rtol,
             atol=self.atol,
             seed=seed,
         )
+
+    def grade(self, learner: Callable[..., Any], seed: int = 0, trials: int | None = None) -> None:
+        """For an autograder cell (nbgrader): raise AssertionError with the checker's message
+        unless ``learner`` matches the reference (hidden tests: other seeds, more trials)."""
+        result = self.check(learner, seed, trials)
+        if not result.passed:
+            raise AssertionError(f"{self.name}: {result.message}")
+
+    def use(self, learner: Callable[..., Any]) -> Callable[..., Any]:
+        """The function the chapter runs from here on: the learner's once it matches the
+        reference, else the reference; prints one line saying which and why."""
+        result = self.check(learner)
+        if result.passed:
+            print(f"[{self.name}] the chapter runs your {self.function} from here on")
+            return learner
+        print(
+            f"[{self.name}] the chapter runs the package's {self.function} until yours "
+            f"passes ({result.message})"
+        )
+        return self.reference
 
 
 def chapter_exercises(module: ModuleType) -> list[Exercise]:
