@@ -9,7 +9,9 @@ The common shapes, so a chapter's ``claims()`` is a short list: :func:`claim_bel
 :func:`claim_above` (a bound, beyond z standard errors when ``se`` is given),
 :func:`claim_band` (low <= x <= high), :func:`claim_within` (relative tolerance around a
 target), :func:`claim_ordered` (a ranking, each pair judged by :func:`compare`: better,
-worse or indistinguishable given standard errors).
+worse or indistinguishable given standard errors), :func:`claim_parts_within` (several
+estimates that must each be within tolerance of their exact values, beyond their noise);
+:func:`replica_z` is the margin for a standard error from few independent replicas.
 """
 
 from __future__ import annotations
@@ -175,6 +177,39 @@ def claim_ordered(
         crit = f"each better than the next by {z:g} combined SE"
     note = "; ".join(filter(None, [*failed, note]))
     return Claim(name, paper, text, crit, not failed, scale, note)
+
+
+def replica_z(replicas: int) -> float:
+    """The two-sided 95% Student t quantile for ``replicas`` - 1 degrees of freedom: the
+    margin, in standard errors, of a claim whose standard error is the spread of so few
+    independent replicas (2.36 for 8, 12.7 for 2; z = 2 would understate it); inf below 2."""
+    from scipy import stats  # not at module import
+
+    return float(stats.t.ppf(0.975, replicas - 1)) if replicas > 1 else math.inf
+
+
+def claim_parts_within(
+    name: str,
+    paper: str,
+    parts: Mapping[str, tuple[float, float, float]],
+    rel_tol: float,
+    scale: str,
+    note: str = "",
+    *,
+    z: float = 2.0,
+) -> Claim:
+    """One row for estimates that must all be right, ``parts`` {label: (measured, se,
+    exact)}: holds when every |measured - exact| + z se <= rel_tol |exact|, so neither noise
+    nor a wrong split between parts (a right total from two wrong halves) can pass.
+    ``measured`` is the worst |relative error|."""
+    rel = {k: (v - e) / abs(e) for k, (v, _, e) in parts.items()}
+    holds = all(abs(v - e) + z * se <= rel_tol * abs(e) for v, se, e in parts.values())
+    text = "; ".join(
+        f"{k} {v:.4g} +- {se:.2g} (exact {e:.4g}, {rel[k]:+.1%})" for k, (v, se, e) in parts.items()
+    )
+    crit = f"each |measured - exact| + {z:g} SE <= {rel_tol:.0%} of exact ({', '.join(parts)})"
+    worst, note = max(abs(r) for r in rel.values()), "; ".join(filter(None, [text, note]))
+    return Claim(name, paper, worst, crit, bool(holds), scale, note)
 
 
 def all_hold(claims: Sequence[Claim]) -> bool:

@@ -72,16 +72,31 @@ def interface_bulk_ratio(phase_values: Tensor) -> float:
     return float(phase_values[INTERFACE]) / bulk if bulk > 0 else math.nan
 
 
-def ratio_spread(values: Tensor, labels: Tensor) -> float:
-    """Standard error of the interface / bulk ratio from its spread over configurations:
-    std of the per-configuration ratios / sqrt(their number) (NaN with fewer than 2).
-    values, labels: (n, N)."""
+def _groups(n: int, groups: Tensor | None) -> list[Tensor]:
+    """Indices of the configurations of each group (each configuration alone when None)."""
+    ids = torch.arange(n) if groups is None else groups.cpu()
+    return [torch.nonzero(ids == k).flatten() for k in ids.unique()]
+
+
+def ratio_spread(values: Tensor, labels: Tensor, groups: Tensor | None = None) -> float:
+    """Standard error of the interface / bulk ratio from its spread over independent groups:
+    std of the per-group ratios (phase means pooled over each group's configurations) /
+    sqrt(their number); NaN with fewer than 2 finite ones. values, labels: (n, N); groups
+    (n,): which independent replica each configuration belongs to (None: every configuration
+    its own group, honest only when the configurations are independent)."""
     ratios = [
-        interface_bulk_ratio(phase_means(v[None], b[None]))
-        for v, b in zip(values, labels, strict=True)
+        interface_bulk_ratio(phase_means(values[i], labels[i]))
+        for i in _groups(values.shape[0], groups)
     ]
     finite = torch.tensor([r for r in ratios if math.isfinite(r)], dtype=torch.float64)
     return float(finite.std() / math.sqrt(len(finite))) if len(finite) > 1 else math.nan
+
+
+def mean_spread(values: Tensor, groups: Tensor | None = None) -> float:
+    """Standard error of the mean of values (n, N) from the spread of the group means
+    (``groups`` as in :func:`ratio_spread`; NaN with fewer than 2 groups)."""
+    means = torch.stack([values[i].double().mean() for i in _groups(values.shape[0], groups)])
+    return float(means.std() / math.sqrt(len(means))) if len(means) > 1 else math.nan
 
 
 @dataclass
@@ -94,7 +109,11 @@ class PhaseEPR:
     share of particles per phase; ratio: interface / bulk of the divergence form (unbiased
     for the learned score), ratio_se: its standard error over configurations,
     ratio_pointwise: of gamma |g + s_g|^2; epr_per_particle: the mean g-part per particle;
-    region_edges, region_density: ``epr.per_region_epr``; box.
+    region_edges, region_density: ``epr.per_region_epr``; box. ratio_pointwise_se: the
+    standard error of ratio_pointwise; epr_per_particle_div: the mean of local_div; gap_se:
+    the standard error of epr_per_particle - epr_per_particle_div. Every standard error comes
+    from the spread over the independent groups (replicas) passed to
+    :func:`local_epr_by_phase`.
     """
 
     x: Tensor
@@ -112,13 +131,23 @@ class PhaseEPR:
     region_edges: Tensor
     region_density: Tensor
     box: float
+    ratio_pointwise_se: float = math.nan
+    epr_per_particle_div: float = math.nan
+    gap_se: float = math.nan
 
 
 def local_epr_by_phase(
-    model: AOUP, score: ScoreFn, x: Tensor, g: Tensor, generator: torch.Generator | None
+    model: AOUP,
+    score: ScoreFn,
+    x: Tensor,
+    g: Tensor,
+    generator: torch.Generator | None,
+    groups: Tensor | None = None,
 ) -> PhaseEPR:
     """Both local EPR estimators of ``score`` (x, g) -> (None, s_g) at configurations x, g
-    (n, N, 2) of ``model`` (eps = 0, periodic box), their means per phase and per region.
+    (n, N, 2) of ``model`` (eps = 0, periodic box), their means per phase and per region,
+    standard errors from the spread over ``groups`` (n,) (the independent replica of each
+    configuration; None: configurations taken as independent).
 
     The score is evaluated 8 configurations at a time; the divergence (one Rademacher probe,
     from ``generator``) 4 at a time, which bounds the memory of the backward pass."""
@@ -141,26 +170,45 @@ def local_epr_by_phase(
         pd,
         fractions,
         interface_bulk_ratio(pd),
-        ratio_spread(local_div, labels),
+        ratio_spread(local_div, labels, groups),
         interface_bulk_ratio(pe),
         float(loc.g_part.mean()),
         edges,
         density,
         box,
+        ratio_spread(loc.g_part, labels, groups),
+        float(local_div.mean()),
+        mean_spread(loc.g_part - local_div, groups),
     )
 
 
 def phase_summary(m: PhaseEPR) -> str:
-    """One line on the phases of ``m``: their shares, the interface / bulk ratio of the
-    pointwise form, and the divergence form's mean in the gas vs the dense particles
-    (interface and bulk, weighted by their shares)."""
+    """One line on the phases of ``m``: their shares and the divergence form's mean in the
+    gas vs the dense particles (interface and bulk, weighted by their shares)."""
     share = m.fractions[1:]
     dense = (m.phase_epr_div[1:] * share).sum() / share.sum().clamp_min(1e-12)
     shares = ", ".join(f"{float(f):.2f}" for f in m.fractions)
     gas = float(m.phase_epr_div[GAS])
+    return f"shares gas / interface / bulk {shares}; gas {gas:.3g} vs dense {float(dense):.3g}"
+
+
+def estimator_gap(m: PhaseEPR) -> tuple[float, float]:
+    """(pointwise - divergence form) / divergence form of the EPR per particle, and its
+    standard error (NaN when the divergence form is <= 0). The two agree in expectation only
+    for the exact score, so the gap measures the network's error without an exact answer."""
+    div = m.epr_per_particle_div
+    if not div > 0:
+        return math.nan, math.nan
+    return (m.epr_per_particle - div) / div, m.gap_se / div
+
+
+def estimators_summary(m: PhaseEPR) -> str:
+    """One line: both estimators' interface / bulk ratio and EPR per particle, +- SE."""
+    gap, se = estimator_gap(m)
     return (
-        f"shares gas / interface / bulk {shares}; gamma |g_i + s_(g_i)|^2 gives ratio "
-        f"{m.ratio_pointwise:.3g}; gas {gas:.3g} vs dense {float(dense):.3g}"
+        f"interface / bulk: divergence form {m.ratio:.3g} +- {m.ratio_se:.2g}, gamma |g + s_g|^2 "
+        f"{m.ratio_pointwise:.3g} +- {m.ratio_pointwise_se:.2g}; EPR per particle "
+        f"{m.epr_per_particle_div:.4g} vs {m.epr_per_particle:.4g}, gap {gap:+.3f} +- {se:.2g}"
     )
 
 

@@ -112,3 +112,27 @@ def test_below_and_above_are_named_documented_and_share_one_signature():
         below = claims.claim_below("x", "p", x, b, "cpu", se=se).holds
         assert below == claims.claim_above("x", "p", -x, -b, "cpu", se=se).holds
         assert below == (x + 2 * se < b)
+
+
+def test_claim_parts_within_needs_every_part_beyond_its_noise():
+    from pflow_explore.claims import claim_parts_within
+
+    exact = {"total": 2.0, "x-part": 1.2, "g-part": 0.8}
+    good = {k: (e * 1.02, 0.001, e) for k, e in exact.items()}
+    assert claim_parts_within("r", "p", good, 0.1, "tiny").holds
+    # the right total from a wrong split: +14% and -21% in the parts
+    split = dict(good, **{"x-part": (1.2 * 1.14, 0.001, 1.2), "g-part": (0.8 * 0.79, 0.001, 0.8)})
+    row = claim_parts_within("r", "p", split, 0.1, "tiny")
+    assert not row.holds and row.measured == pytest.approx(0.21)
+    noisy = {k: (e * 1.02, 0.05 * e, e) for k, e in exact.items()}  # 2% off, SE 5%
+    assert not claim_parts_within("r", "p", noisy, 0.1, "tiny").holds
+
+
+def test_replica_z_is_students_t():
+    from pflow_explore.claims import replica_z
+
+    # table values of the 97.5% quantile: 12.706 (1 dof), 2.365 (7), 2.045 (29)
+    assert replica_z(2) == pytest.approx(12.706, abs=1e-3)
+    assert replica_z(8) == pytest.approx(2.3646, abs=1e-4)
+    assert replica_z(30) == pytest.approx(2.0452, abs=1e-4)
+    assert replica_z(1) == float("inf")

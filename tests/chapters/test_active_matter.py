@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+import scipy.linalg
 import torch
 
 from pflow_explore.chapters import active_matter as M
@@ -20,6 +21,7 @@ from pflow_explore.epr import aoup_drift
 from pflow_explore.exercises import active_matter as ex
 from pflow_explore.nets.particle_scores import TrapScore
 from pflow_explore.score_matching import denoising_loss, dynamics_denoising_loss
+from pflow_explore.theory import linear_sde as ls
 from pflow_explore.training import fit
 from pflow_explore.viz.epr import phi_sweep_figure
 
@@ -74,6 +76,38 @@ def test_exercise_references_against_independent_formulas():
     )
     assert not forgot_eps.passed and "differs" in forgot_eps.message
     assert not ex.OU_UPDATE.check(lambda g, xi, gamma, dt: g - gamma * g * dt + xi).passed
+
+
+# ---- the exact EPR, independently ---------------------------------------------------------
+def _lyapunov_epr(
+    A: float, v0: float, gamma: float, eps: float, dim: int = 2
+) -> tuple[float, float]:
+    """Total and g-part EPR of one trapped AOUP from scipy's Lyapunov solver: per dimension
+    dz = -B z dt + sqrt(2 D) dW, B S + S B^T = 2 D, v = (-B + D S^-1) z, and
+    EPR_j = (M S M^T)_jj / D_jj, summed over the dim dimensions."""
+    B, D = np.array([[A, -v0], [0.0, gamma]]), np.diag([eps, gamma])
+    S = scipy.linalg.solve_continuous_lyapunov(-B, -2 * D)  # (-B) S + S (-B)^T = -2 D
+    Mv = -B + D @ np.linalg.inv(S)
+    per_dof = np.diag(Mv @ S @ Mv.T) / np.diag(D)
+    return dim * float(per_dof.sum()), dim * float(per_dof[1])
+
+
+def test_trapped_aoup_epr_matches_a_numeric_lyapunov_solve_on_random_parameters():
+    """The chapter's exact columns (``linear_sde.trapped_aoup_epr`` / ``_g``) against scipy."""
+    rng = np.random.default_rng(12)
+    for A, v0, gamma, eps in rng.uniform(0.1, 4.0, size=(25, 4)):
+        total, g_part = _lyapunov_epr(A, v0, gamma, eps)
+        assert ls.trapped_aoup_epr(A, v0, gamma, eps) == pytest.approx(total, rel=1e-9)
+        assert ls.trapped_aoup_epr_g(A, v0, gamma, eps) == pytest.approx(g_part, rel=1e-9)
+    # and the Lyapunov EPR against a Monte Carlo mean of v . D^-1 v at exact samples
+    A, v0, gamma, eps = 1.3, 1.7, 0.8, 0.6
+    B, D = np.array([[A, -v0], [0.0, gamma]]), np.diag([eps, gamma])
+    S = scipy.linalg.solve_continuous_lyapunov(-B, -2 * D)
+    z = rng.multivariate_normal(np.zeros(2), S, size=200_000)
+    v = z @ (-B + D @ np.linalg.inv(S)).T
+    per_sample = (v**2 / np.diag(D)).sum(-1)
+    mc, se = per_sample.mean(), per_sample.std() / math.sqrt(len(per_sample))
+    assert abs(mc - ls.trapped_aoup_epr(A, v0, gamma, eps, dim=1)) < 4 * se
 
 
 # ---- settings and presets -------------------------------------------------------------------
@@ -165,10 +199,11 @@ def test_tiny_run_end_to_end_and_from_the_cache(data_dir):
     # the theory checks do not depend on training
     assert r.theory.formula_vs_lyapunov < 1e-9 and abs(r.theory.div_total) < 1e-9
     assert r.theory.div_x == pytest.approx(-r.theory.div_g)
-    # the exact column is the card's formula d gamma v0^2 / (eps (A + gamma)), d = 2
-    v0 = torch.tensor(s.trap_v0s, dtype=F64)
-    card = 2 * s.trap_gamma * v0**2 / (s.trap_eps * (s.trap_A + s.trap_gamma))
-    torch.testing.assert_close(r.trap.exact, card)
+    # the exact columns against a numeric Lyapunov solve written here (scipy)
+    for j, v0 in enumerate(s.trap_v0s):
+        total, g_part = _lyapunov_epr(s.trap_A, v0, s.trap_gamma, s.trap_eps)
+        assert float(r.trap.exact[j]) == pytest.approx(total, rel=1e-9)
+        assert float(r.trap.exact_g[j]) == pytest.approx(g_part, rel=1e-9)
     cs = M.claims(r)
     assert len(cs) >= 6 and all(isinstance(c, Claim) and c.scale == "tiny" for c in cs)
     assert cs[0].holds and cs[1].holds
