@@ -33,7 +33,7 @@ from torch import Tensor
 
 from pflow_explore.metrics import energy_distance, sliced_w2
 from pflow_explore.scale import single_threaded
-from pflow_explore.solvers import euler_maruyama, odeint
+from pflow_explore.solvers import euler_maruyama, odeint, randn_like
 from pflow_explore.viz.arrays import polylines
 from pflow_explore.viz.style import (
     BLUE,
@@ -54,6 +54,8 @@ from pflow_explore.widgets.messages import (
 from pflow_explore.widgets.stepping import StepControls
 
 PairField = Callable[[Tensor, float], Tensor]
+# one update x_next = step(x, b(x, t), s(x, t), eps, dt, xi), xi ~ N(0, I); all (n, 2)
+SDEStep = Callable[[Tensor, Tensor, Tensor, float, float, Tensor], Tensor]
 
 TARGET_COLOR = "rgba(150, 150, 150, 0.35)"
 FULL_PATH_COLOR = "rgba(90, 90, 90, 0.25)"
@@ -120,16 +122,42 @@ def ode_trajectories(b: PairField, x0: Tensor, times: Tensor, method: str = "heu
 
 
 def sde_trajectories(
-    b: PairField, s: PairField, eps: float, x0: Tensor, times: Tensor, seed: int = 0
+    b: PairField,
+    s: PairField,
+    eps: float,
+    x0: Tensor,
+    times: Tensor,
+    seed: int = 0,
+    step: SDEStep | None = None,
 ) -> Tensor:
     """Euler-Maruyama for dX = (b + eps s) dt + sqrt(2 eps) dW: trajectories (T+1, n, 2).
 
     The noise comes from a CPU generator seeded with ``seed``; eps = 0 gives Euler's ODE.
+    ``step(x, b, s, eps, dt, xi) -> x_next`` replaces the package's update (a learner's
+    exercise 3 of chapter 02); the same noise xi ~ N(0, I) is drawn for either, so the
+    package's ``samplers.sde_step`` gives the same paths as the default.
     """
     gen = torch.Generator().manual_seed(int(seed))
-    g = math.sqrt(2.0 * _eps(eps))
-    sol = euler_maruyama(pair_drift(b, s, eps), lambda t: g, x0, times, gen, trajectory=True)
-    return sol.trajectory
+    if step is None:
+        g = math.sqrt(2.0 * _eps(eps))
+        sol = euler_maruyama(pair_drift(b, s, eps), lambda t: g, x0, times, gen, trajectory=True)
+        return sol.trajectory
+    field_b, field_s = pair_drift(b, b, 0.0), pair_drift(s, s, 0.0)
+    x, states = x0, [x0]
+    for t, t_next in zip(times[:-1], times[1:], strict=True):
+        dt, xi = float(t_next - t), randn_like(x, gen)
+        bx = field_b(x, t)
+        sx = field_s(x, t) if eps > 0 else torch.zeros_like(x)
+        try:
+            out = step(x, bx, sx, eps, dt, xi)
+        except Exception as err:  # the learner's bug, reported on the widget
+            raise ValueError(f"your sde_step raised {type(err).__name__}: {err}") from err
+        x = torch.as_tensor(out, dtype=x.dtype) if out is not None else None
+        if x is None or x.shape != x0.shape:
+            got = "None" if x is None else tuple(x.shape)
+            raise ValueError(f"sde_step must return the next state {tuple(x0.shape)}, got {got}")
+        states.append(x)
+    return torch.stack(states)
 
 
 def _finite(traj: Tensor, what: str) -> np.ndarray:
@@ -167,6 +195,8 @@ class SDEStepper(StepControls, widgets.VBox):
     resample runs), the readout with the energy distance and sliced W2 of the final samples
     to ``target`` (computed at every resample), and the message line. Bad input (eps < 0,
     n_steps < 1, a diverging solver) shows a message and keeps the last good picture.
+    ``sde_step(x, b, s, eps, dt, xi)``: the update the SDE runs (a learner's, chapter 02's
+    exercise 3, passed through ``Exercise.use``); default the package's.
     """
 
     def __init__(
@@ -184,10 +214,13 @@ class SDEStepper(StepControls, widgets.VBox):
         ode_method: str = "heun",
         interval_ms: int = 120,
         height: int = 440,
+        sde_step: SDEStep | None = None,
     ) -> None:
         if not (callable(b) and callable(s)):
             raise ValueError("b and s must be callables (x (n, 2), t) -> (n, 2)")
-        self._b, self._s = b, s
+        if sde_step is not None and not callable(sde_step):
+            raise ValueError("sde_step must be a function (x, b, s, eps, dt, xi) -> x_next")
+        self._b, self._s, self._sde_step = b, s, sde_step
         self._x0 = _points(x0, "x0")
         self._target = None if target is None else _points(target, "target")
         values = sorted({_eps(float(e)) for e in eps_values})
@@ -303,7 +336,8 @@ class SDEStepper(StepControls, widgets.VBox):
                 self._ode_cache = (n_steps, ode)
             ode = self._ode_cache[1]
             sde = _finite(
-                sde_trajectories(self._b, self._s, eps, self._x0, times, self.seed), "SDE"
+                sde_trajectories(self._b, self._s, eps, self._x0, times, self.seed, self._sde_step),
+                "SDE",
             )
             dist = None if self._target is None else self._distances(ode[-1], sde[-1])
         self.last_compute_s = time.perf_counter() - start

@@ -212,3 +212,40 @@ def test_t_range_sets_the_time_grid():
     w.step_to(2)
     assert w.time_label.value == "t = 0.500"
     assert math.isclose(float(w.state.times[-1]), 0.9)
+
+
+def test_a_learners_sde_step_drives_the_sde_and_the_packages_gives_the_same_paths():
+    from pflow_explore.samplers import sde_step
+    from pflow_explore.widgets.sde_stepper import sde_trajectories
+
+    x0 = gaussian_samples(50, seed=6)
+    times = torch.linspace(0.0, 1.0, 21, dtype=torch.float64)
+    default = sde_trajectories(velocity, score, 0.7, x0, times, seed=9)
+    mine = sde_trajectories(velocity, score, 0.7, x0, times, seed=9, step=sde_step)
+    torch.testing.assert_close(mine, default, rtol=1e-10, atol=1e-10)
+
+    def wrong(x, b, s, eps, dt, xi):  # forgets the score term
+        return x + b * dt + math.sqrt(2 * eps * dt) * xi
+
+    off = sde_trajectories(velocity, score, 0.7, x0, times, seed=9, step=wrong)
+    assert (off[-1] - default[-1]).abs().max() > 1e-3
+    # the learner's SDE keeps the marginals exactly as the package's does (t = 1: rho1)
+    many = gaussian_samples(4000, seed=7)
+    w = SDEStepper(velocity, score, many, n_steps=100, eps=1.0, sde_step=sde_step)
+    assert_moments(w.sde[-1], M1, C1, slack=0.05)
+
+
+@pytest.mark.parametrize(
+    ("step", "says"),
+    [
+        (lambda x, b, s, eps, dt, xi: (_ for _ in ()).throw(NotImplementedError), "raised"),
+        (lambda x, b, s, eps, dt, xi: None, "must return the next state"),
+        (lambda x, b, s, eps, dt, xi: x[:3], "must return the next state"),
+    ],
+)
+def test_a_broken_sde_step_is_a_clear_error(step, says):
+    """Notebooks pass ``Exercise.use(...)``, which never hands over a failing step; handed
+    one anyway, the widget refuses it with the reason, not a traceback from deep inside."""
+    x0 = gaussian_samples(20, seed=4)
+    with pytest.raises(ValueError, match=says):
+        SDEStepper(velocity, score, x0, n_steps=5, eps=1.0, sde_step=step)
