@@ -12,18 +12,20 @@ table cannot drift from the code unnoticed.
 
 from __future__ import annotations
 
+import functools
 import html
 import importlib
 from dataclasses import dataclass
 
 TIME_CONVENTION = (
-    "Time t runs from 0 to 1, from the base distribution (usually noise) at t = 0 to the "
-    "data at t = 1: the flow convention of chapters 02 and 03, in which sampling integrates "
-    "forward in time. Diffusion papers count the other way (t or sigma measures the noise; "
-    "data at t = 0) and chapters 00 and 01 keep their convention, flagged below; chapter 12 "
-    "uses physical time (a stationary process, no base or data end). Every function of the "
-    "package that takes a time says which convention it uses in its docstring "
-    '("Time convention: ...").'
+    "Time t runs in [0, 1] the diffusion way: t = 0 is the data, t = 1 is noise, and sampling "
+    "integrates from t = 1 down to t = 0 (pflow_explore/paths.py); a path is "
+    "x_t = alpha(t) x_0 + sigma(t) z with z ~ N(0, I), and in the VE / EDM chapters the noise "
+    "level sigma itself is the time. Flow matching counts the other way (t = 0 noise or the "
+    "source density, t = 1 data, samples move forward): chapters 02 and 03 follow their "
+    "papers there, flagged below; replace t by 1 - t to convert. Chapter 12 uses physical "
+    "time (a stationary process). Every function of the package that takes a time says which "
+    'convention it uses in its docstring ("Time convention: ...").'
 )
 
 
@@ -51,32 +53,43 @@ class Local:
 SYMBOLS: tuple[Symbol, ...] = (
     Symbol("d", "dimension of a sample"),
     Symbol("n", "number of samples (a batch, a Monte Carlo estimate)"),
-    Symbol("t", "time in [0, 1], base at t = 0, data at t = 1 (see the time convention)"),
+    Symbol("t", "time in [0, 1]: t = 0 data, t = 1 noise (see the time convention)"),
     Symbol("x", "a state, a point of R^d"),
-    Symbol("x_0,\\ x_1", "a sample of the base and of the data distribution"),
+    Symbol("x_0", "a data sample"),
     Symbol("z", "standard Gaussian noise, z ~ N(0, I)"),
-    Symbol("x_t", "the state at time t of a path between x_0 and x_1"),
-    Symbol("p_t,\\ \\rho_t", "the density of x_t (p in diffusion chapters, rho in 02 and 12)"),
+    Symbol("x_t", "the state at time t of the path x_t = alpha(t) x_0 + sigma(t) z"),
+    Symbol(
+        "\\alpha(t),\\ \\sigma(t)",
+        "the path's data and noise coefficients",
+        "pflow_explore.paths:Path",
+    ),
+    Symbol("p_t", "the density of x_t (rho_t in chapters 02 and 12)"),
     Symbol("\\mu,\\ \\Sigma", "mean and covariance of a Gaussian"),
-    Symbol("\\lambda_k", "eigenvalues (of a covariance, or of a coupling matrix in 12)"),
+    Symbol(
+        "\\lambda_k,\\ c_k",
+        "eigenvalues of a covariance (Sigma = U diag(lambda) U^T) and eigen-coordinates "
+        "c_k = u_k^T (x - mu)",
+    ),
     Symbol("\\sigma", "noise level: the standard deviation of the Gaussian noise added"),
     Symbol(
-        "v(x, t)",
-        "velocity of the probability-flow ODE dx/dt = v; its flow carries p_t along",
-        "pflow_explore.flow_matching:rectified_flow_loss",
-    ),
-    Symbol("b(x, t)", "drift of an SDE dx = b dt + sqrt(2 eps) dW"),
-    Symbol(
-        "s(x, t)",
-        "score, the gradient of log p_t",
-        "pflow_explore.score_matching:denoising_loss",
-    ),
-    Symbol("\\varepsilon", "diffusion coefficient of an SDE (noise strength, sqrt(2 eps) dW)"),
-    Symbol(
-        "D(x;\\ \\sigma)",
-        "denoiser, the posterior mean E[x_data | x_t = x]",
+        "D(x, t)",
+        "denoiser, the posterior mean E[x_0 | x_t = x]; VE: D(x; sigma) = x + sigma^2 s",
         "pflow_explore.edm:edm_denoiser",
     ),
+    Symbol(
+        "s(x, t)",
+        "score, the gradient of log p_t; from the denoiser s = (alpha D - x) / sigma^2",
+        "pflow_explore.score_matching:denoising_loss",
+    ),
+    Symbol("\\hat z", "the implied noise (x - alpha D) / sigma (epsilon-prediction)"),
+    Symbol(
+        "v(x, t)",
+        "velocity of the probability-flow ODE dx/dt = v = alpha' D + sigma' z-hat; "
+        "VE: dx/dsigma = (x - D) / sigma",
+        "pflow_explore.paths:Path.velocity_from_denoiser",
+    ),
+    Symbol("b(x, t)", "drift of an SDE dx = b dt + sqrt(2 eps) dW"),
+    Symbol("\\varepsilon", "diffusion coefficient of an SDE (noise strength, sqrt(2 eps) dW)"),
     Symbol("\\mathbf{D}", "diffusion matrix of a multidimensional SDE"),
     Symbol("w", "classifier-free guidance weight", "pflow_explore.flow_matching:guided_velocity"),
     Symbol(
@@ -84,32 +97,32 @@ SYMBOLS: tuple[Symbol, ...] = (
         "straightness of a flow, the mean squared departure from straight paths",
         "pflow_explore.trajectories:straightness",
     ),
+    Symbol("\\mathrm{NFE}", "number of network (or field) evaluations of a sampler"),
     Symbol("\\mathrm{EPR}", "entropy production rate, E[v . D^-1 v] at stationarity"),
     Symbol("W_2,\\ SW_2", "Wasserstein-2 and sliced Wasserstein-2 distances"),
     Symbol("\\mathrm{FD}", "Frechet distance in a classifier's feature space"),
-    Symbol("settings", "a chapter's Settings object (sizes of one scale); never S"),
+    Symbol("settings", "a chapter's Settings object (the sizes of one scale)"),
 )
 
 LOCAL: tuple[Local, ...] = (
-    Local(0, "t", "noise time: data at t = 0, noise at t = 1 (x_t = alpha x_0 + sigma z)", "1 - t"),
-    Local(0, "x_0", "the data sample (diffusion papers' convention)", "x_1"),
-    Local(0, "\\alpha(t)", "the schedule multiplying the data", "alpha(t), data coefficient"),
-    Local(
-        1, "\\sigma", "the integration variable: the PF-ODE runs from sigma_max down to 0", "sigma"
-    ),
-    Local(1, "x_0", "the clean image (EDM's convention)", "x_1"),
+    Local(0, "\\alpha = 1 - t,\\ \\sigma = t", "the linear path, in the course's time", "-"),
+    Local(1, "\\sigma", "the time: the PF-ODE runs from sigma_max down to 0 (VE / EDM)", "sigma"),
     Local(1, "\\bar\\alpha_t", "the VP schedule, x_t = sqrt(abar) x_0 + sqrt(1 - abar) z", "-"),
+    Local(2, "t", "flow time: t = 0 the source rho_0, t = 1 the target rho_1", "1 - t"),
+    Local(2, "x_0,\\ x_1", "samples of the source and of the target", "z, x_0"),
     Local(2, "b(x, t)", "the velocity of the interpolant's ODE (the paper's name)", "v(x, t)"),
-    Local(2, "\\gamma(t)", "the latent-noise coefficient of the interpolant", "gamma(t)"),
+    Local(2, "\\gamma(t)", "the latent-noise coefficient of the interpolant", "sigma(t)"),
     Local(2, "\\eta", "the noise predictor, eta = gamma s = -E[z | x_t]", "-sigma s"),
-    Local(2, "m,\\ C", "mean and covariance of the Gaussian endpoints", "mu, Sigma"),
+    Local(2, "m,\\ C", "mean and covariance of the Gaussian endpoints", "\\mu, \\Sigma"),
+    Local(3, "t", "flow time: t = 0 noise, t = 1 data, samples move forward", "1 - t"),
+    Local(3, "X_0,\\ X_1", "noise and data samples", "z, x_0"),
     Local(3, "\\sigma", "standard deviation of the Gaussian target in the exact example", "-"),
     Local(3, "S", "straightness", "\\mathcal{S}"),
     Local(3, "\\alpha", "the guidance weight of classifier-free guidance", "w"),
     Local(3, "s(z_0)", "the displacement of the distilled one-step map z_0 + s(z_0)", "-"),
     Local(12, "D", "the diffusion matrix diag(eps, gamma)", "\\mathbf{D}"),
     Local(12, "b", "the drift of the active particles' SDE", "b"),
-    Local(12, "v", "the probability velocity v = b - D s, stationary current / density", "v"),
+    Local(12, "v", "the probability velocity v = b - D s, current / density", "-"),
     Local(12, "\\gamma", "the relaxation rate of the active force g", "-"),
     Local(12, "S", "the stationary covariance (Lyapunov equation B S + S B^T = 2 D)", "\\Sigma"),
     Local(12, "A", "the stiffness of the harmonic trap", "-"),
@@ -140,6 +153,26 @@ def local_html() -> str:
     return f"<table class='pflow-notation-local'>{head}{rows}</table>"
 
 
+def markdown() -> str:
+    """The same tables as Markdown: the "Notation" section of docs/papers.md (a test keeps
+    that section equal to this text, so the page a reader finds on GitHub is this one)."""
+    code = lambda s: f"`{s.code.replace(':', '.')}`" if s.code else ""
+    sym = "\n".join(f"| ${s.symbol}$ | {s.meaning} | {code(s)} |" for s in SYMBOLS)
+    loc = "\n".join(
+        f"| {u.chapter:02d} | ${u.symbol}$ | {u.meaning} | "
+        f"{'$' + u.course_symbol + '$' if u.course_symbol != '-' else '-'} |"
+        for u in LOCAL
+    )
+    return (
+        f"**Time.** {TIME_CONVENTION}\n\n"
+        "| symbol | meaning in the course | in the package |\n|---|---|---|\n"
+        f"{sym}\n\n"
+        "Where a chapter keeps its paper's letter for something else:\n\n"
+        "| chapter | symbol | means there | course symbol |\n|---|---|---|---|\n"
+        f"{loc}\n"
+    )
+
+
 def check() -> list[str]:
     """Problems with the tables (empty: none): a ``code`` name that does not import, a
     symbol listed twice, a local use in a chapter the course does not have."""
@@ -150,7 +183,7 @@ def check() -> list[str]:
         if s.code:
             module, _, name = s.code.partition(":")
             try:
-                getattr(importlib.import_module(module), name)
+                functools.reduce(getattr, name.split("."), importlib.import_module(module))
             except (ImportError, AttributeError) as error:
                 problems.append(f"{s.symbol}: {s.code} does not resolve ({error})")
     seen = [s.symbol for s in SYMBOLS]

@@ -83,3 +83,10 @@ def test_course_pages_execute(name):
         o.get("data", {}).get("text/html", "") for c in nb.cells for o in c.get("outputs", [])
     )
     assert "<table" in html_out
+
+
+def test_docs_papers_notation_section_is_the_generated_one():
+    page = (course.repo_root() / "docs" / "papers.md").read_text()
+    start = page.index("## Notation\n")
+    section = page[start : page.index("\n---\n", start)]
+    assert notation.markdown().strip() in section, "regenerate: notation.markdown()"

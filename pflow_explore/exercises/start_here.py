@@ -5,7 +5,7 @@ References: the velocity is ``paths.Linear().velocity_from_denoiser`` (the gener
 v = alpha' D + sigma' (x - alpha D) / sigma, which the learner simplifies for the linear path
 by hand); the loop is ``solvers.euler`` keeping the trajectory.
 
-Time convention: noise time (t = 1 noise, t = 0 data; the loop integrates backwards).
+Time convention: diffusion (t = 0 data, t = 1 noise; the loop integrates backwards).
 """
 
 from __future__ import annotations
