@@ -1,6 +1,6 @@
 """Reflow and distillation: retraining a flow on its own ODE coupling, distilling it into a
 one-step generator, the pseudo-Huber loss, and frozen / EMA targets for consistency-style
-training (card 03_rectified_flow, "Reflow", "Distillation"; the CTM chapter reuses them).
+training (docs/papers.md §03; "Reflow", "Distillation"; the CTM chapter reuses them).
 
 Time runs as in :mod:`flow_matching`: t = 0 noise, t = 1 data. A coupling is a
 :class:`flow_matching.Pairs` (Z0, Z1 = ODE(Z0)), made by :func:`flow_matching.sample_pairs`;

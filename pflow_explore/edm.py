@@ -16,7 +16,7 @@ usable alone:
 - :func:`karras_sigmas` (from ``paths``): the sampling grid (eq. 5);
 - :func:`heun_steps`: Algorithm 1 as a generator of :class:`HeunStep` (step-through,
   widgets, adjoints); :func:`edm_sampler` runs it to the end, optionally teleporting through
-  the first steps with a Gaussian closed form (card 01_painters);
+  the first steps with a Gaussian closed form (docs/papers.md §01);
 - :func:`empirical_denoiser`: the exact denoiser of a finite data set (the ideal D).
 
 Shapes: states are flat, x (n, d); a denoiser is any callable D(x (n, d), sigma) -> (n, d)

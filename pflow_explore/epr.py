@@ -1,5 +1,5 @@
 """The probability velocity of a stationary SDE and where it produces entropy
-(card 12_active_matter, "Probability flow and entropy production"; Boffi & Vanden-Eijnden
+(docs/papers.md §12; "Probability flow and entropy production"; Boffi & Vanden-Eijnden
 2023).
 
 For dz = b(z) dt + sqrt(2 D) dW with D diagonal and stationary density rho, score
@@ -34,13 +34,13 @@ from pflow_explore.datasets.particles import AOUP
 
 # ---- any SDE with diagonal diffusion ---------------------------------------------------------
 def probability_velocity(drift: Tensor, diffusion: float | Tensor, score: Tensor) -> Tensor:
-    """v = b - D s (card). drift b, score s: (..., n); diffusion: the diagonal of D, a scalar
+    """v = b - D s (paper). drift b, score s: (..., n); diffusion: the diagonal of D, a scalar
     or (n,). Returns v (..., n)."""
     return drift - diffusion * score
 
 
 def local_epr(velocity: Tensor, diffusion: float | Tensor) -> Tensor:
-    """The local entropy production rate v . D^-1 v summed over the last axis (card).
+    """The local entropy production rate v . D^-1 v summed over the last axis (paper).
 
     velocity (..., n); diffusion: the diagonal of D (scalar or (n,)), all > 0 (leave out the
     coordinates without noise). Returns (...)."""
@@ -57,7 +57,7 @@ def total_epr(local: Tensor) -> float:
 
 # ---- active Ornstein-Uhlenbeck particles -----------------------------------------------------
 def aoup_drift(model: AOUP, x: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
-    """b = (b_x, b_g) = (v0 g - A x + F(x), -gamma g) for x, g (n, N, d) (card, "Model");
+    """b = (b_x, b_g) = (v0 g - A x + F(x), -gamma g) for x, g (n, N, d) (docs/papers.md);
     the diffusion is D = (eps, gamma)."""
     return particles.drift(model, x, g), -model.gamma * g
 
@@ -65,7 +65,7 @@ def aoup_drift(model: AOUP, x: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
 def aoup_probability_velocity(
     model: AOUP, x: Tensor, g: Tensor, s_x: Tensor | None, s_g: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """v = b - D s for AOUPs (card): v_x = v0 g - A x + F(x) - eps s_x,
+    """v = b - D s for AOUPs (paper): v_x = v0 g - A x + F(x) - eps s_x,
     v_g = -gamma g - gamma s_g = -gamma (g + s_g).
 
     x, g, s_x, s_g: (n, N, d) -> (v_x, v_g). With eps = 0 (or s_x None), v_x = b_x."""
@@ -95,15 +95,15 @@ class LocalEPR:
 
 
 def aoup_local_epr(model: AOUP, x: Tensor, g: Tensor, s_x: Tensor | None, s_g: Tensor) -> LocalEPR:
-    """Per-particle EPR v_i . D_i^-1 v_i split into x- and g-parts (card, "Local
-    decomposition"); :func:`total_epr` of ``per_particle`` is the EPR. x, g: (n, N, d)."""
+    """Per-particle EPR v_i . D_i^-1 v_i split into x- and g-parts (docs/papers.md);
+    :func:`total_epr` of ``per_particle`` is the EPR. x, g: (n, N, d)."""
     v_x, v_g = aoup_probability_velocity(model, x, g, s_x, s_g)
     x_part = None if model.eps == 0 or s_x is None else local_epr(v_x, model.eps)
     return LocalEPR(v_x, v_g, x_part, local_epr(v_g, model.gamma))
 
 
 def local_epr_g_from_divergence(div_g: Tensor, gamma: float, dim: int = 2) -> Tensor:
-    """The card's per-particle g-part -gamma div_{g_i} s_{g_i} - gamma d, (n, N), from
+    """The paper's per-particle g-part -gamma div_{g_i} s_{g_i} - gamma d, (n, N), from
     div_g (n, N): equal in expectation over rho to gamma |g_i + s_{g_i}|^2 (integrate by
     parts, g ~ N(0, I)), pointwise different. (The sample mean of it is
     ``theory.linear_sde.per_particle_epr_g_from_divergence``.)"""

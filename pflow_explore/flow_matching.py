@@ -1,5 +1,5 @@
 """Flow matching / rectified flow: interpolation, loss, guidance, Euler and one-step sampling,
-couplings, and the 1-RF training loop (card 03_rectified_flow, "Method").
+couplings, and the 1-RF training loop (docs/papers.md).
 
 Time runs the rectified-flow way in this module: t = 0 is noise, t = 1 is data,
 
@@ -261,7 +261,7 @@ def sample_pairs(
     method: str = "rk4",
     batch: int = 8192,
 ) -> Pairs:
-    """The ODE coupling of v (card, "Reflow"): Z1 = Z0 + int_0^1 v_alpha(Z_t, t | y) dt,
+    """The ODE coupling of v (docs/papers.md): Z1 = Z0 + int_0^1 v_alpha(Z_t, t | y) dt,
     integrated with ``method`` on ``n_steps`` even steps, in batches of ``batch``.
 
     z0 (n, d) ~ N(0, I); y (n,) labels (null rows follow the unconditional field) or None;
@@ -367,7 +367,7 @@ def train_rectified_flow(
     Every batch draws new data X1 (``sample_data(n, cpu_generator) -> (x1 (n, d), y or
     None)``, generator seeded ``stage.seed``) and new noise X0 and times t (a generator on
     the model's device seeded ``stage.seed + 1``), so the pairing is resampled every batch
-    (card, Traps: RectifiedFlow issue #36 fixed it once per epoch). Labels become the null
+    (docs/papers.md, Traps: RectifiedFlow issue #36 fixed it once per epoch). Labels become the null
     class ``n_classes`` with probability ``p_uncond`` (classifier-free guidance training).
     """
     from pflow_explore.nets import drop_labels

@@ -1,4 +1,4 @@
-"""Stochastic interpolants (Albergo, Boffi & Vanden-Eijnden 2023, card 02_interpolants).
+"""Stochastic interpolants (Albergo, Boffi & Vanden-Eijnden 2023, docs/papers.md §02).
 
 Between two densities rho0 and rho1 (x0 ~ rho0, x1 ~ rho1, z ~ N(0, I) independent),
 
@@ -10,7 +10,7 @@ purpose: "mirror" has a = 0, b = 1 (I = x1 at every t, so it needs rho0 = rho1),
 "one_sided" is the linear interpolant with rho0 required to be N(0, I) (the diffusion-like
 case, x0 plays the role of the noise; its gamma is 0 by default).
 
-The regression targets of the card: the velocity b(t, x) = E[d_t I + gamma'(t) z | x_t = x]
+The regression targets of the paper: the velocity b(t, x) = E[d_t I + gamma'(t) z | x_t = x]
 (:meth:`Interpolant.velocity_target` is the quantity inside the expectation) and the
 score s(t, x) = -E[z | x_t = x] / gamma(t). gamma' is singular at t = 0, 1 for
 gamma = sqrt(a t (1 - t)), but the product gamma gamma' = a (1 - 2t) / 2 is not, so every
@@ -86,7 +86,7 @@ class Gamma:
 class SqrtGamma(Gamma):
     """gamma = sqrt(a t (1 - t)) (Brownian-bridge amplitude); gamma gamma' = a (1 - 2t) / 2.
 
-    gamma' = a (1 - 2t) / (2 gamma) is infinite at t = 0, 1 (card "Traps"). a > 0.
+    gamma' = a (1 - 2t) / (2 gamma) is infinite at t = 0, 1 (docs/papers.md). a > 0.
     """
 
     name = "sqrt"

@@ -1,5 +1,5 @@
 """Motility-induced phase separation (MIPS): which particles are gas, interface or bulk, and
-how much entropy each phase produces (card 12_active_matter, "Headline": the EPR
+how much entropy each phase produces (docs/papers.md §12; "Headline": the EPR
 concentrates at cluster interfaces).
 
 Phases come from neighbour counts (:func:`interface_labels`); the local EPR of a learned
@@ -7,7 +7,7 @@ g-score is measured two ways (:func:`local_epr_by_phase`), and summarised across
 fractions (:func:`phi_sweep`) or along a recorded stretch of time (:func:`epr_movie`):
 
     gamma |g_i + s_{g_i}|^2                   = |v_{g_i}|^2 / gamma, pointwise >= 0;
-    -gamma div_{g_i} s_{g_i} - gamma d         the card's divergence form,
+    -gamma div_{g_i} s_{g_i} - gamma d         the paper's divergence form,
 
 equal in expectation over rho (integrate by parts in g_i). The divergence form is unbiased
 for a given network; the squared form pays the network's error squared. States: x, g
@@ -104,7 +104,7 @@ class PhaseEPR:
     """The local EPR of MIPS configurations from a learned g-score.
 
     x, g (n, N, 2): the evaluated configurations; local (n, N): gamma |g_i + s_{g_i}|^2;
-    local_div (n, N): the card's divergence form; labels (n, N): :func:`interface_labels`;
+    local_div (n, N): the paper's divergence form; labels (n, N): :func:`interface_labels`;
     phase_epr, phase_epr_div (3,): mean local EPR in gas / interface / bulk; fractions (3,):
     share of particles per phase; ratio: interface / bulk of the divergence form (unbiased
     for the learned score), ratio_se: its standard error over configurations,

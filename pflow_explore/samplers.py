@@ -57,7 +57,7 @@ class VelocityScore(Protocol):
 class LearnedPair(nn.Module):
     """The learned velocity b(x, t) and denoiser eta(x, t) = -E[z | x_t = x], x: (n, d).
 
-    The score is s = eta / gamma (card, "Method"). Both nets were trained on
+    The score is s = eta / gamma (docs/papers.md). Both nets were trained on
     t in [t_delta, 1 - t_delta] only, where gamma > 0; :meth:`score` holds gamma at its
     value at the nearer end of that interval outside it, so s stays finite at t = 0 and 1
     (the samplers take steps of length ~ gamma^2 there, so the choice barely matters).

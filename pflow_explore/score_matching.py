@@ -1,5 +1,5 @@
 """Learning a score s = grad log rho from samples, and the divergence of a learned field
-(card 12_active_matter, "Score learning"; Boffi & Vanden-Eijnden 2023).
+(docs/papers.md §12; "Score learning"; Boffi & Vanden-Eijnden 2023).
 
 The states are particle systems: positions x and propulsions g, each (n, N, d) for n
 configurations of N particles in d dimensions. A score function maps them to its two parts,
@@ -15,16 +15,16 @@ whose minimiser over all functions is the score of the law of z' (integrate by p
 E|s|^2 + 2 E div s = the implicit score-matching loss, up to a constant). Two ways to noise:
 
 - :func:`denoising_loss`: a fixed tau = sigma, the minimiser is the score of rho * N(0, sigma^2)
-  (g only when x has no noise, the card's eps = 0 case);
+  (g only when x has no noise, the paper's eps = 0 case);
 - :func:`dynamics_denoising_loss`: one Euler-Maruyama step of the dynamics is the noise,
   z' = z + b dt + sqrt(2 D dt) xi, so z' is again distributed as rho (stationarity) and the
   minimiser is the score of rho itself.
 
 Both are antithetic: the pair +-xi with the same z cancels the 2 s(z) . xi / tau term of
-order 1/tau, whose variance would swamp a small tau (card, "Traps").
+order 1/tau, whose variance would swamp a small tau (docs/papers.md).
 
 :func:`block_hutchinson_divergence` estimates the divergence of each particle's own block,
-div_{g_i} s_{g_i}, for all i with one backward pass (the card's local g-part of the EPR).
+div_{g_i} s_{g_i}, for all i with one backward pass (the paper's local g-part of the EPR).
 :func:`aoup_dynamics_loss` is dynamics denoising with the AOUP's own drift and diffusion;
 :func:`learned_aoup_epr` is the EPR a learned score gives, by both estimators of its g-part.
 """
@@ -70,7 +70,7 @@ def denoising_loss(
     box: float | None = None,
     antithetic: bool = True,
 ) -> Tensor:
-    """Fixed-sigma denoising score matching (card, "Score learning").
+    """Fixed-sigma denoising score matching (docs/papers.md).
 
     z' = z +- sigma xi (xi ~ N(0, I) on g, and on x when ``noise_x``; x wrapped into the
     periodic ``box``), the loss E[|s(z')|^2 + 2 s(z') . (+-xi) / sigma] over the noised parts,
@@ -104,7 +104,7 @@ def dynamics_denoising_loss(
     generator: torch.Generator | None = None,
     box: float | None = None,
 ) -> Tensor:
-    """ "Dynamics denoising" (card, "Score learning"): one Euler-Maruyama step is the noise.
+    """ "Dynamics denoising" (docs/papers.md): one Euler-Maruyama step is the noise.
 
     For dx = b_x dt + sqrt(2 D_x) dW, dg = b_g dt + sqrt(2 D_g) dW' with ``drift(x, g) =
     (b_x, b_g)`` and ``diffusion = (D_x, D_g)`` (scalars):
@@ -137,7 +137,7 @@ def aoup_dynamics_loss(
 ) -> Tensor:
     """:func:`dynamics_denoising_loss` for active Ornstein-Uhlenbeck particles: drift
     (v0 g - A x + F(x), -gamma g), diffusion (eps, gamma), x wrapped into ``model.box``
-    (card, "Score learning"). x, g: (n, N, d) stationary samples -> a scalar."""
+    (docs/papers.md). x, g: (n, N, d) stationary samples -> a scalar."""
     drift = lambda xx, gg: aoup_drift(model, xx, gg)  # noqa: E731
     noise = (model.eps, model.gamma)
     return dynamics_denoising_loss(score, drift, noise, x, g, dt, generator, model.box)
@@ -207,7 +207,7 @@ def evaluate_score(
 class LearnedEPR:
     """The EPR of a learned score at n samples (``epr.total_epr`` of each local part): total,
     x_part (NaN when eps = 0), g_part = E gamma |g + s_g|^2, g_div = E(-gamma div_g s_g -
-    gamma d) (the card's divergence form); per_sample (n,): v . D^-1 v per sample, on the CPU;
+    gamma d) (the paper's divergence form); per_sample (n,): v . D^-1 v per sample, on the CPU;
     local: the velocities and local parts (``epr.LocalEPR``) at the samples."""
 
     total: float

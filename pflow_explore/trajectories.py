@@ -1,7 +1,7 @@
-"""How straight sampled paths are, and which of them cross (rectified flow, card 03).
+"""How straight sampled paths are, and which of them cross (rectified flow, docs/papers.md §03).
 
 A trajectory is a tensor (T + 1, n, d), time first as :mod:`pflow_explore.solvers` returns
-it, at times (T + 1,) (strictly monotone). Straightness (Liu et al. 2022, card "Method"):
+it, at times (T + 1,) (strictly monotone). Straightness (Liu et al. 2022, docs/papers.md):
 
     S(Z) = int_0^1 E |(Z_1 - Z_0) - dZ_t/dt|^2 dt,
 

@@ -1,5 +1,5 @@
 """Chapter 12: the probability flow of active particles and where entropy is produced
-(Boffi & Vanden-Eijnden 2023, card 12_active_matter). The score s = grad log rho of active
+(Boffi & Vanden-Eijnden 2023, docs/papers.md §12). The score s = grad log rho of active
 Ornstein-Uhlenbeck particles (``datasets.particles``) is learned (``score_matching``,
 ``nets.particle_scores``) and gives the probability velocity v = b - D s and the EPR, total
 and local (``epr``, ``mips``; exact cases ``theory.linear_sde``; figures ``viz.epr``).
@@ -222,7 +222,7 @@ def _lazy(dev: torch.device, sample: Callable[..., tuple[Tensor, ...]], *args: A
 
 # ---- the physical models ---------------------------------------------------------------------
 def trap_model(s: Settings, v0: float) -> AOUP:
-    """One AOUP in the harmonic trap A (card, "Exact cases"); independent particles."""
+    """One AOUP in the harmonic trap A (docs/papers.md); independent particles."""
     return AOUP(1, v0, gamma=s.trap_gamma, eps=s.trap_eps, A=s.trap_A, interaction="none")
 
 
@@ -234,7 +234,8 @@ def ring_model(s: Settings, n: int) -> AOUP:
 
 
 def mips_model(s: Settings, phi: float | None = None, n: int | None = None) -> AOUP:
-    """Soft discs in a periodic box at packing fraction phi (A = 0, eps = 0: card, MIPS)."""
+    """Soft discs in a periodic box at packing fraction phi (A = 0, eps = 0; docs/papers.md,
+    MIPS)."""
     return particles.mips_model(
         n or s.mips_n, phi or s.mips_phi, v0=s.mips_v0, gamma=s.mips_gamma, radius=s.mips_radius
     )
@@ -243,7 +244,7 @@ def mips_model(s: Settings, phi: float | None = None, n: int | None = None) -> A
 # ---- experiment 0: the exact results, checked numerically -------------------------------------
 @dataclass
 class TheoryChecks:
-    """The card's formulas vs numeric Lyapunov (max rel. difference), the trap samples' max
+    """The paper's formulas vs numeric Lyapunov (max rel. difference), the trap samples' max
     |z|, div v of the ring (total, x-, g-part), its modal vs Lyapunov EPR (rel. difference)."""
 
     formula_vs_lyapunov: float
@@ -256,10 +257,10 @@ class TheoryChecks:
 
 @_pinned
 def theory_checks(s: Settings, data: dict[str, Tensor], n_random: int = 20) -> TheoryChecks:
-    """Check the exact results numerically (card, "Exact cases")."""
+    """Check the exact results numerically (docs/papers.md)."""
     from pflow_explore.theory import linear_sde as ls  # imports sympy: not at module import
 
-    worst = ls.trapped_aoup_card_worst(n_random, s.seed)  # (A, v0, gamma, eps) in [0.2, 3]
+    worst = ls.trapped_aoup_formula_worst(n_random, s.seed)  # (A, v0, gamma, eps) in [0.2, 3]
     trap = (s.trap_A, s.trap_v0s, s.trap_gamma, s.trap_eps)
     z_max = ls.trapped_aoup_sweep_z(data["x_test"], data["g_test"], *trap)
     args = ring_parameters(s)
@@ -268,7 +269,7 @@ def theory_checks(s: Settings, data: dict[str, Tensor], n_random: int = 20) -> T
 
 # ---- experiment 1: the trapped AOUP across v0 -----------------------------------------------
 def trap_samples(s: Settings, n: int, seed: int) -> tuple[Tensor, Tensor]:
-    """n stationary samples per v0 of ``trap_v0s`` (card, "Traps"): (x, g) each (m, n, 1, d)."""
+    """n stationary samples per v0 of ``trap_v0s`` (docs/papers.md): (x, g) each (m, n, 1, d)."""
     models = [trap_model(s, v0) for v0 in s.trap_v0s]
     return particles.stationary_sweep(models, n, s.sim_dt, torch.Generator().manual_seed(seed))
 
@@ -339,7 +340,7 @@ def trap_phase_current(
 @_pinned
 def trap_experiment(s: Settings, net: nn.Module | None = None) -> TrapResult:
     """Train (or load) ``TrapScore``; the EPR of its score on held-out samples at every v0
-    beside the exact gamma v0^2 / (eps (A + gamma)) per dimension (card), and the current.
+    beside the exact gamma v0^2 / (eps (A + gamma)) per dimension (paper), and the current.
     ``net`` (x, g, v0=) -> (s_x, s_g): evaluate this network instead (a control; fit None)."""
     from pflow_explore.theory import linear_sde as ls  # imports sympy: not at module import
 
@@ -352,7 +353,7 @@ def trap_experiment(s: Settings, net: nn.Module | None = None) -> TrapResult:
         x, g = data["x_test"][j].to(dev), data["g_test"][j].to(dev)
         score = functools.partial(net, v0=v0)
         est = score_matching.learned_aoup_epr(trap_model(s, v0), score, x, g, gen, 4, 4096)
-        args = (s.trap_A, v0, s.trap_gamma, s.trap_eps)  # the exact columns from the card
+        args = (s.trap_A, v0, s.trap_gamma, s.trap_eps)  # the exact columns from the paper
         exact, exact_g = ls.trapped_aoup_epr(*args), ls.trapped_aoup_epr_g(*args)
         rows.append((exact, est.total, exact_g, est.g_part, est.g_div, est.x_part))
         per_sample.append(est.per_sample)
@@ -425,7 +426,7 @@ class RingResult:
 @_pinned
 def ring_experiment(s: Settings, net: nn.Module | None = None) -> RingResult:
     """Train (or load) the ring network at N = ``ring_n``; evaluate it there and at each N of
-    ``ring_n_eval`` on fresh configurations, without retraining (card, "Small reproduction").
+    ``ring_n_eval`` on fresh configurations, without retraining (docs/papers.md).
     ``net`` (x, g) -> (s_x, s_g): evaluate this network instead (a control; fit None)."""
     from pflow_explore.theory import linear_sde as ls  # imports sympy: not at module import
 
@@ -652,7 +653,7 @@ def trap_claim(t: TrapResult) -> Claim:
     rows = zip(t.v0s.tolist(), t.learned.tolist(), se.tolist(), t.exact.tolist(), strict=True)
     return claim_parts_within(
         "learned EPR within 10% of exact across the v0 sweep (max |rel. error|)",
-        "learned EPR tracks gamma v0^2 / (eps (A + gamma)) (card)",
+        "learned EPR tracks gamma v0^2 / (eps (A + gamma)) (paper)",
         {f"v0 = {v:g}": row for v, *row in rows},
         0.1,
         t.settings.scale,
@@ -671,10 +672,10 @@ def ring_claims(rg: RingResult, s: Settings) -> list[Claim]:
             for i, k in enumerate(("total", "x-part", "g-part"))
         }
         name = f"transfer: same network at N = {n} (no retraining)"
-        paper = "a local network trained at N = 64 keeps per-particle EPR at N = 256-512 (card)"
+        paper = "a local network trained at N = 64 keeps per-particle EPR at N = 256-512 (paper)"
         if j == 0:
             name = f"ring per-particle EPR at the training N = {n}"
-            paper = "per-particle EPR matches the spring-ring modal values (card)"
+            paper = "per-particle EPR matches the spring-ring modal values (paper)"
         note = f"local transformer k = {s.ring_knn}; SE over the test configurations"
         rows.append(claim_parts_within(name, paper, parts, 0.1, s.scale, note))
     return rows
@@ -718,13 +719,13 @@ def large_box_claim(big: PhaseEPR, m: PhaseEPR, s: Settings) -> Claim:
 
 
 def claims(r: Results) -> list[Claim]:
-    """The card's claims, measured at this scale (criteria fixed before measuring). Every
+    """The paper's claims, measured at this scale (criteria fixed before measuring). Every
     training-dependent row holds only beyond its own noise (2 SE, or Student t over replicas)."""
     sc, s, th = r.settings.scale, r.settings, r.theory
     return [
         Claim(
             "exact formulas = numeric Lyapunov (max rel. difference)",
-            "S and EPR of the trapped AOUP in closed form (card)",
+            "S and EPR of the trapped AOUP in closed form (paper)",
             th.formula_vs_lyapunov, "< 1e-9", bool(th.formula_vs_lyapunov < 1e-9), sc,
             "20 random (A, v0, gamma, eps); total EPR and g-part; div v of the ring: "
             f"x-part {th.div_x:.3g}, g-part {th.div_g:.3g}, total {th.div_total:.2g}",
@@ -764,7 +765,7 @@ def figures(r: Results) -> dict[str, go.Figure]:
 
 def preview() -> go.Figure:
     """The exact probability current of a trapped AOUP in its (x, g) plane: v = M z with
-    M = -B + D S^-1 and the card's closed-form S (A = gamma = eps = v0 = 1), a rotation
+    M = -B + D S^-1 and the paper's closed-form S (A = gamma = eps = v0 = 1), a rotation
     around the density's ellipse. Evaluated directly (no sympy, no training)."""
     A = gamma = eps = v0 = 1.0
     S = [[(eps + v0**2 / (A + gamma)) / A, v0 / (A + gamma)], [v0 / (A + gamma), 1.0]]

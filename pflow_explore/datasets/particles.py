@@ -1,11 +1,11 @@
-"""Active Ornstein-Uhlenbeck particles (AOUP), batched over replicas (card 12_active_matter).
+"""Active Ornstein-Uhlenbeck particles (AOUP), batched over replicas (docs/papers.md §12).
 
 For particles i = 1..N in d dimensions (d = 2 in the chapter),
 
     dx_i = [v0 g_i - A x_i + F_i(x)] dt + sqrt(2 eps) dW_i,
     dg_i = -gamma g_i dt + sqrt(2 gamma) dW'_i,
 
-with interactions F (card, "Model"):
+with interactions F (docs/papers.md):
 
 - ``"none"``: F = 0 (independent particles; with A > 0 the trapped AOUP of the exact cases);
 - ``"ring"`` / ``"lattice"``: springs, F = -k L x with L the graph Laplacian (linear, exact
@@ -22,7 +22,7 @@ where it is k e^{-8}/beta ~ 4.5e-5 k (the paper's code sums every pair; pass
 
 Time stepping (:func:`step`): Euler-Maruyama for x (O(dt) bias in the stationary law) and the
 exact OU update for g, g <- e^{-gamma dt} g + sqrt(1 - e^{-2 gamma dt}) xi, so the law of g is
-exact for any dt (card: "step g exactly").
+exact for any dt (docs/papers.md: "step g exactly").
 
 Cost of the repulsion per step and replica: the dense path forms every pair, O(N^2 d) time
 and, chunked over i, O(chunk N d) memory; the cell-list path bins particles into cells of side
@@ -51,7 +51,7 @@ _DENSE_CHUNK_ELEMENTS = 2**22  # pairs held at once by the dense path (x d float
 
 @dataclass(frozen=True)
 class AOUP:
-    """Parameters of N active Ornstein-Uhlenbeck particles (card 12, "Model").
+    """Parameters of N active Ornstein-Uhlenbeck particles (docs/papers.md).
 
     n_particles: N. v0: self-propulsion speed. gamma: inverse persistence time of g.
     eps: translational diffusion (0 allowed: noise on g only, the MIPS setting). A: harmonic
@@ -177,7 +177,7 @@ def mips_model(
     beta: float = 7.5,
     dim: int = 2,
 ) -> AOUP:
-    """The MIPS preset (card): soft repulsion in a periodic box at packing fraction phi,
+    """The MIPS preset (paper): soft repulsion in a periodic box at packing fraction phi,
     A = 0, eps = 0 (noise only on g), k = 1.
 
     Defaults are the official code's MIPS data set (nmboffi/active_pflows: r = 1,
@@ -294,7 +294,7 @@ def _check_state(model: AOUP, x: Tensor, name: str = "x") -> None:
 
 
 def softplus_force(distance: Tensor, model: AOUP) -> Tensor:
-    """Magnitude k softplus_beta(2r - |r_ij|) of the pair repulsion (card), same shape."""
+    """Magnitude k softplus_beta(2r - |r_ij|) of the pair repulsion (paper), same shape."""
     return model.k * F.softplus(2 * model.radius - distance, beta=model.beta)
 
 
@@ -381,7 +381,7 @@ def repulsion_forces_cells(model: AOUP, x: Tensor) -> Tensor:
 
 
 def forces(model: AOUP, x: Tensor, method: str = "auto") -> Tensor:
-    """Interaction force F(x), (R, N, d) for x (R, N, d) (card, "Model").
+    """Interaction force F(x), (R, N, d) for x (R, N, d) (docs/papers.md).
 
     ring / lattice: F = -k L x (L the graph Laplacian). repulsion: F_i = k sum_j
     softplus_beta(2r - |r_ij|) r^_ij, ``method`` "dense" (chunked O(N^2)), "cells" (cell
@@ -431,7 +431,7 @@ def step(
     generator: torch.Generator | None = None,
     method: str = "auto",
 ) -> tuple[Tensor, Tensor]:
-    """One step: Euler-Maruyama for x, exact OU for g (card). x, g: (R, N, d) -> same.
+    """One step: Euler-Maruyama for x, exact OU for g (paper). x, g: (R, N, d) -> same.
 
     x' = x + (v0 g - A x + F(x)) dt + sqrt(2 eps dt) xi   (then wrapped into the box)
     g' = e^{-gamma dt} g + sqrt(1 - e^{-2 gamma dt}) xi'
@@ -446,7 +446,8 @@ def step(
 
 
 def ou_step(g: Tensor, xi: Tensor, gamma: float, dt: float) -> Tensor:
-    """The exact step of dg = -gamma g dt + sqrt(2 gamma) dW over dt (card: "step g exactly"):
+    """The exact step of dg = -gamma g dt + sqrt(2 gamma) dW over dt (docs/papers.md: "step g
+    exactly"):
 
         g' = e^{-gamma dt} g + sqrt(1 - e^{-2 gamma dt}) xi,   xi ~ N(0, I), any shape.
 
@@ -544,7 +545,8 @@ def simulate(
     layout: str = "uniform",
 ) -> ParticleTrajectory:
     """Run R replicas: thermalize for ``thermalize`` time units (default 10 x
-    model.relaxation_time, i.e. 10 / gamma without a trap; card, "Traps"), then take n_steps
+    model.relaxation_time, i.e. 10 / gamma without a trap; docs/papers.md, "Traps"), then take
+    n_steps
     steps, recording every ``record_every`` -> T = n_steps // record_every + 1 frames.
 
     x0, g0: (R, N, d) starting states (default :func:`initial_state` with ``layout``); their

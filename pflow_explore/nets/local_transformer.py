@@ -1,6 +1,6 @@
 """A local, permutation-equivariant transformer over the k nearest neighbours of each particle.
 
-The network of Boffi & Vanden-Eijnden (2023), card 12_active_matter, "Network": the score of
+The network of Boffi & Vanden-Eijnden (2023), docs/papers.md §12, "Network": the score of
 N interacting particles is predicted per particle from its own features and those of its k
 nearest neighbours, seen through relative positions (wrapped in a periodic box). Because it
 uses only relative positions it is translation invariant; because every particle runs the
@@ -215,7 +215,8 @@ class LocalTransformer(nn.Module):
     embeds its own features, h_i = MLP(c_i) (a learned constant when ``feature_dim = 0``),
     then ``layers`` :class:`LocalAttentionLayer`s mix in the k nearest neighbours (under the
     minimum image when ``box`` is set), and a final LayerNorm + Linear reads out f_i. For
-    active particles (card 12) c_i = g_i, the propulsion, and f_i = (s_{x_i}, s_{g_i}), the
+    active particles (docs/papers.md §12) c_i = g_i, the propulsion, and f_i = (s_{x_i}, s_{g_i}),
+    the
     score with respect to the particle's own degrees of freedom.
 
     Properties, by construction: translation invariant (only rel_ij = x_j - x_i enters),

@@ -1,5 +1,5 @@
 """Score networks of active particles: s(x, g) = (s_x, s_g) = grad log rho for positions x
-and propulsions g, each (n, N, d) (card 12_active_matter, "Score learning").
+and propulsions g, each (n, N, d) (docs/papers.md).
 
 Every network here writes the propulsion score as s_g = -g + f_g. The -g is the score of
 the propulsion's own stationary law N(0, I), exact when g does not couple to x (v0 = 0), so
@@ -55,7 +55,7 @@ class TrapScore(nn.Module):
 def make_local_net(
     feature_dim: int, out_dim: int, k: int, width: int, layers: int, heads: int, scale_: float
 ) -> LocalTransformer:
-    """The local transformer of the card in d = 2 (k nearest neighbours, wrapped
+    """The local transformer of the paper in d = 2 (k nearest neighbours, wrapped
     coordinates, relative positions divided by ``scale_``); its box is replaced per call: it
     follows N (ring) or the packing fraction (MIPS)."""
     sizes = dict(k=k, width=width, layers=layers, heads=heads)
@@ -93,7 +93,7 @@ class ChainScore(nn.Module):
 
 class PropulsionScore(nn.Module):
     """s_g(x, g) = -g + f(x, g) for eps = 0, f a local transformer (positions x in the
-    periodic box, features g). Only the g-part exists: x has no noise, so the card's
+    periodic box, features g). Only the g-part exists: x has no noise, so the paper's
     g-only losses and estimators apply. Returns (None, s_g), s_g (n, N, d)."""
 
     def __init__(self, net: LocalTransformer) -> None:

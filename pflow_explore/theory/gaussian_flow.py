@@ -1,4 +1,4 @@
-"""The probability flow of Gaussian data in closed form (Wang & Vastola 2023, card 01_painters).
+"""The probability flow of Gaussian data in closed form (Wang & Vastola 2023, docs/papers.md §01).
 
 Data x0 ~ N(mu, Sigma), Sigma = U diag(lambda) U^T, pushed through x = alpha x0 + sigma z.
 Along each eigenvector u_k the PF-ODE decouples into a scalar linear ODE for the
@@ -97,7 +97,7 @@ def _pf_ode_in_eigencoords(alpha: sp.Expr, sig: sp.Expr, time: sp.Symbol) -> dic
 def pf_ode_eigen_ve() -> Derivation:
     """VE / EDM: dc/dsigma = sigma c / (lambda + sigma^2), solved from c(sigma_T) = c_T.
 
-    Result: c(sigma) = c_T sqrt(lambda + sigma^2) / sqrt(lambda + sigma_T^2) (card, "VE").
+    Result: c(sigma) = c_T sqrt(lambda + sigma^2) / sqrt(lambda + sigma_T^2) (docs/papers.md).
     """
     parts = _pf_ode_in_eigencoords(sp.Integer(1), sigma, sigma)  # sigma itself is the time
     ode = sp.Eq(c(sigma).diff(sigma), parts["dc"])
@@ -220,7 +220,7 @@ def rotation_form() -> Derivation:
     """VP solution with abar = sin^2 theta: c(theta) = c_T sqrt(cos^2 th + lambda sin^2 th) / N_T.
 
     N_T = sqrt(cos^2 theta_T + lambda sin^2 theta_T). What holds exactly: this form for every
-    abar_T; the card's c(t) = c(T) sqrt(cos^2 theta + lambda sin^2 theta) only for abar_T = 0
+    abar_T; the paper's c(t) = c(T) sqrt(cos^2 theta + lambda sin^2 theta) only for abar_T = 0
     (theta_T = 0, x_T pure noise), otherwise up to the factor 1/N_T = 1 + O(abar_T).
     theta runs from theta_T (noise) to pi/2 (data, where c = sqrt(lambda) c_T / N_T).
     """

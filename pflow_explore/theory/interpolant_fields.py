@@ -1,4 +1,4 @@
-"""Exact fields of a stochastic interpolant between Gaussian mixtures (card 02_interpolants).
+"""Exact fields of a stochastic interpolant between Gaussian mixtures (docs/papers.md §02).
 
 x_t = a(t) x0 + b(t) x1 + gamma(t) z with x0 ~ rho0, x1 ~ rho1, z ~ N(0, I) independent
 (:mod:`pflow_explore.interpolants`). For mixtures rho0 = sum_i w_i N(mu_i, C_i) and
@@ -13,9 +13,9 @@ p(ij | x_t = x) (a softmax of the component log-densities):
     s(x, t)   = grad log rho = -sum r_ij S_ij^-1 (x - m_ij)
     v(x, t)   = E[d_t I | x_t = x] = sum r_ij [m'_ij + (a a' C_i + b b' D_j) S_ij^-1 (x - m_ij)]
     b(x, t)   = E[d_t I + gamma' z | x_t = x] = v - gamma gamma' s
-    eta(x, t) = -E[z | x_t = x] = gamma s          (the "denoiser"; card: s = eta / gamma)
+    eta(x, t) = -E[z | x_t = x] = gamma s          (the "denoiser"; docs/papers.md: s = eta / gamma)
 
-(the card's Gaussian formulas, one pair at a time). gamma gamma' is used as a product, so b
+(the paper's Gaussian formulas, one pair at a time). gamma gamma' is used as a product, so b
 is finite at t = 0, 1 even where gamma' is not. The scalar Gaussian case is derived in
 sympy (:func:`derivation_gaussian`), including the check that rho solves the transport
 equation d_t rho + d_x(b rho) = 0 and the Fokker-Planck equations
@@ -49,7 +49,7 @@ from pflow_explore.theory.gaussian_flow import Derivation
 F64 = torch.float64
 
 # ---- the scalar Gaussian derivation ----------------------------------------------------------
-# The card's a(t), b(t) are alpha(t), beta(t) here, so that "b" can name the velocity.
+# The paper's a(t), b(t) are alpha(t), beta(t) here, so that "b" can name the velocity.
 t_sym = sp.Symbol("t", real=True)
 x_sym = sp.Symbol("x", real=True)
 eps_sym = sp.Symbol("epsilon", nonnegative=True)
@@ -422,7 +422,8 @@ class InterpolantFields:
         return self._evaluate(x, t, ("v",))["v"].to(x.dtype)
 
     def denoiser(self, x: Tensor, t: float | Tensor) -> Tensor:
-        """eta(x, t) = gamma(t) s(x, t) = -E[z | x_t = x], (n, d) (card: s = eta / gamma)."""
+        """eta(x, t) = gamma(t) s(x, t) = -E[z | x_t = x], (n, d) (docs/papers.md: s = eta /
+        gamma)."""
         g = self._pairs(t).gamma
         return (g * self._evaluate(x, t, ("s",))["s"]).to(x.dtype)
 
@@ -479,7 +480,7 @@ def transport_residual(
 
         R = d_t rho + d_x((b + eps s) rho) - eps d_xx rho,     shape (m - 2,),
 
-    for d = 1; eps = 0 is the transport equation (card, "Exact cases"); eps < 0 is the
+    for d = 1; eps = 0 is the transport equation (docs/papers.md); eps < 0 is the
     backward equation with drift b - |eps| s. Central differences: in time with step dt
     (t - dt and t + dt must lie in [0, 1]), in space on the uniform grid x_grid (m,),
     spacing h: the residual is O(dt^2 + h^2) for the exact rho, and shrinks ~4x when both
@@ -628,8 +629,8 @@ def girsanov_bound(
     eps: float,
     steps: int = 1000,
 ) -> float:
-    """Likelihood-control bound for the SDE dX = b_F dt + sqrt(2 eps) dW (card, "likelihood
-    control"): a drift error delta(x, t) = delta_A(t) x + delta_c(t) gives
+    """Likelihood-control bound for the SDE dX = b_F dt + sqrt(2 eps) dW (docs/papers.md): a drift
+    error delta(x, t) = delta_A(t) x + delta_c(t) gives
 
         KL(rho1 || rho1_hat) <= KL(P || P_hat) = 1/(4 eps) int_0^1 E_{rho_t} |delta(x, t)|^2 dt,
 

@@ -1,4 +1,4 @@
-"""Stationary states, probability flows and entropy production of linear SDEs (card 12).
+"""Stationary states, probability flows and entropy production of linear SDEs (docs/papers.md §12).
 
 Convention (the NEGATED drift matrix): for a state z in R^n,
 
@@ -10,10 +10,10 @@ Lyapunov equation B S + S B^T = 2 D; the score is s(z) = -S^{-1} z, the probabil
     v(z) = b(z) - D s(z) = (-B + D S^{-1}) z =: M z,
 
 and the entropy production rate over the noisy degrees of freedom I (those with D_jj > 0) is
-EPR_I = E[v_I . D_I^{-1} v_I] = sum_{j in I} (M S M^T)_jj / D_jj (card, "Probability flow").
+EPR_I = E[v_I . D_I^{-1} v_I] = sum_{j in I} (M S M^T)_jj / D_jj (docs/papers.md).
 Since M S = -B S + D is antisymmetric (add the Lyapunov equation to its transpose),
 div v = tr M = tr(M S S^{-1}) = 0 and v . s = 0 pointwise for every linear system; the x- and
-g-parts of tr M cancel (card, "Exact cases").
+g-parts of tr M cancel (docs/papers.md).
 
 Active Ornstein-Uhlenbeck particles are linear with no interaction or with springs. Per
 spatial dimension the state is z = (x_1..x_N, g_1..g_N), with
@@ -82,22 +82,22 @@ def _trapped_aoup_exprs() -> dict[str, sp.Expr]:
 
 @functools.cache
 def derivation_trapped_aoup() -> Derivation:
-    """One AOUP in a harmonic trap, per dimension (card, "Exact cases"): z = (x, g),
+    """One AOUP in a harmonic trap, per dimension (docs/papers.md): z = (x, g),
     B = [[A, -v0], [0, gamma]], D = diag(eps, gamma).
 
     Derives S (Lyapunov), s = -S^{-1} z, v = -B z - D s, div v (= 0, x- and g-parts
     cancelling), and EPR = E[v . D^{-1} v] = gamma v0^2 / (eps (A + gamma)) with its g-part
-    A gamma v0^2 / (eps (A + gamma)^2 + gamma v0^2); each checked against the card's form by
+    A gamma v0^2 / (eps (A + gamma)^2 + gamma v0^2); each checked against the paper's form by
     simplifying the difference to 0.
     """
     e = _trapped_aoup_exprs()
     S = e["S"]
-    card_S = (1, v0_s / (A_s + gamma_s), (eps_s + v0_s**2 / (A_s + gamma_s)) / A_s)
-    card_epr = gamma_s * v0_s**2 / (eps_s * (A_s + gamma_s))
-    card_epr_g = A_s * gamma_s * v0_s**2 / (eps_s * (A_s + gamma_s) ** 2 + gamma_s * v0_s**2)
+    paper_S = (1, v0_s / (A_s + gamma_s), (eps_s + v0_s**2 / (A_s + gamma_s)) / A_s)
+    paper_epr = gamma_s * v0_s**2 / (eps_s * (A_s + gamma_s))
+    paper_epr_g = A_s * gamma_s * v0_s**2 / (eps_s * (A_s + gamma_s) ** 2 + gamma_s * v0_s**2)
     diff_S = sp.Matrix(
-        [sp.simplify(S[1, 1] - card_S[0]), sp.simplify(S[0, 1] - card_S[1])]
-        + [sp.simplify(S[0, 0] - card_S[2])]
+        [sp.simplify(S[1, 1] - paper_S[0]), sp.simplify(S[0, 1] - paper_S[1])]
+        + [sp.simplify(S[0, 0] - paper_S[2])]
     )
     epr_sym, epr_g_sym = sp.Symbol(r"\mathrm{EPR}"), sp.Symbol(r"\mathrm{EPR}_g")
 
@@ -109,8 +109,8 @@ def derivation_trapped_aoup() -> Derivation:
         ("diffusion D", eq(sp.Symbol("D"), e["D"])),
         ("Lyapunov equation B S + S B^T = 2 D", eq(e["lyapunov"].lhs, e["lyapunov"].rhs)),
         ("stationary covariance S", eq(sp.Symbol("S"), S)),
-        ("card form (S_gg, S_xg, S_xx)", sp.Tuple(*card_S)),
-        ("S minus card form", diff_S),
+        ("paper's form (S_gg, S_xg, S_xx)", sp.Tuple(*paper_S)),
+        ("S minus paper's form", diff_S),
         ("score s = -S^-1 z", eq(sp.Symbol("s"), e["score"])),
         ("probability velocity v = -B z - D s", eq(sp.Symbol("v"), e["velocity"])),
         ("v = M z with M", eq(sp.Symbol("M"), e["M"])),
@@ -118,10 +118,10 @@ def derivation_trapped_aoup() -> Derivation:
         ("x-part E[v_x^2] / eps", eq(sp.Symbol(r"\mathrm{EPR}_x"), e["epr_x"])),
         ("g-part E[v_g^2] / gamma", eq(epr_g_sym, e["epr_g"])),
         ("total EPR = E[v . D^-1 v]", eq(epr_sym, e["epr"])),
-        ("card form of EPR", eq(epr_sym, card_epr)),
-        ("EPR minus card form", sp.simplify(e["epr"] - card_epr)),
-        ("card form of EPR_g", eq(epr_g_sym, card_epr_g)),
-        ("EPR_g minus card form", sp.simplify(e["epr_g"] - card_epr_g)),
+        ("paper's form of EPR", eq(epr_sym, paper_epr)),
+        ("EPR minus paper's form", sp.simplify(e["epr"] - paper_epr)),
+        ("paper's form of EPR_g", eq(epr_g_sym, paper_epr_g)),
+        ("EPR_g minus paper's form", sp.simplify(e["epr_g"] - paper_epr_g)),
         ("EPR_g as eps -> 0", eq(epr_g_sym, sp.limit(e["epr_g"], eps_s, 0))),
         ("free particle A -> 0", eq(epr_sym, sp.limit(e["epr"], A_s, 0))),
     )
@@ -157,7 +157,7 @@ def trapped_aoup_covariance(A: float, v0: float, gamma: float, eps: float) -> np
 
 
 def trapped_aoup_epr(A: float, v0: float, gamma: float, eps: float, dim: int = 2) -> float:
-    """Total EPR over dim dimensions: dim gamma v0^2 / (eps (A + gamma)) (card).
+    """Total EPR over dim dimensions: dim gamma v0^2 / (eps (A + gamma)) (paper).
 
     A = 0 gives the free particle dim v0^2 / eps; eps = 0 gives inf (the x-part diverges;
     use :func:`trapped_aoup_epr_g`)."""
@@ -172,7 +172,7 @@ def trapped_aoup_epr(A: float, v0: float, gamma: float, eps: float, dim: int = 2
 
 def trapped_aoup_epr_g(A: float, v0: float, gamma: float, eps: float, dim: int = 2) -> float:
     """g-part of the EPR over dim dimensions: dim A gamma v0^2 / (eps (A+gamma)^2 + gamma v0^2);
-    finite at eps = 0, where it equals dim A (card)."""
+    finite at eps = 0, where it equals dim A (paper)."""
     A, v0, eps = _check("A", A), _check("v0", v0), _check("eps", eps)
     gamma = _check("gamma", gamma, True)
     if v0 == 0:
@@ -233,7 +233,7 @@ def linear_probability_velocity(
 def linear_epr(
     B: np.ndarray, D: np.ndarray, S: np.ndarray, parts: Iterable[int] | None = None
 ) -> float:
-    """EPR_I = E[v_I . D_I^{-1} v_I] = sum_{j in I, D_jj > 0} (M S M^T)_jj / D_jj (card).
+    """EPR_I = E[v_I . D_I^{-1} v_I] = sum_{j in I, D_jj > 0} (M S M^T)_jj / D_jj (paper).
 
     parts: indices I of z to include (None: all). Degrees of freedom without noise
     (D_jj = 0, e.g. x when eps = 0) never count."""
@@ -261,7 +261,7 @@ def per_particle_linear_epr(
 def divergence_of_velocity(
     B: np.ndarray, D: np.ndarray, S: np.ndarray, parts: Iterable[int] | None = None
 ) -> float:
-    """div v = tr(-B + D S^{-1}) (constant in z for a linear system; 0 in total, card);
+    """div v = tr(-B + D S^{-1}) (constant in z for a linear system; 0 in total, paper);
     ``parts`` restricts the trace to those coordinates (e.g. the x-part or the g-part)."""
     M = velocity_matrix(B, D, S)
     idx = np.arange(M.shape[0]) if parts is None else np.asarray(sorted(set(parts)), dtype=int)
@@ -277,26 +277,28 @@ def covariance_z_score(z: Tensor, S: np.ndarray) -> float:
     return float(((mean - torch.as_tensor(S)) / se).abs().max())
 
 
-def trapped_aoup_card_error(A: float, v0: float, gamma: float, eps: float) -> float:
-    """Largest relative difference between the card's closed forms for one trapped AOUP per
+def trapped_aoup_formula_error(A: float, v0: float, gamma: float, eps: float) -> float:
+    """Largest relative difference between the paper's closed forms for one trapped AOUP per
     dimension (S from :func:`derivation_trapped_aoup`, EPR gamma v0^2 / (eps (A + gamma)),
     g-part A gamma v0^2 / (eps (A + gamma)^2 + gamma v0^2)) and a numeric Lyapunov solve
     with B = [[A, -v0], [0, gamma]], D = diag(eps, gamma). All parameters > 0."""
     B, D = np.array([[A, -v0], [0.0, gamma]]), np.diag([eps, gamma])
     S = lyapunov_covariance(B, D)
-    S_card = trapped_aoup_covariance(A, v0, gamma, eps)
-    worst = float(np.abs(S - S_card).max() / np.abs(S).max())
-    num, card = linear_epr(B, D, S), gamma * v0**2 / (eps * (A + gamma))
+    S_formula = trapped_aoup_covariance(A, v0, gamma, eps)
+    worst = float(np.abs(S - S_formula).max() / np.abs(S).max())
+    num, formula = linear_epr(B, D, S), gamma * v0**2 / (eps * (A + gamma))
     num_g = linear_epr(B, D, S, parts=[1])
-    card_g = A * gamma * v0**2 / (eps * (A + gamma) ** 2 + gamma * v0**2)
-    return max(worst, abs(num - card) / card, abs(num_g - card_g) / card_g)
+    formula_g = A * gamma * v0**2 / (eps * (A + gamma) ** 2 + gamma * v0**2)
+    return max(worst, abs(num - formula) / formula, abs(num_g - formula_g) / formula_g)
 
 
-def trapped_aoup_card_worst(n_random: int, seed: int, low: float = 0.2, high: float = 3.0) -> float:
-    """The largest :func:`trapped_aoup_card_error` over ``n_random`` parameter sets
+def trapped_aoup_formula_worst(
+    n_random: int, seed: int, low: float = 0.2, high: float = 3.0
+) -> float:
+    """The largest :func:`trapped_aoup_formula_error` over ``n_random`` parameter sets
     (A, v0, gamma, eps) drawn uniform in [low, high] by ``numpy.random.default_rng(seed)``."""
     rng = np.random.default_rng(seed)
-    return max(trapped_aoup_card_error(*rng.uniform(low, high, 4)) for _ in range(n_random))
+    return max(trapped_aoup_formula_error(*rng.uniform(low, high, 4)) for _ in range(n_random))
 
 
 def trapped_aoup_sweep_z(
@@ -356,7 +358,7 @@ def spring_modal_epr(
     eps: float,
     dim: int = 2,
 ) -> float:
-    """Total EPR of a spring network from the Laplacian spectrum (card, "Exact cases"):
+    """Total EPR of a spring network from the Laplacian spectrum (docs/papers.md):
     dim sum_q gamma v0^2 / (eps (A + k lambda_q + gamma)). Every mode is a trapped AOUP
     with trap A + k lambda_q (A = 0 allowed: the lambda = 0 mode is then a free particle)."""
     lam = _np(eigenvalues)
@@ -387,7 +389,7 @@ def spring_network_checks(
 ) -> tuple[float, float, float, float]:
     """Checks of a spring network's exact results, per spatial dimension: (div v, its
     x-part, its g-part, |modal - Lyapunov| / Lyapunov EPR). div v is 0 with x- and g-parts
-    that cancel (card, "Exact cases"); :func:`spring_modal_epr` agrees with
+    that cancel (docs/papers.md); :func:`spring_modal_epr` agrees with
     :func:`linear_epr` of the Lyapunov solution."""
     n = _np(L).shape[0]
     lam = torch.linalg.eigvalsh(L) if isinstance(L, Tensor) else np.linalg.eigvalsh(L)
@@ -402,20 +404,20 @@ def per_particle_epr_g_from_score(s_g: Tensor, gamma: float) -> Tensor:
     """gamma (E|s_{g_i}|^2 - d) per particle, (N,), from s_g (n, N, d) at stationary samples.
 
     Because E[g_i . s_{g_i}] = -d (integration by parts) and E|g_i|^2 = d (g is N(0, I)),
-    E|v_{g_i}|^2 / gamma = gamma E|g_i + s_{g_i}|^2 = gamma (E|s_{g_i}|^2 - d) (card)."""
+    E|v_{g_i}|^2 / gamma = gamma E|g_i + s_{g_i}|^2 = gamma (E|s_{g_i}|^2 - d) (paper)."""
     if s_g.dim() != 3:
         raise ValueError(f"s_g must be (n, N, d), got shape {tuple(s_g.shape)}")
     return gamma * (s_g.pow(2).sum(-1).mean(0) - s_g.shape[-1])
 
 
 def epr_g_from_score(s_g: Tensor, gamma: float) -> Tensor:
-    """g-part of the EPR, gamma (E|s_g|^2 - N d), scalar tensor; s_g (n, N, d) (card)."""
+    """g-part of the EPR, gamma (E|s_g|^2 - N d), scalar tensor; s_g (n, N, d) (paper)."""
     return per_particle_epr_g_from_score(s_g, gamma).sum()
 
 
 def per_particle_epr_g_from_divergence(div_g: Tensor, gamma: float, dim: int = 2) -> Tensor:
     """The same per-particle g-part by integration by parts, -gamma E[div_{g_i} s_{g_i}] -
-    gamma d, (N,), from div_g (n, N) = div_{g_i} s_{g_i} at stationary samples (card)."""
+    gamma d, (N,), from div_g (n, N) = div_{g_i} s_{g_i} at stationary samples (paper)."""
     if div_g.dim() != 2:
         raise ValueError(f"div_g must be (n, N), got shape {tuple(div_g.shape)}")
     return -gamma * div_g.mean(0) - gamma * dim

@@ -1,4 +1,4 @@
-"""Figures of probability currents and entropy production (card 12_active_matter): a current
+"""Figures of probability currents and entropy production (docs/papers.md §12): a current
 rho v as arrows over its density, particles in a box coloured by a per-particle value, and a
 density on a square grid of regions; and the chapter's charts built on them (learned vs
 exact EPR across a parameter, per-particle EPR along a ring, MIPS phases, EPR vs packing
@@ -126,7 +126,7 @@ def region_heatmap_figure(
 def trap_epr_figure(
     v0s: Any, learned: Any, exact_g: Any, learned_g: Any, A: float, gamma: float, eps: float
 ) -> go.Figure:
-    """Learned vs exact EPR of the trapped AOUP against v0 (m,): the card's total
+    """Learned vs exact EPR of the trapped AOUP against v0 (m,): the paper's total
     2 gamma v0^2 / (eps (A + gamma)) (d = 2) as a curve, the learned total and both g-parts."""
     grid = torch.linspace(0, float(as_numpy(v0s, "v0s").max()) * 1.05, 60, dtype=torch.float64)
     exact = 2 * gamma * grid**2 / (eps * (A + gamma))

@@ -1,4 +1,4 @@
-"""Figures of a stochastic interpolant's measurements (card 02_interpolants).
+"""Figures of a stochastic interpolant's measurements (docs/papers.md §02).
 
 Data in (``interpolant_learning.Sweep`` / ``FieldErrors``, ``theory.interpolant_checks``'s
 ``MonteCarloCheck`` / ``ResidualConvergence`` / ``LikelihoodControl``), ``go.Figure`` out:

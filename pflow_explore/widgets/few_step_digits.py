@@ -1,4 +1,5 @@
-"""Digits from noise in 1, 2, 4, 8 steps: teacher vs reflowed vs distilled models (card 03).
+"""Digits from noise in 1, 2, 4, 8 steps: teacher vs reflowed vs distilled models (docs/papers.md
+§03).
 
 The widget takes samplers, not networks: the chapter wraps each model (the guided 1-RF
 teacher, 2-RF, the distilled one-step students) as
@@ -12,7 +13,7 @@ through it). The same z0 and labels are used for every model, steps and guidance
 the pictures differ only by the sampler. Results are cached per (model, steps, guidance).
 
 Guidance is classifier-free guidance's alpha, v = v(.|empty) + alpha (v(.|c) - v(.|empty))
-(card, "InstaFlow"); a model that ignores it (a distilled student) may just not use it.
+(docs/papers.md); a model that ignores it (a distilled student) may just not use it.
 """
 
 from __future__ import annotations

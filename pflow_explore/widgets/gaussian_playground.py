@@ -1,4 +1,4 @@
-"""A 2D/3D Gaussian whose probability flow is drawn live from the closed form (card 01_painters).
+"""A 2D/3D Gaussian whose probability flow is drawn live from the closed form (docs/papers.md §01).
 
 Data N(mu, Sigma), Sigma = R diag(lambda) R^T with R a rotation (2D: by ``angle``; 3D: about
 the z axis by ``angle`` after a tilt about the x axis). From noise x_T the exact PF-ODE

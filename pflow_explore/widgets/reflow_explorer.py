@@ -1,4 +1,5 @@
-"""Rectified flow round by round: Euler paths, their crossings and one-step quality (card 03).
+"""Rectified flow round by round: Euler paths, their crossings and one-step quality (docs/papers.md
+§03).
 
 The same starts z0 (n, 2) are pushed through each round's velocity field v(x, t) (1-RF,
 2-RF, ...; t = 0 noise, t = 1 data) with the chosen number of Euler steps, or through a
@@ -6,7 +7,7 @@ one-step map z0 -> z1 (a distilled model). The figure shows the paths of a subse
 starts (red where two of them cross), all end points, and the target samples; the readout
 gives, per round:
 
-- S: the straightness (card "Method") of the round's flow, measured on a fine 64-step
+- S: the straightness (docs/papers.md) of the round's flow, measured on a fine 64-step
   Euler reference by :func:`pflow_explore.trajectories.straightness` (one value per
   round, independent of the chosen steps: it says how many steps the round needs);
 - crossings: pairs of shown paths whose drawn polylines cross in the plane

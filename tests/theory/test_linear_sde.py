@@ -51,9 +51,9 @@ def card_trapped(A, v0, gamma, eps):
 
 def test_derivation_steps_reduce_to_the_card_forms():
     d = ls.derivation_trapped_aoup()
-    assert d["S minus card form"] == sp.zeros(3, 1)
-    assert d["EPR minus card form"] == 0
-    assert d["EPR_g minus card form"] == 0
+    assert d["S minus paper's form"] == sp.zeros(3, 1)
+    assert d["EPR minus paper's form"] == 0
+    assert d["EPR_g minus paper's form"] == 0
     assert d["div v: x-part, g-part, total"][2] == 0
     assert d["div v: x-part, g-part, total"][0] != 0  # the parts are not separately zero
     assert sp.simplify(d["EPR_g as eps -> 0"].rhs - ls.A_s) == 0
@@ -249,7 +249,7 @@ def test_spring_network_solves_the_lyapunov_equation_and_the_card_check():
     np.testing.assert_allclose(B @ S + S @ B.T, 2 * D, atol=1e-12)  # stationary covariance
     rng = np.random.default_rng(3)
     for _ in range(5):
-        assert ls.trapped_aoup_card_error(*rng.uniform(0.2, 3.0, 4)) < 1e-9
+        assert ls.trapped_aoup_formula_error(*rng.uniform(0.2, 3.0, 4)) < 1e-9
 
 
 def test_covariance_z_score_passes_exact_samples_and_flags_a_wrong_covariance():
@@ -304,7 +304,7 @@ def test_spring_network_checks_against_a_direct_lyapunov_solve():
     assert ls.spring_network_checks(Ln, A, k, v0, gamma, eps)[1] == pytest.approx(div_x)
 
 
-def test_trapped_aoup_sweep_z_passes_exact_samples_and_the_card_worst_is_small():
+def test_trapped_aoup_sweep_z_passes_exact_samples_and_the_formula_worst_is_small():
     A, v0, gamma, eps = 1.2, 1.5, 0.7, 0.9
     B, D = np.array([[A, -v0], [0.0, gamma]]), np.diag([eps, gamma])
     import scipy.linalg
@@ -320,4 +320,4 @@ def test_trapped_aoup_sweep_z_passes_exact_samples_and_the_card_worst_is_small()
         x.expand(2, -1, -1, -1), g.expand(2, -1, -1, -1), A, [v0, 2 * v0], gamma, eps
     )
     assert wrong_second > 10  # the max runs over every v0
-    assert ls.trapped_aoup_card_worst(5, seed=1) < 1e-9
+    assert ls.trapped_aoup_formula_worst(5, seed=1) < 1e-9
