@@ -497,6 +497,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     print("Ctrl-C stops")
     # Voila runs in a session of its own, so that a Ctrl-C reaches this process only, which
     # then stops Voila and every kernel it started (voila_app.stop_server), also on SIGTERM
+    return _run_until_stopped(cmd, env, "Voila and its kernels", timeout_s=15)
+
+
+def _run_until_stopped(cmd: list[str], env: dict[str, str], what: str, timeout_s: float) -> int:
+    """Run a server ``cmd`` in a session of its own (so that a Ctrl-C reaches this process
+    only) until it exits, or until SIGINT / SIGTERM here, which stop it and every process it
+    started (voila_app.stop_server); returns its exit status (0 when stopped)."""
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
 
     def stop(signum: int, _frame: object) -> None:
@@ -506,8 +513,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         return proc.wait()
     except _Stopped as why:
-        print(f"stopping Voila and its kernels ({signal.Signals(why.signum).name})", flush=True)
-        stop_server(proc)
+        print(f"stopping {what} ({signal.Signals(why.signum).name})", flush=True)
+        stop_server(proc, timeout_s=timeout_s)
         return 0
     finally:
         for s, handler in previous.items():
@@ -545,21 +552,7 @@ def _cmd_hub(args: argparse.Namespace) -> int:
             f"WARNING: listening on {args.ip}. This hub is for a closed room: anyone with the "
             "password runs code as your user. See deploy/jupyterhub/README.md."
         )
-    proc = subprocess.Popen(hub.hub_command(), env=env, start_new_session=True)
-
-    def stop(signum: int, _frame: object) -> None:
-        raise _Stopped(signum)
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return proc.wait()
-    except _Stopped as why:
-        print(f"stopping the hub and every server ({signal.Signals(why.signum).name})")
-        stop_server(proc, timeout_s=30)
-        return 0
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    return _run_until_stopped(hub.hub_command(), env, "the hub and every server", timeout_s=30)
 
 
 def _cmd_student(args: argparse.Namespace) -> int:

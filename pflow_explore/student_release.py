@@ -37,30 +37,24 @@ RAISES = "raises-exception"  # nbclient / papermill run on past a cell with this
 SCHEMA_VERSION = 3  # nbgrader's cell metadata schema
 
 
+def _metadata(grade_id: str, *, solution: bool, points: int = 0) -> dict:
+    """nbgrader's cell metadata: a solution cell, or a locked grade cell worth ``points``."""
+    meta = {"grade": not solution, "grade_id": grade_id, "locked": not solution}
+    meta |= {"points": points} if not solution else {}
+    return meta | {"schema_version": SCHEMA_VERSION, "solution": solution}
+
+
 def solution_cell(source: str, grade_id: str) -> nbformat.NotebookNode:
     """A code cell holding a learner's answer between the solution markers."""
     cell = nbformat.v4.new_code_cell(source)
-    cell.metadata["nbgrader"] = {
-        "grade": False,
-        "grade_id": grade_id,
-        "locked": False,
-        "schema_version": SCHEMA_VERSION,
-        "solution": True,
-    }
+    cell.metadata["nbgrader"] = _metadata(grade_id, solution=True)
     return cell
 
 
 def grade_cell(source: str, grade_id: str, points: int = 1) -> nbformat.NotebookNode:
     """A locked autograder cell worth ``points``; it raises when the answer is wrong."""
     cell = nbformat.v4.new_code_cell(source)
-    cell.metadata["nbgrader"] = {
-        "grade": True,
-        "grade_id": grade_id,
-        "locked": True,
-        "points": points,
-        "schema_version": SCHEMA_VERSION,
-        "solution": False,
-    }
+    cell.metadata["nbgrader"] = _metadata(grade_id, solution=False, points=points)
     cell.metadata["tags"] = [RAISES]
     return cell
 
