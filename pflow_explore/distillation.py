@@ -62,7 +62,11 @@ def pair_batches(pairs: PairsLike, stage: Stage) -> Draw:
 
 
 def reflow(
-    v_k: nn.Module, pairs: PairsLike, stage: Stage, cache: Artifact | None = None
+    v_k: nn.Module,
+    pairs: PairsLike,
+    stage: Stage,
+    cache: Artifact | None = None,
+    callback: Callable[[int, float], None] | None = None,
 ) -> FitResult:
     """Reflow: the (k+1)-RF minimises the rectified-flow loss on the coupled pairs (Z0, Z1)
     of the k-RF, each pair kept together:
@@ -78,7 +82,7 @@ def reflow(
         t = uniform_time(len(z0), stage.t_eps, gen, z0.device)
         return rectified_flow_loss(model, z0, z1, t, y)
 
-    return train_stage(lambda: copy.deepcopy(v_k).train(), loss_fn, stage, cache)
+    return train_stage(lambda: copy.deepcopy(v_k).train(), loss_fn, stage, cache, callback)
 
 
 def pseudo_huber(err: Tensor, c: float) -> Tensor:

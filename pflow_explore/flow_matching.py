@@ -340,12 +340,14 @@ def train_stage(
     loss_fn: LossFn,
     stage: Stage,
     cache: Artifact | None = None,
+    callback: Callable[[int, float], None] | None = None,
 ) -> FitResult:
     """``training.fit`` a fresh ``make_model()`` (seeded with ``stage.init_seed``), or
-    ``fit_cached`` under ``cache`` so a chapter never trains a stage twice."""
+    ``fit_cached`` under ``cache`` so a chapter never trains a stage twice. ``callback(step,
+    loss)``: after every step of an uncached fit (a cached one may not train at all)."""
     make = seeded(make_model, stage.init_seed)
     if cache is None:
-        return fit(make(), loss_fn, **stage.fit_kwargs())
+        return fit(make(), loss_fn, callback=callback, **stage.fit_kwargs())
     chapter, name, settings, version = cache
     return fit_cached(chapter, name, settings, make, loss_fn, version=version, **stage.fit_kwargs())
 
@@ -361,6 +363,7 @@ def train_rectified_flow(
     p_uncond: float = 0.0,
     n_classes: int | None = None,
     cache: Artifact | None = None,
+    callback: Callable[[int, float], None] | None = None,
 ) -> FitResult:
     """1-rectified flow: minimise :func:`rectified_flow_loss` on :func:`independent_pairs`.
 
@@ -389,4 +392,4 @@ def train_rectified_flow(
         t = uniform_time(len(x1), stage.t_eps, gen, dev)
         return rectified_flow_loss(model, pairs.z0, pairs.z1, t, y)
 
-    return train_stage(make_model, loss_fn, stage, cache)
+    return train_stage(make_model, loss_fn, stage, cache, callback)

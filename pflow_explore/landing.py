@@ -158,7 +158,9 @@ def landing_page(scale_name: str) -> widgets.VBox:
         "planned chapters appear as they are written.</p>"
         '<p>New to the course? The <a href="syllabus.ipynb">syllabus</a> maps which chapter '
         'builds on which, with a suggested plan; <a href="notation.ipynb">the notation</a> '
-        "gives every symbol its one meaning.</p>"
+        "gives every symbol its one meaning. In the "
+        '<a href="playground.ipynb">playground</a> you draw a distribution and train a '
+        "flow on it in seconds.</p>"
     )
     cards = widgets.Box(
         [card(e) for e in entries()],

@@ -119,6 +119,7 @@ def fit(
     cosine: bool = False,
     progress: bool = True,
     desc: str = "training",
+    callback: Callable[[int, float], None] | None = None,
 ) -> FitResult:
     """Adam(W) on ``loss_fn`` for ``steps`` steps.
 
@@ -126,7 +127,9 @@ def fit(
     cosine decay to 0. Gradients are clipped to norm ``grad_clip``. With ``ema_decay``
     the returned model carries the exponential moving average of the weights,
     theta_ema <- d theta_ema + (1 - d) theta. A non-finite loss stops training with
-    TrainingDiverged naming the step and the last finite loss.
+    TrainingDiverged naming the step and the last finite loss. ``callback(step, loss)`` runs
+    after every step (live loss curves; an exception raised there stops training, e.g. a
+    cancel button).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -170,6 +173,8 @@ def fit(
                 ema.update()
             losses.append(value)
             bar.update(1)
+            if callback is not None:
+                callback(i, value)
             if i % 50 == 0 or i == steps - 1:
                 bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
     if ema is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pflow_explore.nets.classifier import DigitsCNN, load_digits_classifier
 from pflow_explore.nets.embeddings import ClassEmbedding, TimeEmbedding, drop_labels
 from pflow_explore.nets.local_transformer import LocalTransformer, knn, wrap_displacement
-from pflow_explore.nets.mlp import MLP
+from pflow_explore.nets.mlp import MLP, NoiseLevelMLP
 from pflow_explore.nets.particle_scores import (
     ChainScore,
     PropulsionScore,
@@ -17,6 +17,7 @@ from pflow_explore.nets.particle_scores import (
 from pflow_explore.nets.unet import UNet
 
 __all__ = [
+    "NoiseLevelMLP",
     "MLP",
     "ChainScore",
     "ClassEmbedding",

@@ -113,3 +113,27 @@ class MLP(nn.Module):
                 nn.functional.linear(c, w_c, layer.bias), self.act(h) if i else h, w_h.T
             )
         return self.out(self.act(h))
+
+
+class NoiseLevelMLP(nn.Module):
+    """F(x, sigma) for EDM on low-dimensional data: a plain SiLU MLP on the input
+    [x, log(sigma) / 4] (EDM's c_noise as one more coordinate), x (B, d) -> (B, d).
+
+    Measured in the playground (2D eight Gaussians, 1500 Adam steps): EDM loss 0.82 and
+    samples at about twice the two-sample energy floor, where :class:`MLP` with a
+    log-scale time embedding stayed at the trivial loss (0.99, samples collapsed to the
+    mean). sigma: float, () or (B,), > 0.
+    """
+
+    def __init__(self, dim: int, hidden: int = 256, depth: int = 3) -> None:
+        super().__init__()
+        widths = [dim + 1] + [hidden] * depth
+        layers: list[nn.Module] = []
+        for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
+            layers += [nn.Linear(w_in, w_out), nn.SiLU()]
+        self.dim, self.f = dim, nn.Sequential(*layers, nn.Linear(hidden, dim))
+
+    def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        sig = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
+        c_noise = (sig.log() / 4).expand(len(x)) if sig.numel() == 1 else sig.log() / 4
+        return self.f(torch.cat([x, c_noise[:, None]], dim=1))

@@ -1,0 +1,146 @@
+"""The playground (pflow_explore.playground, widgets.playground, notebooks/playground.ipynb):
+each method learns the drawn points (its samples near the two-sample floor), training can be
+cancelled and reports progress, bad input is a message, and in the browser a click adds
+points and Train leads to trajectories whose slider moves them."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from pflow_explore import playground as pg
+from pflow_explore.training import fit
+from pflow_explore.widgets.playground import Playground
+
+SMALL = pg.PlaygroundSettings(steps=300, n_samples=300, n_steps=20, reflow_pairs=500)
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    return pg.preset_points("eight_gaussians", 600, seed=3)
+
+
+@pytest.mark.parametrize("method", pg.METHODS)
+def test_each_method_learns_the_points(method, blobs):
+    trained = pg.train(blobs, method, SMALL)
+    times, states = trained.trajectories()
+    assert states.shape == (SMALL.n_steps + 1, SMALL.n_samples, 2) and len(times) == len(states)
+    distance, floor = trained.quality()
+    # negative control: the noise the sampler starts from, against the same points
+    noise = pg.energy_distance(states[0] / states[0].std(), blobs)
+    assert distance < 4 * floor < noise, (distance, floor, noise)
+
+
+def test_reflow_straightens_the_paths(blobs):
+    from pflow_explore.trajectories import straightness
+
+    one = pg.train(blobs, "rectified flow", SMALL).trajectories()
+    two = pg.train(blobs, "rectified flow + reflow", SMALL).trajectories()
+    assert straightness(two[1], two[0]) < 0.5 * straightness(one[1], one[0])
+
+
+def test_progress_and_cancel(blobs):
+    seen, cancel = [], threading.Event()
+
+    def on_progress(stage, step, loss):
+        seen.append((stage, step, loss))
+        if step == 10:
+            cancel.set()
+
+    with pytest.raises(pg.Cancelled, match="step 11"):
+        pg.train(blobs, "rectified flow", SMALL, on_progress, cancel)
+    assert [s for _, s, _ in seen] == list(range(11)) and all(np.isfinite(l) for *_, l in seen)
+
+
+@pytest.mark.parametrize(
+    ("points", "says"),
+    [
+        (np.zeros((5, 2)), "at least 20 points"),
+        (np.zeros((30, 3)), r"shape \(n, 2\)"),
+        (np.full((30, 2), np.nan), "NaN"),
+    ],
+)
+def test_bad_points_are_refused_with_the_reason(points, says):
+    with pytest.raises(ValueError, match=says):
+        pg.train(points, "rectified flow", SMALL)
+
+
+def test_fit_callback_sees_every_step_and_can_stop_it():
+    model = torch.nn.Linear(2, 1)
+    steps = []
+
+    def loss_fn(m, step):
+        return (m(torch.ones(4, 2)) ** 2).mean()
+
+    fit(model, loss_fn, steps=5, progress=False, callback=lambda i, v: steps.append(i))
+    assert steps == [0, 1, 2, 3, 4]
+
+    def stop(i, v):
+        if i == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, loss_fn, steps=5, progress=False, callback=stop)
+
+
+def test_widget_draws_trains_and_keeps_the_last_model_on_bad_input():
+    w = Playground(SMALL, preset="two_moons", n_preset=400)
+    assert len(w.points) == 400
+    w.add_blob(2.0, 2.0)
+    w.fill([0.0, 0.5], [1.0, 1.0])
+    assert len(w.points) == 400 + 12 + 2
+    assert w.train(wait=True) and w.result is not None and w.explorer is not None
+    assert "energy distance" in w.status.value and w.explorer.n_steps == SMALL.n_steps
+    model = w.result
+    w.set_points(np.zeros((3, 2)))  # too few: a message, the model stays
+    assert not w.train(wait=True)
+    assert "at least 20 points" in w.message.value and w.result is model
+    w.steps_box.value = 0
+    w.set_points(pg.preset_points("rings", 300).numpy())
+    assert not w.train(wait=True) and "steps must be" in w.message.value
+
+
+def test_widget_cancel_keeps_the_last_model():
+    w = Playground(pg.PlaygroundSettings(steps=20000), preset="checkerboard")
+    assert w.train()
+    w.cancel()
+    w.join(60)
+    assert not w.training and isinstance(w.error, pg.Cancelled) and w.result is None
+    assert "Nothing was trained" in w.message.value and w.train_button.description == "Train"
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(240)
+def test_playground_page_trains_and_steps(server, browser, watch_console_errors):
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    console = watch_console_errors(page)
+    page.goto(f"{server}/voila/render/playground.ipynb", timeout=120_000)
+    page.wait_for_selector(".pflow-train", timeout=150_000)
+    page.wait_for_selector(".js-plotly-plot .main-svg", timeout=60_000)
+    page.wait_for_timeout(1000)
+    title = page.locator(".js-plotly-plot .gtitle").first
+    before = title.text_content()
+    box = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+    page.wait_for_function(
+        f"() => document.querySelector('.js-plotly-plot .gtitle').textContent !== {before!r}",
+        timeout=20_000,
+    )  # a click added points: the count in the title changed
+    page.locator(".pflow-train").click()
+    page.wait_for_selector(".pflow-status:has-text('energy distance')", timeout=120_000)
+    slider = page.locator(".widget-slider .noUi-handle").first
+    slider.wait_for(timeout=30_000)
+    data = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(
+      el => JSON.stringify((el.data || []).map(t => [t.x, t.y])))"""
+    first = page.evaluate(data)
+    slider.focus()
+    page.keyboard.press("Home")
+    same = json.dumps(first, separators=(",", ":"))  # as JSON.stringify writes it
+    page.wait_for_function(f"(b) => JSON.stringify(({data})()) !== b", arg=same, timeout=20_000)
+    assert page.locator("#pflow-page-failure, .pflow-figure-failed").count() == 0
+    assert not console, console[:5]
+    page.close(run_before_unload=True)
