@@ -10,6 +10,9 @@ to samples appear in a :class:`TrajectoryExplorer` (slider, play, step) over the
 points, with the energy distance of the samples to the points beside its two-sample floor.
 Bad input (too few points, a diverging training) shows a message and keeps the last good
 model and picture.
+
+Time convention: the caller's (each method's own: flow time for the rectified flows, the
+noise level sigma for EDM; the explorer labels which).
 """
 
 from __future__ import annotations
