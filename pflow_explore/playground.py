@@ -137,6 +137,17 @@ class TrainedFlow:
         traj = fm.euler_sample(self.model, z, s.n_steps, trajectory=True).trajectory
         return torch.linspace(0.0, 1.0, s.n_steps + 1, dtype=torch.float64), traj
 
+    @torch.no_grad()
+    def velocity(self, x: Tensor, time: float) -> Tensor:
+        """The sampler's ODE field at ``time`` for points x (n, 2): the learned v(x, t) of a
+        rectified flow (flow time), or EDM's dx/dsigma = (x - D(x; sigma)) / sigma at the
+        noise level sigma = ``time`` > 0 (x - D at sigma = 0, where the field is singular)."""
+        x = torch.as_tensor(x, dtype=torch.float32)
+        if self.method == "diffusion (EDM)":
+            sigma = max(float(time), 1e-3)
+            return (x - self.model(x, sigma)) / (sigma if time > 0 else 1.0)
+        return self.model(x, float(time))
+
     def quality(self, n: int = 1000, seed: int = 2) -> tuple[float, float]:
         """(energy distance of n samples to the m drawn points, its sampling floor).
 

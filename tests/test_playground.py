@@ -144,3 +144,33 @@ def test_playground_page_trains_and_steps(server, browser, watch_console_errors)
     assert page.locator("#pflow-page-failure, .pflow-figure-failed").count() == 0
     assert not console, console[:5]
     page.close(run_before_unload=True)
+
+
+def test_velocity_is_the_samplers_field(blobs):
+    """One Euler step along ``velocity`` from the sampler's state at step i lands on its
+    state at step i + 1 (the rectified flow's sampler is Euler on that field)."""
+    trained = pg.train(blobs, "rectified flow", SMALL)
+    times, states = trained.trajectories(50)
+    i = 7
+    step = states[i] + float(times[i + 1] - times[i]) * trained.velocity(states[i], float(times[i]))
+    torch.testing.assert_close(step, states[i + 1], rtol=1e-4, atol=1e-5)
+    edm_model = pg.train(blobs, "diffusion (EDM)", SMALL)
+    x = torch.randn(10, 2)
+    # dx/dsigma = (x - D) / sigma: at large sigma D is near the data mean, so v ~ x / sigma
+    v = edm_model.velocity(x * 50, 50.0)
+    assert torch.allclose(v, x, atol=0.2)
+
+
+def test_field_view_follows_the_explorers_step(blobs):
+    w = Playground(SMALL, preset=None)
+    w.set_points(blobs.numpy())
+    assert w.train(wait=True)
+    assert w.field_box.children == ()  # off until asked
+    w.show_field.value = True
+    assert w.field_box.children == (w.field_figure,)
+    w.explorer.step_to(0)
+    at_start = list(w.field_figure.data[0].x)
+    w.explorer.step_to(w.explorer.n_steps)
+    assert list(w.field_figure.data[0].x) != at_start
+    assert "t = 1" in w.field_figure.layout.title.text
+    assert len(w.field_figure.data[1].x) == 15 * 15 * 7  # one arrow of 7 entries per grid point

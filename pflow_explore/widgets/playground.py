@@ -7,7 +7,9 @@ replaces the drawing; Clear empties it. Train runs ``playground.train`` in a bac
 thread, so the page stays responsive: a progress bar and a live loss curve follow it, and
 the same button (then labelled Cancel) stops it. When it ends, the trajectories from noise
 to samples appear in a :class:`TrajectoryExplorer` (slider, play, step) over the drawn
-points, with the energy distance of the samples to the points beside its two-sample floor.
+points, with the energy distance of the samples to the points beside its two-sample floor;
+a check box adds the learned field (arrows) and the samples' density (contours) at the
+explorer's current step.
 Bad input (too few points, a diverging training) shows a message and keeps the last good
 model and picture.
 
@@ -26,6 +28,8 @@ import torch
 
 from pflow_explore import playground as pg
 from pflow_explore.training import TrainingDiverged
+from pflow_explore.viz.arrays import plain_floats
+from pflow_explore.viz.fields import arrow_scale, plane_grid, quiver_trace
 from pflow_explore.viz.style import figure_layout
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import describe_error, message_label, show_rejected
@@ -63,20 +67,34 @@ class Playground(widgets.VBox):
         lin = np.linspace(-EXTENT, EXTENT, GRID)
         gx, gy = np.meshgrid(lin, lin)
         hit = dict(
-            type="scatter", x=gx.ravel(), y=gy.ravel(), mode="markers", hoverinfo="none",
-            marker=dict(size=9, opacity=0), showlegend=False, name="canvas",
-        )  # fmt: skip
+            type="scatter",
+            x=gx.ravel(),
+            y=gy.ravel(),
+            mode="markers",
+            hoverinfo="none",
+            marker=dict(size=9, opacity=0),
+            showlegend=False,
+            name="canvas",
+        )
         drawn = dict(
-            type="scatter", x=[], y=[], mode="markers", hoverinfo="skip", name="your points",
+            type="scatter",
+            x=[],
+            y=[],
+            mode="markers",
+            hoverinfo="skip",
+            name="your points",
             marker=dict(size=4, color="rgba(31,119,180,0.7)"),
-        )  # fmt: skip
+        )
         layout = figure_layout(
             title="Click to add points, box/lasso to fill a region", height=380, width=420
         )
         layout.update(
-            xaxis=dict(range=[-EXTENT, EXTENT]), yaxis=dict(range=[-EXTENT, EXTENT]),
-            dragmode="lasso", hovermode="closest", showlegend=False,
-        )  # fmt: skip
+            xaxis=dict(range=[-EXTENT, EXTENT]),
+            yaxis=dict(range=[-EXTENT, EXTENT]),
+            dragmode="lasso",
+            hovermode="closest",
+            showlegend=False,
+        )
         self.canvas = LiveFigure(data=[hit, drawn], layout=layout)
         self.canvas.data[0].on_click(self._on_click)
         self.canvas.data[0].on_selection(self._on_select)
@@ -104,6 +122,31 @@ class Playground(widgets.VBox):
             layout=figure_layout(title="Training loss", height=240, width=380),
         )
         self.explorer: TrajectoryExplorer | None = None
+        self._times: np.ndarray | None = None
+        self._states: np.ndarray | None = None
+        self.show_field = widgets.Checkbox(
+            value=False, description="show the field and the density at the current step"
+        )
+        self.show_field.observe(lambda _c: self._draw_field(), names="value")
+        self.field_figure = LiveFigure(
+            data=[
+                dict(
+                    type="histogram2dcontour",
+                    x=[],
+                    y=[],
+                    showscale=False,
+                    ncontours=12,
+                    colorscale="Blues",
+                    contours=dict(coloring="fill"),
+                    name="density",
+                ),
+                quiver_trace(np.zeros((0, 2)), np.zeros((0, 2))).to_plotly_json(),
+            ],
+            layout=figure_layout(title="The field and the samples' density", height=380, width=420),
+        )
+        square = dict(range=[-EXTENT, EXTENT])
+        self.field_figure.layout.update(xaxis=square, yaxis=square, showlegend=False)
+        self.field_box = widgets.VBox([])
         self.explorer_box = widgets.VBox([])
         if preset:
             self._on_preset({"new": preset})
@@ -117,7 +160,14 @@ class Playground(widgets.VBox):
                 self.loss_figure,
             ]
         )
-        super().__init__([widgets.HBox([self.canvas, controls]), self.explorer_box])
+        super().__init__(
+            [
+                widgets.HBox([self.canvas, controls]),
+                self.explorer_box,
+                self.show_field,
+                self.field_box,
+            ]
+        )
 
     # --- the drawing ------------------------------------------------------------------
     @property
@@ -234,8 +284,14 @@ class Playground(widgets.VBox):
         finally:
             self.train_button.description = "Train"
 
-    def _show(self, result: pg.TrainedFlow, times: torch.Tensor, states: torch.Tensor,
-              distance: float, floor: float) -> None:  # fmt: skip
+    def _show(
+        self,
+        result: pg.TrainedFlow,
+        times: torch.Tensor,
+        states: torch.Tensor,
+        distance: float,
+        floor: float,
+    ) -> None:
         self.result, self.error = result, None
         time_name = "sigma" if result.method == "diffusion (EDM)" else "t"
         self.status.value = (
@@ -244,11 +300,33 @@ class Playground(widgets.VBox):
             f"{floor:.4f}); {len(times) - 1} sampler steps, {time_name} from "
             f"{float(times[0]):g} to {float(times[-1]):g}"
         )
+        self._times, self._states = times.numpy(), states.numpy()
         if self.explorer is None:
             self.explorer = TrajectoryExplorer(
                 states, times, background=result.points, title="From noise to your points"
             )
+            self.explorer.slider.observe(lambda _c: self._draw_field(), names="value")
             self.explorer_box.children = [self.explorer]
         else:
             self.explorer.set_trajectories(states, times)
         self.explorer.step_to(self.explorer.n_steps)
+        self._draw_field()
+
+    def _draw_field(self) -> None:
+        """The learned field (arrows on a 15 x 15 grid) and the density of the samples
+        (filled contours) at the explorer's current step, when the box is ticked."""
+        if not self.show_field.value or self.result is None or self.explorer is None:
+            self.field_box.children = []
+            return
+        step = self.explorer.step
+        time_value, samples = float(self._times[step]), self._states[step]
+        xs, ys, grid = plane_grid((-EXTENT, EXTENT), (-EXTENT, EXTENT), 15)
+        v = self.result.velocity(torch.as_tensor(grid), time_value).numpy()
+        arrows = quiver_trace(grid, v, arrow_scale(v, xs[1] - xs[0]))
+        name = "sigma" if self.result.method == "diffusion (EDM)" else "t"
+        with self.field_figure.batch_update():
+            self.field_figure.data[0].x, self.field_figure.data[0].y = samples.T.tolist()
+            self.field_figure.data[1].x = plain_floats(arrows.x)
+            self.field_figure.data[1].y = plain_floats(arrows.y)
+            self.field_figure.layout.title.text = f"Field and density at {name} = {time_value:.3g}"
+        self.field_box.children = [self.field_figure]
