@@ -15,8 +15,10 @@ Heun sampler (``edm``) follow that theory, each returning a small dataclass of t
 - :func:`explained_share`, :func:`sigma_star`: the R^2 of D_G as a predictor of D, per sigma;
 - :func:`trajectories` (:class:`TrajectoryPair`): analytic vs learned paths from the same
   x_T, and their rotation residual (share outside span{x_T, x_0});
-- :func:`perturbation_experiment` (:class:`Perturbation`): kicks along u_k at sigma_t
-  against the predicted gain f_k(sigma_t);
+  :func:`trajectory_deviation`: how far apart they are in the early phase;
+- :func:`perturbation_experiment` (:class:`Perturbation`): kicks of fixed size along u_k
+  at sigma_t against the predicted gain f_k(sigma_t); :func:`rank_order`: a rank
+  correlation with its permutation p-value, for "outline first" as an order;
 - :func:`teleportation_sweep` (:class:`Teleportation`): skip the first Heun steps with the
   closed-form jump, sample quality by :func:`frechet_to`;
 - :func:`feature_emergence` (:class:`Emergence`): :func:`feature_shares` along the paths
@@ -147,6 +149,37 @@ def trajectories(
     return TrajectoryPair(sigmas, at, lt, torch.cat([a_x0, at[-1:]]), l_x0, res_a, res_l, gap)
 
 
+def trajectory_deviation(
+    pair: TrajectoryPair, gaussian: GaussianFlow, sigma_early: float
+) -> tuple[float, float]:
+    """How closely the learned sampler follows the Gaussian paths in the early phase.
+
+    On the grid points sigma_i >= sigma_early of ``pair`` (same x_T for both paths),
+
+        dev(sigma) = RMS_j |x_learned - x_G| / RMS_j |x_G - mu|,
+
+    the deviation relative to the size of the state; returns (max of dev over the early
+    phase, ratio at the last early grid point of RMS |x_learned - x_G| to RMS |x_learned -
+    x_mean|), where x_mean(sigma) = mu + (x_T - mu) sigma / sigma_0 is the path of the
+    mean-only model (D = mu). The ratio < 1 says the learned path is closer to the Gaussian
+    than to a model that knows only the data's mean: the covariance, not just mu, explains it.
+    """
+    sig = pair.sigmas.double()
+    early = [i for i in range(len(sig)) if sig[i] >= sigma_early and sig[i] > 0]
+    mu = gaussian.mean.to(pair.analytic)
+    x_T = pair.analytic[0]
+
+    def rms(a: Tensor) -> Tensor:
+        return (a**2).sum(-1).mean(-1).sqrt()
+
+    lt, at = pair.learned[early], pair.analytic[early]
+    dev = rms(lt - at) / rms(at - mu)
+    last = early[-1]
+    mean_path = mu + (x_T - mu) * float(sig[last] / sig[0])
+    ratio = rms(pair.learned[last] - pair.analytic[last]) / rms(pair.learned[last] - mean_path)
+    return float(dev.max()), float(ratio)
+
+
 @dataclass
 class Perturbation:
     """Kicks along eigenvectors during sampling and their effect on the final sample.
@@ -180,10 +213,11 @@ def perturbation_experiment(
     """Kick the learned sampler along u_k at grid step i and follow the kick to the end.
 
     At sigma_t = sigmas[i] (``indices``, default every interior step), x_i -> x_i + delta u_k
-    with delta = kick sqrt(sigma_data^2 + sigma_t^2): the same size relative to the
-    state's scale at every noise level (c_in-normalised). The closed form predicts the kick
-    reaches x0 scaled by g_k = sqrt(lambda_k / (lambda_k + sigma_t^2)), so the change of
-    the output, delta g_k, grows with sigma_t when lambda_k > sigma_data^2.
+    with delta = kick sigma_data: one FIXED size at every sigma_t and for every feature, so
+    no trend in sigma_t or lambda_k is built into the kick itself. The closed form predicts
+    the kick reaches x0 scaled by g_k = sqrt(lambda_k / (lambda_k + sigma_t^2)): a kick
+    along a high-variance feature (outline) still matters at larger sigma_t than one along
+    a low-variance feature (detail).
     x_T: (n, d) at sigmas[0]; sigmas: (N + 1,) ending at 0; features: the q indices k.
     The n unkicked and q n kicked states run the rest of the grid as one batch.
     """
@@ -193,7 +227,7 @@ def perturbation_experiment(
     n, q = x_T.shape[0], len(features)
     change, along, deltas = [], [], []
     for i in indices:
-        delta = kick * math.sqrt(sigma_data**2 + float(sigmas[i]) ** 2)
+        delta = kick * sigma_data
         kicked = torch.cat([states[i]] + [states[i] + delta * u[j] for j in range(q)])
         diff = edm_sampler(denoiser, kicked, sigmas[i:]).x.reshape(q + 1, n, -1)
         diff = diff[1:] - diff[:1]  # (q, n, d)
@@ -220,6 +254,36 @@ def spearman(a: Tensor, b: Tensor) -> float:
     from scipy.stats import spearmanr
 
     return float(spearmanr(a.cpu().numpy(), b.cpu().numpy()).statistic)
+
+
+def rank_order(a: Tensor, b: Tensor, resamples: int = 9999) -> tuple[float, float]:
+    """(rho, p): Spearman rank correlation of two (p,) sequences and the one-sided p-value
+    of "a increases with b" by a permutation test (scipy.stats.permutation_test over the
+    pairings: exact when p! <= resamples, else ``resamples`` seeded random pairings).
+    A rho > 0 alone passes half the time by chance; p < 0.05 does 5 % of the time.
+    NaN and p = 1 when either sequence is constant (e.g. every crossing NaN)."""
+    import numpy as np
+    from scipy.stats import permutation_test, rankdata
+
+    ra, rb = (rankdata(v.detach().cpu().double().numpy()) for v in (a, b))
+    if len(ra) < 2 or np.ptp(ra) == 0 or np.ptp(rb) == 0:
+        return math.nan, 1.0
+    rb = rb - rb.mean()
+
+    def rho(x: np.ndarray, axis: int = -1) -> np.ndarray:  # Pearson of ranks, vectorised
+        xc = x - x.mean(axis=axis, keepdims=True)
+        return (xc * rb).sum(axis) / np.sqrt((xc**2).sum(axis) * (rb**2).sum())
+
+    res = permutation_test(
+        (ra,),
+        rho,
+        permutation_type="pairings",
+        vectorized=True,
+        n_resamples=resamples,
+        alternative="greater",
+        random_state=0,
+    )
+    return float(res.statistic), float(res.pvalue)
 
 
 # ---- teleportation ---------------------------------------------------------------------------

@@ -137,7 +137,7 @@ def test_perturbation_gain_of_the_exact_denoiser_is_the_closed_form():
     torch.testing.assert_close(p.predicted, predicted)
     torch.testing.assert_close(p.gain, predicted, rtol=2e-2, atol=0)
     torch.testing.assert_close(p.along, predicted, rtol=2e-2, atol=0)
-    torch.testing.assert_close(p.delta, 0.3 * (0.49 + p.sigmas_t**2).sqrt())
+    torch.testing.assert_close(p.delta, torch.full((3,), 0.3 * 0.7, dtype=F64))  # fixed size
     # exactly, on this grid: the flow carries the kick to the last positive sigma_e with
     # sqrt((lam + sigma_e^2) / (lam + sigma_t^2)), and the last (Euler) step to 0 returns the
     # denoiser, which keeps lam / (lam + sigma_e^2) of it; only Heun's error is left
@@ -159,6 +159,25 @@ def test_spearman_is_the_rank_formula():
     up = torch.arange(6.0)
     assert gp.spearman(up, up**3) == pytest.approx(1.0)
     assert gp.spearman(up, -up) == pytest.approx(-1.0)
+
+
+def test_rank_order_p_value_is_the_permutation_probability():
+    gen = torch.Generator().manual_seed(32)
+    a = torch.randn(7, generator=gen)
+    b = a + 1.5 * torch.randn(7, generator=gen)
+    rho, p = gp.rank_order(a, b)
+    assert rho == pytest.approx(gp.spearman(a, b))
+    # one-sided p: the share of the 7! orderings of b with a rank correlation >= rho
+    from itertools import permutations
+
+    ra = a.argsort().argsort().double()
+    rb = b.argsort().argsort().double()
+    rhos = [
+        1 - 6 * float(((ra - rb[list(q)]) ** 2).sum()) / (7 * 48) for q in permutations(range(7))
+    ]
+    assert p == pytest.approx(np.mean(np.array(rhos) >= rho - 1e-12), abs=1e-9)
+    assert gp.rank_order(torch.arange(6.0), torch.arange(6.0))[1] == pytest.approx(1 / 720)
+    assert math.isnan(gp.rank_order(torch.zeros(5), torch.arange(5.0))[0])
 
 
 # ---- teleportation ---------------------------------------------------------------------------

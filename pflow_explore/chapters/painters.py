@@ -42,13 +42,15 @@ from pflow_explore.gaussian_probes import (
     Teleportation,
     TrajectoryPair,
     closed_form_error,
+    crossing,
     explained_share,
     feature_emergence,
     perturbation_experiment,
+    rank_order,
     sigma_star,
-    spearman,
     teleportation_sweep,
     trajectories,
+    trajectory_deviation,
 )
 from pflow_explore.theory.gaussian_flow import GaussianFlow
 from pflow_explore.training import FitResult, fit_cached
@@ -70,7 +72,9 @@ class Settings:
     Training (EDM): ``steps`` of Adam on batches of ``batch``, log-normal sigma
     (p_mean, p_std), EMA ``ema_decay``. Sampler: ``n_steps`` Heun steps on the Karras grid
     (sigma_min, sigma_max, rho). Experiments: sample counts ``n_*``, the features kicked and
-    followed, the skip fractions of the teleportation sweep.
+    followed (kicks of the fixed size ``kick`` sigma_data), the skip fractions of the
+    teleportation sweep; ``early_factor``: the early phase of sampling is sigma >=
+    early_factor sqrt(lambda_1), where even the largest feature is still mostly noise.
     """
 
     scale: str
@@ -102,7 +106,8 @@ class Settings:
     emergence_steps: int = 64
     n_features: int = 16
     kick: float = 0.5
-    kick_features: tuple[int, ...] = (0, 2, 4)
+    early_factor: float = 2.0
+    kick_features: tuple[int, ...] = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24)
     n_kick: int = 64
     skip_fractions: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
     n_fd: int = 1000
@@ -458,13 +463,73 @@ def run(s: Settings) -> Results:
 
 
 # ---- claims -------------------------------------------------------------------------------
+def order_claim(e: Emergence, sc: str) -> Claim:
+    """Outline first, as an order: Spearman of the learned crossing sigma against
+    sqrt(lambda_k), one-sided p < 0.05. A feature whose share never reaches 1/sqrt(2)
+    before sigma_min emerged last (rank 0)."""
+    rho, p = rank_order(e.crossing_learned.nan_to_num(0.0), e.sqrt_lambda)
+    rho_g, _ = rank_order(e.crossing_gaussian, e.sqrt_lambda)
+    ratio = (e.crossing_learned / e.sqrt_lambda).nan_to_num(0)
+    return Claim(
+        "outline first: trained model fixes high-variance features earlier "
+        "(Spearman of crossing sigma vs lambda_k)",
+        "high-variance features (outline) appear first, at sigma ~ sqrt(lambda_k)",
+        rho,
+        "rho > 0 with one-sided p < 0.05",
+        bool(rho > 0 and p < 0.05),
+        sc,
+        f"p = {p:.2g}, top {len(ratio)} features (Gaussian rho {rho_g:.2f}); "
+        f"crossing / sqrt(lambda) from {float(ratio.min()):.2f} to {float(ratio.max()):.2f}",
+    )
+
+
+def early_phase_claim(
+    pair: TrajectoryPair, gaussian: GaussianFlow, s: Settings, sqrt_lambda_1: float
+) -> Claim:
+    """The learned paths against the Gaussian paths over sigma >= early_factor sqrt(lambda_1)
+    (:func:`trajectory_deviation`): max relative deviation < 0.05 and closer to the
+    Gaussian than to the mean-only path at the end of that phase."""
+    sigma_early = s.early_factor * sqrt_lambda_1
+    dev, vs_mean = trajectory_deviation(pair, gaussian, sigma_early)
+    return Claim(
+        "learned paths follow the Gaussian paths in the early phase (max rel. deviation)",
+        "the Gaussian solution predicts the early phase of sampling",
+        dev,
+        "< 0.05, and closer to the Gaussian path than to the mean-only path",
+        bool(dev < 0.05 and vs_mean < 1),
+        s.scale,
+        f"RMS |x_net - x_G| / RMS |x_G - mu| over sigma >= {sigma_early:.3g} "
+        f"({s.early_factor:g} sqrt(lambda_1)), {pair.learned.shape[1]} paths; "
+        f"|x_net - x_G| / |x_net - x_mean| = {vs_mean:.2f} at the end of that phase",
+    )
+
+
+def kick_claim(p: Perturbation, s: Settings) -> Claim:
+    """Kicks of fixed size: where each kicked feature's gain falls to 1/sqrt(2)
+    (sqrt(lambda_k) for the Gaussian), ranked against lambda_k, one-sided p < 0.05. The
+    fixed size builds no trend in; a net that ignores the feature gives one crossing for
+    every k."""
+    cross = crossing(p.gain.T, p.sigmas_t).nan_to_num(0.0)
+    rho, pval = rank_order(cross, p.eigenvalues)
+    gain = float((p.gain / p.predicted).median())
+    return Claim(
+        "kicks along outline features still matter at larger sigma_t "
+        "(Spearman of gain-crossing sigma vs lambda_k)",
+        "a kick at sigma_t reaches x0 scaled by sqrt(lambda_k / (lambda_k + sigma_t^2))",
+        rho,
+        "rho > 0 with one-sided p < 0.05",
+        bool(rho > 0 and pval < 0.05),
+        s.scale,
+        f"p = {pval:.2g}; kicks of fixed size {s.kick:g} sigma_data along u_k, k in "
+        f"{tuple(p.features.tolist())}, at {len(p.sigmas_t)} sigma_t; the sigma_t where "
+        f"the gain falls to 1/sqrt(2); measured / predicted gain: median {gain:.2f}",
+    )
+
+
 def claims(r: Results) -> list[Claim]:
     """The card's claims, measured at this scale (criteria fixed before measuring)."""
     sc, s, e, p, t, sh = r.scale, r.settings, r.emergence, r.perturbation, r.teleport, r.share
     ratio_g = e.crossing_gaussian / e.sqrt_lambda
-    ratio_l = e.crossing_learned / e.sqrt_lambda
-    median = float(ratio_l.nanmedian()) if ratio_l.isfinite().any() else math.nan
-    lo, hi = float(ratio_l.nan_to_num(0).min()), float(ratio_l.nan_to_num(0).max())
     out = [
         claim_below(
             "closed form = numerical PF-ODE (max rel. error)",
@@ -475,31 +540,28 @@ def claims(r: Results) -> list[Claim]:
             f"fitted Gaussian of the digits, dopri5 at tol 1e-10, {s.ode_paths} paths",
         ),
         claim_below(
-            "feature k fixed at sigma = sqrt(lambda_k): Gaussian (max |ratio - 1|)",
+            "identity check: Gaussian feature k fixed at sqrt(lambda_k) (max |ratio - 1|)",
             "f_k = 1/sqrt(2) exactly at sigma = sqrt(lambda_k)",
             float((ratio_g - 1).abs().max()),
             0.02,
             sc,
-            f"measured on analytic paths, top {len(ratio_g)} features; grid interpolation",
+            f"an identity of the closed form, not a reproduction: analytic paths, top "
+            f"{len(ratio_g)} features; the tolerance is the error of interpolating the "
+            f"crossing on a {s.emergence_steps}-step grid",
         ),
-        Claim(
-            "feature k fixed near sigma ~ sqrt(lambda_k): trained model (median ratio)",
-            "high-variance features (outline) appear first, at sigma ~ sqrt(lambda_k)",
-            median,
-            "crossing / sqrt(lambda) median in [0.5, 2]",
-            bool(0.5 <= median <= 2),
-            sc,
-            f"top {len(ratio_l)} features; ratios from {lo:.2f} to {hi:.2f}",
-        ),
+        order_claim(e, sc),
+        early_phase_claim(r.pair, r.gaussian, s, float(e.sqrt_lambda[0])),
     ]
     low = sh.sigmas.argmin()
+    above_10 = 0.5 * math.erfc((math.log(10) - s.p_mean) / (s.p_std * math.sqrt(2)))
     for name, paper, star, note in (
         (
             "Gaussian explains >= 90% of the learned denoiser above sigma*",
-            "the Gaussian solution predicts the early phase of sampling",
+            "the Gaussian denoiser is the large-sigma limit of the data's denoiser",
             sh.sigma_star,
             f"share {float(sh.learned[sh.sigmas.argmax()]):.3f} at sigma_max, "
-            f"{float(sh.learned[low]):.3f} at sigma_min",
+            f"{float(sh.learned[low]):.3f} at sigma_min; training's log-normal sigma puts "
+            f"{above_10:.2%} of its draws above sigma = 10 (the net rarely trains there)",
         ),
         (
             "... and >= 90% of the ideal denoiser of the training set above sigma*",
@@ -512,19 +574,9 @@ def claims(r: Results) -> list[Claim]:
         found = f"sigma* = {star:.3g}" if star is not None else "no sigma* on the grid"
         crit = "share >= 0.9 at every grid sigma >= sigma*, sigma* exists"
         out.append(Claim(name, paper, found, crit, star is not None, sc, note))
-    rho = spearman(p.sigmas_t, p.change.mean(0))
-    gain = float((p.gain / p.predicted).median())
     best = t.fractions.tolist().index(t.best_fraction)
     out += [
-        claim_above(
-            "early kicks change the output more (Spearman of change vs sigma_t)",
-            "early perturbations have a greater impact than late ones",
-            rho,
-            0,
-            sc,
-            f"kicks of {s.kick} x the state's scale along u_k, k in "
-            f"{tuple(p.features.tolist())}; measured / predicted gain: median {gain:.2f}",
-        ),
+        kick_claim(p, s),
         claim_above(
             "NFE saved by teleportation at <= 10% FD loss",
             "15-30% of evaluations saved at near-unchanged FID (CIFAR-10)",
@@ -608,8 +660,9 @@ def teleportation_figure(t: Teleportation) -> go.Figure:
 
 def perturbation_figure(p: Perturbation) -> go.Figure:
     """Measured gain |delta x0| / delta against sigma_t, with the predicted gain."""
-    traces = []
-    for j, k in enumerate(p.features.tolist()):
+    traces, q = [], len(p.features)
+    for j in sorted({0, q // 2, q - 1}):  # three of the kicked features: a readable plot
+        k = int(p.features[j])
         traces.append(curve_trace(p.sigmas_t, p.gain[j], f"u_{k} measured", mode="markers"))
         predicted = f"u_{k} predicted sqrt(l/(l+s^2))"
         traces.append(curve_trace(p.sigmas_t, p.predicted[j], predicted, mode="lines", line=DASH))

@@ -96,6 +96,12 @@ def test_tiny_run_end_to_end_and_from_the_cache(data_dir):
     cs = P.claims(r)
     assert len(cs) >= 6 and all(isinstance(c, Claim) and c.scale == "tiny" for c in cs)
     assert cs[0].holds  # closed form vs ODE does not depend on training
+    assert cs[1].holds and cs[1].name.startswith("identity check")  # nor does this one
+    # the training-dependent rows (their negative controls: test_painters_controls.py)
+    names = [c.name for c in cs]
+    assert any(n.startswith("outline first") for n in names)
+    assert any(n.startswith("learned paths follow") for n in names)
+    assert any(n.startswith("kicks along outline") for n in names)
     figs = P.figures(r)
     assert {"explained_share", "feature_emergence", "teleportation", "perturbation"} <= set(figs)
     assert all(isinstance(f, go.Figure) for f in figs.values())
