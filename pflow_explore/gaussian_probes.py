@@ -1,4 +1,4 @@
-"""Probes of a denoiser and its sampler against the Gaussian theory (card 01_painters).
+"""Probes of a denoiser and its sampler against the Gaussian theory (docs/papers.md §01).
 
 Wang & Vastola (2023) solve the probability-flow ODE of Gaussian data N(mu, Sigma),
 Sigma = U diag(lambda) U^T, in closed form (``theory.gaussian_flow.GaussianFlow``). Under
@@ -423,8 +423,8 @@ def feature_emergence(
 ) -> Emergence:
     """Outline first: the sigma at which feature k's share f_k(sigma) crosses 1/sqrt(2).
 
-    For the Gaussian the crossing is sigma = sqrt(lambda_k) exactly (card, "Outline
-    first"); here it is measured with :func:`feature_shares` on analytic paths and on the
+    For the Gaussian the crossing is sigma = sqrt(lambda_k) exactly (docs/papers.md); here it is
+    measured with :func:`feature_shares` on analytic paths and on the
     learned sampler's paths from the same x_T (n, d) over the grid sigmas (N + 1,).
     """
     feats = list(range(n_features))

@@ -17,7 +17,7 @@ closed form explains, on 8x8 digits (cpu) or 32x32 augmented digits (gpu). The m
     run(s) = all of them -> Results;  claims(r), figures(r)
 
 States are flattened images x (n, d); ``image_shape`` puts them back. Noise levels follow
-EDM: x = x0 + sigma z, sampling from sigma_max = 80 down to 0 (card 01_painters, "VE / EDM").
+EDM: x = x0 + sigma z, sampling from sigma_max = 80 down to 0 (docs/papers.md).
 Time convention: noise level (sigma; sigma = 0 is the data).
 """
 
@@ -204,7 +204,7 @@ def fit_gaussian(images: Tensor, shrinkage: float = 1e-3) -> GaussianFlow:
     """The Gaussian N(mu, Sigma) of the data: mu the mean image, Sigma its covariance (PCA).
 
     images: (N, d) or (N, 1, S, S), pixels in [-1, 1], the range the denoiser sees. The
-    pixel-range trap (card): a Gaussian fitted to [0, 1] pixels is wrong for [-1, 1] ones
+    pixel-range trap (paper): a Gaussian fitted to [0, 1] pixels is wrong for [-1, 1] ones
     (mean 2 mu - 1, eigenvalues 4 lambda); convert with ``GaussianFlow.rescaled(2, -1)``.
     Sigma is shrunk by ``shrinkage`` towards (tr Sigma / d) I so blank border pixels still
     give a positive definite matrix (``GaussianFlow.from_samples``).
@@ -527,7 +527,7 @@ def kick_claim(p: Perturbation, s: Settings) -> Claim:
 
 
 def claims(r: Results) -> list[Claim]:
-    """The card's claims, measured at this scale (criteria fixed before measuring)."""
+    """The paper's claims, measured at this scale (criteria fixed before measuring)."""
     sc, s, e, p, t, sh = r.scale, r.settings, r.emergence, r.perturbation, r.teleport, r.share
     ratio_g = e.crossing_gaussian / e.sqrt_lambda
     out = [
