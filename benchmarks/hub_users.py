@@ -92,7 +92,10 @@ def memory_per_student(hub_proc: subprocess.Popen) -> dict[str, float]:
             continue
         if "jupyterhub.singleuser" not in cmd:
             continue
-        name = Path(p.cwd()).parent.name if p.cwd() else "?"
+        try:
+            name = p.environ().get("JUPYTERHUB_USER", str(p.pid))
+        except psutil.Error:
+            name = str(p.pid)
         procs = [p, *p.children(recursive=True)]
         out[name] = sum(q.memory_info().rss for q in procs if q.is_running()) / 2**20
     return out
@@ -160,7 +163,8 @@ def main() -> None:
             for r in rows
         ),
         "",
-        f"Memory per student after all arrived (server + kernels, RSS): median "
+        "Memory per student after all arrived (their single-user server and the kernels it "
+        f"still runs, RSS, shared pages counted in each): median "
         f"{mem[len(mem) // 2]:.0f} MB, min {mem[0]:.0f} MB, max {mem[-1]:.0f} MB "
         f"({len(mem)} servers)."
         if mem

@@ -107,6 +107,9 @@ def test_three_students_each_get_a_dashboard_server(tmp_path, browser):
                 _slider_moves(page, f"{base}/user/{name}/voila/render/{path.name}", name)
             # the course's front-end extension, loaded through the server extension too
             assert page.evaluate("() => window.__pflowPatientRenderers") >= 1
+            if name == STUDENTS[0]:  # JupyterLab, for the exercises, on the student's copy
+                page.goto(f"{base}/user/{name}/lab/tree/00_start_here.ipynb", timeout=90_000)
+                page.wait_for_selector(".jp-Notebook", timeout=120_000)
             page.context.close()
         servers = [p for p in psutil.Process(proc.pid).children(recursive=True) if _singleuser(p)]
         assert len(servers) == len(STUDENTS), "one server per student"
