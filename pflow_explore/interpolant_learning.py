@@ -1,4 +1,4 @@
-"""Learning the pair (b, eta) of a stochastic interpolant and measuring it (card 02_interpolants).
+"""Learning the pair (b, eta) of a stochastic interpolant and measuring it (docs/papers.md §02).
 
 With x_t = I(t, x0, x1) + gamma(t) z, the velocity b(x, t) = E[d_t I + gamma' z | x_t = x]
 and the denoiser eta(x, t) = -E[z | x_t = x] = gamma s(x, t) minimise quadratic losses
@@ -86,7 +86,7 @@ class FlatUNet(nn.Module):
 def interpolant_losses(
     model: LearnedPair, interpolant: Interpolant, x0: Tensor, x1: Tensor, t: Tensor, z: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """The card's quadratic losses (L_b, L_eta) on one batch, with antithetic noise.
+    """The paper's quadratic losses (L_b, L_eta) on one batch, with antithetic noise.
 
     x0, x1, z: (n, d), t: (n,) in (0, 1). With x_t^+- = I(t, x0, x1) +- gamma(t) z,
 
@@ -95,7 +95,7 @@ def interpolant_losses(
         L_eta = E[ 1/2 |eta(x^+)|^2 + z . eta(x^+) + 1/2 |eta(x^-)|^2 - z . eta(x^-) ] / 2,
 
     each divided by d. L_b is minimised by b = E[d_t I + gamma' z | x_t], L_eta by
-    eta = -E[z | x_t] = gamma s: it is the card's L_s = E[1/2 |s|^2 + gamma^-1 z . s]
+    eta = -E[z | x_t] = gamma s: it is the paper's L_s = E[1/2 |s|^2 + gamma^-1 z . s]
     weighted by gamma^2, which removes the 1/gamma singularity of its target. The pair
     +-z cancels the large gamma' z term of the b target to first order in gamma, where
     gamma' = a (1 - 2t) / (2 gamma) blows up (the variance reduction of the paper).
@@ -124,7 +124,7 @@ def interpolant_losses(
 
 
 def training_times(n: int, t_delta: float, generator: torch.Generator | None = None) -> Tensor:
-    """t ~ U[t_delta, 1 - t_delta], (n,) float32: away from the singular ends (card, "Traps")."""
+    """t ~ U[t_delta, 1 - t_delta], (n,) float32: away from the singular ends (docs/papers.md)."""
     return t_delta + (1 - 2 * t_delta) * torch.rand(n, generator=generator)
 
 

@@ -1,8 +1,8 @@
 """Every chapter's exercises against the worked answers: in its instructor notebook between
-nbgrader's markers, or (chapters not converted yet) in solutions/ outside the package.
+nbgrader's markers (never in the package).
 
 For each ``pflow_explore/exercises/<slug>.py``: every :class:`Exercise` has a worked answer
-in ``solutions/NN_<slug>.py`` under its function name, the answer passes the checker, and
+in the notebook under its function name, the answer passes the checker, and
 the same answer slightly off (a negative control) fails it, so no exercise accepts anything.
 """
 
@@ -22,22 +22,13 @@ import pflow_explore.exercises as exercises_pkg
 from pflow_explore import course, student_release
 from pflow_explore.exercises import chapter_exercises
 
-SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
 SLUGS = sorted(m.name for m in pkgutil.iter_modules(exercises_pkg.__path__) if m.name != "check")
 
 
-def _solutions(slug: str):
-    """The worked answers: solutions/NN_<slug>.py where a chapter still keeps them there,
-    else the answers between nbgrader's markers in its instructor notebook."""
-    files = sorted(SOLUTIONS.glob(f"[0-9][0-9]_{slug}.py"))
-    if not files:
-        nb = nbformat.read(course.notebooks()[slug], as_version=4)
-        return SimpleNamespace(**student_release.answers(nb))
-    assert len(files) == 1, f"expected one solutions/NN_{slug}.py, found {files}"
-    spec = importlib.util.spec_from_file_location(f"solutions_{slug}", files[0])
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _solutions(slug: str) -> SimpleNamespace:
+    """The worked answers between nbgrader's markers in the chapter's instructor notebook."""
+    nb = nbformat.read(course.notebooks()[slug], as_version=4)
+    return SimpleNamespace(**student_release.answers(nb))
 
 
 CASES = [
@@ -49,7 +40,6 @@ CASES = [
 
 def test_every_chapter_with_exercises_is_found():
     assert CASES, "no exercises found"
-    assert not list(SOLUTIONS.glob("*.py")) or SLUGS
 
 
 @pytest.mark.parametrize(("slug", "ex"), CASES, ids=[f"{s}-{e.function}" for s, e in CASES])
@@ -71,6 +61,6 @@ def test_solutions_are_not_in_the_package():
     import pflow_explore
 
     package = Path(pflow_explore.__file__).parent
-    assert not list(package.rglob("solution*")), "worked answers belong in solutions/"
+    assert not list(package.rglob("solution*")), "worked answers belong in the instructor notebooks"
     holding = [p for p in package.rglob("*.py") if "def _solution" in p.read_text()]
-    assert not holding, f"worked answers belong in solutions/, found in {holding}"
+    assert not holding, f"worked answers belong in the instructor notebooks, found in {holding}"

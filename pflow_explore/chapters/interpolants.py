@@ -2,13 +2,13 @@
 
 One interpolant x_t = I(t, x0, x1) + gamma(t) z between two densities rho0, rho1 defines a
 velocity b and a score s; learned once, (b, s) gives the ODE dX = b dt and, for every eps > 0,
-the SDE dX = (b + eps s) dt + sqrt(2 eps) dW (card 02_interpolants, "Method"). This module
+the SDE dX = (b + eps s) dt + sqrt(2 eps) dW (docs/papers.md). This module
 holds the paper's presets, experiments, claims and figure wiring; the method lives in
 ``interpolant_learning`` (losses, sweeps), ``samplers``, ``theory.interpolant_fields`` /
 ``theory.interpolant_checks`` and ``viz.interpolant_figures``. The named experiments:
 
 1. :func:`pair_experiment` per data pair (:func:`pair_data`): :func:`train_pair` fits b and
-   eta = gamma s with the card's quadratic losses; :func:`cached_sweep` samples the ODE and
+   eta = gamma s with the paper's quadratic losses; :func:`cached_sweep` samples the ODE and
    the SDEs for every eps from the same pair and measures distances to the target;
    :func:`learned_vs_exact` compares b and eta with the exact fields where known;
 2. :func:`theory_checks`: exact fields against Monte Carlo, and the grid residuals of the
@@ -290,7 +290,7 @@ def _digits32(copies: int, seed: int) -> tuple[Tensor, Tensor]:
 
 
 def pair_data(s: Settings, pair: str) -> PairData:
-    """The densities of one experiment (card, "Small reproduction" and "GPU setting").
+    """The densities of one experiment (docs/papers.md, "Small reproduction" and "GPU setting").
 
     - checkerboard: N(0, I) -> the 8-square checkerboard on [-2, 2]^2 (no exact fields);
     - mixtures: eight Gaussians (radius 2, std 0.2) -> the fixed random 5-component mixture
@@ -469,7 +469,7 @@ def theory_checks(s: Settings) -> tuple[checks.MonteCarloCheck, checks.ResidualC
 
 
 def likelihood_control(s: Settings) -> checks.LikelihoodControl:
-    """Experiment: the exact likelihood control (card, "likelihood control").
+    """Experiment: the exact likelihood control (docs/papers.md).
 
     Gaussian endpoints, the preset's interpolant: every field is affine, so rho1_hat is
     Gaussian and KL(rho1 || rho1_hat) exact. The drift error delta(x, t) = -k (x - m_t)
@@ -568,7 +568,7 @@ def _listing(pairs: list[tuple[float, ...]], fmt: Callable[..., str]) -> str:
 
 
 def claims(r: Results) -> list[Claim]:
-    """The card's claims, measured at this scale (criteria fixed before measuring)."""
+    """The paper's claims, measured at this scale (criteria fixed before measuring)."""
     sc, st, mc, res, lc = r.scale, r.settings, r.monte_carlo, r.residuals, r.likelihood
     # fmt: off
     out = [

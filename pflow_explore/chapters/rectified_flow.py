@@ -1,6 +1,6 @@
 """Chapter 03: rectified flow, reflow and one-step distillation, with guidance (InstaFlow).
 
-Liu et al. 2022 and 2023, card 03_rectified_flow; t = 0 noise, t = 1 data, as in
+Liu et al. 2022 and 2023, docs/papers.md §03; t = 0 noise, t = 1 data, as in
 :mod:`flow_matching` (``fm``: loss, guidance, sampling, couplings, 1-RF training); reflow and
 distillation are :mod:`distillation`'s. The experiments, each callable on its own:
 :func:`theory_check` (the exact Gaussian case), :func:`experiment_2d` (per 2D target: 1-, 2-,
@@ -415,7 +415,7 @@ def experiment_digits(s: Settings) -> DigitsResult:
 def theory_check(
     d: int = 2, sigma: float = 0.6, n: int = 20000, n_steps: int = 64, seed: int = 7
 ) -> GaussianRFCheck:
-    """The card's exact Gaussian case checked numerically (``theory.gaussian_rf_check``), S by
+    """The paper's exact Gaussian case checked numerically (``theory.gaussian_rf_check``), S by
     rk4 paths of the exact field on ``n_steps`` steps and Simpson in time."""
     from pflow_explore.theory.rectified_flow import gaussian_rf_check  # sympy: load on use
 
@@ -546,7 +546,7 @@ def claims_digits(dg: DigitsResult, s: Settings) -> list[Claim]:
 
 
 def claims(r: Results) -> list[Claim]:
-    """The card's claims at this scale; criteria fixed before measuring."""
+    """The paper's claims at this scale; criteria fixed before measuring."""
     s = replace(r.settings, scale=r.scale)
     return claims_theory(r.theory, r.scale) + claims_2d(r.chains, s) + claims_digits(r.digits, s)
 

@@ -11,8 +11,7 @@ differs (:func:`check`). Where things live:
 - the worked answers: in the chapter's notebook (the instructor source) between nbgrader's
   ``### BEGIN SOLUTION`` / ``### END SOLUTION`` markers, with an autograder cell calling
   :meth:`Exercise.grade` (``pflow_explore.student_release`` writes the student release
-  without them); chapters not converted yet keep them in ``solutions/<NN_slug>.py``
-  (repository root, outside the package). ``tests/test_solutions.py`` checks that every
+  without them), never in the package. ``tests/test_solutions.py`` checks that every
   exercise has one, that it passes, and that a near miss fails.
 
 In a notebook::

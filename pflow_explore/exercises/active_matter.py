@@ -2,7 +2,7 @@
 from samples of the velocity, and the exact Ornstein-Uhlenbeck step of the propulsion.
 
 Each reference is the package's own implementation (``epr``, ``datasets.particles``); the
-worked answers are in ``solutions/12_active_matter.py`` at the repository root.
+worked answers are in the chapter's instructor notebook, between nbgrader's solution markers.
 """
 
 from __future__ import annotations

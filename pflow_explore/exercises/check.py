@@ -122,7 +122,7 @@ class Exercise:
     """One exercise of a chapter.
 
     name: what the learner reads ("Gaussian denoiser"); function: the name the learner's
-    function has in the notebook and the worked answer in ``solutions/`` (e.g.
+    function has in the notebook and in its worked answer (e.g.
     ``"gaussian_denoiser"``); inputs(generator) -> the positional arguments of one trial;
     reference: the package's implementation, called on the same arguments; rtol, atol,
     trials: as in :func:`check`.

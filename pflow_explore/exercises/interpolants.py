@@ -4,7 +4,7 @@ generative SDE.
 
 Each reference is the package's own implementation (``Interpolant.velocity_target``,
 ``InterpolantFields.score``, ``samplers.sde_step``); the worked answers are in
-``solutions/02_interpolants.py`` at the repository root.
+the chapter's instructor notebook, between nbgrader's solution markers.
 
 Time convention: flow (t = 0 is rho0, t = 1 is rho1).
 """

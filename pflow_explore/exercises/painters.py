@@ -5,7 +5,7 @@ The references are the package's sympy-derived closed forms
 (``theory.gaussian_flow.GaussianFlow``: ``ve_denoiser``, ``ve_solution``, and
 ``feature_share`` inverted by bisection, so the third exercise is checked against the share
 curve itself rather than against a formula for its inverse); the worked answers are in
-``solutions/01_painters.py`` at the repository root.
+the chapter's instructor notebook, between nbgrader's solution markers.
 
 Time convention: noise level (sigma; sigma = 0 is the data).
 """

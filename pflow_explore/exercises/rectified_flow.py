@@ -3,7 +3,7 @@ a sampled path, and classifier-free guidance.
 
 Each reference is the package's own implementation (``flow_matching.rectified_flow_loss``,
 ``trajectories.straightness``, ``flow_matching.guided_velocity``); the worked answers are in
-``solutions/03_rectified_flow.py`` at the repository root. Time: t = 0 noise, t = 1 data.
+the chapter's instructor notebook, between nbgrader's solution markers.
 
 Time convention: flow (t = 0 noise, t = 1 data).
 """

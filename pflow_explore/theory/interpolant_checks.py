@@ -1,4 +1,4 @@
-"""Checks of the exact interpolant fields against independent numerics (card 02_interpolants).
+"""Checks of the exact interpolant fields against independent numerics (docs/papers.md §02).
 
 - :func:`fields_vs_monte_carlo`: the exact b and s (``InterpolantFields``) against
   self-normalised importance-sampling estimates of the conditional expectations
@@ -174,7 +174,7 @@ def residual_convergence(
     points, spacing h_k = h_0 / 2^k on ``x_range`` and time step dt_k = dt0 / 2^k. The exact
     rho solves the equations, so what remains is the central-difference error
     O(h^2 + dt^2): it should fall ~4x per level, for the transport (eps = 0) and for every
-    Fokker-Planck equation (eps > 0) alike (card, "Exact cases").
+    Fokker-Planck equation (eps > 0) alike (docs/papers.md).
     """
     if fields.dim != 1:
         raise ValueError(f"residual_convergence needs 1D fields, got d = {fields.dim}")

@@ -1,4 +1,4 @@
-"""Rectified flow between two Gaussians in closed form (Liu et al. 2022/2023, card 03).
+"""Rectified flow between two Gaussians in closed form (Liu et al. 2022/2023, docs/papers.md §03).
 
 Time convention of THIS chapter (the paper's): t = 0 is noise, t = 1 is data,
 
@@ -70,7 +70,7 @@ def derivation_gaussian_rf() -> Derivation:
     the arctan identity), "atan identity" (d/dsigma of atan(sigma) + atan(1/sigma) = 0 and
     its value pi/2 at sigma = 1), "1-step Euler endpoint" (= mu), "one-step W2^2",
     "2-RF velocity", "2-RF flow", "2-RF velocity along path", "2-RF straightness" (= 0).
-    The result is S(1-RF) = d sigma (2 - pi/2) (card, "Exact case").
+    The result is S(1-RF) = d sigma (2 - pi/2) (docs/papers.md).
     """
     # X_t = t X1 + (1 - t) X0 with X1 = mu + sigma e, e, X0 independent N(0, 1)
     mean_xt = t_ * mu_
@@ -206,7 +206,7 @@ def _flow(label: str, z0: Tensor, t: float | Tensor, mu: float | Tensor, sigma: 
 
 
 def gaussian_rf_velocity(x: Tensor, t: float | Tensor, mu: float | Tensor, sigma: float) -> Tensor:
-    """1-RF velocity of N(0, I) -> N(mu, sigma^2 I) (card, "Exact case"), shape (n, d).
+    """1-RF velocity of N(0, I) -> N(mu, sigma^2 I) (docs/papers.md), shape (n, d).
 
     v(x, t) = E[X1 - X0 | X_t = x] = mu + (t sigma^2 - (1 - t)) / ((1 - t)^2 + t^2 sigma^2)
     (x - t mu). x: (n, d); t in [0, 1] (float, 0-d or (n,)); mu: float or (d,); sigma > 0.
@@ -227,7 +227,7 @@ def gaussian_rf_flow(z0: Tensor, t: float | Tensor, mu: float | Tensor, sigma: f
 def gaussian_rf_straightness(d: int, sigma: float) -> float:
     """S(1-RF) = d sigma (2 - pi/2) for N(0, I_d) -> N(mu, sigma^2 I_d); mu drops out.
 
-    S = int_0^1 E|(Z1 - Z0) - dZ_t/dt|^2 dt (card, "Method"); about 0.43 d sigma.
+    S = int_0^1 E|(Z1 - Z0) - dZ_t/dt|^2 dt (docs/papers.md); about 0.43 d sigma.
     """
     if int(d) != d or d < 1:
         raise ValueError(f"d (dimension) must be an integer >= 1, got {d!r}")
@@ -295,7 +295,7 @@ def gaussian_rf_check(
     n: int = 20000,
     seed: int = 7,
 ) -> GaussianRFCheck:
-    """Check the card's exact case numerically on a random mu (float64, seeded ``seed``).
+    """Check the paper's exact case numerically on a random mu (float64, seeded ``seed``).
 
     ``straightness_of(v, z0)``: a numerical estimate of S = int E|(Z1 - Z0) - v(Z_t, t)|^2 dt
     of the flow of v(x (n, d), t (0-d)) from z0 (n, d), e.g. rk4 paths and Simpson in time
