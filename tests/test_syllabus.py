@@ -90,3 +90,11 @@ def test_docs_papers_notation_section_is_the_generated_one():
     start = page.index("## Notation\n")
     section = page[start : page.index("\n---\n", start)]
     assert notation.markdown().strip() in section, "regenerate: notation.markdown()"
+
+
+@pytest.mark.parametrize("slug", list(course.notebooks()))
+def test_every_chapter_opens_with_its_front_matter(slug):
+    nb = nbformat.read(course.notebooks()[slug], as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    # right after the parameters cell: papers, prerequisites, outcomes, study time
+    assert f'syllabus.front_matter("{slug}")' in code[1], code[1][:200]
