@@ -401,9 +401,10 @@ def run_perturbation(m: Model) -> Perturbation:
     )
 
 
-def run_teleportation(m: Model) -> Teleportation:
+def run_teleportation(m: Model, jump: GaussianFlow | None = None) -> Teleportation:
     """:func:`teleportation_sweep` on ``n_fd`` starts (stream "fd"), FD to the test digits,
-    the floor from shuffled training digits."""
+    the floor from shuffled training digits. ``jump``: what makes the closed-form jump
+    (default ``m.gaussian``; the notebook passes the learner's functions)."""
     s = m.settings
     gen = seeds(s).generator("share")
     # the floor's shuffle has always been drawn after the explained-share noise: keep it
@@ -411,7 +412,14 @@ def run_teleportation(m: Model) -> Teleportation:
     floor = m.train[torch.randperm(len(m.train), generator=gen)]
     x_T = initial_noise(s, s.n_fd, seeds(s)["fd"], m.device)
     return teleportation_sweep(
-        m.denoiser, m.gaussian, x_T, m.sigmas, s.skip_fractions, m.test, image_shape(s), floor
+        m.denoiser,
+        jump or m.gaussian,
+        x_T,
+        m.sigmas,
+        s.skip_fractions,
+        m.test,
+        image_shape(s),
+        floor,
     )
 
 

@@ -12,6 +12,8 @@ Time convention: noise level (sigma; sigma = 0 is the data).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -74,6 +76,42 @@ def emergence_sigma(lam: Tensor, level: float, iterations: int = 64) -> Tensor:
             lo, hi = (mid, hi) if float(flow.feature_share(mid)[0]) > level else (lo, mid)
         out.append((lo + hi) / 2)
     return torch.tensor(out, dtype=F64)
+
+
+class LearnerJump:
+    """The teleportation jump made of the learner's two functions.
+
+    ``edm.heun_steps(teleport_to=k, gaussian=...)`` calls two methods of its ``gaussian``:
+    ``ve_solution(x_T, sigma_T, sigmas) -> (m, n, d)`` for the jump and
+    ``ve_denoiser(x, sigma) -> (n, d)`` for the x0-estimate it shows. This object answers
+    both with ``solution(x_T, sigma_T, sigma, mean, lam, U)`` (one sigma at a time) and
+    ``denoiser(x, sigma, mean, lam, U)`` on ``gaussian``'s spectrum, in float64 like the
+    checker's inputs, and returns x's dtype.
+    """
+
+    def __init__(
+        self,
+        gaussian: GaussianFlow,
+        denoiser: Callable[..., Tensor],
+        solution: Callable[..., Tensor],
+    ) -> None:
+        self.gaussian, self.denoiser, self.solution = gaussian, denoiser, solution
+
+    def _spectrum(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        g = self.gaussian
+        return g.mean.to(device), g.eigenvalues.to(device), g.eigenvectors.to(device)
+
+    def ve_solution(self, x_T: Tensor, sigma_T: float, sigmas: Tensor) -> Tensor:
+        """(m, n, d): the learner's x(sigma) for each sigma in ``sigmas`` (m,)."""
+        mean, lam, u = self._spectrum(x_T.device)
+        x64 = x_T.to(F64)
+        out = [self.solution(x64, float(sigma_T), float(s), mean, lam, u) for s in sigmas]
+        return torch.stack(out).to(x_T.dtype)
+
+    def ve_denoiser(self, x: Tensor, sigma: float) -> Tensor:
+        """(n, d): the learner's D(x; sigma)."""
+        mean, lam, u = self._spectrum(x.device)
+        return self.denoiser(x.to(F64), float(sigma), mean, lam, u).to(x.dtype)
 
 
 GAUSSIAN_DENOISER = Exercise(

@@ -106,3 +106,29 @@ def test_tiny_run_end_to_end_and_from_the_cache(data_dir):
     assert {"explained_share", "feature_emergence", "teleportation", "perturbation"} <= set(figs)
     assert all(isinstance(f, go.Figure) for f in figs.values())
     assert isinstance(P.preview(), go.Figure)
+
+
+def test_the_learners_jump_drives_teleportation_and_a_wrong_one_changes_the_samples():
+    """exercises.painters.LearnerJump: the learner's two functions replace the GaussianFlow
+    in edm.heun_steps; the reference functions give the same samples as the flow itself, a
+    solution that forgets to shrink (x(sigma) = x_T) gives different ones."""
+    from pflow_explore.edm import edm_sampler
+    from pflow_explore.exercises import painters as ex
+    from pflow_explore.paths import karras_sigmas
+
+    gen = torch.Generator().manual_seed(11)
+    _, _, mean, lam, u = ex.gaussian_inputs(gen)
+    flow = GaussianFlow.from_spectrum(mean, lam, u)
+    x_T = (mean + 20 * torch.randn(64, 5, generator=gen, dtype=torch.float64)).float()
+    sigmas = karras_sigmas(8, 0.01, 20.0).to(torch.float64)
+    model = flow.ve_denoiser  # an exact "trained" denoiser: only the jump differs
+    ref = edm_sampler(model, x_T, sigmas, 4, flow, trajectory=True)
+    mine = edm_sampler(
+        model, x_T, sigmas, 4, ex.LearnerJump(flow, ex.gaussian_denoiser, ex.ve_solution), True
+    )
+    assert mine.x.dtype == x_T.dtype
+    torch.testing.assert_close(mine.trajectory, ref.trajectory)
+    torch.testing.assert_close(mine.denoised, ref.denoised)
+    wrong = ex.LearnerJump(flow, ex.gaussian_denoiser, lambda x_T, s_T, s, *_: x_T)
+    off = edm_sampler(model, x_T, sigmas, 4, wrong).x
+    assert (off - ref.x).abs().max() > 0.1
