@@ -1,5 +1,5 @@
 """The plumbing every chapter repeats, one way each: presets, a stopwatch, named seed streams,
-cache keys and thread pinning.
+cache keys, thread pinning and lazily computed data.
 
     SETTINGS = presets(Settings, tiny=dict(steps=150), cpu={}, gpu=dict(steps=8000))
     s = choose(SETTINGS, "tiny", lr=1e-3)               # the preset, with changes applied
@@ -15,12 +15,14 @@ Nothing here changes a number: ``Seeds`` reproduces ``seed + offset`` exactly an
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 import torch
+from torch import Tensor
 
 from pflow_explore import cache, scale, training
 from pflow_explore.scale import single_threaded, torch_threads
@@ -31,6 +33,8 @@ __all__ = [
     "artifact_digest",
     "cache_key",
     "choose",
+    "lazy_tensors",
+    "on_settings_threads",
     "one_thread_on_cpu",
     "presets",
     "require",
@@ -40,6 +44,7 @@ __all__ = [
 ]
 
 S = TypeVar("S")
+T = TypeVar("T")
 
 
 # ---- presets --------------------------------------------------------------------------------
@@ -262,3 +267,25 @@ def one_thread_on_cpu(
     and the device is the CPU; else nothing changes. Why: :func:`scale.torch_threads`."""
     dev = scale.device() if device is None else torch.device(device)
     return torch_threads(1 if active and dev.type == "cpu" else None, blas=blas)
+
+
+def on_settings_threads(experiment: Callable[..., T]) -> Callable[..., T]:
+    """Decorator: run ``experiment(s, ...)`` on ``s.threads`` torch threads (``None``: as
+    set), so an experiment called alone reduces in the same order, and gives the same
+    numbers, as when the chapter's ``run`` calls it inside its own ``torch_threads``."""
+
+    @functools.wraps(experiment)
+    def pinned(s: Any, *args: Any, **kw: Any) -> T:
+        with torch_threads(s.threads):
+            return experiment(s, *args, **kw)
+
+    return pinned
+
+
+# ---- lazy artifacts -------------------------------------------------------------------------
+def lazy_tensors(
+    device: torch.device | str, make: Callable[..., tuple[Tensor, ...]], *args: Any
+) -> Callable[[], tuple[Tensor, ...]]:
+    """A function returning ``make(*args)`` moved to ``device``, computed at its first call
+    and kept: training data that a cached network never needs are never simulated."""
+    return functools.cache(lambda: tuple(t.to(device) for t in make(*args)))

@@ -31,6 +31,14 @@ GAS, INTERFACE, BULK = 0, 1, 2
 PHASE_NAMES = ("gas", "interface", "bulk")
 
 
+def pooled_frames(traj: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Frames of several replicas pooled into one batch: ``traj`` {"x", "g"} each (frames,
+    replicas, N, d) -> x, g (frames * replicas, N, d) and the replica of each row (n,), the
+    groups over which standard errors are taken (frames of one replica are correlated)."""
+    frames, replicas = traj["x"].shape[:2]
+    return traj["x"].flatten(0, 1), traj["g"].flatten(0, 1), torch.arange(replicas).repeat(frames)
+
+
 def interface_labels(
     x: Tensor, box: float, radius: float, within: float | None = None, dense_min: int = 4
 ) -> Tensor:

@@ -75,6 +75,11 @@ def device(prefer: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def device_of(module: torch.nn.Module) -> torch.device:
+    """The device of a module's (first) parameter: where its inputs must go."""
+    return next(module.parameters()).device
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch (CPU and CUDA) and return a CPU torch.Generator.
 

@@ -285,3 +285,42 @@ def test_require_at_least_names_the_field():
         require_at_least(S(steps="x"), "steps")
     with pytest.raises(ValueError, match="nope"):
         require(False, "nope")
+
+
+def test_on_settings_threads_pins_the_count_inside_and_restores_it():
+    @dataclasses.dataclass(frozen=True)
+    class Sized:
+        threads: int | None
+
+    seen = []
+
+    @E.on_settings_threads
+    def experiment(s: Sized, extra: int) -> int:
+        seen.append(torch.get_num_threads())
+        return extra + 1
+
+    before = torch.get_num_threads()
+    assert experiment(Sized(1), 4) == 5 and seen == [1]
+    assert torch.get_num_threads() == before
+    experiment(Sized(None), 0)  # None: leaves the count as it is
+    assert seen[-1] == before
+    assert experiment.__name__ == "experiment"
+
+
+def test_lazy_tensors_compute_once_at_the_first_call():
+    calls = []
+
+    def make(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(n)
+        return torch.zeros(n), torch.ones(n, dtype=torch.float64)
+
+    data = E.lazy_tensors("cpu", make, 3)
+    assert calls == []  # nothing simulated until asked
+    a, b = data()
+    assert calls == [3] and a.shape == (3,) and b.dtype == torch.float64
+    assert data()[0] is a and calls == [3]
+
+
+def test_device_of_a_module_is_its_parameters_device():
+    net = torch.nn.Linear(2, 2)
+    assert scale.device_of(net) == torch.device("cpu")

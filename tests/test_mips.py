@@ -137,3 +137,17 @@ def test_phase_summary_weights_the_dense_phases_by_their_shares():
     )  # fmt: skip
     want = "shares gas / interface / bulk 0.50, 0.30, 0.20; gas 1 vs dense 6"
     assert mips.phase_summary(m) == want
+
+
+def test_pooled_frames_keep_each_rows_replica():
+    import torch
+
+    from pflow_explore.mips import pooled_frames
+
+    frames, replicas, n, d = 3, 4, 5, 2
+    x = torch.arange(frames * replicas * n * d, dtype=torch.float32).reshape(frames, replicas, n, d)
+    px, pg, rep = pooled_frames({"x": x, "g": -x})
+    assert px.shape == pg.shape == (frames * replicas, n, d)
+    for row in range(frames * replicas):  # each pooled row is frame f of replica rep[row]
+        f = row // replicas
+        assert torch.equal(px[row], x[f, rep[row]]) and torch.equal(pg[row], -x[f, rep[row]])

@@ -27,9 +27,19 @@ from pflow_explore import cache, epr, experiment, mips, scale, score_matching
 from pflow_explore.claims import Claim, claim_below, claim_parts_within, replica_z
 from pflow_explore.datasets import particles
 from pflow_explore.datasets.particles import AOUP, ring_laplacian
-from pflow_explore.experiment import Seeds, Stopwatch, cache_key, choose, presets, require
+from pflow_explore.experiment import (
+    Seeds,
+    Stopwatch,
+    cache_key,
+    choose,
+    lazy_tensors,
+    on_settings_threads,
+    presets,
+    require,
+)
 from pflow_explore.mips import PhaseEPR
 from pflow_explore.nets import ChainScore, PropulsionScore, TrapScore, make_local_net
+from pflow_explore.scale import device_of
 from pflow_explore.training import FitResult, fit_cached
 from pflow_explore.viz import epr as figs
 from pflow_explore.viz.style import margins
@@ -177,18 +187,6 @@ def _cached(name: str, key: dict[str, object], build: Callable[[], dict]) -> dic
     return cache.cached(CHAPTER, name, key, build, version=VERSION)[0]
 
 
-def _pinned(experiment: Callable) -> Callable:
-    """Run ``f(s, ...)`` on ``s.threads`` torch threads, alone or from :func:`run` (the same
-    thread count, so the same reductions and numbers)."""
-
-    @functools.wraps(experiment)
-    def pinned(s: Settings, *args: Any, **kw: Any) -> Any:
-        with scale.torch_threads(s.threads):
-            return experiment(s, *args, **kw)
-
-    return pinned
-
-
 def _train(
     s: Settings,
     what: str,
@@ -209,15 +207,6 @@ def _train(
             lr=getattr(s, f"{what}_lr"), warmup=min(warmup, steps // 10), device=scale.device(),
             cosine=True, desc=f"active_matter: {label} ({s.scale})", **kw,
         )  # fmt: skip
-
-
-def _device(net: nn.Module) -> torch.device:
-    return next(net.parameters()).device
-
-
-def _lazy(dev: torch.device, sample: Callable[..., tuple[Tensor, ...]], *args: Any) -> Callable:
-    """``sample(*args)`` on ``dev``, simulated at the first call (never for a cached network)."""
-    return functools.cache(lambda: tuple(t.to(dev) for t in sample(*args)))
 
 
 # ---- the physical models ---------------------------------------------------------------------
@@ -255,7 +244,7 @@ class TheoryChecks:
     modal_vs_lyapunov: float
 
 
-@_pinned
+@on_settings_threads
 def theory_checks(s: Settings, data: dict[str, Tensor], n_random: int = 20) -> TheoryChecks:
     """Check the exact results numerically (docs/papers.md)."""
     from pflow_explore.theory import linear_sde as ls  # imports sympy: not at module import
@@ -286,7 +275,7 @@ def train_trap_score(s: Settings) -> FitResult:
     """One ``TrapScore`` for all v0, trained by dynamics denoising on ``trap_batch`` of
     ``trap_samples`` fresh samples per v0 and step (cached)."""
     dev, seeds = scale.device(), Seeds(s.seed, **TRAP_SEEDS)
-    data = _lazy(dev, trap_samples, s, s.trap_samples, seeds["train"])
+    data = lazy_tensors(dev, trap_samples, s, s.trap_samples, seeds["train"])
     models = [trap_model(s, v0) for v0 in s.trap_v0s]
     gen = seeds.generator("train", device=dev)
 
@@ -337,7 +326,7 @@ def trap_phase_current(
     return epr.plane_currents(z, v_learned, ls.linear_probability_velocity(B, D, S, z), *lims, bins)
 
 
-@_pinned
+@on_settings_threads
 def trap_experiment(s: Settings, net: nn.Module | None = None) -> TrapResult:
     """Train (or load) ``TrapScore``; the EPR of its score on held-out samples at every v0
     beside the exact gamma v0^2 / (eps (A + gamma)) per dimension (paper), and the current.
@@ -346,7 +335,7 @@ def trap_experiment(s: Settings, net: nn.Module | None = None) -> TrapResult:
 
     data, fit = trap_data(s), None if net is not None else train_trap_score(s)
     net = fit.model if fit is not None else net
-    dev = _device(net)
+    dev = device_of(net)
     gen = Seeds(s.seed, **TRAP_SEEDS).generator("estimate", device=dev)
     rows, per_sample = [], []
     for j, v0 in enumerate(s.trap_v0s):
@@ -391,7 +380,7 @@ def train_ring_score(s: Settings) -> FitResult:
     """The ring's local transformer, trained at N = ``ring_n`` by dynamics denoising on
     ``ring_batch`` of ``ring_samples`` simulated configurations per step (cached)."""
     dev, seeds = scale.device(), Seeds(s.seed, **RING_SEEDS)
-    data = _lazy(dev, ring_samples, s, s.ring_n, s.ring_samples, seeds["train_data"])
+    data = lazy_tensors(dev, ring_samples, s, s.ring_n, s.ring_samples, seeds["train_data"])
     m = ring_model(s, s.ring_n)
     gen = seeds.generator("train", device=dev)
 
@@ -423,7 +412,7 @@ class RingResult:
     se: Tensor
 
 
-@_pinned
+@on_settings_threads
 def ring_experiment(s: Settings, net: nn.Module | None = None) -> RingResult:
     """Train (or load) the ring network at N = ``ring_n``; evaluate it there and at each N of
     ``ring_n_eval`` on fresh configurations, without retraining (docs/papers.md).
@@ -432,7 +421,7 @@ def ring_experiment(s: Settings, net: nn.Module | None = None) -> RingResult:
 
     fit, args = None if net is not None else train_ring_score(s), ring_parameters(s)
     net = fit.model if fit is not None else net
-    dev, rows, per_particle, sizes = _device(net), [], [], (s.ring_n, *s.ring_n_eval)
+    dev, rows, per_particle, sizes = device_of(net), [], [], (s.ring_n, *s.ring_n_eval)
     for j, n in enumerate(sizes):
         seed = Seeds(s.seed, **RING_SEEDS).seed("test", j)
         data = ring_data(s, n, max(4, s.ring_test * s.ring_n // n), seed)
@@ -449,6 +438,24 @@ def ring_experiment(s: Settings, net: nn.Module | None = None) -> RingResult:
 
 
 # ---- experiment 3: a small MIPS box ---------------------------------------------------------
+def _simulate(
+    s: Settings,
+    model: AOUP,
+    replicas: int,
+    frames: int,
+    every: float,
+    gen: torch.Generator,
+    thermalize: float,
+    **start: Tensor,
+) -> particles.ParticleTrajectory:
+    """``frames`` frames ``every`` apart of ``model`` (step ``mips_dt``, the small-box method)."""
+    dev, method = scale.device(), particles.small_box_method(model)
+    return particles.simulate_frames(
+        model, replicas, frames, every, s.mips_dt, device=dev, method=method,
+        thermalize=thermalize, generator=gen, **start,
+    )  # fmt: skip
+
+
 def mips_trajectory(
     s: Settings, phi: float, n: int, replicas: int, frames: int, every: float, seed: int
 ) -> dict[str, Tensor]:
@@ -459,21 +466,11 @@ def mips_trajectory(
     key = cache_key(s, names, phi=phi, **sizes, thermalize=s.mips_thermalize)
 
     def build() -> dict[str, Tensor]:
-        dev, model = scale.device(), mips_model(s, phi, n)
-        gen = torch.Generator(device=dev).manual_seed(seed)
-        traj = particles.simulate_frames(
-            model, replicas, frames, every, s.mips_dt, device=dev,
-            method=particles.small_box_method(model), thermalize=s.mips_thermalize, generator=gen,
-        )  # fmt: skip
+        gen = torch.Generator(device=scale.device()).manual_seed(seed)
+        traj = _simulate(s, mips_model(s, phi, n), replicas, frames, every, gen, s.mips_thermalize)
         return {"x": traj.x.cpu(), "g": traj.g.cpu()}
 
     return _cached(f"mips_traj_{n}", key, build)
-
-
-def _configurations(traj: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-    """Frames x replicas pooled: (frames * replicas, N, d) each, and the replica of each (n,)."""
-    frames, replicas = traj["x"].shape[:2]
-    return traj["x"].flatten(0, 1), traj["g"].flatten(0, 1), torch.arange(replicas).repeat(frames)
 
 
 def mips_training_frames(s: Settings) -> dict[str, Tensor]:
@@ -491,7 +488,7 @@ def train_mips_score(s: Settings) -> FitResult:
     """The MIPS local transformer, trained by g-only antithetic denoising at ``mips_sigma``
     on ``mips_batch`` configurations per step (cached)."""
     dev, box = scale.device(), mips_model(s).box
-    x, g = (t.to(dev) for t in _configurations(mips_training_frames(s))[:2])
+    x, g = (t.to(dev) for t in mips.pooled_frames(mips_training_frames(s))[:2])
     gen = Seeds(s.seed, **MIPS_SEEDS).generator("train", device=dev)
 
     def loss_fn(net: nn.Module, step: int) -> Tensor:
@@ -522,7 +519,7 @@ def mips_local_epr(
     """Local EPR of MIPS configurations x, g (n, N, 2) at packing fraction phi, by phase and
     by region, standard errors over the independent replicas ``replica`` (n,)
     (``mips.local_epr_by_phase``; inference ``chunk`` particles at a time)."""
-    model, dev = mips_model(s, phi, x.shape[1]), _device(net)
+    model, dev = mips_model(s, phi, x.shape[1]), device_of(net)
     score = lambda xx, gg: net(xx, gg, float(model.box), chunk)
     gen = Seeds(s.seed, **MIPS_SEEDS).generator("estimate", device=dev)
     return mips.local_epr_by_phase(model, score, x.to(dev), g.to(dev), gen, replica)
@@ -537,7 +534,7 @@ class MIPSResult:
     local: PhaseEPR
 
 
-@_pinned
+@on_settings_threads
 def mips_experiment(s: Settings, net: PropulsionScore | None = None) -> MIPSResult:
     """Simulate, train (cached), and the local EPR on ``mips_eval_replicas`` fresh replicas.
     ``net`` (x, g, box) -> (None, s_g): evaluate this network instead (a control; fit None)."""
@@ -545,21 +542,21 @@ def mips_experiment(s: Settings, net: PropulsionScore | None = None) -> MIPSResu
     net = fit.model if fit is not None else net
     args = (s.mips_phi, s.mips_n, s.mips_eval_replicas, s.mips_eval_frames, s.mips_eval_every)
     data = mips_trajectory(s, *args, Seeds(s.seed, **MIPS_SEEDS)["eval_frames"])
-    return MIPSResult(s, fit, mips_local_epr(s, net, *_configurations(data), s.mips_phi))
+    return MIPSResult(s, fit, mips_local_epr(s, net, *mips.pooled_frames(data), s.mips_phi))
 
 
-@_pinned
+@on_settings_threads
 def mips_phi_sweep(s: Settings, trained: MIPSResult) -> mips.PhiSweep:
     """Evaluate the network at the packing fractions ``mips_phis`` (plus the trained one)."""
     rows, seeds = [(s.mips_phi, trained.local)], Seeds(s.seed, **MIPS_SEEDS)
     for j, phi in enumerate(s.mips_phis):
         reps, every = s.mips_sweep_replicas, s.mips_frame_every
         data = mips_trajectory(s, phi, s.mips_n, reps, 4, every, seeds.seed("sweep", j))
-        rows.append((phi, mips_local_epr(s, trained.fit.model, *_configurations(data), phi)))
+        rows.append((phi, mips_local_epr(s, trained.fit.model, *mips.pooled_frames(data), phi)))
     return mips.phi_sweep(rows, s.mips_phi)
 
 
-@_pinned
+@on_settings_threads
 def mips_movie(s: Settings, trained: MIPSResult) -> mips.Movie:
     """Record ``movie_frames`` frames of replica 0, starting from its last training frame,
     and colour each particle by its local EPR (cached simulation, network evaluated here)."""
@@ -571,18 +568,15 @@ def mips_movie(s: Settings, trained: MIPSResult) -> mips.Movie:
         dev, start = scale.device(), mips_training_frames(s)
         gen = Seeds(s.seed, **MIPS_SEEDS).generator("movie", device=dev)
         x0, g0 = start["x"][-1, :1].to(dev), start["g"][-1, :1].to(dev)
-        traj = particles.simulate_frames(
-            model, 1, s.movie_frames, s.movie_every, s.mips_dt, device=dev,
-            method=particles.small_box_method(model), thermalize=0.0, generator=gen, x0=x0, g0=g0,
-        )  # fmt: skip
+        traj = _simulate(s, model, 1, s.movie_frames, s.movie_every, gen, 0.0, x0=x0, g0=g0)
         return {"x": traj.x[:, 0].cpu(), "g": traj.g[:, 0].cpu(), "times": traj.times}
 
     rec, net = _cached("mips_movie", key, build), trained.fit.model
-    score, dev = (lambda a, b: net(a, b, model.box)), _device(net)
+    score, dev = (lambda a, b: net(a, b, model.box)), device_of(net)
     return mips.epr_movie(model, score, rec["x"].to(dev), rec["g"].to(dev), rec["times"])
 
 
-@_pinned
+@on_settings_threads
 def mips_large_box(s: Settings, trained: MIPSResult) -> PhaseEPR | None:
     """The network on ``mips_large_replicas`` fresh boxes of ``mips_eval_n`` particles at
     ``mips_phi``, chunked inference (None when ``mips_eval_n`` is 0)."""
@@ -591,7 +585,7 @@ def mips_large_box(s: Settings, trained: MIPSResult) -> PhaseEPR | None:
     args = (s.mips_phi, s.mips_eval_n, s.mips_large_replicas, 1, 1.0)
     big = mips_trajectory(s, *args, Seeds(s.seed, **MIPS_SEEDS)["large"])
     return mips_local_epr(
-        s, trained.fit.model, *_configurations(big), s.mips_phi, s.mips_eval_chunk
+        s, trained.fit.model, *mips.pooled_frames(big), s.mips_phi, s.mips_eval_chunk
     )
 
 
