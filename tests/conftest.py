@@ -56,6 +56,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture
+def free_port():
+    """A function: () -> a TCP port on 127.0.0.1 that was free a moment ago."""
+    return _free_port
+
+
 def _wait_until_quiet(proc: subprocess.Popen, timeout_s: float = 240) -> None:
     """Wait until Voila and its preheated kernels (each running its notebook at start) use
     little CPU, so that the pages under test do not compete with them on 2 cores."""
@@ -174,3 +180,63 @@ def one_thread():
 
     with scale.torch_threads(1):
         yield
+
+
+# ---- a dashboard page in the browser: one way for every browser test ----------------------
+FIGURE_DATA_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(
+  el => JSON.stringify((el.data || []).map(t => [t.x, t.y, t.z])))"""
+FAILED = "#pflow-page-failure, .pflow-figure-failed"  # what a page shows when a widget failed
+
+
+class DashboardPage:
+    """What the browser tests do on a Voila dashboard: open it, read its figures' data, move
+    its first slider, wait for a figure to change, see whether a failure is shown."""
+
+    FAILED = FAILED
+
+    @staticmethod
+    def open(page, url: str, timeout_s: float = 150) -> None:
+        """Load a dashboard and wait for its first figure and slider."""
+        page.goto(url, timeout=120_000)
+        page.wait_for_selector(".js-plotly-plot .main-svg", timeout=timeout_s * 1000)
+        page.wait_for_selector(".widget-slider .noUi-handle", timeout=60_000)
+        page.wait_for_timeout(1000)  # let the remaining widgets attach
+
+    @staticmethod
+    def figure_data(page) -> list[str]:
+        return page.evaluate(FIGURE_DATA_JS)
+
+    @staticmethod
+    def move_first_slider(page, key: str = "ArrowRight") -> None:
+        """Three key presses on the first slider (a slider with few options may hit its end,
+        so a second move goes back with ``key="ArrowLeft"``)."""
+        page.locator(".widget-slider .noUi-handle").first.focus()
+        for _ in range(3):
+            page.keyboard.press(key)
+
+    @classmethod
+    def wait_changed(cls, page, before: list[str], timeout_s: float = 20) -> list[str]:
+        """The figures' data once it differs from ``before`` (or after ``timeout_s``)."""
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            now = cls.figure_data(page)
+            if now != before:
+                return now
+            page.wait_for_timeout(200)
+        return cls.figure_data(page)
+
+    @classmethod
+    def slider_moves_a_figure(cls, page, key: str = "ArrowRight", timeout_s: float = 20) -> bool:
+        before = cls.figure_data(page)
+        cls.move_first_slider(page, key)
+        return cls.wait_changed(page, before, timeout_s) != before
+
+    @staticmethod
+    def failure_shown(page) -> bool:
+        return page.locator(FAILED).count() > 0
+
+
+@pytest.fixture
+def dashboard_page():
+    """:class:`DashboardPage`: open a dashboard, move its first slider, read its figures."""
+    return DashboardPage

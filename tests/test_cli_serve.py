@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,12 +20,6 @@ import pytest
 from pflow_explore import cli
 
 TEMPLATE_DIR = cli.voila_template_root() / "voila" / "templates" / cli.TEMPLATE
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_voila_command_defaults_preheat_on_localhost():
@@ -133,12 +126,12 @@ def _descendants(pid: int) -> list:
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_serve_stops_voila_and_every_kernel(signum, tmp_path):
+def test_serve_stops_voila_and_every_kernel(signum, tmp_path, free_port):
     """The real command: once its preheated kernels run, one signal to `serve` alone (not to
     its process group) leaves no Voila and no kernel behind."""
     import psutil
 
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, PFLOW_SCALE="tiny", PFLOW_DATA=str(tmp_path))
     serve = subprocess.Popen(
         [sys.executable, "-m", "pflow_explore.cli", "serve", "--port", str(port)],

@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -26,61 +25,20 @@ pytestmark = pytest.mark.browser
 
 NOTEBOOKS = course.notebooks()
 SHOTS = course.repo_root() / "test-artifacts" / "screenshots"
-FAILED = "#pflow-page-failure, .pflow-figure-failed"  # what a page shows when a widget failed
 # the chapter with the most figures on one page: the hardest to start on a busy CPU
 BUSIEST = "01_painters.ipynb"
 
 
-FIGURE_DATA_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(
-  el => JSON.stringify((el.data || []).map(t => [t.x, t.y, t.z])))"""
-
-
-def _figure_data(page) -> list[str]:
-    return page.evaluate(FIGURE_DATA_JS)
-
-
-def _wait_changed(page, before: list[str], timeout_s: float = 20) -> list[str]:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        now = _figure_data(page)
-        if now != before:
-            return now
-        page.wait_for_timeout(200)
-    return _figure_data(page)
-
-
-def _move_first_slider(page, key: str = "ArrowRight") -> None:
-    """Three key presses on the first slider (a slider with few options may hit its end,
-    so the second move goes back with ``key="ArrowLeft"``)."""
-    handle = page.locator(".widget-slider .noUi-handle").first
-    handle.focus()
-    for _ in range(3):
-        page.keyboard.press(key)
-
-
-def _open(page, url: str) -> None:
-    """Load a dashboard and wait for its first figure and slider."""
-    page.goto(url, timeout=120_000)
-    page.wait_for_selector(".js-plotly-plot .main-svg", timeout=150_000)
-    page.wait_for_selector(".widget-slider .noUi-handle", timeout=60_000)
-    page.wait_for_timeout(1000)  # let the remaining widgets attach
-
-
-def _assert_slider_moves_a_figure(page, console: list[str]) -> None:
-    before = _figure_data(page)
-    _move_first_slider(page)
-    after = _wait_changed(page, before)
-    assert after != before, f"moving the slider did not change any figure; console: {console}"
-
-
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("slug", list(NOTEBOOKS))
-def test_dashboard(slug, server, browser, watch_outside_requests, watch_console_errors):
+def test_dashboard(
+    slug, server, browser, watch_outside_requests, watch_console_errors, dashboard_page
+):
     path = NOTEBOOKS[slug]
     page = browser.new_page(viewport={"width": 1280, "height": 1600})
     outside = watch_outside_requests(page)
     console = watch_console_errors(page)
-    _open(page, f"{server}/voila/render/{path.name}")
+    dashboard_page.open(page, f"{server}/voila/render/{path.name}")
     text = page.inner_text("body")
     for bad in ("Traceback", "Error:", "There was an error when executing cell"):
         assert bad not in text, f"{path.name}: page shows {bad!r}"
@@ -88,7 +46,8 @@ def test_dashboard(slug, server, browser, watch_outside_requests, watch_console_
     assert page.locator(".pflow-figure-loading").count() == 0, "a figure is still loading"
     # share/jupyter/labextensions/pflow-explore loaded and made ipywidgets' renderer patient
     assert page.evaluate("() => window.__pflowPatientRenderers") >= 1, "pflow-explore extension"
-    _assert_slider_moves_a_figure(page, console)
+    moved = dashboard_page.slider_moves_a_figure(page)
+    assert moved, f"moving the slider did not change any figure; console: {console}"
 
     inputs = page.locator(".pflow-input input")
     if inputs.count():
@@ -98,31 +57,33 @@ def test_dashboard(slug, server, browser, watch_outside_requests, watch_console_
         message = page.locator(".pflow-message").filter(has_text=re.compile(r"\S")).first
         message.wait_for(state="visible", timeout=20_000)
         assert message.inner_text().strip(), "bad input produced an empty message"
-        before = _figure_data(page)
-        _move_first_slider(page, "ArrowLeft")
-        assert _wait_changed(page, before) != before, "page stopped responding after bad input"
+        back = dashboard_page.slider_moves_a_figure(page, "ArrowLeft")
+        assert back, "page stopped responding after bad input"
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{path.stem}.png"), full_page=True)
-    assert page.locator(FAILED).count() == 0, page.locator(FAILED).first.inner_text()
+    failed = page.locator(dashboard_page.FAILED)
+    assert failed.count() == 0, failed.first.inner_text()
     assert not console, f"{path.name}: console errors: {console[:5]}"
     assert not outside, f"requests left the machine: {outside[:5]}"
     page.close(run_before_unload=True)  # Voila then shuts the kernel down
 
 
 @pytest.mark.timeout(300)
-def test_dashboard_beside_cpu_burners(server, browser, watch_console_errors):
+def test_dashboard_beside_cpu_burners(server, browser, watch_console_errors, dashboard_page):
     """The busiest page opened while two processes keep both cores busy (a teacher's laptop):
     every figure starts and follows its slider, at the first try."""
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 1600})
         console = watch_console_errors(page)
-        _open(page, f"{server}/voila/render/{BUSIEST}")
+        dashboard_page.open(page, f"{server}/voila/render/{BUSIEST}")
         page.wait_for_function(
             "() => !document.querySelector('.pflow-figure-loading')", timeout=60_000
         )
-        _assert_slider_moves_a_figure(page, console)
-        assert page.locator(FAILED).count() == 0, page.locator(FAILED).first.inner_text()
+        moved = dashboard_page.slider_moves_a_figure(page)
+        assert moved, f"moving the slider did not change any figure; console: {console}"
+        failed = page.locator(dashboard_page.FAILED)
+        assert failed.count() == 0, failed.first.inner_text()
         assert not console, f"console errors under load: {console[:5]}"
         page.close(run_before_unload=True)  # Voila then shuts the kernel down
     finally:
@@ -132,14 +93,14 @@ def test_dashboard_beside_cpu_burners(server, browser, watch_console_errors):
 
 
 @pytest.mark.timeout(240)
-def test_figures_start_without_the_served_bundle(server, browser):
+def test_figures_start_without_the_served_bundle(server, browser, dashboard_page):
     """Where the server does not have plotly's bundle (e.g. a plain `jupyter lab`), the
     figures ask the kernel for it, and still follow their sliders."""
     page = browser.new_page(viewport={"width": 1280, "height": 1200})
     page.route("**/widgetbundle-*", lambda route: route.fulfill(status=404, body="not here"))
-    _open(page, f"{server}/voila/render/00_start_here.ipynb")
-    _assert_slider_moves_a_figure(page, [])
-    assert page.locator(FAILED).count() == 0
+    dashboard_page.open(page, f"{server}/voila/render/00_start_here.ipynb")
+    assert dashboard_page.slider_moves_a_figure(page), "no figure followed the slider"
+    assert page.locator(dashboard_page.FAILED).count() == 0
     page.close(run_before_unload=True)  # Voila then shuts the kernel down
 
 

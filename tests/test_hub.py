@@ -74,12 +74,12 @@ def _wait_for(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 60
 
 @pytest.mark.browser
 @pytest.mark.timeout(300)
-def test_three_students_each_get_a_dashboard_server(tmp_path, browser):
+def test_three_students_each_get_a_dashboard_server(tmp_path, browser, free_port, dashboard_page):
     from pflow_explore.voila_app import stop_server
 
     hub.install_proxy()
     cli.prepare_voila_template()
-    ports = [_free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(3)]
     env = hub.hub_env(
         tmp_path, PASSWORD, port=ports[0], hub_port=ports[1], proxy_api_port=ports[2], scale="tiny"
     )
@@ -104,7 +104,10 @@ def test_three_students_each_get_a_dashboard_server(tmp_path, browser):
             # the first student walks every chapter's dashboard, the others chapter 00's
             pages = list(course.notebooks().values())
             for path in pages if name == STUDENTS[0] else pages[:1]:
-                _slider_moves(page, f"{base}/user/{name}/voila/render/{path.name}", name)
+                url = f"{base}/user/{name}/voila/render/{path.name}"
+                dashboard_page.open(page, url)
+                assert dashboard_page.slider_moves_a_figure(page, timeout_s=30), f"{name}: {url}"
+                assert not dashboard_page.failure_shown(page), url
             # the course's front-end extension, loaded through the server extension too
             assert page.evaluate("() => window.__pflowPatientRenderers") >= 1
             if name == STUDENTS[0]:  # JupyterLab, for the exercises, on the student's copy
@@ -120,36 +123,8 @@ def test_three_students_each_get_a_dashboard_server(tmp_path, browser):
         assert not alive, f"left running after the hub stopped: {alive}"
 
 
-FIGURE_DATA_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(
-  el => JSON.stringify((el.data || []).map(t => [t.x, t.y, t.z])))"""
-
-
-def _slider_moves(page, url: str, name: str) -> None:
-    page.goto(url, timeout=60_000)
-    page.wait_for_selector(".js-plotly-plot .main-svg", timeout=150_000)
-    page.wait_for_selector(".widget-slider .noUi-handle", timeout=60_000)
-    page.wait_for_timeout(1000)
-    before = page.evaluate(FIGURE_DATA_JS)
-    page.locator(".widget-slider .noUi-handle").first.focus()
-    for _ in range(3):
-        page.keyboard.press("ArrowRight")
-    deadline = time.time() + 30
-    while page.evaluate(FIGURE_DATA_JS) == before and time.time() < deadline:
-        page.wait_for_timeout(200)
-    assert page.evaluate(FIGURE_DATA_JS) != before, f"{name}, {url}: the slider moved nothing"
-    assert page.locator("#pflow-page-failure, .pflow-figure-failed").count() == 0, url
-
-
 def _singleuser(p: psutil.Process) -> bool:
     try:
         return "jupyterhub.singleuser" in " ".join(p.cmdline())
     except psutil.Error:
         return False
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
