@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -112,6 +112,20 @@ def distances_to_target(
     projections = lambda: torch.Generator().manual_seed(seed)
     sw2 = {k: sliced_w2(x, target, n_projections, projections()) for k, x in samples.items()}
     return sw2, {k: energy_distance(x, target) for k, x in samples.items()}
+
+
+def bootstrap_se(
+    stat: Callable[[Tensor], float], n: int, n_boot: int = 50, seed: int = 0
+) -> float:
+    """Bootstrap standard error of a statistic of n samples: the standard deviation of
+    ``stat(idx)`` over ``n_boot`` index sets ``idx`` (n,) drawn from range(n) with replacement
+    (a CPU generator seeded ``seed``; the same index sets for every caller with that seed,
+    so methods compared on paired samples are resampled alike)."""
+    if n_boot < 2 or n < 2:
+        raise ValueError(f"need n >= 2 samples and n_boot >= 2 resamples, got {n}, {n_boot}")
+    gen = torch.Generator().manual_seed(seed)
+    values = [stat(torch.randint(n, (n,), generator=gen)) for _ in range(n_boot)]
+    return float(torch.tensor(values, dtype=torch.float64).std())
 
 
 def median_bandwidth(x: Tensor, y: Tensor) -> float:

@@ -254,3 +254,14 @@ def test_distances_to_target_share_projections_across_sets():
     sw2, _ = M.distances_to_target({"a": x, "b": x.clone()}, target, seed=7, n_projections=4)
     other, _ = M.distances_to_target({"a": x}, target, seed=8, n_projections=4)
     assert sw2["a"] == sw2["b"] and other["a"] != sw2["a"]
+
+
+def test_bootstrap_se_of_a_mean_matches_the_standard_error():
+    from pflow_explore.metrics import bootstrap_se
+
+    x = torch.randn(4000, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2
+    se = bootstrap_se(lambda idx: float(x[idx].mean()), len(x), n_boot=200, seed=1)
+    exact = float(x.std() / math.sqrt(len(x)))  # the textbook SE of a mean
+    assert se == pytest.approx(exact, rel=0.2)
+    with pytest.raises(ValueError, match="n_boot"):
+        bootstrap_se(lambda idx: 0.0, 10, n_boot=1)

@@ -271,8 +271,15 @@ class GaussianRFCheck:
     straightness / straightness_formula: S(1-RF) from the exact velocity (rk4 + Simpson on
     n paths) vs d sigma (2 - pi/2), with its Monte Carlo standard error; euler_2rf_error:
     max |Z0 + v2(Z0, 0) - (mu + sigma Z0)| (one Euler step of 2-RF vs the exact coupling);
-    one_step_spread: max |Z0 + v(Z0, 0) - mu| for 1-RF; w2_sq / w2_sq_formula: E|X1 - mu|^2
-    (the W2^2 of the collapsed one-step samples, by Monte Carlo) vs d sigma^2.
+    one_step_spread: max |Z0 + v(Z0, 0) - mu| for 1-RF; w2_sq / w2_sq_formula: the W2^2
+    between the one-step samples Z0 + v(Z0, 0) themselves and n fresh target samples
+    (:func:`gaussian_fit_w2_sq`, exact for Gaussian sets; the one-step set is a point) vs
+    d sigma^2; w2_sq_se: its sampling standard error, d sigma^2 sqrt(2 / (d n)) (the target
+    covariance's trace). reflow_residual: the reflow regression run on 1-RF ODE pairs
+    (:func:`reflow_regression_residual`, worst t; ~0 when the coupling's interpolation
+    lines never cross, i.e. the 2-RF is straight); reflow_residual_independent: the same on
+    independent pairs (the 1-RF's own training pairs: far from 0). NaN without
+    ``endpoints_of``.
     """
 
     d: int
@@ -286,6 +293,9 @@ class GaussianRFCheck:
     one_step_spread: float
     w2_sq: float
     w2_sq_formula: float
+    w2_sq_se: float = math.nan
+    reflow_residual: float = math.nan
+    reflow_residual_independent: float = math.nan
 
 
 def gaussian_rf_check(
@@ -294,6 +304,8 @@ def gaussian_rf_check(
     sigma: float = 0.6,
     n: int = 20000,
     seed: int = 7,
+    endpoints_of: Callable[[Callable[[Tensor, Tensor], Tensor], Tensor], Tensor] | None = None,
+    n_reflow: int = 4000,
 ) -> GaussianRFCheck:
     """Check the paper's exact case numerically on a random mu (float64, seeded ``seed``).
 
@@ -301,6 +313,8 @@ def gaussian_rf_check(
     of the flow of v(x (n, d), t (0-d)) from z0 (n, d), e.g. rk4 paths and Simpson in time
     (``trajectories.straightness_of_field``; passed in because the solvers sit above this
     layer). Draws mu (d,), then Z0 (n, d), then X1 (n, d) from one generator.
+    ``endpoints_of(v, z0)``: Z1 (n, d), the end of the flow of v from z0 (an ODE solve);
+    when given, the reflow regression runs on the first ``n_reflow`` 1-RF pairs.
     """
     gen = torch.Generator().manual_seed(seed)
     mu = torch.randn(d, generator=gen, dtype=F64)
@@ -315,10 +329,67 @@ def gaussian_rf_check(
     euler2 = z0 + gaussian_2rf_velocity(z0, 0.0, mu, sigma)
     err2 = float((euler2 - (mu + sigma * z0)).abs().max())
     spread = float((z0 + v(z0, torch.tensor(0.0, dtype=F64)) - mu).abs().max())
+    one_step = z0 + v(z0, torch.tensor(0.0, dtype=F64))
     x1 = mu + sigma * torch.randn(n, d, generator=gen, dtype=F64)
-    w2 = float(((x1 - mu) ** 2).sum(1).mean())
-    formula = gaussian_rf_straightness(d, sigma)
-    se = s_num * math.sqrt(2 / (d * n))
+    w2 = gaussian_fit_w2_sq(one_step, x1)
+    formula, w2_formula = gaussian_rf_straightness(d, sigma), one_step_w2_sq(d, sigma)
+    se, w2_se = s_num * math.sqrt(2 / (d * n)), w2_formula * math.sqrt(2 / (d * n))
+    residual = independent = math.nan
+    if endpoints_of is not None:
+        z0r = z0[:n_reflow]
+        times = torch.linspace(0.0, 1.0, 11, dtype=F64)[1:-1]
+        residual = max(reflow_regression_residual(z0r, endpoints_of(v, z0r), times).tolist())
+        independent = min(reflow_regression_residual(z0r, x1[:n_reflow], times).tolist())
     return GaussianRFCheck(
-        d, mu, sigma, n, s_num, se, formula, err2, spread, w2, one_step_w2_sq(d, sigma)
+        d,
+        mu,
+        sigma,
+        n,
+        s_num,
+        se,
+        formula,
+        err2,
+        spread,
+        w2,
+        w2_formula,
+        w2_se,
+        residual,
+        independent,
     )
+
+
+def gaussian_fit_w2_sq(a: Tensor, b: Tensor) -> float:
+    """W2^2 between Gaussians fitted to the sets a (n, d) and b (m, d) (means, covariances):
+    |m_a - m_b|^2 + tr(C_a + C_b - 2 (C_a^1/2 C_b C_a^1/2)^1/2), the exact W2^2 when both sets
+    are Gaussian (a point mass included: C_a = 0). Symmetric square roots by eigh (float64)."""
+    a, b = a.to(F64), b.to(F64)
+
+    def cov(x: Tensor) -> Tensor:
+        c = x - x.mean(0)
+        return c.T @ c / max(len(x) - 1, 1)
+
+    def sqrt_psd(m: Tensor) -> Tensor:
+        w, u = torch.linalg.eigh((m + m.T) / 2)
+        return (u * w.clamp_min(0).sqrt()) @ u.T
+
+    ca, cb = cov(a), cov(b)
+    root = sqrt_psd(ca)
+    cross = torch.linalg.eigvalsh(root @ cb @ root).clamp_min(0).sqrt().sum()
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + ca.trace() + cb.trace() - 2 * cross)
+
+
+def reflow_regression_residual(z0: Tensor, z1: Tensor, times: Tensor) -> Tensor:
+    """The reflow objective solved exactly in the affine class, one t at a time: regress
+    Y = Z1 - Z0 on [X_t, 1], X_t = (1 - t) Z0 + t Z1 (least squares), and return the RMS
+    residual over the RMS of Y - E[Y], per t in ``times`` (k,). For Gaussian endpoints the
+    reflowed velocity is affine in x at each t, so the residual is ~0 exactly when no two
+    interpolation lines cross (the coupling's reflow is straight, S = 0) and large for a
+    coupling whose lines cross (independent pairs). z0, z1: (n, d)."""
+    z0, z1 = z0.to(F64), z1.to(F64)
+    y, out = z1 - z0, []
+    for t in times.tolist():
+        x = torch.cat([(1 - t) * z0 + t * z1, torch.ones(len(z0), 1, dtype=F64)], 1)
+        coef = torch.linalg.lstsq(x, y).solution
+        rms = lambda r: r.pow(2).mean().sqrt()
+        out.append(float(rms(y - x @ coef) / rms(y - y.mean(0))))
+    return torch.tensor(out, dtype=F64)

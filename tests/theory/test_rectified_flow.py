@@ -87,11 +87,43 @@ def test_1rf_one_euler_step_collapses_to_mu():
     z0 = torch.randn(2000, 4, generator=g, dtype=F64)
     one_step = z0 + rf.gaussian_rf_velocity(z0, 0.0, mu, sigma)
     torch.testing.assert_close(one_step, mu.expand_as(one_step))
-    # W2^2(delta_mu, pi1) = E|X1 - mu|^2, Monte Carlo with its standard error
-    x1 = mu + sigma * torch.randn(20000, 4, generator=g, dtype=F64)
-    sq = ((x1 - mu) ** 2).sum(-1)
-    se = float(sq.std() / math.sqrt(len(sq)))
-    assert abs(float(sq.mean()) - rf.one_step_w2_sq(4, sigma)) < 5 * se
+
+
+def test_gaussian_fit_w2_matches_the_closed_form_and_scipys_frechet_distance():
+    """W2^2 of two Gaussian sets against the commuting closed form |dm|^2 +
+    sum (sqrt a - sqrt b)^2 (diagonal covariances), and against metrics.frechet_distance
+    (scipy's sqrtm) on random full covariances; a point mass gives E|X - m|^2."""
+    from pflow_explore.metrics import frechet_distance
+
+    g = torch.Generator().manual_seed(5)
+    a_var, b_var = (
+        torch.rand(3, generator=g, dtype=F64) + 0.2,
+        torch.rand(3, generator=g, dtype=F64) + 0.2,
+    )
+    ma, mb = torch.randn(3, generator=g, dtype=F64), torch.randn(3, generator=g, dtype=F64)
+    a = ma + a_var.sqrt() * torch.randn(200_000, 3, generator=g, dtype=F64)
+    b = mb + b_var.sqrt() * torch.randn(200_000, 3, generator=g, dtype=F64)
+    closed = float(((ma - mb) ** 2).sum() + ((a_var.sqrt() - b_var.sqrt()) ** 2).sum())
+    assert rf.gaussian_fit_w2_sq(a, b) == pytest.approx(closed, rel=0.02)
+    la, lb = torch.randn(3, 3, generator=g, dtype=F64), torch.randn(3, 3, generator=g, dtype=F64)
+    x, y = a[:3000] @ la, b[:3000] @ lb
+    assert rf.gaussian_fit_w2_sq(x, y) == pytest.approx(frechet_distance(x, y), rel=1e-6)
+    point = mb.expand(50, 3).clone()
+    assert rf.gaussian_fit_w2_sq(point, b) == pytest.approx(
+        float(((b - mb) ** 2).sum(1).mean()), rel=1e-3
+    )
+
+
+def test_reflow_regression_is_zero_for_straight_couplings_only():
+    g = torch.Generator().manual_seed(6)
+    z0 = torch.randn(3000, 2, generator=g, dtype=F64)
+    times = torch.linspace(0.1, 0.9, 9, dtype=F64)
+    affine = z0 @ torch.tensor([[1.5, 0.3], [0.3, 0.5]], dtype=F64) + 2.0  # lines never cross
+    assert float(rf.reflow_regression_residual(z0, affine, times).max()) < 1e-10
+    independent = torch.randn(3000, 2, generator=g, dtype=F64)
+    assert float(rf.reflow_regression_residual(z0, independent, times).min()) > 0.3
+    mirrored = -z0  # every line passes through 0 at t = 1/2: the regression cannot fit there
+    assert float(rf.reflow_regression_residual(z0, mirrored, times)[4]) > 0.9
 
 
 # ---- velocity vs Monte Carlo ----------------------------------------------------------------
@@ -247,7 +279,8 @@ def test_gaussian_rf_check_agrees_with_an_independent_estimator():
     assert abs(th.straightness - th.straightness_formula) < 4 * th.straightness_se + 0.01
     assert th.straightness_se == pytest.approx(th.straightness * math.sqrt(2 / (3 * 4000)))
     assert th.euler_2rf_error < 1e-12 and th.one_step_spread < 1e-12
-    assert th.w2_sq == pytest.approx(3 * 1.4**2, rel=0.06) and th.w2_sq_formula == 3 * 1.4**2
+    assert th.w2_sq_formula == 3 * 1.4**2 and abs(th.w2_sq - th.w2_sq_formula) < 4 * th.w2_sq_se
+    assert math.isnan(th.reflow_residual)  # no endpoints_of: no regression
     # a wrong estimator shows up as a disagreement, not as a pass
     wrong = rf.gaussian_rf_check(
         lambda v, z0: 0.5 * euler_trapezoid_straightness(v, z0), 3, 1.4, 4000, 2

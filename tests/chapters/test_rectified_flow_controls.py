@@ -1,0 +1,138 @@
+"""Negative controls for chapter 03's claims: each row that depends on training or sampling
+is fed a wrong input (a coupling whose lines cross, a one-step map that does not collapse,
+sample sets that differ only by noise, a model that returns its noise) and must fail; the
+right input must hold. The rows are built by the chapter's own claims functions."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from pflow_explore.chapters import rectified_flow as R
+from pflow_explore.datasets.toy2d import sample_toy
+from pflow_explore.theory import rectified_flow as rf
+
+F64 = torch.float64
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# ---- the Gaussian rows ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def theory():
+    return R.theory_check(d=2, sigma=0.6, n=4000, n_steps=16, seed=3)
+
+
+def test_reflow_row_holds_on_ode_pairs_and_fails_on_pairs_whose_lines_cross(theory):
+    good = R.claims_theory(theory, "tiny")[1]
+    assert good.holds and "reflow" in good.name
+    assert theory.reflow_residual_independent > 0.3  # the control value the note reports
+    # a coupling whose interpolation lines cross: the 1-RF pairs mirrored in a random half
+    gen = torch.Generator().manual_seed(0)
+    z0 = torch.randn(2000, 2, generator=gen, dtype=F64)
+    z1 = theory.mu + theory.sigma * z0
+    flip = torch.rand(2000, generator=gen) < 0.5
+    crossing = torch.where(flip[:, None], theory.mu - theory.sigma * z0, z1)
+    times = torch.linspace(0.1, 0.9, 9, dtype=F64)
+    wrong = replace(
+        theory, reflow_residual=float(rf.reflow_regression_residual(z0, crossing, times).max())
+    )
+    assert not R.claims_theory(wrong, "tiny")[1].holds
+
+
+def test_one_step_w2_row_fails_when_the_one_step_samples_do_not_collapse(theory):
+    assert R.claims_theory(theory, "tiny")[2].holds
+    # a one-step map that leaves the noise where it is (v = 0): measured on those samples
+    gen = torch.Generator().manual_seed(1)
+    z0 = torch.randn(4000, 2, generator=gen, dtype=F64)
+    x1 = theory.mu + theory.sigma * torch.randn(4000, 2, generator=gen, dtype=F64)
+    wrong = replace(theory, w2_sq=rf.gaussian_fit_w2_sq(z0, x1))
+    assert not R.claims_theory(wrong, "tiny")[2].holds
+
+
+# ---- the 2D one-step ranking ----------------------------------------------------------------
+def _chain(samples: dict[str, torch.Tensor], target: torch.Tensor) -> R.Chain2D:
+    """A Chain2D carrying only what claims_2d reads, measured as evaluate_2d measures it."""
+    others = [f"1-RF, {R.settings('tiny').reference_steps_2d} Euler steps", R.ONE_STEP.format(2)]
+    sw, en = R.metrics.distances_to_target(samples | dict.fromkeys(others, target), target, 7)
+    se = {k: R.sliced_w2_se(samples[k], target, 7) for k in R.RANKED}
+    rounds = dict.fromkeys(R.ROUNDS, 1.0) | {"2-RF": 0.5, "3-RF": 0.25}
+    lines = ("independent pairs (1-RF training)", "1-RF coupling (2-RF training)")
+    crossings = {f"lines: {lines[0]}": 10, f"lines: {lines[1]}": 1}
+    crossings["lines: 2-RF coupling (3-RF training)"] = 1
+    return R.Chain2D("eight_gaussians", {}, rounds, samples, target, sw, en, None, {}, {},
+                     crossings, {}, se)  # fmt: skip
+
+
+def _ranking(samples: dict[str, torch.Tensor], target: torch.Tensor):
+    s = R.settings("tiny")
+    rows = R.claims_2d({"eight_gaussians": _chain(samples, target)}, s)
+    return next(c for c in rows if c.name.startswith("one-step ranking"))
+
+
+def _sets(n: int, seed: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {k: sample_toy("eight_gaussians", n, gen) for k in (*R.RANKED, "target")}
+
+
+@pytest.mark.parametrize("n", [1000])
+def test_ranking_holds_for_a_real_order_and_not_for_noise_or_a_reversed_one(n):
+    sets = _sets(n, 0)
+    target = sets.pop("target")
+    gen = torch.Generator().manual_seed(9)
+    blur = lambda x, s: x + s * torch.randn(x.shape, generator=gen)
+    ordered = {k: blur(x, s) for (k, x), s in zip(sets.items(), (0.0, 0.6, 1.5), strict=True)}
+    assert _ranking(ordered, target).holds
+    # three sets drawn from the target itself: any order is noise, so the row must not hold
+    noise = _ranking(sets, target)
+    assert not noise.holds and "indistinguishable" in noise.note
+    # the order reversed (the wrong model is the best): fails with "worse"
+    names = list(R.RANKED)
+    reversed_ = dict(zip(names, [ordered[k] for k in reversed(names)], strict=True))
+    worse = _ranking(reversed_, target)
+    assert not worse.holds and "worse" in worse.note
+
+
+def test_ranking_fails_for_a_student_that_returns_its_noise():
+    sets = _sets(1000, 1)
+    target = sets.pop("target")
+    gen = torch.Generator().manual_seed(2)
+    sets["distilled 2-RF"] = torch.randn(1000, 2, generator=gen)  # the source, unmoved
+    assert not _ranking(sets, target).holds
+
+
+# ---- the digits row -------------------------------------------------------------------------
+def _digits_claim(fd: dict[str, float], se: dict[str, float]):
+    s = R.settings("tiny")
+    dg = R.DigitsResult({}, fd, dict.fromkeys(fd, 0.5), {}, {}, 1.0, {}, None, None, {}, se)
+    return R.claims_digits(dg, s)[0]
+
+
+def test_digits_row_needs_a_difference_beyond_its_bootstrap_noise():
+    from pflow_explore import metrics
+
+    train, _, test = R.digits_data(R.settings("tiny"))
+    ref = metrics.digits_features(test.reshape(-1, 1, 8, 8))
+    half = len(train) // 2
+    keys = ("distilled 2-RF", "distilled 1-RF", "1-RF teacher, 1 Euler step")
+    top = "1-RF teacher, 8 Euler steps"
+
+    def measured(sets):
+        feats = {k: metrics.digits_features(x.reshape(-1, 1, 8, 8)) for k, x in sets.items()}
+        fd = {k: metrics.frechet_distance(f, ref) for k, f in feats.items()}
+        se = {k: R.frechet_se(f, ref, 0) for k, f in feats.items()}
+        return fd | {keys[2]: 1.0, top: 1.0}, se
+
+    # two halves of the training digits: the same distribution, any difference is noise
+    same = measured({keys[0]: train[:half], keys[1]: train[half : 2 * half]})
+    assert not _digits_claim(*same).holds
+    # a student that outputs noise-corrupted digits is worse beyond the noise
+    gen = torch.Generator().manual_seed(4)
+    noisy = (train[half : 2 * half] + 0.8 * torch.randn(half, train.shape[1], generator=gen)).clamp(
+        -1, 1
+    )
+    good = measured({keys[0]: train[:half], keys[1]: noisy})
+    assert _digits_claim(*good).holds
+    assert math.isfinite(good[1][keys[0]]) and good[1][keys[0]] > 0
