@@ -33,6 +33,7 @@ from pflow_explore.training import FitResult
 from pflow_explore.trajectories import crossing_count, straightness_of_field
 from pflow_explore.viz import style
 from pflow_explore.viz.quality import quality_vs_steps_figure
+from pflow_explore.viz.rectified_flows import paths_with_ends
 
 if TYPE_CHECKING:  # sympy loads with the theory module: only when the theory check runs
     from pflow_explore.theory.rectified_flow import GaussianRFCheck
@@ -588,13 +589,6 @@ def claims(r: Results) -> list[Claim]:
 # ---- figures ------------------------------------------------------------------------------
 COLORS = {"1-RF": style.BLUE, "2-RF": style.ORANGE, "3-RF": style.GREEN}
 COLORS |= {"distilled 1-RF": style.PURPLE, "distilled 2-RF": style.RED}
-LINES = "rgba(31,119,180,0.5)"  # paths and interpolation lines, see-through
-
-
-def _paths(paths: Tensor, name: str) -> list[go.Scatter]:
-    """m paths (T + 1, m, 2) as one line trace, and their end points as small red markers."""
-    ends = viz.points_trace(paths[-1], "ends", style.RED)
-    return [viz.trajectories_trace(paths, name, LINES), ends]
 
 
 def _by_target(chains: dict[str, Chain2D], metric: str, series: tuple[str, ...]) -> dict:
@@ -604,10 +598,8 @@ def _by_target(chains: dict[str, Chain2D], metric: str, series: tuple[str, ...])
 
 def straightness_figure(chains: dict[str, Chain2D]) -> go.Figure:
     """S of 1-, 2-, 3-RF on every 2D target (bars)."""
-    title, y_title = (
-        "Straightness S per reflow round (0 = straight paths)",
-        "S = int E|(Z1 - Z0) - v|^2 dt",
-    )
+    title = "Straightness S per reflow round (0 = straight paths)"
+    y_title = "S = int E|(Z1 - Z0) - v|^2 dt"
     groups = _by_target(chains, "straightness", ROUNDS)
     return viz.bars_figure(groups, COLORS, height=360, width=600, title=title, yaxis_title=y_title)
 
@@ -630,11 +622,8 @@ def one_step_samples_figure(chains: dict[str, Chain2D], n: int = 300) -> go.Figu
         [dots(*kx) for kx in {"target": c.target, **c.samples}.items()] for c in chains.values()
     ]
     titles = [f"{ch}: {m}" if j == 0 else m for ch in chains for j, m in enumerate(methods)]
-    size = dict(
-        height=60 + 200 * len(chains),
-        width=170 * len(methods),
-        margin=style.margins(10, 10, 70, 10),
-    )
+    size = dict(height=60 + 200 * len(chains), width=170 * len(methods))
+    size |= dict(margin=style.margins(10, 10, 70, 10))
     title = "One network evaluation per sample (the many-step 1-RF is the reference)"
     axes = dict(range=[-3.5, 3.5], visible=False)
     return viz.panel_grid(panels, titles, (0.01, 0.08), axes, title=title, **size)
@@ -644,7 +633,7 @@ def crossings_figure(chains: dict[str, Chain2D]) -> go.Figure:
     """Straight interpolation lines of independent pairs, of the 1-RF and of the 2-RF
     couplings (what 1-RF, 2-RF, 3-RF are trained on) with their crossing counts, one row
     per 2D target."""
-    panels = [[_paths(x, k) for k, x in ch.lines.items()] for ch in chains.values()]
+    panels = [[paths_with_ends(x, k) for k, x in ch.lines.items()] for ch in chains.values()]
     count = lambda ch, k: f"{ch.name}: {k}<br>{ch.crossings['lines: ' + k]} crossing pairs"
     titles = [count(ch, k) for ch in chains.values() for k in ch.lines]
     size = dict(height=70 + 300 * len(chains), width=900, margin=style.margins(10, 10, 90, 10))
@@ -664,10 +653,8 @@ def nfe_figure(dg: DigitsResult) -> go.Figure:
         curves[name] = (steps, fd, [f"accuracy {a:.0%}" for a in acc.tolist()])
         colors[name] = color
     one_step = {k: (dg.fd[k], f"accuracy {dg.accuracy[k]:.0%}") for k in STUDENTS}
-    title, floor = (
-        "Digits: Frechet distance vs number of Euler steps",
-        "training images vs held-out",
-    )
+    title = "Digits: Frechet distance vs number of Euler steps"
+    floor = "training images vs held-out"
     x_title = "Euler steps (a guided step evaluates the net twice)"
     axes = dict(x_title=x_title, y_title="digits Frechet distance", width=620)
     return quality_vs_steps_figure(curves, one_step, colors, dg.fd_floor, floor, title, **axes)
@@ -680,26 +667,6 @@ def digits_samples_figure(dg: DigitsResult) -> go.Figure:
     return viz.image_grid_figure(
         images, nrow=10, titles=titles, tile_px=40, title="Digits 0-9 from the same noise"
     )
-
-
-def gaussian_rf_figure(
-    mu: tuple[float, float] = (2.5, 0.0), sigma: float = 0.35, n: int = 40, seed: int = 3
-) -> go.Figure:
-    """Exact 1-RF paths (``theory.gaussian_rf_flow``) and the exact 2-RF straight lines from
-    the same starts to the same ends, N(0, I) -> N(mu, sigma^2 I) in 2D, with the one Euler
-    step of 1-RF (every start lands on mu)."""
-    from pflow_explore.theory.rectified_flow import gaussian_2rf_flow, gaussian_rf_flow
-
-    z0 = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    m = torch.tensor(mu, dtype=torch.float64)
-    t = torch.linspace(0, 1, 25, dtype=torch.float64)
-    x_mark = viz.points_trace(m[None], "one Euler step", "black", 12).update(marker_symbol="x")
-    rf1 = _paths(gaussian_rf_flow(z0, t, m, sigma), "1-RF") + [x_mark]
-    rf2 = _paths(gaussian_2rf_flow(z0, t, m, sigma), "2-RF")
-    titles = ["1-RF: curved, bunching at mid-time", "2-RF: straight lines, same end points"]
-    title = f"Exact rectified flows N(0, I) -> N({mu}, {sigma}^2 I); x: where one Euler "
-    title += "step of 1-RF sends every start"
-    return viz.panel_grid([[rf1, rf2]], titles, (0.05, 0.1), height=340, width=820, title=title)
 
 
 def figures(r: Results) -> dict[str, go.Figure]:
