@@ -15,15 +15,17 @@ Time convention: flow (t = 0 is rho0, t = 1 is rho1). Fields take (x, t).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from pflow_explore.claims import Claim, claim_above, claim_below
 from pflow_explore.datasets.mixture import GaussianMixture
 from pflow_explore.interpolants import Interpolant
-from pflow_explore.metrics import energy_distance, flat_digits_frechet, sliced_w2
+from pflow_explore.metrics import bootstrap_se, energy_distance, flat_digits_frechet, sliced_w2
 from pflow_explore.samplers import LearnedPair, VelocityScore, cosine_grid, sample
 from pflow_explore.theory.interpolant_fields import InterpolantFields
 
@@ -282,7 +284,8 @@ class FieldErrors:
     """Relative L2 errors of the learned fields on x ~ rho_t, per time and overall.
 
     times (T,); b, eta: (T,) |f_learned - f_exact|_2 / |f_exact|_2 over the samples at
-    each t; b_total, eta_total: the same over all times together.
+    each t; b_total, eta_total: the same over all times together; b_total_se, eta_total_se:
+    their bootstrap standard errors (the n samples of every time resampled together).
     """
 
     pair: str
@@ -291,6 +294,8 @@ class FieldErrors:
     eta: Tensor
     b_total: float
     eta_total: float
+    b_total_se: float = math.nan
+    eta_total_se: float = math.nan
 
 
 @torch.no_grad()
@@ -318,9 +323,109 @@ def field_errors(
             "eta": model.denoiser(xd, t).double().cpu(),
         }
         exact = {"b": fields.velocity(x, t), "eta": fields.denoiser(x, t)}
-        for k in num:
-            num[k].append(((learned[k] - exact[k]) ** 2).sum())
-            den[k].append((exact[k] ** 2).sum())
-    per = {k: (torch.stack(num[k]) / torch.stack(den[k])).sqrt() for k in num}
-    total = {k: float((torch.stack(num[k]).sum() / torch.stack(den[k]).sum()).sqrt()) for k in num}
-    return FieldErrors(pair, times.double(), per["b"], per["eta"], total["b"], total["eta"])
+        for k in num:  # per sample: (n,)
+            num[k].append(((learned[k] - exact[k]) ** 2).sum(-1))
+            den[k].append((exact[k] ** 2).sum(-1))
+    nums = {k: torch.stack(v) for k, v in num.items()}  # (T, n)
+    dens = {k: torch.stack(v) for k, v in den.items()}
+    per = {k: (nums[k].sum(1) / dens[k].sum(1)).sqrt() for k in num}
+    rel = lambda k, i: float((nums[k][:, i].sum() / dens[k][:, i].sum()).sqrt())
+    total = {k: rel(k, slice(None)) for k in num}
+    se = {k: bootstrap_se(lambda i, k=k: rel(k, i), n, 30, 0) for k in num}
+    args = (per["b"], per["eta"], total["b"], total["eta"], se["b"], se["eta"])
+    return FieldErrors(pair, times.double(), *args)
+
+
+# ---- negative controls of the sample distances ---------------------------------------------
+@dataclass
+class SweepControls:
+    """What a claim on a :class:`Sweep` is calibrated against, on its kept samples (k each).
+
+    energy (E,): each eps's samples vs the kept target, n = k; gaussian: a moment-matched
+    Gaussian (the target's mean and covariance: a model that learned two moments) vs the
+    same target; on_support, on_support_se (E,): the share of each eps's samples where
+    ``log_prob`` is finite, with its binomial standard error (None without a log_prob);
+    misplaced_on_support, misplaced_energy: a control with ``misplace`` of the target's mass
+    moved off the support (``move``), which the distances alone can miss.
+    """
+
+    energy: Tensor
+    gaussian: float
+    on_support: Tensor | None = None
+    on_support_se: Tensor | None = None
+    misplaced_on_support: float = math.nan
+    misplaced_energy: float = math.nan
+
+
+def moment_matched(x: Tensor, n: int, generator: torch.Generator) -> Tensor:
+    """n draws (n, d) of the Gaussian with the mean and covariance of x (m, d)."""
+    x = x.double()
+    chol = torch.linalg.cholesky(torch.cov(x.T) + 1e-9 * torch.eye(x.shape[1], dtype=x.dtype))
+    return x.mean(0) + torch.randn(n, x.shape[1], generator=generator, dtype=x.dtype) @ chol.T
+
+
+def sweep_controls(
+    sw: Sweep,
+    seed: int,
+    log_prob: Callable[[Tensor], Tensor] | None = None,
+    move: Callable[[Tensor], Tensor] | None = None,
+    misplace: float = 0.25,
+) -> SweepControls:
+    """:class:`SweepControls` of ``sw`` from its kept samples, draws seeded ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    target = sw.target.double()
+    energy = torch.tensor([energy_distance(x.double(), target) for x in sw.samples])
+    gaussian = energy_distance(moment_matched(target, len(target), gen), target)
+    out = SweepControls(energy.double(), gaussian)
+    if log_prob is not None:
+        share = lambda x: float(log_prob(x.float()).isfinite().float().mean())
+        on = torch.tensor([share(x) for x in sw.samples], dtype=torch.float64)
+        out.on_support, out.on_support_se = on, (on * (1 - on) / sw.samples.shape[1]).sqrt()
+        if move is not None:  # fresh target draws are not stored: the kept target, reshuffled
+            wrong = target[torch.randperm(len(target), generator=gen)]
+            k = int(misplace * len(wrong))
+            wrong = torch.cat([move(wrong[:k]), wrong[k:]])
+            out.misplaced_on_support = share(wrong)
+            out.misplaced_energy = energy_distance(wrong, target)
+    return out
+
+
+def control_claims(
+    title: str,
+    sw: Sweep,
+    seed: int,
+    scale: str,
+    log_prob: Callable[[Tensor], Tensor] | None = None,
+    move: Callable[[Tensor], Tensor] | None = None,
+    support: float = 0.9,
+) -> list[Claim]:
+    """A sweep's samples against negative controls (:func:`sweep_controls`), on its kept
+    samples (k per eps), as claims with their criteria fixed here: every eps closer to the
+    target than half the energy distance of a moment-matched Gaussian; with ``log_prob``,
+    every eps's share of samples on the support > ``support`` beyond 2 binomial standard
+    errors (with ``move``, the note gives the energy of a control with 25% of the target's
+    mass moved off the support, which a distance threshold alone lets pass)."""
+    ctl = sweep_controls(sw, seed, log_prob, move)
+    k, worst, eps = sw.samples.shape[1], int(ctl.energy.argmax()), sw.eps.tolist()
+    per_eps = ", ".join(f"{e:g}: {v:.2e}" for e, v in zip(eps, ctl.energy.tolist(), strict=True))
+    rows = [claim_below(
+        f"{title}: closer than a moment-matched Gaussian (worst eps, energy distance)",
+        "the learned (b, s) transports rho0 to rho1, not just its mean and covariance",
+        float(ctl.energy[worst]), 0.5 * ctl.gaussian, scale,
+        f"bound: half the moment-matched Gaussian's {ctl.gaussian:.2e}; energy at n = {k} per "
+        f"eps: {per_eps}",
+    )]  # fmt: skip
+    if ctl.on_support is not None:
+        low = int(ctl.on_support.argmin())
+        on = ctl.on_support.tolist()
+        shares = ", ".join(f"{e:g}: {v:.1%}" for e, v in zip(eps, on, strict=True))
+        rows.append(claim_above(
+            f"{title}: share of samples on the target's support (worst eps)",
+            "the samples follow rho1 (the target puts all its mass on its support)",
+            float(ctl.on_support[low]), support, scale,
+            f"per eps {shares}, SE binomial over {k}; control with 25% of the target's mass "
+            f"off the support: share {ctl.misplaced_on_support:.0%}, energy "
+            f"{ctl.misplaced_energy:.2e} (a distance threshold alone lets it pass)",
+            se=float(ctl.on_support_se[low]),
+        ))  # fmt: skip
+    return rows

@@ -114,9 +114,7 @@ def distances_to_target(
     return sw2, {k: energy_distance(x, target) for k, x in samples.items()}
 
 
-def bootstrap_se(
-    stat: Callable[[Tensor], float], n: int, n_boot: int = 50, seed: int = 0
-) -> float:
+def bootstrap_se(stat: Callable[[Tensor], float], n: int, n_boot: int = 50, seed: int = 0) -> float:
     """Bootstrap standard error of a statistic of n samples: the standard deviation of
     ``stat(idx)`` over ``n_boot`` index sets ``idx`` (n,) drawn from range(n) with replacement
     (a CPU generator seeded ``seed``; the same index sets for every caller with that seed,

@@ -208,3 +208,31 @@ def test_generate_with_the_exact_fields_reaches_rho1(eps):
     if eps == 0:
         bad = L.generate(ExactPair(fields, scale_b=0.7), x0, eps, 40, 200)
         assert bool(((bad.mean(0) - m1).abs() > 4 * se_mean + 0.01).any())
+
+
+def test_field_error_standard_error_matches_the_spread_over_independent_samples():
+    """The bootstrap SE of b_total against an independent estimate of the same thing: the
+    spread of b_total over independent sample sets (a b with a constant offset, so the error
+    varies from sample to sample); a b off by a constant factor has a sample-free error."""
+    fields = mixture_fields()
+    times = torch.tensor([0.3, 0.6])
+
+    class Offset(ExactPair):
+        def velocity(self, x, t):
+            return self.fields.velocity(x, float(t)) + torch.tensor([0.4, -0.2], dtype=x.dtype)
+
+    gens = [torch.Generator().manual_seed(i) for i in range(16)]
+    runs = [L.field_errors(Offset(fields), fields, times, 200, g) for g in gens]
+    spread = float(torch.tensor([r.b_total for r in runs]).std())
+    ses = torch.tensor([r.b_total_se for r in runs])
+    assert float(ses.median()) == pytest.approx(spread, rel=0.5)
+    scaled = L.field_errors(ExactPair(fields, scale_b=1.3), fields, times, 200, gens[0])
+    assert scaled.b_total == pytest.approx(0.3, rel=1e-5) and scaled.b_total_se < 1e-6
+
+
+def test_moment_matched_gaussian_has_the_samples_moments():
+    gen = torch.Generator().manual_seed(2)
+    x = TOY_2D_MIXTURES["mixture"]().sample(20000, gen).double()
+    g = L.moment_matched(x, 20000, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(g.mean(0), x.mean(0), atol=0.05, rtol=0)
+    torch.testing.assert_close(torch.cov(g.T), torch.cov(x.T), atol=0.08, rtol=0.03)

@@ -42,7 +42,7 @@ from pflow_explore.nets import ChainScore, PropulsionScore, TrapScore, make_loca
 from pflow_explore.scale import device_of
 from pflow_explore.training import FitResult, fit_cached
 from pflow_explore.viz import epr as figs
-from pflow_explore.viz.style import margins
+from pflow_explore.viz.style import thumbnail
 
 CHAPTER = "active_matter"
 VERSION = 1  # part of every cache key: bump when simulation or training code changes
@@ -768,5 +768,4 @@ def preview() -> go.Figure:
     rho, J = epr.linear_current_grid(*(torch.tensor(m, dtype=lin.dtype) for m in (B, D, S)), lin)
     arrows = {"current": (J, "rgba(180,20,20,0.9)")}
     fig = figs.current_field_figure(lin, lin, rho, arrows, scale=0.35, height=220)
-    fig.update_layout(width=220, margin=margins(5, 5, 5, 5), showlegend=False)
-    return fig.update_xaxes(visible=False).update_yaxes(visible=False)
+    return thumbnail(fig)

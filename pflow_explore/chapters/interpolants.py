@@ -41,6 +41,8 @@ from pflow_explore.datasets.mixture import GaussianMixture
 from pflow_explore.datasets.toy2d import (
     TOY_2D_MIXTURES,
     checkerboard,
+    checkerboard_log_prob,
+    checkerboard_to_white,
     eight_gaussians,
     random_mixture,
     single_gaussian,
@@ -611,13 +613,17 @@ def claims(r: Results) -> list[Claim]:
                 + f"; {st.n_sde_steps} Euler-Maruyama steps",
             ),
         ]
+        if pr.data.dim == 2:  # against negative controls (the checkerboard's support too)
+            board = (checkerboard_log_prob, checkerboard_to_white) if name == "checkerboard" else ()
+            out += learn.control_claims(title, sw, st.seed, sc, *board)
         if pr.errors is not None:
             out.append(claim_below(
                 f"{title}: learned b vs exact b (relative L2 error)",
                 "the quadratic loss L_b has the exact b as its minimiser",
                 pr.errors.b_total, FIELD_ERROR_BOUND, sc,
-                f"x ~ rho_t at {len(pr.errors.times)} times in [delta, 1 - delta]; "
-                f"denoiser eta: {pr.errors.eta_total:.3f}",
+                f"x ~ rho_t at {len(pr.errors.times)} times in [delta, 1 - delta], SE: bootstrap "
+                f"over the samples; denoiser eta: {pr.errors.eta_total:.3f}",
+                se=pr.errors.b_total_se,
             ))
     lcs = list(zip(lc.eps.tolist(), lc.kl_sde.tolist(), lc.bound.tolist(), strict=True))
     k = lc.strength
@@ -680,6 +686,7 @@ def preview() -> go.Figure:
     """Paths of the interpolant x_t = (1 - t) x0 + t x1 + sqrt(t (1 - t)) z from N(0, I) to
     eight Gaussians: noisy bridges (no training, no ODE solve)."""
     from pflow_explore.viz import points_figure
+    from pflow_explore.viz.style import thumbnail
 
     gen = torch.Generator().manual_seed(2)
     n, steps = 40, 40
@@ -689,10 +696,4 @@ def preview() -> go.Figure:
     # a Brownian bridge per path, so each path is continuous (z fixed per path would be smooth)
     walk = torch.randn(steps, n, 2, generator=gen, dtype=torch.float64).cumsum(0) / math.sqrt(steps)
     paths = (1 - t) * x0 + t * x1 + walk - t * walk[-1:]
-    fig = points_figure(paths[-1], trajectories=paths)
-    fig.update_layout(
-        title=None, height=220, width=220, margin=dict(l=5, r=5, t=5, b=5), showlegend=False
-    )
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    return fig
+    return thumbnail(points_figure(paths[-1], trajectories=paths))

@@ -63,6 +63,7 @@ from pflow_explore.viz.probe_figures import (  # the chapter's figures of the pr
     rotation_figure,
     teleportation_figure,
 )
+from pflow_explore.viz.style import thumbnail
 
 CHAPTER = "painters"
 VERSION = 1  # part of the cache key: bump when the training code changes
@@ -677,10 +678,4 @@ def preview() -> go.Figure:
     theta = torch.linspace(0, math.pi / 2, 40, dtype=torch.float64)[:, None, None]
     paths = c_T * (theta.cos() ** 2 + lam * theta.sin() ** 2).sqrt()  # (40, 40, 2)
     xy = paths @ rot.T
-    fig = points_figure(xy[-1], trajectories=xy)
-    fig.update_layout(
-        title=None, height=220, width=220, margin=dict(l=5, r=5, t=5, b=5), showlegend=False
-    )
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    return fig
+    return thumbnail(points_figure(xy[-1], trajectories=xy))

@@ -692,7 +692,5 @@ def preview() -> go.Figure:
     rf2 = t * mu + (1 - t + t * sigma) * z0
     rf1 = viz.trajectories_trace(rf1, "1-RF", "rgba(31,119,180,0.6)")
     fig = go.Figure([rf1, viz.trajectories_trace(rf2, "2-RF", "rgba(255,127,14,0.7)")])
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False, scaleanchor="x", scaleratio=1)
-    layout = style.figure_layout(None, 220, style.margins(5, 5, 5, 5), False, width=220)
-    return fig.update_layout(layout, showlegend=False)
+    fig.update_layout(style.figure_layout(None, 220, keep_view=False))
+    return style.thumbnail(fig.update_yaxes(scaleanchor="x", scaleratio=1))

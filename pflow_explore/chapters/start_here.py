@@ -21,6 +21,7 @@ from pflow_explore.datasets import eight_gaussians
 from pflow_explore.experiment import Seeds, choose, presets
 from pflow_explore.metrics import sliced_w2
 from pflow_explore.theory import MixtureFlow
+from pflow_explore.viz.style import thumbnail
 
 
 @dataclass(frozen=True)
@@ -194,8 +195,4 @@ def figures(r: Results) -> dict[str, go.Figure]:
 def preview() -> go.Figure:
     """A small trajectory picture for the landing page (64 paths, 20 steps)."""
     r = run(Settings(n_paths=64, n_steps=20, scale="tiny"))
-    fig = trajectories_figure(r, n_lines=64)
-    fig.update_layout(title=None, height=220, width=220, margin=dict(l=5, r=5, t=5, b=5))
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    return fig
+    return thumbnail(trajectories_figure(r, n_lines=64))

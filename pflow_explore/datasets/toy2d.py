@@ -181,6 +181,12 @@ def checkerboard_log_prob(x: Tensor) -> Tensor:
     return out.masked_fill(inside & black, -math.log(8.0))
 
 
+def checkerboard_to_white(x: Tensor) -> Tensor:
+    """Points (n, 2) moved one square to the right, wrapping in [-2, 2): a point on a black
+    square of :func:`checkerboard` lands on a white one (a wrong-support control)."""
+    return torch.stack([(x[:, 0] + 3) % 4 - 2, x[:, 1]], 1)
+
+
 def spirals(
     n: int,
     generator: torch.Generator | None = None,

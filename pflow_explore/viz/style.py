@@ -85,3 +85,12 @@ def curves_layout(
         xaxis=dict(title=dict(text=x_title), type="log" if log_x else "linear"),
         yaxis=dict(title=dict(text=y_title), type="log" if log_y else "linear"),
     )
+
+
+def thumbnail(fig: Any, size: int = 220) -> Any:
+    """A chapter's landing-page preview: ``fig`` (a go.Figure) as a ``size`` px square with no
+    title, axes or legend and 5 px margins; returns the same figure."""
+    fig.update_layout(title=None, height=size, width=size, margin=margins(5, 5, 5, 5))
+    fig.update_layout(showlegend=False)
+    fig.update_xaxes(visible=False)
+    return fig.update_yaxes(visible=False)

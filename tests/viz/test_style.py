@@ -94,3 +94,14 @@ def test_curve_trace_turns_nan_into_a_gap_so_a_figurewidget_stays_alive():
 def test_plain_floats_names_non_numeric_input(bad):
     with pytest.raises(ValueError, match="numeric"):
         plain_floats(bad)
+
+
+def test_thumbnail_is_a_bare_square():
+    import plotly.graph_objects as go
+
+    from pflow_explore.viz.style import thumbnail
+
+    fig = thumbnail(go.Figure(go.Scatter(x=[0, 1], y=[1, 0], name="a")), size=200)
+    assert (fig.layout.width, fig.layout.height) == (200, 200) and fig.layout.showlegend is False
+    assert fig.layout.xaxis.visible is False and fig.layout.yaxis.visible is False
+    assert fig.layout.margin.l == 5 and fig.layout.title.text is None
