@@ -1,7 +1,9 @@
-"""Chapter 03 (rectified_flow) exercises: the rectified-flow loss, the discrete straightness of
-a sampled path, and classifier-free guidance.
+"""Chapter 03 (rectified_flow) exercises: the 2-RF velocity of the Gaussian case (a
+derivation), the rectified-flow loss, the discrete straightness of a sampled path, and
+classifier-free guidance.
 
-Each reference is the package's own implementation (``flow_matching.rectified_flow_loss``,
+Each reference is the package's own implementation (``theory.rectified_flow``'s
+``gaussian_2rf_velocity``, ``flow_matching.rectified_flow_loss``,
 ``trajectories.straightness``, ``flow_matching.guided_velocity``); the worked answers are in
 the chapter's instructor notebook, between nbgrader's solution markers.
 
@@ -62,6 +64,26 @@ def guidance_inputs(gen: torch.Generator) -> tuple:
     return v, x, 0.3, y, float(torch.rand(1, generator=gen)) * 4
 
 
+def rf2_inputs(gen: torch.Generator) -> tuple:
+    """x (6, 3), a time t in (0.05, 0.95), mu (3,), sigma in (0.2, 2)."""
+    x = torch.randn(6, 3, generator=gen, dtype=F64) * 2
+    t = float(torch.rand(1, generator=gen)) * 0.9 + 0.05
+    return (
+        x,
+        t,
+        torch.randn(3, generator=gen, dtype=F64),
+        float(torch.rand(1, generator=gen)) * 1.8 + 0.2,
+    )
+
+
+def rf2_velocity(x: Tensor, t: float, mu: Tensor, sigma: float) -> Tensor:
+    """The 2-RF velocity of N(0, I) -> N(mu, sigma^2 I) (sympy-derived, lambdified)."""
+    from pflow_explore.theory.rectified_flow import gaussian_2rf_velocity  # sympy: on use
+
+    return gaussian_2rf_velocity(x, t, mu, sigma)
+
+
+RF2_VELOCITY = Exercise("2-RF velocity (Gaussian)", "rf2_velocity", rf2_inputs, rf2_velocity)
 RF_LOSS = Exercise("rectified-flow loss", "rf_loss", loss_inputs, fm.rectified_flow_loss)
 DISCRETE_STRAIGHTNESS = Exercise(
     "discrete straightness", "discrete_straightness", path_inputs, straightness
