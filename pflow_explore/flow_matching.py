@@ -393,3 +393,22 @@ def train_rectified_flow(
         return rectified_flow_loss(model, pairs.z0, pairs.z1, t, y)
 
     return train_stage(make_model, loss_fn, stage, cache, callback)
+
+
+def straightness_per_path(v: Field, z0: Tensor, n_steps: int = 64) -> Tensor:
+    """Each path's straightness, int_0^1 |(Z_1 - Z_0) - v(Z_t, t)|^2 dt, as (n,) float64:
+    the terms whose mean is ``trajectories.straightness_of_field`` (rk4 on ``n_steps`` even
+    steps from t = 0 to 1, v itself on the path, composite Simpson in time), kept apart so a
+    claim can bootstrap over paths. v(x (n, d), t (0-d)) -> (n, d); z0 (n, d)."""
+    if isinstance(n_steps, bool) or int(n_steps) != n_steps or n_steps < 2 or n_steps % 2:
+        raise ValueError(f"n_steps must be an even integer >= 2, got {n_steps!r}")
+    if z0.dim() != 2:
+        raise ValueError(f"z0 must be (n, d), got shape {tuple(z0.shape)}")
+    times = torch.linspace(0.0, 1.0, n_steps + 1, dtype=z0.dtype, device=z0.device)
+    with torch.no_grad():
+        path = solvers.odeint(v, z0, times, method="rk4", trajectory=True).trajectory
+        velocity = torch.stack([v(path[k], times[k]) for k in range(n_steps + 1)])
+    f = ((path[-1] - path[0]).double() - velocity.double()).pow(2).sum(-1)  # (T + 1, n)
+    w = torch.ones(n_steps + 1, dtype=torch.float64, device=f.device)
+    w[1:-1:2], w[2:-1:2] = 4.0, 2.0
+    return (w[:, None] * f).sum(0) / (3 * n_steps)

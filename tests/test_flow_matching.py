@@ -335,3 +335,37 @@ def test_generate_follows_the_closed_form_flow_in_any_batch_size():
     torch.testing.assert_close(FM.generate(v, z0, 8, batch=7), FM.generate(v, z0, 8, batch=1000))
     # a distilled (one-step) model: z0 + v(z0, 0), which for the 1-RF collapses onto mu
     torch.testing.assert_close(FM.generate(v, z0, 99, distilled=True, batch=50), mu.expand(300, 3))
+
+
+def test_straightness_per_path_matches_a_quadrature_of_the_exact_gaussian_paths():
+    """Per path Z_t = t mu + r(t) Z0, r = sqrt((1 - t)^2 + t^2 sigma^2), so (Z1 - Z0) - dZ/dt
+    = (sigma - 1 - r'(t)) Z0 and S(path) = |Z0|^2 int_0^1 (sigma - 1 - r')^2 dt: scipy's quad
+    of that integral, not the function's rk4 + Simpson."""
+    from scipy.integrate import quad
+
+    gen = torch.Generator().manual_seed(5)
+    mu, sigma = torch.randn(3, generator=gen, dtype=F64), 0.3 + float(torch.rand(1, generator=gen))
+    z0 = torch.randn(40, 3, generator=gen, dtype=F64)
+    field = lambda x, t: gaussian_rf_velocity(x, t, mu, sigma)
+    got = FM.straightness_per_path(field, z0, 64)
+    r_dot = lambda t: (t * (1 + sigma**2) - 1) / math.sqrt((1 - t) ** 2 + t**2 * sigma**2)
+    integral = quad(lambda t: (sigma - 1 - r_dot(t)) ** 2, 0, 1)[0]
+    assert got.shape == (40,) and got.dtype == F64
+    torch.testing.assert_close(got, (z0**2).sum(1) * integral, rtol=1e-5, atol=1e-9)
+    straight = FM.straightness_per_path(lambda x, t: gaussian_2rf_velocity(x, t, mu, sigma), z0, 8)
+    assert float(straight.abs().max()) < 1e-12
+
+
+def test_straightness_per_path_averages_to_straightness_of_field_on_a_random_net():
+    from pflow_explore.nets import MLP
+    from pflow_explore.trajectories import straightness_of_field
+
+    torch.manual_seed(3)
+    net = MLP(2, hidden=16, depth=2).double()
+    field = lambda x, t: net(x, t.expand(len(x)))
+    z0 = torch.randn(50, 2, generator=torch.Generator().manual_seed(4), dtype=F64)
+    per_path = FM.straightness_per_path(field, z0, 16)
+    assert float(per_path.min()) >= 0 and float(per_path.std()) > 0
+    assert float(per_path.mean()) == pytest.approx(straightness_of_field(field, z0, 16), rel=1e-10)
+    with pytest.raises(ValueError, match="even"):
+        FM.straightness_per_path(field, z0, 15)
