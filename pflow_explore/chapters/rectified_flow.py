@@ -518,7 +518,7 @@ def claims_theory(th: GaussianRFCheck, sc: str) -> list[Claim]:
     w_paper = "one Euler step of 1-RF collapses to mu: W2^2 = d sigma^2"
     w_note = (
         f"Z0 + v(Z0, 0) for {th.n} Z0 (spread {th.one_step_spread:.1e}) against {th.n} fresh "
-        f"target samples, W2^2 of their Gaussian fits (exact here); SE {th.w2_sq_se:.2g}"
+        f"target samples, W2^2 of their Gaussian fits (exact here); SE: Monte Carlo"
     )
     s_part = {"S": (th.straightness, th.straightness_se, th.straightness_formula)}
     straight = claim_parts_within(s_name, s_paper, s_part, 0.03, sc, s_note)
