@@ -182,3 +182,13 @@ def test_digits_row_needs_a_difference_beyond_its_bootstrap_noise():
     good = measured({keys[0]: train[:half], keys[1]: noisy})
     assert _digits_claim(*good).holds
     assert math.isfinite(good[1][keys[0]]) and good[1][keys[0]] > 0
+
+
+def test_gaussian_straightness_row_fails_for_the_field_of_another_target(theory):
+    assert R.claims_theory(theory, "tiny")[0].holds
+    # the exact 1-RF field of N(mu, 0.5^2 I), measured as the chapter measures S, against the
+    # formula for sigma = 0.6: a wrong field must not pass
+    z0 = torch.randn(20000, 2, generator=torch.Generator().manual_seed(5), dtype=F64)
+    wrong_field = lambda x, t: rf.gaussian_rf_velocity(x, t, theory.mu, 0.5)
+    wrong = replace(theory, straightness=R.straightness_of_field(wrong_field, z0, 16))
+    assert not R.claims_theory(wrong, "tiny")[0].holds
