@@ -1,20 +1,24 @@
 """Negative controls for chapter 02's sample claims: the rows built by
 ``interpolant_learning.control_claims`` (what ``interpolants.claims`` adds for each 2D pair)
 hold for fresh target samples and fail for a distribution with a quarter of its mass off the
-checkerboard's black squares, and for a moment-matched Gaussian."""
+checkerboard's black squares, and for a moment-matched Gaussian; and the field-error row
+(``interpolants.field_error_claim``) holds for the exact b and fails for wrong fields."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from pflow_explore import interpolant_learning as L
+from pflow_explore.chapters import interpolants as M
 from pflow_explore.datasets.toy2d import (
     TOY_2D_MIXTURES,
     checkerboard,
     checkerboard_log_prob,
     checkerboard_to_white,
 )
+from pflow_explore.theory.interpolant_fields import InterpolantFields
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EPS = (0.0, 0.5, 1.0)
@@ -54,3 +58,44 @@ def test_a_moment_matched_gaussian_fails_the_gaussian_row():
     gauss = L.moment_matched(fresh.double(), 1000, torch.Generator().manual_seed(5))
     rows = L.control_claims("mixture", _sweep(gauss, target), 0, "tiny")
     assert len(rows) == 1 and not rows[0].holds  # no support row without a log-density
+
+
+class _FieldModel(nn.Module):
+    """A stand-in for the learned pair: given fields instead of networks (float32 out, as the
+    networks give)."""
+
+    def __init__(self, velocity, denoiser) -> None:
+        super().__init__()
+        self.vel, self.den = velocity, denoiser
+        self.anchor = nn.Parameter(torch.zeros(1))  # learned_vs_exact reads its device
+
+    def velocity(self, x, t):
+        return self.vel(x.double(), t).float()
+
+    def denoiser(self, x, t):
+        return self.den(x.double(), t).float()
+
+
+def test_field_error_row_holds_for_the_exact_b_and_fails_for_wrong_fields():
+    s = M.settings("tiny")
+    data = M.pair_data(s, "mixtures")
+    exact = M.exact_fields(s, data)
+
+    def row(velocity):
+        errors = M.learned_vs_exact(s, _FieldModel(velocity, exact.denoiser), data)
+        return errors, M.field_error_claim("mixtures", errors, "tiny")
+
+    errors, claim = row(exact.velocity)
+    assert claim.holds and errors.b_total < 1e-6
+    errors, claim = row(lambda x, t: 1.1 * exact.velocity(x, t))  # 10% off: inside the bound
+    assert claim.holds and errors.b_total == pytest.approx(0.1, abs=1e-4)
+    wrong = {
+        "30% too fast": lambda x, t: 1.3 * exact.velocity(x, t),
+        # v = E[d_t I | x_t] alone: the -gamma gamma' s part of b forgotten
+        "mean velocity v": exact.mean_velocity,
+        "endpoints swapped": InterpolantFields(data.rho1, data.rho0, exact.interpolant).velocity,
+    }
+    for name, velocity in wrong.items():
+        errors, claim = row(velocity)
+        assert not claim.holds, name
+        assert errors.b_total - 2 * errors.b_total_se > M.FIELD_ERROR_BOUND, name
