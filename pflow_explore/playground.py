@@ -8,14 +8,20 @@ Methods (:data:`METHODS`), all from the shared layers:
 - ``rectified flow + reflow``: then ``distillation.reflow`` on the 1-RF's own ODE coupling
   (``flow_matching.sample_pairs``): the 2-RF, whose paths are straighter;
 - ``diffusion (EDM)``: an ``edm.edm_denoiser`` trained with ``edm.edm_loss``, sampled by
-  ``edm.heun_steps`` on the Karras grid from sigma_max down to 0 (noise-level time).
+  ``edm.heun_steps`` on the Karras grid from sigma_max down to 0 (noise-level time);
+- ``stochastic interpolant (SDE)``: the velocity b and denoiser eta of the linear interpolant
+  x_t = (1 - t) x0 + t x1 + sqrt(t (1 - t)) z from N(0, I) to the points, learned with
+  ``interpolant_learning.interpolant_losses`` (a ``samplers.LearnedPair``), sampled by the
+  SDE dX = (b + eps s) dt + sqrt(2 eps) dW (``samplers.sample``; eps = 0: the ODE) on the
+  cosine grid, flow time 0 -> 1.
 
 The data a model sees is the drawn point cloud smoothed by a little Gaussian noise
 (``jitter`` times its spread), so a few hundred clicks define a density. Training calls
 ``on_progress(stage, step, loss)`` after every step; ``cancel`` (a ``threading.Event``) set
 from elsewhere stops it with :class:`Cancelled` at the next step.
 
-Time convention: flow (rectified flow: t = 0 noise, t = 1 data); noise level (EDM: sigma).
+Time convention: flow (rectified flow, interpolant: t = 0 noise, t = 1 data); noise level
+(EDM: sigma).
 """
 
 from __future__ import annotations
@@ -24,22 +30,32 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
 
-from pflow_explore import distillation, edm, paths
+from pflow_explore import distillation, edm, paths, samplers
 from pflow_explore import flow_matching as fm
 from pflow_explore.datasets.toy2d import TOY_2D, sample_toy
+from pflow_explore.interpolant_learning import interpolant_losses, training_times
+from pflow_explore.interpolants import get_interpolant
 from pflow_explore.metrics import energy_distance
 from pflow_explore.nets import MLP, NoiseLevelMLP
+from pflow_explore.samplers import LearnedPair
 
-METHODS = ("rectified flow", "rectified flow + reflow", "diffusion (EDM)")
+METHODS = (
+    "rectified flow",
+    "rectified flow + reflow",
+    "diffusion (EDM)",
+    "stochastic interpolant (SDE)",
+)
+INTERPOLANT = "stochastic interpolant (SDE)"
 PRESETS = tuple(TOY_2D)
 MIN_POINTS = 20
 MAX_POINTS = 20000
 Progress = Callable[[str, int, float], None]  # (stage, step, loss)
+T_DELTA = 1e-3  # the interpolant trains on t in [T_DELTA, 1 - T_DELTA] (gamma > 0 there)
 
 
 class Cancelled(Exception):
@@ -50,7 +66,7 @@ class Cancelled(Exception):
 class PlaygroundSettings:
     """Network width/depth, Adam steps (each stage), batch, learning rate, the jitter that
     smooths the points (a fraction of their spread), samples and sampler steps shown, the
-    reflow's coupled pairs, the seed."""
+    reflow's coupled pairs, the interpolant's SDE noise level eps, the seed."""
 
     steps: int = 1500
     batch: int = 256
@@ -61,6 +77,7 @@ class PlaygroundSettings:
     n_samples: int = 500
     n_steps: int = 40
     reflow_pairs: int = 2000
+    eps: float = 0.5
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -69,6 +86,8 @@ class PlaygroundSettings:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"the learning rate must be a positive number, got {self.lr!r}")
+        if not (self.eps >= 0 and math.isfinite(self.eps)):
+            raise ValueError(f"eps (the SDE's noise level) must be >= 0, got {self.eps!r}")
         if not 0 <= self.jitter <= 1:
             raise ValueError(f"jitter must be in [0, 1], got {self.jitter!r}")
 
@@ -134,6 +153,10 @@ class TrainedFlow:
             steps = list(edm.heun_steps(self.model, z * float(sigmas[0]), sigmas))
             states = torch.stack([steps[0].x, *(st.x_next for st in steps)])
             return sigmas.double(), states
+        if self.method == INTERPOLANT:
+            grid, gen = samplers.cosine_grid(s.n_steps), torch.Generator().manual_seed(seed + 1)
+            traj = samplers.sample(self.model, z, s.eps, grid, gen, trajectory=True).trajectory
+            return grid, traj
         traj = fm.euler_sample(self.model, z, s.n_steps, trajectory=True).trajectory
         return torch.linspace(0.0, 1.0, s.n_steps + 1, dtype=torch.float64), traj
 
@@ -141,8 +164,11 @@ class TrainedFlow:
     def velocity(self, x: Tensor, time: float) -> Tensor:
         """The sampler's ODE field at ``time`` for points x (n, 2): the learned v(x, t) of a
         rectified flow (flow time), or EDM's dx/dsigma = (x - D(x; sigma)) / sigma at the
-        noise level sigma = ``time`` > 0 (x - D at sigma = 0, where the field is singular)."""
+        noise level sigma = ``time`` > 0 (x - D at sigma = 0, where the field is singular), or
+        the interpolant SDE's drift b + eps s (flow time)."""
         x = torch.as_tensor(x, dtype=torch.float32)
+        if self.method == INTERPOLANT:
+            return samplers.forward_drift(self.model, self.settings.eps)(x, torch.tensor(time))
         if self.method == "diffusion (EDM)":
             sigma = max(float(time), 1e-3)
             return (x - self.model(x, sigma)) / (sigma if time > 0 else 1.0)
@@ -203,6 +229,21 @@ def train(
         make = lambda: edm.edm_denoiser(NoiseLevelMLP(2, s.hidden, s.depth), sigma_data)  # noqa: E731
         fit = fm.train_stage(make, loss_fn, stage, callback=_hooks("EDM", on_progress, cancel))
         losses["EDM"] = fit.losses
+        return TrainedFlow(method, fit.model, x, s, losses, time.perf_counter() - start)
+    if method == INTERPOLANT:
+        interp, gen = get_interpolant("linear", "sqrt"), torch.Generator().manual_seed(s.seed + 1)
+
+        def pair_loss(model: nn.Module, step: int) -> Tensor:
+            x1, _ = sample(s.batch, gen)
+            x0, z = torch.randn(s.batch, 2, generator=gen), torch.randn(s.batch, 2, generator=gen)
+            t = training_times(s.batch, T_DELTA, gen)
+            return sum(interpolant_losses(model, interp, x0, x1, t, z))
+
+        # two networks, four evaluations a step: each at half the width keeps it near 10 s
+        half = replace(s, hidden=max(16, s.hidden // 2))
+        make = lambda: LearnedPair(_net(half), _net(half), interp.gamma, T_DELTA)  # noqa: E731
+        fit = fm.train_stage(make, pair_loss, stage, callback=_hooks("b, eta", on_progress, cancel))
+        losses["b, eta"] = fit.losses
         return TrainedFlow(method, fit.model, x, s, losses, time.perf_counter() - start)
     fit = fm.train_rectified_flow(
         lambda: _net(s), sample, stage, callback=_hooks("1-RF", on_progress, cancel)

@@ -174,3 +174,29 @@ def test_field_view_follows_the_explorers_step(blobs):
     assert list(w.field_figure.data[0].x) != at_start
     assert "t = 1" in w.field_figure.layout.title.text
     assert len(w.field_figure.data[1].x) == 15 * 15 * 7  # one arrow of 7 entries per grid point
+
+
+def test_interpolant_ode_follows_its_velocity_and_the_sde_is_noisy(blobs):
+    """eps = 0: the sampler is rk4 on ``velocity`` (one rk4 step from state i reproduces
+    state i + 1); eps > 0: the SDE adds noise (two seeds give different paths, one seed the
+    same); a negative eps is refused with its reason."""
+    from dataclasses import replace
+
+    from pflow_explore import solvers
+
+    quick = replace(SMALL, steps=50)  # the sampler is under test, not the fit
+    ode = pg.train(blobs, pg.INTERPOLANT, replace(quick, eps=0.0))
+    times, states = ode.trajectories(40)
+    i = 5
+    f = lambda x, t: ode.velocity(x, float(t))  # noqa: E731
+    step = solvers.odeint(f, states[i], times[i : i + 2], "rk4").x
+    torch.testing.assert_close(step, states[i + 1], rtol=1e-4, atol=1e-5)
+    sde = pg.train(blobs, pg.INTERPOLANT, quick)
+    a, b, c = (
+        sde.trajectories(40, seed=1)[1],
+        sde.trajectories(40, seed=2)[1],
+        sde.trajectories(40, seed=1)[1],
+    )
+    assert torch.equal(a, c) and not torch.allclose(a[-1], b[-1])
+    with pytest.raises(ValueError, match="eps"):
+        pg.PlaygroundSettings(eps=-1.0)

@@ -262,7 +262,7 @@ class Playground(widgets.VBox):
 
     def _run(self, points: torch.Tensor, method: str, settings: pg.PlaygroundSettings) -> None:
         losses: list[float] = []
-        offset = {"1-RF": 0, "EDM": 0, "2-RF": settings.steps}
+        offset = {"1-RF": 0, "EDM": 0, "b, eta": 0, "2-RF": settings.steps}
 
         def on_progress(stage: str, step: int, loss: float) -> None:
             losses.append(loss)
