@@ -23,6 +23,7 @@ v = b - D s, for a linear SDE in closed form.)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -209,3 +210,20 @@ def linear_current_grid(B: Tensor, D: Tensor, S: Tensor, lin: Tensor) -> tuple[T
     z = torch.stack([gx.reshape(-1), gy.reshape(-1)], -1)
     rho = torch.exp(-0.5 * (z @ S_inv * z).sum(-1))
     return rho.reshape(k, k), (rho[:, None] * (z @ M.T)).reshape(k, k, 2)
+
+
+def trapped_plane_currents(
+    A: float, v0: float, gamma: float, eps: float, x: Tensor, g: Tensor, local: LocalEPR,
+    bins: int = 12,
+) -> PlaneCurrents:  # fmt: skip
+    """The current of one trapped AOUP (trap A, speed v0, gamma, eps) in its (x_1, g_1)
+    plane at samples x, g (n, 1, d): learned (the velocities in ``local``) and exact
+    (v = M z of the Lyapunov solution, ``theory.linear_sde``), binned by :func:`plane_currents`
+    over +-2.5 standard deviations of each coordinate."""
+    from pflow_explore.theory import linear_sde as ls  # imports sympy: not at module import
+
+    B, D, S = ls.spring_network([[0.0]], A, 0.0, v0, gamma, eps)
+    z = torch.stack([x[:, 0, 0], g[:, 0, 0]], dim=-1).double().cpu()
+    lims = ((-2.5 * math.sqrt(S[0, 0]), 2.5 * math.sqrt(S[0, 0])), (-2.5, 2.5))
+    v_learned = torch.stack([local.v_x[:, 0, 0], local.v_g[:, 0, 0]], -1)
+    return plane_currents(z, v_learned, ls.linear_probability_velocity(B, D, S, z), *lims, bins)

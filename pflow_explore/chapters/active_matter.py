@@ -17,14 +17,14 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
 import torch
 from torch import Tensor, nn
 
 from pflow_explore import cache, epr, experiment, mips, scale, score_matching
-from pflow_explore.claims import Claim, claim_below, claim_parts_within, replica_z
+from pflow_explore.claims import Claim, claim_parts_within
 from pflow_explore.datasets import particles
 from pflow_explore.datasets.particles import AOUP, ring_laplacian
 from pflow_explore.experiment import (
@@ -43,6 +43,9 @@ from pflow_explore.scale import device_of
 from pflow_explore.training import FitResult, fit_cached
 from pflow_explore.viz import epr as figs
 from pflow_explore.viz.style import thumbnail
+
+if TYPE_CHECKING:
+    from pflow_explore.theory.linear_sde import AOUPChecks
 
 CHAPTER = "active_matter"
 VERSION = 1  # part of every cache key: bump when simulation or training code changes
@@ -138,10 +141,9 @@ class Settings:
         require(min(sizes) >= 8, f"ring sizes must be >= 8, got {self.ring_n}, {self.ring_n_eval}")
         require(self.dyn_dt <= 0.05, f"dyn_dt must be <= 0.05 (one small step), got {self.dyn_dt}")
         experiment.require_at_least(self, "mips_n", low=16)
-        counts = "trap_samples trap_test trap_steps trap_batch ring_samples ring_test ring_steps"
-        experiment.require_at_least(self, f"{counts} ring_batch mips_replicas mips_frames "
-                                          "mips_steps mips_batch movie_frames mips_eval_frames "
-                                          "mips_large_replicas")  # fmt: skip
+        experiment.require_at_least(self, "trap_samples trap_test trap_steps trap_batch "
+            "ring_samples ring_test ring_steps ring_batch mips_replicas mips_frames mips_steps "
+            "mips_batch movie_frames mips_eval_frames mips_large_replicas")  # fmt: skip
         # the standard errors of the MIPS claims need at least two independent replicas
         experiment.require_at_least(self, "mips_eval_replicas", low=2)
 
@@ -188,15 +190,9 @@ def _cached(name: str, key: dict[str, object], build: Callable[[], dict]) -> dic
 
 
 def _train(
-    s: Settings,
-    what: str,
-    label: str,
-    make: Callable[[], nn.Module],
-    loss_fn: Callable,
-    key: dict[str, object],
-    warmup: int,
-    **kw: Any,
-) -> FitResult:
+    s: Settings, what: str, label: str, make: Callable[[], nn.Module], loss_fn: Callable,
+    key: dict[str, object], warmup: int, **kw: Any,
+) -> FitResult:  # fmt: skip
     """fit_cached ``{what}_score`` (cosine, ``{what}_steps``, ``{what}_lr``, warmup capped at
     steps // 10), initial weights seeded with ``s.seed`` in a forked global generator."""
     steps = getattr(s, f"{what}_steps")
@@ -217,43 +213,26 @@ def trap_model(s: Settings, v0: float) -> AOUP:
 
 def ring_model(s: Settings, n: int) -> AOUP:
     """n AOUPs on a spring ring: dx = (v0 g - (A I + k L) x) dt + sqrt(2 eps) dW."""
-    return AOUP(
-        n, s.ring_v0, gamma=s.ring_gamma, eps=s.ring_eps, A=s.ring_A, k=s.ring_k, interaction="ring"
-    )
+    kw = dict(gamma=s.ring_gamma, eps=s.ring_eps, A=s.ring_A, k=s.ring_k, interaction="ring")
+    return AOUP(n, s.ring_v0, **kw)
 
 
 def mips_model(s: Settings, phi: float | None = None, n: int | None = None) -> AOUP:
-    """Soft discs in a periodic box at packing fraction phi (A = 0, eps = 0; docs/papers.md,
-    MIPS)."""
-    return particles.mips_model(
-        n or s.mips_n, phi or s.mips_phi, v0=s.mips_v0, gamma=s.mips_gamma, radius=s.mips_radius
-    )
+    """Soft discs in a periodic box at packing fraction phi (A = 0, eps = 0; MIPS)."""
+    kw = dict(v0=s.mips_v0, gamma=s.mips_gamma, radius=s.mips_radius)
+    return particles.mips_model(n or s.mips_n, phi or s.mips_phi, **kw)
 
 
 # ---- experiment 0: the exact results, checked numerically -------------------------------------
-@dataclass
-class TheoryChecks:
-    """The paper's formulas vs numeric Lyapunov (max rel. difference), the trap samples' max
-    |z|, div v of the ring (total, x-, g-part), its modal vs Lyapunov EPR (rel. difference)."""
-
-    formula_vs_lyapunov: float
-    mc_z: float
-    div_total: float
-    div_x: float
-    div_g: float
-    modal_vs_lyapunov: float
-
-
 @on_settings_threads
-def theory_checks(s: Settings, data: dict[str, Tensor], n_random: int = 20) -> TheoryChecks:
-    """Check the exact results numerically (docs/papers.md)."""
+def theory_checks(s: Settings, data: dict[str, Tensor], n_random: int = 20) -> AOUPChecks:
+    """Check the exact results numerically (``theory.linear_sde.aoup_checks``): the trap's
+    formulas on random parameters, its held-out samples, the ring's divergence and modes."""
     from pflow_explore.theory import linear_sde as ls  # imports sympy: not at module import
 
-    worst = ls.trapped_aoup_formula_worst(n_random, s.seed)  # (A, v0, gamma, eps) in [0.2, 3]
     trap = (s.trap_A, s.trap_v0s, s.trap_gamma, s.trap_eps)
-    z_max = ls.trapped_aoup_sweep_z(data["x_test"], data["g_test"], *trap)
-    args = ring_parameters(s)
-    return TheoryChecks(worst, z_max, *ls.spring_network_checks(ring_laplacian(s.ring_n), *args))
+    ring = (ring_laplacian(s.ring_n), *ring_parameters(s))
+    return ls.aoup_checks(trap, data["x_test"], data["g_test"], ring, n_random, s.seed)
 
 
 # ---- experiment 1: the trapped AOUP across v0 -----------------------------------------------
@@ -312,20 +291,6 @@ class TrapResult:
     fit: FitResult | None
 
 
-def trap_phase_current(
-    s: Settings, v0: float, x: Tensor, g: Tensor, local: epr.LocalEPR, bins: int = 12
-) -> epr.PlaneCurrents:
-    """The current of the trapped AOUP in (x_1, g_1) at samples x, g (n, 1, d) at v0: learned
-    (the velocities in ``local``) and exact (v = M z of the Lyapunov solution)."""
-    from pflow_explore.theory import linear_sde as ls  # imports sympy: not at module import
-
-    B, D, S = ls.spring_network([[0.0]], s.trap_A, 0.0, v0, s.trap_gamma, s.trap_eps)
-    z = torch.stack([x[:, 0, 0], g[:, 0, 0]], dim=-1).double().cpu()
-    lims = ((-2.5 * math.sqrt(S[0, 0]), 2.5 * math.sqrt(S[0, 0])), (-2.5, 2.5))
-    v_learned = torch.stack([local.v_x[:, 0, 0], local.v_g[:, 0, 0]], -1)
-    return epr.plane_currents(z, v_learned, ls.linear_probability_velocity(B, D, S, z), *lims, bins)
-
-
 @on_settings_threads
 def trap_experiment(s: Settings, net: nn.Module | None = None) -> TrapResult:
     """Train (or load) ``TrapScore``; the EPR of its score on held-out samples at every v0
@@ -348,7 +313,7 @@ def trap_experiment(s: Settings, net: nn.Module | None = None) -> TrapResult:
         per_sample.append(est.per_sample)
     columns = torch.tensor(rows, dtype=torch.float64).T
     v0s = torch.tensor(s.trap_v0s, dtype=torch.float64)
-    current = trap_phase_current(s, v0, x, g, est.local)  # at the last v0
+    current = epr.trapped_plane_currents(s.trap_A, v0, s.trap_gamma, s.trap_eps, x, g, est.local)
     return TrapResult(s, v0s, *columns, torch.stack(per_sample), current, fit)
 
 
@@ -439,15 +404,9 @@ def ring_experiment(s: Settings, net: nn.Module | None = None) -> RingResult:
 
 # ---- experiment 3: a small MIPS box ---------------------------------------------------------
 def _simulate(
-    s: Settings,
-    model: AOUP,
-    replicas: int,
-    frames: int,
-    every: float,
-    gen: torch.Generator,
-    thermalize: float,
-    **start: Tensor,
-) -> particles.ParticleTrajectory:
+    s: Settings, model: AOUP, replicas: int, frames: int, every: float, gen: torch.Generator,
+    thermalize: float, **start: Tensor,
+) -> particles.ParticleTrajectory:  # fmt: skip
     """``frames`` frames ``every`` apart of ``model`` (step ``mips_dt``, the small-box method)."""
     dev, method = scale.device(), particles.small_box_method(model)
     return particles.simulate_frames(
@@ -508,14 +467,9 @@ def train_mips_score(s: Settings) -> FitResult:
 
 
 def mips_local_epr(
-    s: Settings,
-    net: PropulsionScore,
-    x: Tensor,
-    g: Tensor,
-    replica: Tensor,
-    phi: float,
+    s: Settings, net: PropulsionScore, x: Tensor, g: Tensor, replica: Tensor, phi: float,
     chunk: int | None = None,
-) -> PhaseEPR:
+) -> PhaseEPR:  # fmt: skip
     """Local EPR of MIPS configurations x, g (n, N, 2) at packing fraction phi, by phase and
     by region, standard errors over the independent replicas ``replica`` (n,)
     (``mips.local_epr_by_phase``; inference ``chunk`` particles at a time)."""
@@ -595,7 +549,7 @@ class Results:
     """Everything the chapter shows; ``seconds``: wall time of each experiment."""
 
     settings: Settings
-    theory: TheoryChecks
+    theory: AOUPChecks
     trap: TrapResult
     ring: RingResult
     mips: MIPSResult
@@ -676,40 +630,15 @@ def ring_claims(rg: RingResult, s: Settings) -> list[Claim]:
 
 
 def mips_ratio_claim(m: PhaseEPR, s: Settings) -> Claim:
-    """Interface / bulk local EPR > 1 beyond the replica noise by both estimators (the
-    divergence form, unbiased for the network, and gamma |g + s_g|^2), with a network whose
-    two estimators of the EPR per particle agree within 10% (``mips.estimator_gap``): a
-    wrong network can also tell interfaces from bulk."""
-    z, (gap, gap_se) = replica_z(s.mips_eval_replicas), mips.estimator_gap(m)
-    forms = [(m.ratio, m.ratio_se), (m.ratio_pointwise, m.ratio_pointwise_se)]
-    beyond = all(ratio - z * se > 1 for ratio, se in forms)
-    consistent = abs(gap) + z * gap_se < 0.1  # False for NaN
-    crit = f"both ratios > 1 by {z:.3g} SE; EPR per particle of the two within 10% by {z:.3g} SE"
-    note = (
-        f"{mips.estimators_summary(m)}; SE over {s.mips_eval_replicas} independent replicas x "
-        f"{s.mips_eval_frames} frames (one replica's frames are correlated over 1 / gamma = "
-        f"{1 / s.mips_gamma:g}), z = Student t 97.5%; N = {s.mips_n}, phi = {s.mips_phi}; "
-        "bulk = >= 4 neighbours within 1.2 diameters, all of them dense; interface = dense with "
-        f"a dilute neighbour; {mips.phase_summary(m)}"
-    )
-    name = "MIPS: EPR concentrates at cluster interfaces (interface / bulk local EPR)"
-    paper = "the EPR concentrates at MIPS cluster interfaces (paper, N = 4096)"
-    return _finding(Claim(name, paper, m.ratio, crit, bool(beyond and consistent), s.scale, note))
+    """:func:`mips.interface_ratio_claim` on ``mips_eval_replicas`` replicas (a finding)."""
+    args = (s.mips_eval_replicas, s.mips_eval_frames, s.mips_gamma, s.mips_n, s.mips_phi)
+    return _finding(mips.interface_ratio_claim(m, *args, s.scale))
 
 
 def large_box_claim(big: PhaseEPR, m: PhaseEPR, s: Settings) -> Claim:
-    """MIPS has no exact EPR, so the network at the larger N is checked against itself: the
-    relative gap of its two EPR estimators below 10% beyond the noise over independent boxes."""
-    n, (gap, se) = big.x.shape[1], mips.estimator_gap(big)
-    note = (
-        f"at N = {n}, {mips.estimators_summary(big)}; {s.mips_large_replicas} independent boxes,"
-        f" chunked inference (chunk {s.mips_eval_chunk}), z = Student t 97.5%; at the training "
-        f"N = {s.mips_n}: gap {mips.estimator_gap(m)[0]:+.3f}"
-    )
-    name = f"same MIPS network at N = {n}: its two EPR estimators agree (|relative gap|)"
-    paper = "one network trained at 4096 particles generalises to 32768 (paper, gpu scale)"
-    z = replica_z(s.mips_large_replicas)
-    return _finding(claim_below(name, paper, abs(gap), 0.1, s.scale, note, se=se, z=z))
+    """:func:`mips.estimator_agreement_claim` at the larger N (a finding)."""
+    args = (s.mips_large_replicas, s.mips_eval_chunk, s.scale)
+    return _finding(mips.estimator_agreement_claim(big, m, *args))
 
 
 def claims(r: Results) -> list[Claim]:

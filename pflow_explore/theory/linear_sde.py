@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
@@ -397,6 +398,36 @@ def spring_network_checks(
     modal, lyap = spring_modal_epr(lam, A, k, v0, gamma, eps, 1), linear_epr(B, D, S)
     div = functools.partial(divergence_of_velocity, B, D, S)
     return div(), div(range(n)), div(range(n, 2 * n)), abs(modal - lyap) / lyap
+
+
+@dataclass
+class AOUPChecks:
+    """The paper's formulas vs numeric Lyapunov (max rel. difference), the trap samples' max
+    |z|, div v of the ring (total, x-, g-part), its modal vs Lyapunov EPR (rel. difference)."""
+
+    formula_vs_lyapunov: float
+    mc_z: float
+    div_total: float
+    div_x: float
+    div_g: float
+    modal_vs_lyapunov: float
+
+
+def aoup_checks(
+    trap: tuple[float, Iterable[float], float, float],
+    x_test: Tensor,
+    g_test: Tensor,
+    ring: tuple,
+    n_random: int = 20,
+    seed: int = 0,
+) -> AOUPChecks:
+    """The exact results checked numerically: :func:`trapped_aoup_formula_worst` on
+    ``n_random`` random parameter sets, :func:`trapped_aoup_sweep_z` of held-out samples
+    x_test, g_test (m, n, 1, d) of the trap (A, v0s, gamma, eps), and
+    :func:`spring_network_checks` of the ring (L, A, k, v0, gamma, eps)."""
+    worst = trapped_aoup_formula_worst(n_random, seed)
+    z_max = trapped_aoup_sweep_z(x_test, g_test, *trap)
+    return AOUPChecks(worst, z_max, *spring_network_checks(*ring))
 
 
 # ---- estimators from a (learned) score -------------------------------------------------------
