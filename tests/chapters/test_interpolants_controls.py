@@ -32,21 +32,27 @@ def _sweep(samples: torch.Tensor, target: torch.Tensor) -> L.Sweep:
 
 
 def _rows(samples, target):
-    board = (checkerboard_log_prob, checkerboard_to_white)
-    return L.control_claims("checkerboard", _sweep(samples, target), 0, "tiny", *board)
+    """The chapter's rows for the checkerboard: the Gaussian control, then the ODE's and the
+    SDE sweep's share on the support."""
+    sw = _sweep(samples, target)
+    return L.control_claims("checkerboard", sw, 0, "tiny") + M.support_claims("cb", sw, 0, "tiny")
 
 
 def test_checkerboard_rows_hold_for_the_target_and_fail_off_its_support():
     gen = torch.Generator().manual_seed(0)
     target, fresh = checkerboard(1000, gen), checkerboard(1000, gen)
-    gauss, support = _rows(fresh, target)
-    assert gauss.holds and support.holds and support.measured == 1.0
+    gauss, ode, sde = _rows(fresh, target)
+    assert gauss.holds and ode.holds and sde.holds and ode.measured == sde.measured == 1.0
     # 25% of the mass moved onto white squares: close in energy, off the support
     wrong = torch.cat([checkerboard_to_white(fresh[:250]), fresh[250:]])
     assert checkerboard_log_prob(checkerboard_to_white(fresh)).isinf().all()
-    gauss, support = _rows(wrong, target)
-    assert not support.holds and support.measured == pytest.approx(0.75, abs=1e-9)
-    assert "75%" in support.note  # the control's share, reported beside the model's
+    gauss, ode, sde = _rows(wrong, target)
+    for row in (ode, sde):
+        assert not row.holds and row.measured == pytest.approx(0.75, abs=1e-9)
+    assert "75%" in ode.note  # the control's share, reported beside the model's
+    # 95% on the support holds (0.95 - 2 binomial SE > 0.9)
+    nearly = torch.cat([checkerboard_to_white(fresh[:50]), fresh[50:]])
+    assert all(row.holds for row in _rows(nearly, target)[1:])
 
 
 def test_a_moment_matched_gaussian_fails_the_gaussian_row():
