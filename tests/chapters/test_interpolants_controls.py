@@ -1,7 +1,8 @@
-"""Negative controls for chapter 02's sample claims: the rows built by
-``interpolant_learning.control_claims`` (what ``interpolants.claims`` adds for each 2D pair)
-hold for fresh target samples and fail for a distribution with a quarter of its mass off the
-checkerboard's black squares, and for a moment-matched Gaussian; and the field-error row
+"""Negative controls for chapter 02's training-dependent claims: the rows built by
+``interpolant_learning.control_claims`` (closer than a moment-matched Gaussian, each 2D pair)
+and ``interpolants.support_claims`` (the checkerboard's on-support share, ODE and SDE sweep)
+hold for fresh target samples and fail for a distribution with a quarter of its mass on the
+checkerboard's white squares, and for a moment-matched Gaussian; the field-error row
 (``interpolants.field_error_claim``) holds for the exact b and fails for wrong fields."""
 
 from __future__ import annotations
