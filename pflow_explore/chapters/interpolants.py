@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from pflow_explore import cache, scale
 from pflow_explore import interpolant_learning as learn
-from pflow_explore.claims import Claim, claim_above, claim_below
+from pflow_explore.claims import Claim, claim_below
 from pflow_explore.datasets.mixture import GaussianMixture
 from pflow_explore.datasets.toy2d import (
     TOY_2D_MIXTURES,
@@ -570,45 +570,6 @@ def _listing(pairs: list[tuple[float, ...]], fmt: Callable[..., str]) -> str:
     return ", ".join(fmt(*p) for p in pairs)
 
 
-def field_error_claim(title: str, errors: FieldErrors, scale: str) -> Claim:
-    """The row 'learned b vs exact b': relative L2 error below ``FIELD_ERROR_BOUND`` beyond 2
-    bootstrap SE (the negative controls in tests/chapters/test_interpolants_controls.py)."""
-    return claim_below(
-        f"{title}: learned b vs exact b (relative L2 error)",
-        "the quadratic loss L_b has the exact b as its minimiser",
-        errors.b_total, FIELD_ERROR_BOUND, scale,
-        f"x ~ rho_t at {len(errors.times)} times in [delta, 1 - delta], SE: bootstrap "
-        f"over the samples; denoiser eta: {errors.eta_total:.3f}",
-        se=errors.b_total_se,
-    )  # fmt: skip
-
-
-# fmt: off
-def support_claims(title: str, sw: Sweep, seed: int, scale: str) -> list[Claim]:
-    """The share of the kept samples on the checkerboard's black squares (where the target
-    puts all its mass), the ODE and the worst SDE of the sweep, each > ``SUPPORT_SHARE`` by 2
-    binomial SE; the note names a control with 25% of the target's mass on white squares,
-    which the energy rows let pass (negative controls: test_interpolants_controls.py)."""
-    ctl = learn.sweep_controls(sw, seed, checkerboard_log_prob, checkerboard_to_white)
-    on, se, k = ctl.on_support, ctl.on_support_se, sw.samples.shape[1]
-    paper = "the samples follow rho1 (all its mass lies on the black squares)"
-    control = (f"n = {k}, SE binomial; control with 25% of the target's mass on white squares: "
-               f"share {ctl.misplaced_on_support:.0%}, energy {ctl.misplaced_energy:.2e} "
-               "(the energy rows' threshold lets it pass)")
-    rows = [claim_above(f"{title}: ODE share of samples on the target's support", paper,
-                        float(on[0]), SUPPORT_SHARE, scale, control, se=float(se[0]))]
-    if len(on) > 1:
-        worst = 1 + int(on[1:].argmin())
-        shares = _listing(list(zip(sw.eps[1:].tolist(), on[1:].tolist(), strict=True)),
-                          lambda e, v: f"{e:g}: {v:.1%}")
-        rows.append(claim_above(
-            f"{title}: every SDE of the sweep, share on the target's support (worst eps)", paper,
-            float(on[worst]), SUPPORT_SHARE, scale, f"eps in {shares}; n = {k} each, SE binomial",
-            se=float(se[worst])))
-    return rows
-# fmt: on
-
-
 def claims(r: Results) -> list[Claim]:
     """The paper's claims, measured at this scale (criteria fixed before measuring)."""
     sc, st, mc, res, lc = r.scale, r.settings, r.monte_carlo, r.residuals, r.likelihood
@@ -653,12 +614,11 @@ def claims(r: Results) -> list[Claim]:
                 + f"; {st.n_sde_steps} Euler-Maruyama steps",
             ),
         ]
-        if pr.data.dim == 2:  # against a negative control: a moment-matched Gaussian
-            out += learn.control_claims(title, sw, st.seed, sc)
-        if name == "checkerboard":
-            out += support_claims(title, sw, st.seed, sc)
+        if pr.data.dim == 2:  # negative controls: a moment-matched Gaussian; off the squares
+            board = (checkerboard_log_prob, checkerboard_to_white) if name == "checkerboard" else ()
+            out += learn.control_claims(title, sw, st.seed, sc, *board, support=SUPPORT_SHARE)
         if pr.errors is not None:
-            out.append(field_error_claim(title, pr.errors, sc))
+            out.append(learn.field_error_claim(title, pr.errors, FIELD_ERROR_BOUND, sc))
     lcs = list(zip(lc.eps.tolist(), lc.kl_sde.tolist(), lc.bound.tolist(), strict=True))
     k = lc.strength
     ode_closed = lc.dim * (math.exp(2 * k) - 1 - 2 * k) / 2

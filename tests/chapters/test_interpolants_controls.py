@@ -1,9 +1,10 @@
 """Negative controls for chapter 02's training-dependent claims: the rows built by
 ``interpolant_learning.control_claims`` (closer than a moment-matched Gaussian, each 2D pair)
-and ``interpolants.support_claims`` (the checkerboard's on-support share, ODE and SDE sweep)
+(with the checkerboard's log-density: the on-support share, ODE and SDE sweep)
 hold for fresh target samples and fail for a distribution with a quarter of its mass on the
 checkerboard's white squares, and for a moment-matched Gaussian; the field-error row
-(``interpolants.field_error_claim``) holds for the exact b and fails for wrong fields."""
+(``interpolant_learning.field_error_claim`` with the chapter's bound) holds for the exact b
+and fails for wrong fields."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def _rows(samples, target):
     """The chapter's rows for the checkerboard: the Gaussian control, then the ODE's and the
     SDE sweep's share on the support."""
     sw = _sweep(samples, target)
-    return L.control_claims("checkerboard", sw, 0, "tiny") + M.support_claims("cb", sw, 0, "tiny")
+    board = (checkerboard_log_prob, checkerboard_to_white)
+    return L.control_claims("checkerboard", sw, 0, "tiny", *board, support=M.SUPPORT_SHARE)
 
 
 def test_checkerboard_rows_hold_for_the_target_and_fail_off_its_support():
@@ -90,7 +92,7 @@ def test_field_error_row_holds_for_the_exact_b_and_fails_for_wrong_fields():
 
     def row(velocity):
         errors = M.learned_vs_exact(s, _FieldModel(velocity, exact.denoiser), data)
-        return errors, M.field_error_claim("mixtures", errors, "tiny")
+        return errors, L.field_error_claim("mixtures", errors, M.FIELD_ERROR_BOUND, "tiny")
 
     errors, claim = row(exact.velocity)
     assert claim.holds and errors.b_total < 1e-6
