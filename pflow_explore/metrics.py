@@ -84,6 +84,24 @@ def sliced_w2(
     return math.sqrt(w2_1d_squared(theta @ x.T, theta @ y.T).mean().item())
 
 
+def sliced_w2_bootstrap_se(
+    x: Tensor, y: Tensor, n_projections: int = 256, seed: int = 0, n_boot: int = 30
+) -> float:
+    """Bootstrap SE of :func:`sliced_w2` (x, y) over resamples of x, y held fixed (a set
+    common to every method compared): the directions are drawn as :func:`sliced_w2` draws
+    them from a generator seeded ``seed``, x and y are projected once, y's projections
+    sorted once; each resample sorts only x's. x (n, d), y (m, d) with n = m."""
+    x, y = _as_sets(x, y)
+    if len(x) != len(y):
+        raise ValueError(f"x and y must have the same size here, got {len(x)} and {len(y)}")
+    gen = torch.Generator().manual_seed(seed)
+    theta = torch.randn(n_projections, x.shape[1], generator=gen, dtype=torch.float64)
+    theta = (theta / theta.norm(dim=1, keepdim=True)).to(x.device)
+    px, py = theta @ x.T, (theta @ y.T).sort(dim=1).values
+    sw = lambda i: math.sqrt(((px[:, i].sort(dim=1).values - py) ** 2).mean().item())
+    return bootstrap_se(sw, len(x), n_boot, seed)
+
+
 def energy_distance(x: Tensor, y: Tensor) -> float:
     """Squared energy distance (Szekely & Rizzo) between sample sets x (n, d), y (m, d).
 

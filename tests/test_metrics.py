@@ -265,3 +265,16 @@ def test_bootstrap_se_of_a_mean_matches_the_standard_error():
     assert se == pytest.approx(exact, rel=0.2)
     with pytest.raises(ValueError, match="n_boot"):
         bootstrap_se(lambda idx: 0.0, 10, n_boot=1)
+
+
+def test_sliced_w2_bootstrap_se_equals_the_generic_bootstrap_of_sliced_w2():
+    from pflow_explore.metrics import bootstrap_se, sliced_w2, sliced_w2_bootstrap_se
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(500, 3, generator=g), torch.randn(500, 3, generator=g) + 0.2
+    generic = bootstrap_se(
+        lambda i: sliced_w2(x[i], y, 64, torch.Generator().manual_seed(5)), 500, 20, 5
+    )
+    assert sliced_w2_bootstrap_se(x, y, 64, 5, 20) == pytest.approx(generic, rel=1e-9)
+    with pytest.raises(ValueError, match="same size"):
+        sliced_w2_bootstrap_se(x, y[:400])

@@ -252,8 +252,7 @@ def sliced_w2_se(x: Tensor, target: Tensor, seed: int, n_boot: int = 30) -> floa
     """Bootstrap SE of the sliced W2 of samples x (n, 2) to ``target`` (the same 256
     directions, seeded ``seed``, as the value itself; the target held fixed: it is common to
     every method ranked)."""
-    sw = lambda i: metrics.sliced_w2(x[i], target, 256, torch.Generator().manual_seed(seed))
-    return metrics.bootstrap_se(sw, len(x), n_boot, seed)
+    return metrics.sliced_w2_bootstrap_se(x, target, 256, seed, n_boot)
 
 
 @torch.no_grad()
