@@ -14,6 +14,9 @@ Every run gets its own copy of the repository's ``data/`` (``PFLOW_DATA``) witho
 before and after each notebook is recorded: a time measured beside other work says so.
 
     .venv/bin/python benchmarks/notebook_timings.py [--scales tiny cpu] [--scratch] [--only 01]
+
+``--only`` (notebook prefixes) writes ``notebook_timings_partial.md`` instead, so the full
+table of record is only ever written by a run over every chapter.
 """
 
 from __future__ import annotations
@@ -121,9 +124,10 @@ def main() -> None:
             f"| {name} | {scale} | {first:.1f} | {second:.1f} | {s_text} | {b1} / {b2} / {b3} | "
             f"{'yes' if ok else 'NO'} | {before} -> {after} |"
         )
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text("\n".join(lines) + "\n")
-    print(f"wrote {OUT.relative_to(ROOT)}")
+    out = OUT.with_name("notebook_timings_partial.md") if args.only else OUT
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
