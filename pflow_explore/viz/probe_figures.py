@@ -3,6 +3,8 @@ chapter 01): when each eigen-feature is fixed (crossing noise level against sqrt
 and the share curves f_k(sigma)), teleportation (Frechet distance against the skipped share
 of steps), perturbation gains against the kick's noise level, and the rotation residual of
 trajectories. Results in, ``go.Figure`` out.
+
+Time convention: noise level (sigma; sigma = 0 is the data).
 """
 
 from __future__ import annotations
