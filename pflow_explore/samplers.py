@@ -315,15 +315,11 @@ def exponential_steps(
     if not bool(times[1] > times[0]):
         raise ValueError("exponential_steps integrates forward: times must increase")
 
-    def run(x: Tensor) -> Iterator[tuple[Tensor, Tensor]]:  # validated above, stepped lazily
-        for t, t_next in zip(times[:-1], times[1:], strict=True):
-            device = generator.device if generator is not None else x.device
-            xi = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=device)
-            n = remainder(x, t) if remainder is not None else 0.0
-            x = exponential_step(x, theta(t), mu, g(t), float(t_next - t), xi.to(x.device), n)
-            yield t_next, x
+    def update(x: Tensor, t: Tensor, dt: Tensor, xi: Tensor) -> Tensor:
+        n = remainder(x, t) if remainder is not None else 0.0
+        return exponential_step(x, theta(t), mu, g(t), float(dt), xi, n)
 
-    return run(x0)
+    return solvers.noise_steps(update, x0, times, generator)
 
 
 def exponential_integrator(

@@ -21,8 +21,9 @@ reference solution, slower per evaluation (see DESIGN.md, Known traps). It is ma
 on every grid point and never to evaluate f outside [min(times), max(times)].
 
 ``euler_maruyama`` integrates dx = f(x, t) dt + g(t) dW. ``steps`` and ``sde_steps`` are
-generators yielding (t, x) after each step, for step-through widgets; ``collect`` runs such
-a generator to a :class:`Solution`.
+generators yielding (t, x) after each step, for step-through widgets; ``noise_steps`` is
+the loop of every SDE scheme with one standard normal draw per step, its update a hook;
+``collect`` runs such a generator to a :class:`Solution`.
 
 Time convention: the caller's. A solver integrates from times[0] to times[-1] in
 whichever direction the grid runs.
@@ -38,6 +39,8 @@ from torch import Tensor
 
 Field = Callable[[Tensor, Tensor], Tensor]
 Diffusion = Callable[[Tensor], "Tensor | float"]
+# one step of an SDE scheme: (x, t, dt, xi) -> x_next, xi ~ N(0, I) shaped like x
+NoisyUpdate = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
 FIXED_STEP_METHODS: tuple[str, ...] = ("euler", "heun", "rk4")
 METHODS: tuple[str, ...] = (*FIXED_STEP_METHODS, "dopri5")
@@ -239,11 +242,37 @@ def sde_steps(
 def _sde_steps(
     f: Field, g: Diffusion, x: Tensor, times: Tensor, generator: torch.Generator | None
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    for t, t_next in zip(times[:-1], times[1:], strict=True):
-        dt = t_next - t
+    def update(x: Tensor, t: Tensor, dt: Tensor, xi: Tensor) -> Tensor:
         # Brownian increments have variance |dt| whichever way time runs
-        dw = dt.abs().sqrt() * randn_like(x, generator)
-        x = x + dt * f(x, t) + g(t) * dw
+        return x + dt * f(x, t) + g(t) * (dt.abs().sqrt() * xi)
+
+    return _noise_steps(update, x, times, generator)
+
+
+def noise_steps(
+    update: NoisyUpdate,
+    x0: Tensor,
+    times: Tensor | Sequence[float],
+    generator: torch.Generator | None = None,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The step hook of the SDE schemes: yield (t_{i+1}, x_{i+1}) with
+
+        x_{i+1} = update(x_i, t_i, dt_i, xi_i),   dt_i = t_{i+1} - t_i,   xi_i ~ N(0, I),
+
+    xi_i drawn with :func:`randn_like` from ``generator`` before each update (one draw of
+    x's shape per step). Euler-Maruyama (:func:`sde_steps`), samplers' exponential
+    integrator and a learner's own step (the SDE stepper widget) are this loop with their
+    own ``update``, so one generator state gives the same noise to each of them."""
+    return _noise_steps(update, x0, check_times(times), generator)
+
+
+def _noise_steps(
+    update: NoisyUpdate, x: Tensor, times: Tensor, generator: torch.Generator | None
+) -> Iterator[tuple[Tensor, Tensor]]:
+    # a separate generator so that noise_steps() validates its arguments when called
+    for t, t_next in zip(times[:-1], times[1:], strict=True):
+        xi = randn_like(x, generator)
+        x = update(x, t, t_next - t, xi)
         yield t_next, x
 
 

@@ -16,6 +16,7 @@ from pflow_explore.solvers import (
     euler,
     euler_maruyama,
     heun,
+    noise_steps,
     odeint,
     randn_like,
     rk4,
@@ -286,3 +287,37 @@ def test_randn_like_draws_from_the_generator_in_the_state_dtype():
     assert torch.equal(z, torch.randn(4, 3, generator=torch.Generator().manual_seed(3)))
     z64 = randn_like(x.double(), torch.Generator().manual_seed(3))
     assert z64.dtype == F64 and not torch.equal(z64.float(), torch.zeros(4, 3))
+
+
+def test_noise_steps_hands_each_update_one_fresh_standard_normal_draw():
+    # the hook's contract, checked against draws made here: update i gets (x_i, t_i, dt_i,
+    # xi_i) with xi_i the i-th draw of x's shape from the generator, and x_{i+1} = its result
+    times = torch.tensor([0.0, 0.1, 0.3, 0.6], dtype=F64)
+    seen = []
+
+    def update(x, t, dt, xi):
+        seen.append((float(t), float(dt), xi))
+        return x + xi
+
+    out = list(noise_steps(update, X0, times, torch.Generator().manual_seed(4)))
+    ref = torch.Generator().manual_seed(4)
+    draws = [torch.randn(X0.shape, generator=ref, dtype=F64) for _ in range(3)]
+    assert [(t, round(dt, 12)) for t, dt, _ in seen] == [(0.0, 0.1), (0.1, 0.2), (0.3, 0.3)]
+    assert all(torch.equal(xi, d) for (_, _, xi), d in zip(seen, draws, strict=True))
+    assert [float(t) for t, _ in out] == [0.1, 0.3, 0.6]
+    assert torch.equal(out[-1][1], X0 + draws[0] + draws[1] + draws[2])
+    with pytest.raises(ValueError, match="monotone"):
+        noise_steps(update, X0, [0.0, 0.5, 0.2])  # validated when called, not when stepped
+
+
+def test_sde_steps_is_noise_steps_with_the_euler_maruyama_update():
+    times = torch.linspace(1.0, 0.0, 9, dtype=F64)  # a decreasing grid: variance |dt|
+
+    def em(x, t, dt, xi):
+        return x + dt * (-x) + 0.5 * (dt.abs().sqrt() * xi)
+
+    hooked = list(noise_steps(em, X0, times, torch.Generator().manual_seed(1)))
+    direct = list(
+        sde_steps(lambda x, t: -x, lambda t: 0.5, X0, times, torch.Generator().manual_seed(1))
+    )
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(hooked, direct, strict=True))

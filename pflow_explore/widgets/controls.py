@@ -4,12 +4,15 @@ A widget moves its own controls when code (not the reader) changes a setting; a 
 widget (``_quiet`` by default) tells the controls' callbacks to do nothing meanwhile, so a
 setter is not re-entered. ``checked_index`` is the one check of a step, frame or index;
 ``checked_number`` the one check of a finite number with a lower bound typed into a box.
+``send_values`` routes a control's new values to the widget's setter; ``shown`` declares a
+read-only attribute that reads what the widget now shows.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import operator
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -53,9 +56,31 @@ def on_values(callback: Callable[[str, Any], Any], *named: tuple[str, widgets.Wi
         control.observe(lambda change, name=name: callback(name, change["new"]), names="value")
 
 
+def send_values(
+    owner: Any, setter: Callable[[Any], Any], *controls: widgets.Widget, flag: str = "_quiet"
+) -> None:
+    """Call ``setter(new value)`` whenever one of ``controls`` changes its value, unless
+    ``owner.<flag>`` is set (the widget is moving its own controls, see :func:`quietly`):
+    the reader's move of a control becomes a call of the widget's public setter."""
+
+    def send(change: dict[str, Any]) -> None:
+        if not getattr(owner, flag):
+            setter(change["new"])
+
+    for control in controls:
+        control.observe(send, names="value")
+
+
 def set_quietly(owner: Any, control: widgets.ValueWidget, value: Any, flag: str = "_quiet") -> None:
     """Move ``control`` to ``value`` (if it is elsewhere) inside :func:`quietly`, so its
     callback does not run."""
     if control.value != value:
         with quietly(owner, flag):
             control.value = value
+
+
+def shown(path: str, doc: str) -> property:
+    """A read-only property that returns the widget's attribute at ``path`` (dotted, e.g.
+    ``"_state.eps"``): how explorers expose what the figure now shows (the last good state
+    and its parts) without a setter. ``doc``: the property's docstring, its shape and type."""
+    return property(operator.attrgetter(path), doc=doc)

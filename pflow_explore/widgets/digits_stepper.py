@@ -31,6 +31,7 @@ from pflow_explore.theory.gaussian_flow import GaussianFlow
 from pflow_explore.viz.arrays import as_numpy
 from pflow_explore.viz.images import to_uint8
 from pflow_explore.viz.style import GREEN, IMAGE_HOVER, RED, figure_layout, margins
+from pflow_explore.widgets.controls import shown
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
 from pflow_explore.widgets.stepping import StepControls
@@ -206,20 +207,11 @@ class DigitsStepper(StepControls, widgets.VBox):
         """The last step index (m - 1)."""
         return self._data.trajectory.shape[0] - 1
 
-    @property
-    def data(self) -> StepperData:
-        """The last good data (what the figure shows)."""
-        return self._data
-
-    @property
-    def shares(self) -> np.ndarray:
-        """share_k(i) for every step, (m, K) (see :func:`fixed_feature_share`)."""
-        return self._data.shares
-
-    @property
-    def predicted(self) -> np.ndarray:
-        """The Gaussian prediction f_k(sigma_i), (m, K)."""
-        return self._data.predicted
+    data = shown("_data", "The last good data (what the figure shows).")
+    shares = shown(
+        "_data.shares", "share_k(i) for every step, (m, K) (see :func:`fixed_feature_share`)."
+    )
+    predicted = shown("_data.predicted", "The Gaussian prediction f_k(sigma_i), (m, K).")
 
     def displayed_xt(self, i: int) -> np.ndarray:
         """The array (H, W) drawn for x_t at step i: x_t / sqrt(1 + sigma^2) if scale_xt."""

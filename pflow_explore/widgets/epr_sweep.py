@@ -21,7 +21,13 @@ from plotly.subplots import make_subplots
 
 from pflow_explore.viz.arrays import as_numpy
 from pflow_explore.viz.style import BLUE, GRAY, GREEN, ORANGE, PURPLE, RED, figure_layout, margins
-from pflow_explore.widgets.controls import checked_index, checked_number, set_quietly
+from pflow_explore.widgets.controls import (
+    checked_index,
+    checked_number,
+    send_values,
+    set_quietly,
+    shown,
+)
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
 
@@ -162,7 +168,7 @@ class EPRSweep(widgets.VBox):
         self.summary = widgets.HTML()
         self.message = message_label()
         self.slider.observe(self._on_slider, names="value")
-        self.tolerance_box.observe(self._on_tolerance, names="value")
+        send_values(self, self.set_tolerance, self.tolerance_box)
         super().__init__(
             [
                 self.figure,
@@ -231,20 +237,11 @@ class EPRSweep(widgets.VBox):
                 lo, hi = lo - 0.5, hi + 0.5
             self._edges = np.linspace(lo, hi, self.bins + 1)
 
-    @property
-    def index(self) -> int:
-        """The sweep index now picked."""
-        return self._index
-
-    @property
-    def tolerance(self) -> float:
-        """The tolerance in percent."""
-        return self._tolerance
-
-    @property
-    def relative_errors(self) -> np.ndarray:
-        """(learned - exact) / |exact| per sweep value (m,); NaN without an exact value."""
-        return self._error
+    index = shown("_index", "The sweep index now picked.")
+    tolerance = shown("_tolerance", "The tolerance in percent.")
+    relative_errors = shown(
+        "_error", "(learned - exact) / |exact| per sweep value (m,); NaN without an exact value."
+    )
 
     def within_tolerance(self) -> np.ndarray:
         """(m,) bool: |relative error| <= tolerance / 100 (False where it is undefined)."""
@@ -450,10 +447,6 @@ class EPRSweep(widgets.VBox):
         self._write_text()
         set_quietly(self, self.tolerance_box, self._tolerance)
         return True
-
-    def _on_tolerance(self, change: dict[str, Any]) -> None:
-        if not self._quiet:
-            self.set_tolerance(change["new"])
 
     def set_values(
         self,

@@ -31,7 +31,7 @@ from torch import Tensor
 from pflow_explore.scale import single_threaded
 from pflow_explore.viz.arrays import as_numpy
 from pflow_explore.viz.images import image_grid, image_grid_figure
-from pflow_explore.widgets.controls import checked_number, on_values, quietly
+from pflow_explore.widgets.controls import checked_number, on_values, quietly, shown
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
 from pflow_explore.widgets.reflow_explorer import step_counts
@@ -228,10 +228,9 @@ class FewStepDigits(StepControls, widgets.VBox):
         """The last state index of the current trajectory (0 when only final images exist)."""
         return self._states.shape[0] - 1
 
-    @property
-    def states(self) -> np.ndarray:
-        """The current model's states (m, n, 1, H, W), noise first if a trajectory."""
-        return self._states
+    states = shown(
+        "_states", "The current model's states (m, n, 1, H, W), noise first if a trajectory."
+    )
 
     @property
     def images(self) -> np.ndarray:

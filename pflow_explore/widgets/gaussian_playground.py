@@ -46,7 +46,7 @@ from pflow_explore.viz.style import (
     margins,
     marker_style,
 )
-from pflow_explore.widgets.controls import checked_number
+from pflow_explore.widgets.controls import checked_number, shown
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import (
     describe_error,
@@ -503,10 +503,7 @@ class GaussianPlayground(StepControls, widgets.VBox):
         """The FigureWidget now shown: one for 2D, one for 3D (built on the first switch)."""
         return self._figures[self.state.dim]
 
-    @property
-    def flow(self) -> GaussianFlow:
-        """The GaussianFlow N(mu, Sigma) now drawn."""
-        return self.state.flow
+    flow = shown("state.flow", "The GaussianFlow N(mu, Sigma) now drawn.")
 
     @property
     def n_steps(self) -> int:

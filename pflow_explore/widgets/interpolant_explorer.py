@@ -35,7 +35,7 @@ from pflow_explore.scale import single_threaded
 from pflow_explore.theory.interpolant_fields import InterpolantFields
 from pflow_explore.viz.fields import density_heatmap_trace, plane_grid, quiver_trace
 from pflow_explore.viz.points import plane_layout, points_trace
-from pflow_explore.widgets.controls import quietly, set_quietly
+from pflow_explore.widgets.controls import quietly, send_values, set_quietly, shown
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import (
     clear_message,
@@ -240,7 +240,7 @@ class InterpolantExplorer(widgets.VBox):
         )
         self.samples_box.disabled = self.n_samples == 0
 
-        self.time_slider.observe(self._on_time, names="value")
+        send_values(self, self.set_time, self.time_slider, flag="_holding")
         for control in (
             self.rho0_menu,
             self.rho1_menu,
@@ -249,7 +249,7 @@ class InterpolantExplorer(widgets.VBox):
             self.a_box,
         ):
             control.observe(self._on_config, names="value")
-        self.field_toggle.observe(self._on_field, names="value")
+        send_values(self, self.set_field, self.field_toggle, flag="_holding")
         self.samples_box.observe(self._on_samples, names="value")
 
         super().__init__(
@@ -267,25 +267,10 @@ class InterpolantExplorer(widgets.VBox):
 
     # --- reading the state ------------------------------------------------------------
 
-    @property
-    def config(self) -> ExplorerConfig:
-        """The last valid setting (what the figure shows)."""
-        return self._config
-
-    @property
-    def fields(self) -> InterpolantFields:
-        """The exact fields of the setting shown."""
-        return self._config.fields
-
-    @property
-    def picture(self) -> Picture:
-        """The last good picture."""
-        return self._picture
-
-    @property
-    def t(self) -> float:
-        """The time now shown."""
-        return self._picture.t
+    config = shown("_config", "The last valid setting (what the figure shows).")
+    fields = shown("_config.fields", "The exact fields of the setting shown.")
+    picture = shown("_picture", "The last good picture.")
+    t = shown("_picture.t", "The time now shown.")
 
     # --- computing --------------------------------------------------------------------
 
@@ -449,14 +434,6 @@ class InterpolantExplorer(widgets.VBox):
         self._quietly(self.field_toggle, field)
         self._show(picture)
         return True
-
-    def _on_time(self, change: dict[str, Any]) -> None:
-        if not self._holding:
-            self.set_time(change["new"])
-
-    def _on_field(self, change: dict[str, Any]) -> None:
-        if not self._holding:
-            self.set_field(change["new"])
 
     def _on_samples(self, change: dict[str, Any]) -> None:
         self._show_samples = bool(change["new"])

@@ -24,7 +24,7 @@ import plotly.graph_objects as go
 from pflow_explore.viz.arrays import as_numpy, padded_range
 from pflow_explore.viz.points import plane_layout
 from pflow_explore.viz.style import BLUE, line_style
-from pflow_explore.widgets.controls import checked_number, quietly, set_quietly
+from pflow_explore.widgets.controls import checked_number, quietly, set_quietly, shown
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
 from pflow_explore.widgets.stepping import StepControls
@@ -222,35 +222,16 @@ class ParticleMovie(StepControls, widgets.VBox):
         """The last frame index T - 1."""
         return self._x.shape[0] - 1
 
-    @property
-    def frames(self) -> np.ndarray:
-        """Positions (T, N, 2) now shown (float32, folded into the box if there is one)."""
-        return self._x
-
-    @property
-    def colors(self) -> np.ndarray | None:
-        """Colour values (T, N) now shown, or None."""
-        return self._c
-
-    @property
-    def currents(self) -> np.ndarray | None:
-        """Arrows (T, N, 2) now shown, or None."""
-        return self._v
-
-    @property
-    def arrow_scale(self) -> float:
-        """Drawn arrow = scale * current."""
-        return self._arrow_scale
-
-    @property
-    def arrow_every(self) -> int:
-        """The current of every m-th particle is drawn."""
-        return self._arrow_every
-
-    @property
-    def color_range(self) -> tuple[float, float]:
-        """(cmin, cmax) of the colour scale, the same for all frames."""
-        return self._color_range
+    frames = shown(
+        "_x", "Positions (T, N, 2) now shown (float32, folded into the box if there is one)."
+    )
+    colors = shown("_c", "Colour values (T, N) now shown, or None.")
+    currents = shown("_v", "Arrows (T, N, 2) now shown, or None.")
+    arrow_scale = shown("_arrow_scale", "Drawn arrow = scale * current.")
+    arrow_every = shown("_arrow_every", "The current of every m-th particle is drawn.")
+    color_range = shown(
+        "_color_range", "(cmin, cmax) of the colour scale, the same for all frames."
+    )
 
     def _limits(self) -> tuple[tuple[float, float], tuple[float, float]]:
         if self.box is not None:

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from pflow_explore.metrics import energy_distance, sliced_w2
 from pflow_explore.scale import single_threaded
-from pflow_explore.solvers import euler_maruyama, odeint, randn_like
+from pflow_explore.solvers import collect, euler_maruyama, noise_steps, odeint
 from pflow_explore.viz.arrays import polylines
 from pflow_explore.viz.style import (
     BLUE,
@@ -43,7 +43,7 @@ from pflow_explore.viz.style import (
     margins,
     marker_style,
 )
-from pflow_explore.widgets.controls import quietly
+from pflow_explore.widgets.controls import quietly, send_values, shown
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import (
     describe_error,
@@ -143,21 +143,22 @@ def sde_trajectories(
         sol = euler_maruyama(pair_drift(b, s, eps), lambda t: g, x0, times, gen, trajectory=True)
         return sol.trajectory
     field_b, field_s = pair_drift(b, b, 0.0), pair_drift(s, s, 0.0)
-    x, states = x0, [x0]
-    for t, t_next in zip(times[:-1], times[1:], strict=True):
-        dt, xi = float(t_next - t), randn_like(x, gen)
+
+    def update(x: Tensor, t: Tensor, dt: Tensor, xi: Tensor) -> Tensor:
         bx = field_b(x, t)
         sx = field_s(x, t) if eps > 0 else torch.zeros_like(x)
         try:
-            out = step(x, bx, sx, eps, dt, xi)
+            out = step(x, bx, sx, eps, float(dt), xi)
         except Exception as err:  # the learner's bug, reported on the widget
             raise ValueError(f"your sde_step raised {type(err).__name__}: {err}") from err
         x = torch.as_tensor(out, dtype=x.dtype) if out is not None else None
         if x is None or x.shape != x0.shape:
             got = "None" if x is None else tuple(x.shape)
             raise ValueError(f"sde_step must return the next state {tuple(x0.shape)}, got {got}")
-        states.append(x)
-    return torch.stack(states)
+        return x
+
+    # the solvers' step loop with the learner's update: the same noise draws as the default
+    return collect(noise_steps(update, x0, times, gen), x0, times, 0, trajectory=True).trajectory
 
 
 def _finite(traj: Tensor, what: str) -> np.ndarray:
@@ -274,9 +275,8 @@ class SDEStepper(StepControls, widgets.VBox):
         self.status = widgets.HTML()
         self.readout = widgets.HTML()
 
-        self.eps_slider.observe(self._on_eps, names="value")
-        self.eps_box.observe(self._on_eps, names="value")
-        self.steps_box.observe(self._on_n_steps, names="value")
+        send_values(self, self.set_eps, self.eps_slider, self.eps_box)
+        send_values(self, self.set_n_steps, self.steps_box)
 
         eps_row = widgets.HBox([self.eps_slider, self.eps_box, self.steps_box, self.status])
         super().__init__([self.figure, steps_row, eps_row, self.readout, self.message])
@@ -284,35 +284,20 @@ class SDEStepper(StepControls, widgets.VBox):
 
     # --- state ------------------------------------------------------------------------
 
-    @property
-    def state(self) -> StepperState:
-        """The last good :class:`StepperState` (what the figure shows)."""
-        return self._state
-
-    @property
-    def eps(self) -> float:
-        """The eps of the SDE now shown."""
-        return self._state.eps
+    state = shown("_state", "The last good :class:`StepperState` (what the figure shows).")
+    eps = shown("_state.eps", "The eps of the SDE now shown.")
 
     @property
     def n_steps(self) -> int:
         """The last step index T (the time grid has T + 1 points)."""
         return self._state.times.shape[0] - 1
 
-    @property
-    def ode(self) -> np.ndarray:
-        """ODE trajectories (T+1, n, 2) now shown."""
-        return self._state.ode
-
-    @property
-    def sde(self) -> np.ndarray:
-        """SDE trajectories (T+1, n, 2) now shown."""
-        return self._state.sde
-
-    @property
-    def distances(self) -> dict[str, dict[str, float]] | None:
-        """{"ODE"|"SDE": {"energy": D^2, "sliced_w2": SW2}} of the final samples to target."""
-        return self._state.distances
+    ode = shown("_state.ode", "ODE trajectories (T+1, n, 2) now shown.")
+    sde = shown("_state.sde", "SDE trajectories (T+1, n, 2) now shown.")
+    distances = shown(
+        "_state.distances",
+        '{"ODE"|"SDE": {"energy": D^2, "sliced_w2": SW2}} of the final samples to target.',
+    )
 
     def _distances(self, ode_end: np.ndarray, sde_end: np.ndarray) -> dict[str, dict[str, float]]:
         out = {}
@@ -375,14 +360,6 @@ class SDEStepper(StepControls, widgets.VBox):
     def set_n_steps(self, n_steps: int) -> bool:
         """Recompute both models on a grid of n_steps steps; True on success, never raises."""
         return self._resample(self.eps, n_steps)
-
-    def _on_eps(self, change: dict[str, Any]) -> None:
-        if not self._quiet:
-            self.set_eps(change["new"])
-
-    def _on_n_steps(self, change: dict[str, Any]) -> None:
-        if not self._quiet:
-            self.set_n_steps(change["new"])
 
     def _sync_controls(self) -> None:
         """Boxes, eps slider, step slider and Play follow the state, without callbacks."""

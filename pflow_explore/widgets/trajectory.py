@@ -22,6 +22,7 @@ from plotly.basedatatypes import BaseTraceType
 from pflow_explore.viz.arrays import as_numpy, padded_range
 from pflow_explore.viz.points import SAMPLE_COLOR, plane_layout, points_trace
 from pflow_explore.viz.style import line_style
+from pflow_explore.widgets.controls import shown
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
 from pflow_explore.widgets.stepping import StepControls
@@ -152,15 +153,8 @@ class TrajectoryExplorer(StepControls, widgets.VBox):
         """T: the last step index (trajectories hold T+1 time points)."""
         return self._x.shape[0] - 1
 
-    @property
-    def trajectories(self) -> np.ndarray:
-        """The trajectories (T+1, n, 2) now shown (float32)."""
-        return self._x
-
-    @property
-    def times(self) -> np.ndarray:
-        """The times (T+1,) now shown."""
-        return self._t
+    trajectories = shown("_x", "The trajectories (T+1, n, 2) now shown (float32).")
+    times = shown("_t", "The times (T+1,) now shown.")
 
     def _prepare(self) -> None:
         """Precompute what every step needs: the drawn subset and the path statistics."""

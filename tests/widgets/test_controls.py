@@ -12,7 +12,9 @@ from pflow_explore.widgets.controls import (
     checked_number,
     on_values,
     quietly,
+    send_values,
     set_quietly,
+    shown,
 )
 
 
@@ -66,3 +68,35 @@ def test_checked_number_bound_is_inclusive_unless_above_and_accepts_numpy():
         checked_number(0.002, "sigma_max", 0.002, above=True)
     with pytest.raises(ValueError, match=r"^tolerance must be a percentage >= 0, got -1$"):
         checked_number(-1, "tolerance", 0.0, what="a percentage")
+
+
+def test_send_values_calls_the_setter_unless_the_widget_moves_its_own_controls():
+    class Owner:
+        _holding = False
+
+    owner, got = Owner(), []
+    slider, box = widgets.FloatSlider(value=0.0), widgets.FloatText(value=0.0)
+    send_values(owner, got.append, slider, box, flag="_holding")
+    slider.value, box.value = 0.5, 2.0
+    set_quietly(owner, slider, 0.25, "_holding")
+    assert got == [0.5, 2.0] and slider.value == 0.25
+
+
+def test_shown_is_a_read_only_documented_view_of_the_state_shown():
+    class State:
+        eps = 0.3
+
+    class Viewer:
+        def __init__(self):
+            self._state = State()
+
+        state = shown("_state", "The last good state.")
+        eps = shown("_state.eps", "The eps now shown.")
+
+    v = Viewer()
+    assert v.state is v._state and v.eps == 0.3
+    assert Viewer.eps.__doc__ == "The eps now shown."
+    v._state = type("Other", (), {"eps": 1.5})()
+    assert v.eps == 1.5  # read at access: a new state shows at once
+    with pytest.raises(AttributeError):
+        v.eps = 2.0
