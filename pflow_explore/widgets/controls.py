@@ -49,13 +49,6 @@ def checked_number(
     return float(x)
 
 
-def on_values(callback: Callable[[str, Any], Any], *named: tuple[str, widgets.Widget]) -> None:
-    """Call ``callback(name, new value)`` whenever the control of a (name, control) pair
-    changes its value (several controls may share a name: a slider and a box)."""
-    for name, control in named:
-        control.observe(lambda change, name=name: callback(name, change["new"]), names="value")
-
-
 def send_values(
     owner: Any, setter: Callable[[Any], Any], *controls: widgets.Widget, flag: str = "_quiet"
 ) -> None:

@@ -31,7 +31,7 @@ from torch import Tensor
 from pflow_explore.scale import single_threaded
 from pflow_explore.viz.arrays import as_numpy
 from pflow_explore.viz.images import image_grid, image_grid_figure
-from pflow_explore.widgets.controls import checked_number, on_values, quietly, shown
+from pflow_explore.widgets.controls import checked_number, quietly, send_values, shown
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
 from pflow_explore.widgets.reflow_explorer import step_counts
@@ -202,13 +202,9 @@ class FewStepDigits(StepControls, widgets.VBox):
         )
         self.readout = widgets.HTML()
 
-        on_values(
-            self._on_setting,
-            ("steps", self.steps_slider),
-            ("model", self.model_buttons),
-            ("guidance", self.guidance_slider),
-            ("guidance", self.guidance_box),
-        )
+        send_values(self, self.set_steps, self.steps_slider)
+        send_values(self, self.set_model, self.model_buttons)
+        send_values(self, self.set_guidance, self.guidance_slider, self.guidance_box)
         super().__init__(
             [
                 widgets.HBox([self.steps_slider, self.model_buttons]),
@@ -316,17 +312,6 @@ class FewStepDigits(StepControls, widgets.VBox):
             self.guidance_box.value = self._guidance_value
             self.slider.max = self.play.max = max(self.n_steps, 0)
             self.slider.disabled = self.n_steps == 0
-
-    def _on_setting(self, name: str, value: Any) -> None:
-        if self._quiet:
-            return
-        setting = {
-            "model": self._model,
-            "steps": self._steps_value,
-            "guidance": self._guidance_value,
-        }
-        setting[name] = value
-        self._show(**setting)
 
     def set_steps(self, steps: int) -> bool:
         """Sample with ``steps`` steps (one of steps_options); False and a message if bad."""

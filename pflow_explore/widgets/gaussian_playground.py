@@ -38,14 +38,7 @@ from pflow_explore.scale import single_threaded
 from pflow_explore.theory.gaussian_flow import GaussianFlow
 from pflow_explore.viz.arrays import as_numpy, padded_range
 from pflow_explore.viz.points import SAMPLE_COLOR, plane_layout
-from pflow_explore.viz.style import (
-    GREEN,
-    ORANGE,
-    figure_layout,
-    line_style,
-    margins,
-    marker_style,
-)
+from pflow_explore.viz.style import GREEN, ORANGE, figure_layout, line_style, margins, marker_style
 from pflow_explore.widgets.controls import checked_number, shown
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import (

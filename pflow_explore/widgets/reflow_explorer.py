@@ -42,9 +42,9 @@ from pflow_explore.trajectories import crossings, straightness
 from pflow_explore.viz.arrays import as_numpy, padded_range, polylines
 from pflow_explore.viz.points import plane_layout
 from pflow_explore.viz.style import ORANGE, line_style, marker_style
-from pflow_explore.widgets.controls import on_values
+from pflow_explore.widgets.controls import send_values
 from pflow_explore.widgets.live_figure import LiveFigure
-from pflow_explore.widgets.messages import message_label, show_message, show_rejected, shown_errors
+from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
 
 F64 = torch.float64
 VelocityField = Callable[[Tensor, float], Tensor]
@@ -224,13 +224,10 @@ class ReflowExplorer(widgets.VBox):
         self.shown_box.add_class("pflow-input")  # validated: the browser test types -1 here
         self.readout = widgets.HTML()
         self.message = message_label()
-        on_values(
-            self._on_control,
-            ("steps", self.steps_slider),
-            ("round", self.round_buttons),
-            ("highlight", self.highlight_box),
-            ("n_shown", self.shown_box),
-        )
+        send_values(self, self.set_steps, self.steps_slider)
+        send_values(self, self.set_round, self.round_buttons)
+        send_values(self, self.set_highlight, self.highlight_box)
+        send_values(self, self.set_n_shown, self.shown_box)
         super().__init__(
             [
                 widgets.HBox([self.steps_slider, self.round_buttons]),
@@ -394,21 +391,6 @@ class ReflowExplorer(widgets.VBox):
             self.shown_box.value = self._n_shown  # a rejected box value gives way
         finally:
             self._quiet = False
-
-    def _on_control(self, name: str, value: Any) -> None:
-        if self._quiet:
-            return
-        try:
-            setting = dict(
-                round_=self._round,
-                steps=self._steps,
-                n_shown=self._n_shown,
-                highlight=self._highlight,
-            )
-            setting[name if name != "round" else "round_"] = value
-            self._show(**setting)
-        except Exception as err:  # pragma: no cover - _show already catches; belt and braces
-            show_message(self.message, f"{type(err).__name__}: {err}")
 
     def set_steps(self, steps: int) -> bool:
         """Show ``steps`` Euler steps (one of steps_options); False and a message if bad."""

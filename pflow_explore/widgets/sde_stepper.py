@@ -35,14 +35,7 @@ from pflow_explore.metrics import energy_distance, sliced_w2
 from pflow_explore.scale import single_threaded
 from pflow_explore.solvers import collect, euler_maruyama, noise_steps, odeint
 from pflow_explore.viz.arrays import polylines
-from pflow_explore.viz.style import (
-    BLUE,
-    PURPLE,
-    figure_layout,
-    line_style,
-    margins,
-    marker_style,
-)
+from pflow_explore.viz.style import BLUE, PURPLE, figure_layout, line_style, margins, marker_style
 from pflow_explore.widgets.controls import quietly, send_values, shown
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import (

@@ -1,5 +1,5 @@
-"""widgets.controls: moving a control without its callback, wiring named controls, index and
-number checks."""
+"""widgets.controls: moving a control without its callback, routing controls to setters,
+read-only views of the state shown, index and number checks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 from pflow_explore.widgets.controls import (
     checked_index,
     checked_number,
-    on_values,
     quietly,
     send_values,
     set_quietly,
@@ -42,14 +41,6 @@ def test_quietly_silences_a_callback_and_restores_the_flag_after_an_error():
     assert owner._quiet is False
     box.value = 6
     assert calls == [6]
-
-
-def test_on_values_passes_the_name_and_the_new_value():
-    seen = []
-    a, b = widgets.IntText(), widgets.FloatText()
-    on_values(lambda name, v: seen.append((name, v)), ("steps", a), ("guidance", b))
-    a.value, b.value = 3, 0.5
-    assert seen == [("steps", 3), ("guidance", 0.5)]
 
 
 @pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf"), True, "1", None, 1 + 0j])
