@@ -185,6 +185,29 @@ class VE(Path):
 
 
 @dataclass(repr=False)
+class NoiseLevel(Path):
+    """The noise level as the time (EDM's choice sigma(t) = t): alpha = 1, sigma = t, t >= 0.
+
+    Unbounded (t runs up to sigma_max, 80 in EDM): the time axis of consistency models and
+    CTM, whose jumps G(x_t, t, s) are written in noise levels (:mod:`pflow_explore.consistency`).
+    """
+
+    name = "noise_level"
+
+    def alpha(self, t: float | Tensor) -> Tensor:
+        return torch.ones_like(_t(t))
+
+    def d_alpha(self, t: float | Tensor) -> Tensor:
+        return torch.zeros_like(_t(t))
+
+    def sigma(self, t: float | Tensor) -> Tensor:
+        return _t(t).clone()
+
+    def d_sigma(self, t: float | Tensor) -> Tensor:
+        return torch.ones_like(_t(t))
+
+
+@dataclass(repr=False)
 class EDM(Path):
     """EDM / Karras et al. 2022: alpha = 1 and sigma runs along the Karras ramp
 
@@ -263,7 +286,7 @@ class Trigonometric(Path):
 
 
 PATHS: dict[str, type[Path]] = {
-    cls.name: cls for cls in (VPLinear, VPCosine, VE, EDM, Linear, Trigonometric)
+    cls.name: cls for cls in (VPLinear, VPCosine, VE, NoiseLevel, EDM, Linear, Trigonometric)
 }
 
 

@@ -145,7 +145,37 @@ PLANS: dict[int, Plan] = {
             ),
         ),
     ),
-    4: Plan(requires=(1, 3), background="", hours=3.0),
+    4: Plan(
+        requires=(1, 3),
+        background="The EDM probability-flow ODE and Heun sampler (chapter 01); distilling a "
+        "flow into a one-step generator (chapter 03).",
+        outcomes=(
+            "write the CTM jump G(x_t, t, s) and say why g(x, t, t) is the denoiser",
+            "derive the exact jump of Gaussian data and check that gamma-sampling keeps the "
+            "marginals",
+            "train CTM and consistency-model students of an exact teacher and compare them "
+            "across the number of steps",
+        ),
+        hours=3.0,
+        references=(
+            Reference(
+                "D. Kim, C.-H. Lai, W.-H. Liao, N. Murata, Y. Takida, T. Uesaka, Y. He, "
+                "Y. Mitsufuji, S. Ermon",
+                "Consistency trajectory models: learning probability flow ODE trajectory of "
+                "diffusion",
+                2023,
+                ARXIV + "2310.02279",
+                "https://github.com/sony/ctm",
+            ),
+            Reference(
+                "Y. Song, P. Dhariwal, M. Chen, I. Sutskever",
+                "Consistency models",
+                2023,
+                ARXIV + "2303.01469",
+                "https://github.com/openai/consistency_models",
+            ),
+        ),
+    ),
     5: Plan(requires=(1, 2), background="Linear SDEs and exponential integrators.", hours=3.0),
     6: Plan(requires=(4, 5), background="Image restoration basics.", hours=3.0),
     7: Plan(requires=(1, 3), background="Adjoint sensitivity for ODEs.", hours=3.0),

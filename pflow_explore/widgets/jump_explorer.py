@@ -1,0 +1,203 @@
+"""Chapter 04: watch a consistency trajectory model jump, next to the exact jump.
+
+Left, the jump G(x_t, t, s) (:mod:`pflow_explore.consistency`) of a cloud x_t ~ p_t: the
+learned one and the exact PF-ODE solution from t to s, with a segment from each start to
+its learned landing point. Right, gamma-sampling with NFE jumps from the same noise x_T,
+with the learned jump and with the exact one (gamma = 0: long deterministic jumps, gamma =
+1: jump to data and re-noise, the consistency model's sampler). The readout gives the mean
+distance between learned and exact landing points, and each sampler's energy distance to
+the data. Every result is cached per setting: moving back redraws without computing.
+
+Time convention: diffusion, EDM's x_t = x0 + t z with the time equal to the noise level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+from torch import Tensor
+
+from pflow_explore.consistency import gamma_sample, sampling_grid
+from pflow_explore.metrics import energy_distance
+from pflow_explore.scale import single_threaded
+from pflow_explore.viz.arrays import polylines
+from pflow_explore.viz.style import BLUE, GREEN, TEMPLATE, line_style, marker_style
+from pflow_explore.widgets.controls import checked_number, send_values, set_quietly
+from pflow_explore.widgets.live_figure import LiveFigure
+from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
+
+Jump = Callable[[Tensor, float, float], Tensor]  # G(x (n, 2), t, s) -> (n, 2)
+GREY = "rgba(120, 120, 120, 0.45)"
+SEGMENT = "rgba(31, 119, 180, 0.25)"
+TRACES = ("x_t", "segments", "exact G", "learned G", "data", "learned paths", "exact", "learned")
+
+
+class JumpExplorer(widgets.VBox):
+    """The jump of a learned CTM against the exact one, and gamma-sampling with both.
+
+    learned, exact: jumps G(x, t, s); cloud(t) -> (n, 2) samples of p_t (the same noise at
+    every t, so the cloud moves smoothly); x_T (m, 2) the sampling noise at times[0] (T);
+    target (k, 2) data samples; times: the offered start times t (decreasing or not).
+
+    Children: the t slider (the widget's first slider), the s/t slider, the t box (CSS class
+    ``pflow-input``: any t in (0, T], bad input shows a message), the gamma and NFE
+    sliders, the message line, the figure (``.figure``) and the readout. Code drives it with
+    :meth:`set_jump` and :meth:`set_sampling`; bad values show a message, keep the picture.
+    """
+
+    def __init__(
+        self,
+        learned: Jump,
+        exact: Jump,
+        cloud: Callable[[float], Tensor],
+        x_T: Tensor,
+        target: Tensor,
+        times: Sequence[float] = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 80.0),
+        max_nfe: int = 8,
+    ) -> None:
+        self.learned, self.exact, self.cloud = learned, exact, cloud
+        self.x_T, self.target = x_T, target
+        self.t_max = float(max(times))
+        self._jumps: dict[tuple[float, float], tuple[Tensor, Tensor, Tensor]] = {}
+        self._samples: dict[tuple[int, float], tuple[Tensor, Tensor, Tensor]] = {}
+        self._quiet = False
+        self.t, self.ratio, self.gamma, self.nfe = 2.0 if 2.0 in times else times[0], 0.25, 0.0, 1
+        fig = make_subplots(1, 2, subplot_titles=("jump", "sampling"), horizontal_spacing=0.06)
+        for i, name in enumerate(TRACES):
+            col = 1 if i < 4 else 2
+            fig.add_trace(self._empty(name), row=1, col=col)
+        for col in (1, 2):
+            fig.update_xaxes(range=[-4, 4], row=1, col=col)
+            fig.update_yaxes(range=[-4, 4], scaleanchor="x" if col == 1 else "x2", row=1, col=col)
+        fig.update_layout(template=TEMPLATE, height=460, width=940, legend=dict(orientation="h"))
+        self.figure = LiveFigure(fig)
+        self.t_slider = widgets.SelectionSlider(
+            options=sorted(float(t) for t in times), value=self.t, description="t (from)"
+        )
+        self.ratio_slider = widgets.FloatSlider(
+            value=self.ratio, min=0.0, max=1.0, step=0.05, description="s / t"
+        )
+        self.t_box = widgets.FloatText(value=self.t, description="t =", layout={"width": "180px"})
+        self.t_box.add_class("pflow-input")  # validated: the browser test types -1 here
+        self.gamma_slider = widgets.FloatSlider(
+            value=0.0, min=0.0, max=1.0, step=0.1, description="gamma"
+        )
+        self.nfe_slider = widgets.IntSlider(value=1, min=1, max=max_nfe, description="NFE")
+        self.message, self.readout = message_label(), widgets.HTML()
+        send_values(self, lambda t: self.set_jump(t, self.ratio), self.t_slider, self.t_box)
+        send_values(self, lambda r: self.set_jump(self.t, r), self.ratio_slider)
+        send_values(self, lambda g: self.set_sampling(self.nfe, g), self.gamma_slider)
+        send_values(self, lambda n: self.set_sampling(n, self.gamma), self.nfe_slider)
+        rows = [
+            widgets.HBox([self.t_slider, self.ratio_slider, self.t_box]),
+            widgets.HBox([self.gamma_slider, self.nfe_slider]),
+        ]
+        super().__init__([*rows, self.message, self.figure, self.readout])
+        self.set_jump(self.t, self.ratio)
+        self.set_sampling(self.nfe, self.gamma)
+
+    @staticmethod
+    def _empty(name: str) -> go.Scatter:
+        styles = {
+            "x_t": marker_style(GREY, 3),
+            "segments": line_style(SEGMENT, 1),
+            "exact G": marker_style(GREEN, 4),
+            "learned G": marker_style(BLUE, 4),
+            "data": marker_style(GREY, 3),
+            "learned paths": line_style(SEGMENT, 1),
+            "exact": marker_style(GREEN, 4),
+            "learned": marker_style(BLUE, 4),
+        }
+        return go.Scatter(name=name, hoverinfo="skip", **styles[name])
+
+    # --- computing ----------------------------------------------------------------------
+    def jumped(self, t: float, ratio: float) -> tuple[Tensor, Tensor, Tensor]:
+        """(x_t, learned G(x_t, t, s), exact G*(x_t, t, s)) for s = ratio t (cached)."""
+        key = (t, ratio)
+        if key not in self._jumps:
+            with torch.no_grad(), single_threaded():
+                x = self.cloud(t)
+                s = ratio * t
+                self._jumps[key] = (x, self.learned(x, t, s), self.exact(x.double(), t, s))
+        return self._jumps[key]
+
+    def sampled(self, nfe: int, gamma: float) -> tuple[Tensor, Tensor, Tensor]:
+        """(learned states (nfe + 1, m, 2), learned samples, exact samples) (cached)."""
+        key = (nfe, gamma)
+        if key not in self._samples:
+            grid = sampling_grid(nfe, self.t_max)
+            with torch.no_grad(), single_threaded():
+                gen = lambda: torch.Generator().manual_seed(0)  # the same noise for both
+                end, states = gamma_sample(self.learned, self.x_T, grid, gamma, gen(), True)
+                exact, _ = gamma_sample(self.exact, self.x_T.double(), grid, gamma, gen())
+            self._samples[key] = (states, end, exact.float())
+        return self._samples[key]
+
+    # --- controls ----------------------------------------------------------------------------
+    def set_jump(self, t: Any, ratio: Any) -> bool:
+        """Jump from time t in (0, T] to s = ratio t, ratio in [0, 1]; False and a message
+        if either is bad (the picture stays)."""
+        with shown_errors(self.message) as outcome:
+            t = checked_number(t, "t", 0.0, above=True)
+            if t > self.t_max:
+                raise ValueError(f"t must be at most T = {self.t_max:g}, got {t:g}")
+            ratio = checked_number(ratio, "s / t", 0.0)
+            if ratio > 1:
+                raise ValueError(f"s / t must lie in [0, 1], got {ratio:g}")
+            x, g, g_star = self.jumped(t, ratio)
+        if not outcome.ok:
+            set_quietly(self, self.t_box, self.t)
+            return show_rejected(self.message, outcome.error, "Showing the previous jump")
+        self.t, self.ratio = t, ratio
+        a, b, c = x.numpy(), g.float().numpy(), g_star.float().numpy()
+        data = self.figure.data
+        with self.figure.batch_update():
+            data[0].x, data[0].y = a[:, 0], a[:, 1]
+            data[1].x, data[1].y = polylines(np.stack([a, b]))
+            data[2].x, data[2].y = c[:, 0], c[:, 1]
+            data[3].x, data[3].y = b[:, 0], b[:, 1]
+            self.figure.layout.annotations[0].text = f"jump from t = {t:g} to s = {ratio * t:.3g}"
+        if t in self.t_slider.options:
+            set_quietly(self, self.t_slider, t)
+        set_quietly(self, self.t_box, t)
+        self._error = float((g.double() - g_star.double()).norm(dim=1).mean())
+        self._write_readout()
+        return True
+
+    def set_sampling(self, nfe: Any, gamma: Any) -> bool:
+        """gamma-sampling with ``nfe`` jumps (integer >= 1) and gamma in [0, 1]."""
+        with shown_errors(self.message) as outcome:
+            if isinstance(nfe, bool) or int(nfe) != nfe or nfe < 1:
+                raise ValueError(f"NFE must be an integer >= 1, got {nfe!r}")
+            gamma = checked_number(gamma, "gamma", 0.0)
+            if gamma > 1:
+                raise ValueError(f"gamma must lie in [0, 1], got {gamma:g}")
+            states, end, exact = self.sampled(int(nfe), gamma)
+        if not outcome.ok:
+            return show_rejected(self.message, outcome.error, "Showing the previous samples")
+        self.nfe, self.gamma = int(nfe), gamma
+        near = states[1:].numpy() if len(states) > 2 else np.zeros((0, 0, 2))  # t <= T skipped
+        data, target = self.figure.data, self.target.numpy()
+        with self.figure.batch_update():
+            data[4].x, data[4].y = target[:, 0], target[:, 1]
+            data[5].x, data[5].y = polylines(near[:, :60]) if len(near) else ([], [])
+            data[6].x, data[6].y = exact[:, 0].numpy(), exact[:, 1].numpy()
+            data[7].x, data[7].y = end[:, 0].numpy(), end[:, 1].numpy()
+            title = f"gamma-sampling, {self.nfe} NFE, gamma = {gamma:g}"
+            self.figure.layout.annotations[1].text = title
+        self._energy = (energy_distance(end, self.target), energy_distance(exact, self.target))
+        self._write_readout()
+        return True
+
+    def _write_readout(self) -> None:
+        parts = [f"mean |learned G - exact G| = {getattr(self, '_error', float('nan')):.3f}"]
+        if hasattr(self, "_energy"):
+            learned, exact = self._energy
+            parts.append(f"energy distance to data: learned {learned:.4f}, exact {exact:.4f}")
+        self.readout.value = " &nbsp;|&nbsp; ".join(parts)

@@ -1,0 +1,80 @@
+"""widgets/jump_explorer.py: the jump panel follows t and s, the sampling panel follows NFE
+and gamma, bad input keeps the picture and says why, and results are cached."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pflow_explore import consistency as ct
+from pflow_explore.chapters.ctm import exact_flow
+from pflow_explore.widgets.jump_explorer import JumpExplorer
+
+
+@pytest.fixture(scope="module")
+def explorer():
+    flow = exact_flow()
+    g = lambda x, t, s: flow.denoiser(x, t)  # the Euler jump: a stand-in for a learned one
+    z = torch.randn(60, 2, generator=torch.Generator().manual_seed(0))
+    x0 = flow.mixture.sample(60, torch.Generator().manual_seed(1)).float()
+    return JumpExplorer(
+        learned=lambda x, t, s: ct.jump(g, x.float(), t, s),
+        exact=lambda x, t, s: ct.exact_jump(flow.denoiser, x, t, s, rtol=1e-4, atol=1e-4),
+        cloud=lambda t: x0 + t * z,
+        x_T=80.0 * torch.randn(60, 2, generator=torch.Generator().manual_seed(2)),
+        target=x0,
+        max_nfe=4,
+    )
+
+
+def test_jump_panel_follows_t_and_s(explorer):
+    before = list(explorer.figure.data[3].x)
+    assert explorer.set_jump(5.0, 0.5)
+    assert list(explorer.figure.data[3].x) != before
+    assert explorer.figure.layout.annotations[0].text == "jump from t = 5 to s = 2.5"
+    assert explorer.t_slider.value == 5.0 and explorer.t_box.value == 5.0
+    # s = t: no jump, learned and exact land where they start
+    assert explorer.set_jump(2.0, 1.0)
+    x = list(explorer.figure.data[0].x)
+    assert list(explorer.figure.data[3].x) == pytest.approx(x)
+    assert list(explorer.figure.data[2].x) == pytest.approx(x)
+
+
+def test_the_euler_jump_misses_the_exact_one_and_the_readout_says_so(explorer):
+    explorer.set_jump(20.0, 0.0)
+    assert "mean |learned G - exact G|" in explorer.readout.value
+    assert explorer._error > 0.1  # one Euler step from t = 20 to 0 is far from the ODE
+
+
+def test_sampling_panel_and_cache(explorer):
+    assert explorer.set_sampling(2, 1.0)
+    assert "2 NFE, gamma = 1" in explorer.figure.layout.annotations[1].text
+    assert (2, 1.0) in explorer._samples
+    assert "energy distance to data" in explorer.readout.value
+    explorer.nfe_slider.value = 3  # a reader's move
+    assert explorer.nfe == 3
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda e: e.set_jump(-1.0, 0.5), "t must be"),
+        (lambda e: e.set_jump(100.0, 0.5), "at most T"),
+        (lambda e: e.set_jump(2.0, 1.5), "s / t"),
+        (lambda e: e.set_sampling(0, 0.0), "NFE"),
+        (lambda e: e.set_sampling(2, 2.0), "gamma"),
+    ],
+)
+def test_bad_input_keeps_the_picture_and_says_why(explorer, call, match):
+    explorer.set_jump(2.0, 0.25)
+    before = list(explorer.figure.data[3].x)
+    assert call(explorer) is False
+    assert match in explorer.message.value
+    assert list(explorer.figure.data[3].x) == before
+    assert explorer.t_box.value == 2.0  # the box gives way to the value shown
+
+
+def test_the_t_box_is_the_validated_input(explorer):
+    assert "pflow-input" in explorer.t_box._dom_classes
+    explorer.t_box.value = -1.0
+    assert "t must be" in explorer.message.value and explorer.t == 2.0
