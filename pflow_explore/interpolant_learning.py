@@ -25,7 +25,13 @@ from torch import Tensor, nn
 from pflow_explore.claims import Claim, claim_above, claim_below
 from pflow_explore.datasets.mixture import GaussianMixture
 from pflow_explore.interpolants import Interpolant
-from pflow_explore.metrics import bootstrap_se, energy_distance, flat_digits_frechet, sliced_w2
+from pflow_explore.metrics import (
+    bootstrap_se,
+    energy_distance,
+    flat_digits_frechet,
+    sliced_w2,
+    support_share,
+)
 from pflow_explore.samplers import LearnedPair, VelocityScore, cosine_grid, sample
 from pflow_explore.theory.interpolant_fields import InterpolantFields
 
@@ -391,7 +397,7 @@ def sweep_controls(
     gaussian = energy_distance(moment_matched(target, len(target), gen), target)
     out = SweepControls(energy.double(), gaussian)
     if log_prob is not None:
-        share = lambda x: float(log_prob(x.float()).isfinite().float().mean())
+        share = lambda x: support_share(log_prob, x.float())
         on = torch.tensor([share(x) for x in sw.samples], dtype=torch.float64)
         out.on_support, out.on_support_se = on, (on * (1 - on) / sw.samples.shape[1]).sqrt()
         if move is not None:  # fresh target draws are not stored: the kept target, reshuffled

@@ -7,6 +7,7 @@ float64 without gradients: they are for evaluation, not training.
 - :func:`sliced_w2`, :func:`exact_w2`: Wasserstein-2 (sliced by random 1D projections, or
   exact by linear programming with POT);
 - :func:`energy_distance`, :func:`mmd`: kernel-type two-sample statistics;
+- :func:`support_share`: the share of samples where a density is positive;
 - :func:`frechet_distance`: W2 between Gaussians fitted to features, and
   :func:`digits_frechet_distance`, the FID analogue with the shipped digits classifier,
   and :func:`class_accuracy`, how often that classifier agrees with the intended labels;
@@ -130,6 +131,14 @@ def distances_to_target(
     projections = lambda: torch.Generator().manual_seed(seed)
     sw2 = {k: sliced_w2(x, target, n_projections, projections()) for k, x in samples.items()}
     return sw2, {k: energy_distance(x, target) for k, x in samples.items()}
+
+
+def support_share(log_prob: Callable[[Tensor], Tensor], x: Tensor) -> float:
+    """Share of the samples x (n, d) on the support of a density: the mean of
+    1[log p(x_i) > -inf] over i, with ``log_prob`` x (n, d) -> log p(x) (n,). 1 for samples
+    of p; the distances above hardly see mass put where p = 0 (the white squares of the
+    checkerboard, ``datasets.toy2d.checkerboard_log_prob``), this share does."""
+    return float(log_prob(x).isfinite().float().mean())
 
 
 def bootstrap_se(stat: Callable[[Tensor], float], n: int, n_boot: int = 50, seed: int = 0) -> float:

@@ -154,6 +154,29 @@ def test_frechet_distance_matches_the_gaussian_closed_form():
     assert M.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
 
 
+def test_support_share_counts_the_samples_where_the_density_is_positive():
+    from pflow_explore.datasets.toy2d import checkerboard, checkerboard_log_prob
+
+    board = checkerboard(1000, gen(0))
+    assert M.support_share(checkerboard_log_prob, board) == 1.0
+    moved = torch.cat([board[:250] + torch.tensor([1.0, 0.0]), board[250:]])  # 1/4 on white
+    assert M.support_share(checkerboard_log_prob, moved) == pytest.approx(0.75, abs=0.02)
+    assert M.support_share(lambda x: torch.full((len(x),), -math.inf), board) == 0.0
+
+
+def test_frechet_distance_from_a_point_mass_is_the_mean_squared_distance():
+    # chapter 03's one-step row: every one-step sample at mu up to round-off (C_a ~ 1e-30),
+    # so W2^2 = |m_a - m_b|^2 + tr C_b = E|X - mu|^2 over the target set
+    mu = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
+    b = gaussian(200_000, [0.5, -1.0, 1.5], 0.8, seed=5)
+    exact = float(((b - mu) ** 2).sum(1).mean())
+    near = mu + 1e-15 * gaussian(50, [0.0] * 3, 1.0, seed=6)
+    assert M.frechet_distance(near, b) == pytest.approx(exact, rel=1e-4)
+    # an exactly constant set is singular for sqrtm: the 1e-6 I regularisation lowers the
+    # value by about 2 tr (1e-6 C_b)^1/2 = 2e-3 * 3 * 0.8
+    assert M.frechet_distance(mu.expand(50, 3), b) == pytest.approx(exact - 4.8e-3, abs=1e-4)
+
+
 def test_frechet_distance_survives_singular_covariances():
     a = torch.randn(50, 8, generator=gen(0))
     a[:, 4:] = 0.0  # rank-deficient covariance

@@ -285,9 +285,8 @@ def evaluate_2d(s: Settings, name: str, fits: dict[str, FitResult]) -> Chain2D:
     crossings = {f"lines: {k}": crossing_count(v) for k, v in lines.items()}
     crossings |= {f"paths: {k}": crossing_count(v) for k, v in paths.items()}
     # the sliced W2 barely sees the checkerboard's squares: count the samples on black ones
-    on_black = lambda x: float(checkerboard_log_prob(x).isfinite().float().mean())
     pool = {"target": target, **samples} if name == "checkerboard" else {}
-    on_support = {k: on_black(x) for k, x in pool.items()}
+    on_support = {k: metrics.support_share(checkerboard_log_prob, x) for k, x in pool.items()}
     se = {k: sliced_w2_se(samples[k], target, seeds["sw"]) for k in RANKED}
     args = (straight, samples, target, *distances, start, paths, lines, crossings, on_support, se)
     return Chain2D(name, fits, *args, {k: v.cpu() for k, v in s_paths.items()})
@@ -440,14 +439,16 @@ def theory_check(
     d: int = 2, sigma: float = 0.6, n: int = 20000, n_steps: int = 64, seed: int = 7
 ) -> GaussianRFCheck:
     """The paper's exact Gaussian case checked numerically (``theory.gaussian_rf_check``): S by
-    rk4 paths of the exact field on ``n_steps`` steps and Simpson in time; the 1-RF pairs of
-    the reflow regression by the same rk4 solve."""
+    rk4 paths of the exact field on ``n_steps`` steps and Simpson in time; the one-step W2^2
+    by ``metrics.frechet_distance`` (W2^2 of the Gaussian fits); the 1-RF pairs of the
+    reflow regression by the same rk4 solve."""
     from pflow_explore.theory.rectified_flow import gaussian_rf_check  # sympy: load on use
 
     grid = torch.linspace(0.0, 1.0, n_steps + 1, dtype=torch.float64)
     ends = lambda v, z0: odeint(v, z0, grid, method="rk4").x
     straight = lambda v, z: straightness_of_field(v, z, n_steps)
-    return gaussian_rf_check(straight, d, sigma, n, seed, endpoints_of=ends)
+    w2_sq = metrics.frechet_distance
+    return gaussian_rf_check(straight, w2_sq, d, sigma, n, seed, endpoints_of=ends)
 
 
 @dataclass

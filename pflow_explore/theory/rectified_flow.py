@@ -273,9 +273,10 @@ class GaussianRFCheck:
     max |Z0 + v2(Z0, 0) - (mu + sigma Z0)| (one Euler step of 2-RF vs the exact coupling);
     one_step_spread: max |Z0 + v(Z0, 0) - mu| for 1-RF; w2_sq / w2_sq_formula: the W2^2
     between the one-step samples Z0 + v(Z0, 0) themselves and n fresh target samples
-    (:func:`gaussian_fit_w2_sq`, exact for Gaussian sets; the one-step set is a point) vs
-    d sigma^2; w2_sq_se: its sampling standard error, d sigma^2 sqrt(2 / (d n)) (the target
-    covariance's trace). reflow_residual: the reflow regression run on 1-RF ODE pairs
+    (``w2_sq_of`` of :func:`gaussian_rf_check`: the W2^2 of their Gaussian fits, exact for
+    Gaussian sets; the one-step set is a point) vs d sigma^2; w2_sq_se: its sampling
+    standard error, d sigma^2 sqrt(2 / (d n)) (the target covariance's trace).
+    reflow_residual: the reflow regression run on 1-RF ODE pairs
     (:func:`reflow_regression_residual`, worst t; ~0 when the coupling's interpolation
     lines never cross, i.e. the 2-RF is straight); reflow_residual_independent: the same on
     independent pairs (the 1-RF's own training pairs: far from 0). NaN without
@@ -300,6 +301,7 @@ class GaussianRFCheck:
 
 def gaussian_rf_check(
     straightness_of: Callable[[Callable[[Tensor, Tensor], Tensor], Tensor], float],
+    w2_sq_of: Callable[[Tensor, Tensor], float],
     d: int = 2,
     sigma: float = 0.6,
     n: int = 20000,
@@ -312,7 +314,11 @@ def gaussian_rf_check(
     ``straightness_of(v, z0)``: a numerical estimate of S = int E|(Z1 - Z0) - v(Z_t, t)|^2 dt
     of the flow of v(x (n, d), t (0-d)) from z0 (n, d), e.g. rk4 paths and Simpson in time
     (``trajectories.straightness_of_field``; passed in because the solvers sit above this
-    layer). Draws mu (d,), then Z0 (n, d), then X1 (n, d) from one generator.
+    layer). ``w2_sq_of(a, b)``: W2^2 between Gaussians fitted to the sets a (n, d) and
+    b (m, d), |m_a - m_b|^2 + tr(C_a + C_b - 2 (C_a^1/2 C_b C_a^1/2)^1/2), the exact W2^2
+    when both sets are Gaussian (a point mass included: C_a = 0), e.g. the Frechet distance
+    ``metrics.frechet_distance`` (passed in for the same reason).
+    Draws mu (d,), then Z0 (n, d), then X1 (n, d) from one generator.
     ``endpoints_of(v, z0)``: Z1 (n, d), the end of the flow of v from z0 (an ODE solve);
     when given, the reflow regression runs on the first ``n_reflow`` 1-RF pairs.
     """
@@ -328,10 +334,10 @@ def gaussian_rf_check(
     s_num = straightness_of(v, z0)
     euler2 = z0 + gaussian_2rf_velocity(z0, 0.0, mu, sigma)
     err2 = float((euler2 - (mu + sigma * z0)).abs().max())
-    spread = float((z0 + v(z0, torch.tensor(0.0, dtype=F64)) - mu).abs().max())
     one_step = z0 + v(z0, torch.tensor(0.0, dtype=F64))
+    spread = float((one_step - mu).abs().max())
     x1 = mu + sigma * torch.randn(n, d, generator=gen, dtype=F64)
-    w2 = gaussian_fit_w2_sq(one_step, x1)
+    w2 = float(w2_sq_of(one_step, x1))
     formula, w2_formula = gaussian_rf_straightness(d, sigma), one_step_w2_sq(d, sigma)
     se, w2_se = s_num * math.sqrt(2 / (d * n)), w2_formula * math.sqrt(2 / (d * n))
     residual = independent = math.nan
@@ -356,26 +362,6 @@ def gaussian_rf_check(
         residual,
         independent,
     )
-
-
-def gaussian_fit_w2_sq(a: Tensor, b: Tensor) -> float:
-    """W2^2 between Gaussians fitted to the sets a (n, d) and b (m, d) (means, covariances):
-    |m_a - m_b|^2 + tr(C_a + C_b - 2 (C_a^1/2 C_b C_a^1/2)^1/2), the exact W2^2 when both sets
-    are Gaussian (a point mass included: C_a = 0). Symmetric square roots by eigh (float64)."""
-    a, b = a.to(F64), b.to(F64)
-
-    def cov(x: Tensor) -> Tensor:
-        c = x - x.mean(0)
-        return c.T @ c / max(len(x) - 1, 1)
-
-    def sqrt_psd(m: Tensor) -> Tensor:
-        w, u = torch.linalg.eigh((m + m.T) / 2)
-        return (u * w.clamp_min(0).sqrt()) @ u.T
-
-    ca, cb = cov(a), cov(b)
-    root = sqrt_psd(ca)
-    cross = torch.linalg.eigvalsh(root @ cb @ root).clamp_min(0).sqrt().sum()
-    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + ca.trace() + cb.trace() - 2 * cross)
 
 
 def reflow_regression_residual(z0: Tensor, z1: Tensor, times: Tensor) -> Tensor:

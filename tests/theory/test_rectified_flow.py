@@ -17,6 +17,7 @@ import sympy as sp
 import torch
 from scipy.integrate import quad, simpson, solve_ivp
 
+from pflow_explore.metrics import frechet_distance
 from pflow_explore.solvers import odeint
 from pflow_explore.theory import rectified_flow as rf
 
@@ -87,31 +88,6 @@ def test_1rf_one_euler_step_collapses_to_mu():
     z0 = torch.randn(2000, 4, generator=g, dtype=F64)
     one_step = z0 + rf.gaussian_rf_velocity(z0, 0.0, mu, sigma)
     torch.testing.assert_close(one_step, mu.expand_as(one_step))
-
-
-def test_gaussian_fit_w2_matches_the_closed_form_and_scipys_frechet_distance():
-    """W2^2 of two Gaussian sets against the commuting closed form |dm|^2 +
-    sum (sqrt a - sqrt b)^2 (diagonal covariances), and against metrics.frechet_distance
-    (scipy's sqrtm) on random full covariances; a point mass gives E|X - m|^2."""
-    from pflow_explore.metrics import frechet_distance
-
-    g = torch.Generator().manual_seed(5)
-    a_var, b_var = (
-        torch.rand(3, generator=g, dtype=F64) + 0.2,
-        torch.rand(3, generator=g, dtype=F64) + 0.2,
-    )
-    ma, mb = torch.randn(3, generator=g, dtype=F64), torch.randn(3, generator=g, dtype=F64)
-    a = ma + a_var.sqrt() * torch.randn(200_000, 3, generator=g, dtype=F64)
-    b = mb + b_var.sqrt() * torch.randn(200_000, 3, generator=g, dtype=F64)
-    closed = float(((ma - mb) ** 2).sum() + ((a_var.sqrt() - b_var.sqrt()) ** 2).sum())
-    assert rf.gaussian_fit_w2_sq(a, b) == pytest.approx(closed, rel=0.02)
-    la, lb = torch.randn(3, 3, generator=g, dtype=F64), torch.randn(3, 3, generator=g, dtype=F64)
-    x, y = a[:3000] @ la, b[:3000] @ lb
-    assert rf.gaussian_fit_w2_sq(x, y) == pytest.approx(frechet_distance(x, y), rel=1e-6)
-    point = mb.expand(50, 3).clone()
-    assert rf.gaussian_fit_w2_sq(point, b) == pytest.approx(
-        float(((b - mb) ** 2).sum(1).mean()), rel=1e-3
-    )
 
 
 def test_reflow_regression_is_zero_for_straight_couplings_only():
@@ -272,7 +248,7 @@ def test_gaussian_rf_check_agrees_with_an_independent_estimator():
         seen["shape"] = tuple(z0.shape)
         return euler_trapezoid_straightness(v, z0)
 
-    th = rf.gaussian_rf_check(estimator, d=3, sigma=1.4, n=4000, seed=2)
+    th = rf.gaussian_rf_check(estimator, frechet_distance, d=3, sigma=1.4, n=4000, seed=2)
     assert seen["shape"] == (4000, 3) and th.mu.shape == (3,)
     assert th.straightness_formula == pytest.approx(3 * 1.4 * (2 - math.pi / 2), rel=1e-12)
     # Euler's O(h) bias is far below the Monte Carlo error at 400 steps
@@ -283,6 +259,6 @@ def test_gaussian_rf_check_agrees_with_an_independent_estimator():
     assert math.isnan(th.reflow_residual)  # no endpoints_of: no regression
     # a wrong estimator shows up as a disagreement, not as a pass
     wrong = rf.gaussian_rf_check(
-        lambda v, z0: 0.5 * euler_trapezoid_straightness(v, z0), 3, 1.4, 4000, 2
+        lambda v, z0: 0.5 * euler_trapezoid_straightness(v, z0), frechet_distance, 3, 1.4, 4000, 2
     )
     assert abs(wrong.straightness - wrong.straightness_formula) > 10 * wrong.straightness_se
