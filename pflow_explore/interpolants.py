@@ -46,6 +46,14 @@ def _t(t: float | Tensor) -> Tensor:
     return tt
 
 
+def _positive(value: float, name: str, need: str) -> float:
+    """``value`` as a float, checked to be finite and > 0; ``need`` opens the error message."""
+    v = float(value)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{need}, got {name} = {v}")
+    return v
+
+
 def _col(c: Tensor, x: Tensor) -> Tensor:
     """Coefficient c of shape (), (n,) or (n, 1) as something that broadcasts over x (n, d)."""
     c = c.to(dtype=x.dtype, device=x.device)
@@ -92,10 +100,7 @@ class SqrtGamma(Gamma):
     name = "sqrt"
 
     def __init__(self, a: float = 1.0) -> None:
-        a = float(a)
-        if not (math.isfinite(a) and a > 0):
-            raise ValueError(f"SqrtGamma needs a > 0 (gamma = sqrt(a t (1-t))), got a = {a}")
-        self.a = a
+        self.a = _positive(a, "a", "SqrtGamma needs a > 0 (gamma = sqrt(a t (1-t)))")
 
     def gamma(self, t: float | Tensor) -> Tensor:
         t = _t(t)
@@ -158,10 +163,7 @@ class SigmoidGamma(Gamma):
     name = "sigmoid"
 
     def __init__(self, f: float = 10.0) -> None:
-        f = float(f)
-        if not (math.isfinite(f) and f > 0):
-            raise ValueError(f"SigmoidGamma needs sharpness f > 0, got f = {f}")
-        self.f = f
+        self.f = _positive(f, "f", "SigmoidGamma needs sharpness f > 0")
 
     def gamma(self, t: float | Tensor) -> Tensor:
         t = _t(t)
@@ -184,11 +186,7 @@ class ZeroGamma(Gamma):
     def gamma(self, t: float | Tensor) -> Tensor:
         return torch.zeros_like(_t(t))
 
-    def dgamma(self, t: float | Tensor) -> Tensor:
-        return torch.zeros_like(_t(t))
-
-    def gamma_dgamma(self, t: float | Tensor) -> Tensor:
-        return torch.zeros_like(_t(t))
+    dgamma = gamma_dgamma = gamma  # gamma' = gamma gamma' = 0 as well
 
     def max(self) -> float:
         return 0.0
@@ -385,11 +383,7 @@ class MirrorInterpolant(Interpolant):
     def b(self, t: float | Tensor) -> Tensor:
         return torch.ones_like(_t(t))
 
-    def da(self, t: float | Tensor) -> Tensor:
-        return torch.zeros_like(_t(t))
-
-    def db(self, t: float | Tensor) -> Tensor:
-        return torch.zeros_like(_t(t))
+    da = db = a  # constant coefficients: a' = b' = 0 = a
 
 
 INTERPOLANTS: dict[str, type[Interpolant]] = {
