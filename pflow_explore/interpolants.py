@@ -308,6 +308,11 @@ class TrigonometricInterpolant(Interpolant):
     def _root(self, t: Tensor) -> Tensor:
         return torch.sqrt(1 - self.gamma.gamma(t) ** 2)
 
+    def _root_rate(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """r = sqrt(1 - gamma^2) and r' = -gamma gamma' / r (finite at t = 0, 1)."""
+        r = self._root(t)
+        return r, -self.gamma.gamma_dgamma(t) / r
+
     def a(self, t: float | Tensor) -> Tensor:
         t = _t(t)
         return self._root(t) * torch.cos(0.5 * math.pi * t)
@@ -318,14 +323,12 @@ class TrigonometricInterpolant(Interpolant):
 
     def da(self, t: float | Tensor) -> Tensor:
         t = _t(t)
-        r = self._root(t)
-        dr = -self.gamma.gamma_dgamma(t) / r
+        r, dr = self._root_rate(t)
         return dr * torch.cos(0.5 * math.pi * t) - 0.5 * math.pi * r * torch.sin(0.5 * math.pi * t)
 
     def db(self, t: float | Tensor) -> Tensor:
         t = _t(t)
-        r = self._root(t)
-        dr = -self.gamma.gamma_dgamma(t) / r
+        r, dr = self._root_rate(t)
         return dr * torch.sin(0.5 * math.pi * t) + 0.5 * math.pi * r * torch.cos(0.5 * math.pi * t)
 
 

@@ -171,6 +171,20 @@ def sde_step(x: Tensor, b: Tensor, s: Tensor, eps: float, dt: float, xi: Tensor)
     return x + (b + eps * s) * dt + math.sqrt(2 * eps * dt) * xi
 
 
+def _sde(
+    pair: VelocityScore, eps: float, times: Tensor | Sequence[float]
+) -> tuple[Tensor, Field, Callable[[Tensor], float]]:
+    """(times checked, drift, g) of the SDE that :func:`sample` integrates on ``times``: the
+    forward drift b + eps s on an increasing grid, the backward b - eps s on a decreasing one,
+    and the noise amplitude g(t) = sqrt(2 eps)."""
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    times = solvers.check_times(times)
+    drift = (backward_drift if bool(times[1] < times[0]) else forward_drift)(pair, eps)
+    g = math.sqrt(2 * eps)
+    return times, drift, lambda t: g
+
+
 def sample(
     pair: VelocityScore,
     x0: Tensor,
@@ -191,20 +205,14 @@ def sample(
     generator, drawn chunk after chunk; trajectories are joined along dim 1, nfe summed).
     ``grad``: keep the autograd graph (off by default: sampling only).
     """
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    times = solvers.check_times(times)
-    backward = bool(times[1] < times[0])
-    drift = (backward_drift if backward else forward_drift)(pair, eps)
-    g = math.sqrt(2 * eps)
+    times, drift, g = _sde(pair, eps, times)
     parts = []
     with torch.set_grad_enabled(grad):
         for xb in x0.split(batch) if batch else (x0,):
             if eps == 0:
                 parts.append(solvers.odeint(drift, xb, times, ode_method, trajectory))
             else:
-                sol = solvers.euler_maruyama(drift, lambda t: g, xb, times, generator, trajectory)
-                parts.append(sol)
+                parts.append(solvers.euler_maruyama(drift, g, xb, times, generator, trajectory))
     if len(parts) == 1:
         return parts[0]
     traj = torch.cat([p.trajectory for p in parts], 1) if trajectory else None
@@ -222,15 +230,11 @@ def sample_steps(
     """:func:`sample` one step at a time: yields (t_{i+1}, x_{i+1}) after each step (T items),
     for step-through widgets; the same generator state gives the same path as :func:`sample`.
     Gradients are not tracked."""
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    times = solvers.check_times(times)
-    drift = (backward_drift if bool(times[1] < times[0]) else forward_drift)(pair, eps)
-    g = math.sqrt(2 * eps)
+    times, drift, g = _sde(pair, eps, times)
     if eps == 0:
         inner = solvers.steps(drift, x0, times, ode_method)
     else:
-        inner = solvers.sde_steps(drift, lambda t: g, x0, times, generator)
+        inner = solvers.sde_steps(drift, g, x0, times, generator)
 
     def run() -> Iterator[tuple[Tensor, Tensor]]:
         with torch.no_grad():
