@@ -235,18 +235,14 @@ def sde_steps(
     times: Tensor | Sequence[float],
     generator: torch.Generator | None = None,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Yield (t_{i+1}, x_{i+1}) after each Euler-Maruyama step (see :func:`euler_maruyama`)."""
-    return _sde_steps(f, g, x0, check_times(times), generator)
+    """Yield (t_{i+1}, x_{i+1}) after each Euler-Maruyama step (see :func:`euler_maruyama`):
+    :func:`noise_steps` with the update x + dt f(x, t) + g(t) sqrt(|dt|) xi."""
 
-
-def _sde_steps(
-    f: Field, g: Diffusion, x: Tensor, times: Tensor, generator: torch.Generator | None
-) -> Iterator[tuple[Tensor, Tensor]]:
     def update(x: Tensor, t: Tensor, dt: Tensor, xi: Tensor) -> Tensor:
         # Brownian increments have variance |dt| whichever way time runs
         return x + dt * f(x, t) + g(t) * (dt.abs().sqrt() * xi)
 
-    return _noise_steps(update, x, times, generator)
+    return noise_steps(update, x0, times, generator)
 
 
 def noise_steps(
@@ -294,4 +290,4 @@ def euler_maruyama(
     """
     times = check_times(times)
     counted = _Counted(f)
-    return collect(_sde_steps(counted, g, x0, times, generator), x0, times, counted, trajectory)
+    return collect(sde_steps(counted, g, x0, times, generator), x0, times, counted, trajectory)
