@@ -259,6 +259,30 @@ def artifact_digest(
     return cache.artifact_key(chapter, name, settings, version)
 
 
+def cached_result(
+    chapter: str,
+    version: str | int,
+    cls: type[T],
+    name: str,
+    key: Mapping[str, object],
+    evaluate: Callable[[], T],
+    **extra: object,
+) -> T:
+    """``evaluate()``, a results dataclass of type ``cls``, stored as the artifact
+    ``<chapter>/<name>`` (``cache.cached``; ``key``: everything the results depend on), so a
+    chapter's ``run`` and dashboard load measured numbers and samples instead of computing
+    them on every open. Its fields must be what ``torch.load(weights_only=True)`` reads back
+    (tensors, numbers, strings, lists, dicts); the ``extra`` fields (trained models, sympy
+    derivations) are not stored but given to ``cls`` on load and on build."""
+
+    def build() -> dict[str, object]:
+        r = evaluate()
+        return {f.name: getattr(r, f.name) for f in dataclasses.fields(cls) if f.name not in extra}
+
+    obj, _ = cache.cached(chapter, name, dict(key), build, version=version)
+    return cls(**obj, **extra)
+
+
 # ---- threads --------------------------------------------------------------------------------
 def one_thread_on_cpu(
     active: bool = True, device: torch.device | None = None, blas: bool = False

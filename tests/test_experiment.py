@@ -324,3 +324,27 @@ def test_lazy_tensors_compute_once_at_the_first_call():
 def test_device_of_a_module_is_its_parameters_device():
     net = torch.nn.Linear(2, 2)
     assert scale.device_of(net) == torch.device("cpu")
+
+
+def test_cached_result_stores_the_fields_and_passes_the_extra_ones(data_dir):
+    @dataclasses.dataclass
+    class Measured:
+        model: object
+        values: dict
+        samples: torch.Tensor
+
+    calls = []
+
+    def evaluate():
+        calls.append(1)
+        return Measured("net", {"a": 1.5}, torch.arange(3.0))
+
+    key = {"n": 3}
+    first = E.cached_result("demo", 1, Measured, "eval", key, evaluate, model="net")
+    again = E.cached_result("demo", 1, Measured, "eval", key, evaluate, model="other")
+    assert (
+        len(calls) == 1 and again.values == {"a": 1.5} and torch.equal(again.samples, first.samples)
+    )
+    assert again.model == "other"  # extra fields are never stored
+    E.cached_result("demo", 1, Measured, "eval", {"n": 4}, evaluate, model="net")
+    assert len(calls) == 2  # another key computes again

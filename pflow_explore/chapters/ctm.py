@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
+from typing import TypeVar
 
 import plotly.graph_objects as go
 import torch
@@ -40,6 +42,7 @@ CHAPTER = "ctm"
 VERSION = 1  # part of every cache key: bump when training changes
 METHODS = ("CTM", "CM")
 T_MAX = 80.0
+T = TypeVar("T")
 SEEDS = dict(init=0, train=1, noise=10, target=11, other=12, sample=(13, 1000), score=(14, 1000),
              boot=15, theory=(16, 1000), digits_init=30, digits_train=(31, 1000),
              digits_noise=32, augment=1000)  # fmt: skip
@@ -125,6 +128,9 @@ FIELDS_2D = (
     "hidden_2d depth_2d batch_2d lr_2d steps_2d ema_decay n_grid max_teacher_steps dsm_weight "
     "distance huber_c seed"
 ).split()
+EVAL_THEORY = "n_eval_2d theory_gammas theory_steps seed".split()
+EVAL_2D = "n_eval_2d nfe_steps teacher_heun_steps score_sigmas n_score n_boot".split()
+EVAL_DIGITS = "digits_nfe teacher_heun_steps n_fd n_boot".split()
 FIELDS_DIGITS = (
     "image_size hidden depth batch lr teacher_steps ctm_steps ema_decay n_grid "
     "max_teacher_steps dsm_weight distance huber_c seed"
@@ -134,6 +140,11 @@ FIELDS_DIGITS = (
 def settings(scale_name: str | None = None, **changes: object) -> Settings:
     """The preset for the resolved scale, with ``changes`` applied (validated)."""
     return choose(SETTINGS, scale_name, **changes)
+
+
+def evaluated(cls: type[T], name: str, key: dict, evaluate: Callable[[], T], **extra: object) -> T:
+    """``experiment.cached_result`` in this chapter's cache folder and version."""
+    return experiment.cached_result(CHAPTER, VERSION, cls, name, key, evaluate, **extra)
 
 
 def exact_flow() -> MixtureFlow:
@@ -195,6 +206,15 @@ def theory_check(s: Settings) -> TheoryCheck:
     control = metrics.energy_distance(ct.gamma_sample(euler, x_T, grid, 0.0)[0], target)
     args = (float(null.mean()), float(null.std()), control, s.n_eval_2d, s.theory_steps)
     return TheoryCheck(ctm_jump_eigen(), max(errors), tuple(s.theory_gammas), energy, *args)
+
+
+def theory(s: Settings) -> TheoryCheck:
+    """:func:`theory_check`, cached (its dopri5 solves take seconds); the sympy derivation is
+    derived afresh."""
+    with one_thread_on_cpu(blas=True):
+        key = cache_key(s, EVAL_THEORY)
+        derivation = ctm_jump_eigen()
+        return evaluated(TheoryCheck, "theory", key, lambda: theory_check(s), derivation=derivation)
 
 
 # ---- 2D experiment ------------------------------------------------------------------------
@@ -317,9 +337,13 @@ def evaluate_2d(s: Settings, fits: dict[str, FitResult]) -> Result2D:
 
 
 def experiment_2d(s: Settings) -> Result2D:
-    """The 2D experiment: train (or load) the two students, then evaluate them."""
+    """The 2D experiment: train (or load) the two students, then evaluate them (cached)."""
     with one_thread_on_cpu(blas=True):
-        return evaluate_2d(s, train_2d(s))
+        fits = train_2d(s)
+        evaluate = lambda: evaluate_2d(s, fits)
+        return evaluated(
+            Result2D, "eval-2d", cache_key(s, FIELDS_2D + EVAL_2D), evaluate, fits=fits
+        )
 
 
 # ---- digits experiment --------------------------------------------------------------------
@@ -426,9 +450,14 @@ def evaluate_digits(s: Settings, fits: dict[str, FitResult]) -> DigitsResult:
 
 
 def experiment_digits(s: Settings) -> DigitsResult:
-    """The digits experiment: train (or load) teacher and student, then evaluate them."""
+    """The digits experiment: train (or load) teacher and student, then evaluate them
+    (cached)."""
     with one_thread_on_cpu(blas=True):
-        return evaluate_digits(s, train_digits(s))
+        fits = train_digits(s)
+        key = cache_key(s, FIELDS_DIGITS + EVAL_DIGITS)
+        return evaluated(
+            DigitsResult, "eval-digits", key, lambda: evaluate_digits(s, fits), fits=fits
+        )
 
 
 # ---- the chapter --------------------------------------------------------------------------
@@ -445,24 +474,24 @@ class Results:
 
 
 def prepare(s: Settings) -> None:
-    """Train (or find in the cache / shipped folder) every model of the chapter."""
-    with one_thread_on_cpu(blas=True):
-        train_2d(s)
-        if s.digits:
-            train_digits(s)
+    """Train (or find in the cache / shipped folder) every model of the chapter, and measure
+    it: the evaluations are cached artifacts too (:func:`evaluated`)."""
+    theory(s)
+    experiment_2d(s)
+    if s.digits:
+        experiment_digits(s)
 
 
 def run(s: Settings) -> Results:
     """The three experiments in turn, with the wall time of each (training is cached)."""
     watch = Stopwatch()
-    with one_thread_on_cpu(blas=True):
-        theory = theory_check(s)
+    theory_result = theory(s)
     watch.tick("theory check")
     two_d = experiment_2d(s)
     watch.tick("2D")
     digits = experiment_digits(s) if s.digits else None
     watch.tick("digits")
-    return Results(s, s.scale, theory, two_d, digits, watch.seconds)
+    return Results(s, s.scale, theory_result, two_d, digits, watch.seconds)
 
 
 # ---- claims -------------------------------------------------------------------------------
@@ -488,78 +517,42 @@ def claims_theory(th: TheoryCheck, sc: str) -> list[Claim]:
 
 
 def claims_2d(r: Result2D, s: Settings) -> list[Claim]:
-    """One step CTM vs CM; CTM improves with NFE (gamma 0); CTM's score stays usable."""
+    """One step CTM vs CM; CTM improves with NFE (gamma 0), CM's multistep does not; one CTM
+    step against the teacher; the score the CTM network holds (the CM net: no DSM)."""
     e, se, sc, top = r.energy, r.energy_se, s.scale, s.nfe_steps[-1]
     ctm1, cm1 = label("CTM", 0, 1), label("CM", 1, 1)
     ctm_top, cm_top = label("CTM", 0, top), label("CM", 1, top)
-    pick = lambda *ks: ({k: e[k] for k in ks}, {k: se[k] for k in ks})
-    note = (
-        f"energy distance to {s.n_eval_2d} fresh data points (floor {r.floor:.1e}); SE: "
-        f"bootstrap ({s.n_boot}); exact teacher {e[r.teacher]:.2e}, its 1 Euler step "
-        f"{e[r.euler]:.2e}"
+    note = (f"energy distance to {s.n_eval_2d} fresh data points (floor {r.floor:.1e}); SE: "
+            f"bootstrap ({s.n_boot}); exact teacher {e[r.teacher]:.2e}, its 1 Euler step "
+            f"{e[r.euler]:.2e}")  # fmt: skip
+    curve = lambda m, g: (
+        f"{m} gamma={g} by NFE: " + ", ".join(f"{n}: {e[label(m, g, n)]:.2e}" for n in s.nfe_steps)
     )
-    out = []
-    values, ses = pick(ctm1, cm1)
+
+    def ordered(name: str, paper: str, keys: tuple[str, str], extra: str = "") -> Claim:
+        values, ses = {k: e[k] for k in keys}, {k: se[k] for k in keys}
+        return claim_ordered(name, paper, values, sc, extra + note, ses=ses)
+
     paper = "one-step FID: CTM 1.73 vs consistency distillation 3.55 (CIFAR-10)"
-    out.append(
-        claim_ordered("one step: CTM < CM (2D, energy distance)", paper, values, sc, note, ses=ses)
-    )
-    values, ses = pick(ctm_top, ctm1)
+    out = [ordered("one step: CTM < CM (2D, energy distance)", paper, (ctm1, cm1))]
     paper = "CTM's gamma = 0 sampling improves with more steps"
-    curve = ", ".join(f"{n}: {e[label('CTM', 0, n)]:.2e}" for n in s.nfe_steps)
-    out.append(
-        claim_ordered(
-            f"CTM gamma=0 improves from 1 to {top} NFE",
-            paper,
-            values,
-            sc,
-            f"CTM gamma=0 by NFE: {curve}; " + note,
-            ses=ses,
-        )
-    )
-    values, ses = pick(ctm_top, cm_top)
+    name = f"CTM gamma=0 improves from 1 to {top} NFE"
+    out.append(ordered(name, paper, (ctm_top, ctm1), curve("CTM", 0) + "; "))
     paper = "CM's multistep sampling (gamma = 1) saturates; CTM's long jumps (gamma = 0) do not"
-    curve = ", ".join(f"{n}: {e[label('CM', 1, n)]:.2e}" for n in s.nfe_steps)
-    out.append(
-        claim_ordered(
-            f"at {top} NFE: CTM gamma=0 < CM gamma=1",
-            paper,
-            values,
-            sc,
-            f"CM by NFE: {curve}; " + note,
-            ses=ses,
-        )
-    )
+    name = f"at {top} NFE: CTM gamma=0 < CM gamma=1"
+    out.append(ordered(name, paper, (ctm_top, cm_top), curve("CM", 1) + "; "))
     gap = (e[r.euler] - e[ctm1]) / (e[r.euler] - e[r.teacher])
     paper = "one CTM step matches the teacher's many-step quality"
     note2 = "share of the gap between the teacher's 1 Euler step and its many-step solve "
-    note2 += "that one CTM step closes"
-    out.append(
-        claim_above(
-            "one CTM step closes > 90% of the teacher's 1-step gap",
-            paper,
-            gap,
-            0.9,
-            sc,
-            note2 + "; " + note,
-        )
-    )
+    name = "one CTM step closes > 90% of the teacher's 1-step gap"
+    out.append(claim_above(name, paper, gap, 0.9, sc, note2 + "that one CTM step closes; " + note))
     err = {k: float(v.mean()) for k, v in r.score_error.items()}
-    per = "; ".join(
-        f"{k}: " + ", ".join(f"{x:.2f}" for x in v.tolist()) for k, v in r.score_error.items()
-    )
+    per = "; ".join(f"{k}: " + ", ".join(f"{x:.2f}" for x in v.tolist())
+                    for k, v in r.score_error.items())  # fmt: skip
     paper = "the same network gives the score, D(x, t) = g(x, t, t) (DSM keeps it usable)"
     note3 = f"|s_theta - s*| / |s*| at sigma {list(s.score_sigmas)}: {per}"
-    out.append(
-        claim_ordered(
-            "score error (mean over sigma): CTM < CM",
-            paper,
-            {"CTM": err["CTM"], "CM": err["CM"]},
-            sc,
-            note3,
-        )
-    )
-    return out
+    name = "score error (mean over sigma): CTM < CM"
+    return out + [claim_ordered(name, paper, {"CTM": err["CTM"], "CM": err["CM"]}, sc, note3)]
 
 
 def claims_digits(d: DigitsResult, s: Settings) -> list[Claim]:
@@ -574,9 +567,8 @@ def claims_digits(d: DigitsResult, s: Settings) -> list[Claim]:
     )
     paper = "CTM 2-step FID 1.63 < 1-step 1.73 (CIFAR-10)"
     values, ses = {two: d.fd[two], one: d.fd[one]}, {two: d.fd_se[two], one: d.fd_se[one]}
-    return [
-        claim_ordered("digits: CTM 2 jumps < 1 jump (FD)", paper, values, s.scale, note, ses=ses)
-    ]
+    name = "digits: CTM 2 jumps < 1 jump (FD)"
+    return [claim_ordered(name, paper, values, s.scale, note, ses=ses)]
 
 
 def claims(r: Results) -> list[Claim]:
@@ -605,45 +597,22 @@ def nfe_figure(r: Result2D, s: Settings) -> go.Figure:
         ["1 Euler step", f"Heun, {teacher_nfe} NFE"],
     )
     title = "2D: distance to the data vs network evaluations"
+    axes = dict(x_title="NFE (jumps)", y_title="energy distance")
     return quality_vs_steps_figure(
-        curves,
-        {},
-        COLORS,
-        r.floor,
-        "two fresh data sets",
-        title,
-        x_title="NFE (jumps)",
-        y_title="energy distance",
+        curves, {}, COLORS, r.floor, "two fresh data sets", title, **axes
     )
 
 
 def samples_figure(r: Result2D, s: Settings, n: int = 600) -> go.Figure:
     """Data, the teacher, and the students at 1 and the most NFE."""
     top = s.nfe_steps[-1]
-    keys = [
-        r.teacher,
-        label("CTM", 0, 1),
-        label("CM", 1, 1),
-        label("CTM", 0, top),
-        label("CM", 1, top),
-    ]
+    keys = [r.teacher, *(label(m, g, k) for k in (1, top) for m, g in (("CTM", 0), ("CM", 1)))]
     sets = {"data": r.target, **{k: r.samples[k] for k in keys}}
-    panels = [
-        [
-            [viz.points_trace(x[:n], k, "#444" if k == "data" else style.BLUE, 2.5)]
-            for k, x in sets.items()
-        ]
-    ]
+    dots = lambda k, x: [viz.points_trace(x[:n], k, "#444" if k == "data" else style.BLUE, 2.5)]
     axes = dict(range=[-3.2, 3.2], visible=False)
-    return viz.panel_grid(
-        panels,
-        list(sets),
-        (0.01, 0.05),
-        axes,
-        height=260,
-        width=1150,
-        title="Samples (one network evaluation per jump)",
-    )
+    title = "Samples (one network evaluation per jump)"
+    return viz.panel_grid([[dots(k, x) for k, x in sets.items()]], list(sets), (0.01, 0.05),
+                          axes, height=260, width=1150, title=title)  # fmt: skip
 
 
 def paths_figure(r: Result2D) -> go.Figure:
