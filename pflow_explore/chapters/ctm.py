@@ -282,6 +282,7 @@ class Result2D:
     euler: str  # the teacher's single Euler step
     score_error: dict[str, Tensor]  # method -> (len(score_sigmas),) relative score error
     paths: dict[str, Tensor]  # "teacher" (N + 1, m, 2) Heun states, "CTM" its gamma=0 jumps
+    score_se: dict[str, float]  # method -> bootstrap SE of the mean relative score error
 
 
 @torch.no_grad()
@@ -319,21 +320,26 @@ def evaluate_2d(s: Settings, fits: dict[str, FitResult]) -> Result2D:
         )
         for k, v in samples.items()
     }
-    score_error = {}
+    score_error, score_se = {}, {}
     for method, net in nets.items():
-        errs = []
+        parts = []  # per sigma: (|D_theta - D*|^2, |x - D*|^2), (n_score,) each
         for j, sig in enumerate(s.score_sigmas):
             x = flow.sample(s.n_score, sig, seeds.generator("score", j)).float()
             d_star = flow.denoiser(x, sig)
-            num = ((ct.denoiser_of(net)(x, sig) - d_star) ** 2).sum(1).mean()
-            errs.append(float((num / ((x - d_star) ** 2).sum(1).mean()).sqrt()))
-        score_error[method] = torch.tensor(errs)
+            parts.append(
+                (((ct.denoiser_of(net)(x, sig) - d_star) ** 2).sum(1), ((x - d_star) ** 2).sum(1))
+            )
+        rel = lambda i, p=parts: torch.stack([(a[i].mean() / b[i].mean()).sqrt() for a, b in p])
+        score_error[method] = rel(slice(None))
+        mean_rel = lambda i, rel=rel: float(rel(i).mean())
+        score_se[method] = metrics.bootstrap_se(mean_rel, s.n_score, s.n_boot, boot)
     m = 48
     G = lambda x, t, s_to: ct.jump(nets["CTM"], x, t, s_to)
     ctm_path = ct.gamma_sample(G, x_T[:m], ct.sampling_grid(4, T_MAX), 0.0, trajectory=True)[1]
     paths = {"teacher": heun.trajectory[:, :m].float(), "CTM": ctm_path}
     floor = metrics.energy_distance(other, target)
-    return Result2D(fits, target, samples, energy, se, floor, teacher, euler, score_error, paths)
+    args = (energy, se, floor, teacher, euler, score_error, paths, score_se)
+    return Result2D(fits, target, samples, *args)
 
 
 def experiment_2d(s: Settings) -> Result2D:
@@ -342,7 +348,11 @@ def experiment_2d(s: Settings) -> Result2D:
         fits = train_2d(s)
         evaluate = lambda: evaluate_2d(s, fits)
         return evaluated(
-            Result2D, "eval-2d", cache_key(s, FIELDS_2D + EVAL_2D), evaluate, fits=fits
+            Result2D,
+            "eval-2d",
+            cache_key(s, FIELDS_2D + EVAL_2D, score_se=True),
+            evaluate,
+            fits=fits,
         )
 
 
@@ -552,7 +562,9 @@ def claims_2d(r: Result2D, s: Settings) -> list[Claim]:
     paper = "the same network gives the score, D(x, t) = g(x, t, t) (DSM keeps it usable)"
     note3 = f"|s_theta - s*| / |s*| at sigma {list(s.score_sigmas)}: {per}"
     name = "score error (mean over sigma): CTM < CM"
-    return out + [claim_ordered(name, paper, {"CTM": err["CTM"], "CM": err["CM"]}, sc, note3)]
+    values, ses = {"CTM": err["CTM"], "CM": err["CM"]}, {k: r.score_se[k] for k in ("CTM", "CM")}
+    note3 += f"; SE: bootstrap over the {s.n_score} samples per sigma"
+    return out + [claim_ordered(name, paper, values, sc, note3, ses=ses)]
 
 
 def claims_digits(d: DigitsResult, s: Settings) -> list[Claim]:
