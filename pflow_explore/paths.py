@@ -163,19 +163,23 @@ class VPCosine(Path):
         return -self.alpha(t) * self.d_alpha(t) / self.sigma(t)
 
 
-@dataclass(repr=False)
-class VE(Path):
-    """Variance exploding (Song et al. 2021): alpha = 1, sigma(t) = s_min (s_max/s_min)^t."""
-
-    sigma_min: float = 0.01
-    sigma_max: float = 50.0
-    name = "ve"
+class Exploding(Path):
+    """A variance-exploding path: alpha = 1, x_t = x0 + sigma(t) z (VE, EDM, NoiseLevel)."""
 
     def alpha(self, t: float | Tensor) -> Tensor:
         return torch.ones_like(_t(t))
 
     def d_alpha(self, t: float | Tensor) -> Tensor:
         return torch.zeros_like(_t(t))
+
+
+@dataclass(repr=False)
+class VE(Exploding):
+    """Variance exploding (Song et al. 2021): alpha = 1, sigma(t) = s_min (s_max/s_min)^t."""
+
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    name = "ve"
 
     def sigma(self, t: float | Tensor) -> Tensor:
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** _t(t)
@@ -185,7 +189,7 @@ class VE(Path):
 
 
 @dataclass(repr=False)
-class NoiseLevel(Path):
+class NoiseLevel(Exploding):
     """The noise level as the time (EDM's choice sigma(t) = t): alpha = 1, sigma = t, t >= 0.
 
     Unbounded (t runs up to sigma_max, 80 in EDM): the time axis of consistency models and
@@ -193,12 +197,6 @@ class NoiseLevel(Path):
     """
 
     name = "noise_level"
-
-    def alpha(self, t: float | Tensor) -> Tensor:
-        return torch.ones_like(_t(t))
-
-    def d_alpha(self, t: float | Tensor) -> Tensor:
-        return torch.zeros_like(_t(t))
 
     def sigma(self, t: float | Tensor) -> Tensor:
         return _t(t).clone()
@@ -208,7 +206,7 @@ class NoiseLevel(Path):
 
 
 @dataclass(repr=False)
-class EDM(Path):
+class EDM(Exploding):
     """EDM / Karras et al. 2022: alpha = 1 and sigma runs along the Karras ramp
 
     sigma(t) = (s_min^(1/rho) + t (s_max^(1/rho) - s_min^(1/rho)))^rho,
@@ -224,12 +222,6 @@ class EDM(Path):
     def _ramp(self, t: Tensor) -> Tensor:
         lo, hi = self.sigma_min ** (1 / self.rho), self.sigma_max ** (1 / self.rho)
         return lo + t * (hi - lo)
-
-    def alpha(self, t: float | Tensor) -> Tensor:
-        return torch.ones_like(_t(t))
-
-    def d_alpha(self, t: float | Tensor) -> Tensor:
-        return torch.zeros_like(_t(t))
 
     def sigma(self, t: float | Tensor) -> Tensor:
         return self._ramp(_t(t)) ** self.rho
