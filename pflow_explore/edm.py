@@ -17,6 +17,7 @@ usable alone:
 - :func:`heun_steps`: Algorithm 1 as a generator of :class:`HeunStep` (step-through,
   widgets, adjoints); :func:`edm_sampler` runs it to the end, optionally teleporting through
   the first steps with a Gaussian closed form (docs/papers.md §01);
+- :func:`ancestral_steps`: a stochastic (reverse-SDE-like) sampler, one evaluation a step;
 - :func:`empirical_denoiser`: the exact denoiser of a finite data set (the ideal D).
 
 Shapes: states are flat, x (n, d); a denoiser is any callable D(x (n, d), sigma) -> (n, d)
@@ -36,6 +37,7 @@ from pflow_explore.theory.gaussian_flow import GaussianFlow
 
 __all__ = [
     "Denoiser",
+    "ancestral_steps",
     "EDMDenoiser",
     "EDMLoss",
     "HeunStep",
@@ -267,6 +269,44 @@ def edm_sampler(
 def heun_nfe(n_steps: int, skipped: int = 0) -> int:
     """Evaluations of :func:`edm_sampler`: 2 (N - k) - 1 for k < N skipped steps, else 0."""
     return 2 * (n_steps - skipped) - 1 if skipped < n_steps else 0
+
+
+# ---- a stochastic sampler: ancestral steps ---------------------------------------------------
+def ancestral_steps(
+    denoiser: Denoiser,
+    x_T: Tensor,
+    sigmas: Tensor,
+    generator: torch.Generator | None = None,
+) -> Iterator[HeunStep]:
+    """A stochastic sampler of the VE diffusion (the "Euler ancestral" step of DDPM in noise
+    levels): from x at s_i to s_{i+1} < s_i, split the next level into the part kept and the
+    part drawn afresh,
+
+        s_up = s_{i+1} sqrt(s_i^2 - s_{i+1}^2) / s_i,   s_down = sqrt(s_{i+1}^2 - s_up^2),
+        x_{i+1} = x + (s_down - s_i) (x - D(x; s_i)) / s_i + s_up xi,   xi ~ N(0, I),
+
+    an Euler step of (1) down to s_down, then fresh noise up to s_{i+1}. Given x0 it is the
+    exact posterior draw q(x_{s_{i+1}} | x_{s_i}, x0) with x0 replaced by its estimate D; the
+    spread of x0 given x_{s_i} is left out, an error that vanishes as the steps shrink (a
+    discretisation of the reverse SDE; tests/test_edm.py measures the convergence). One step,
+    one evaluation (``nfe`` counts them); ``denoised`` = D(x; s_i). x_T: (n, d) at s_0; sigmas
+    (N + 1,) decreasing to 0 (:func:`karras_sigmas`); the noise xi (n, d) of each step comes
+    from ``generator``."""
+    if float(sigmas[-1]) != 0.0:
+        raise ValueError("sigmas must end with 0 (use paths.karras_sigmas)")
+    x = x_T
+    for i in range(len(sigmas) - 1):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        up = s_next * max(s**2 - s_next**2, 0.0) ** 0.5 / s
+        down = max(s_next**2 - up**2, 0.0) ** 0.5
+        with torch.no_grad():
+            x0_hat = denoiser(x, s)
+            x_next = x + (down - s) * (x - x0_hat) / s
+            if up > 0:
+                xi = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+                x_next = x_next + up * xi
+        yield HeunStep(i, s, s_next, x, x0_hat, x_next, i + 1)
+        x = x_next
 
 
 # ---- the ideal denoiser of a finite data set ------------------------------------------------

@@ -9,6 +9,8 @@ Methods (:data:`METHODS`), all from the shared layers:
   (``flow_matching.sample_pairs``): the 2-RF, whose paths are straighter;
 - ``diffusion (EDM)``: an ``edm.edm_denoiser`` trained with ``edm.edm_loss``, sampled by
   ``edm.heun_steps`` on the Karras grid from sigma_max down to 0 (noise-level time);
+- ``diffusion (EDM), SDE sampler``: the same model (same training), sampled by the reverse
+  SDE with ``edm.ancestral_steps`` on a grid ``SDE_STEPS_PER_ODE_STEP`` times finer;
 - ``stochastic interpolant (SDE)``: the velocity b and denoiser eta of the linear interpolant
   x_t = (1 - t) x0 + t x1 + sqrt(t (1 - t)) z from N(0, I) to the points, learned with
   ``interpolant_learning.interpolant_losses`` (a ``samplers.LearnedPair``), sampled by the
@@ -48,9 +50,12 @@ METHODS = (
     "rectified flow",
     "rectified flow + reflow",
     "diffusion (EDM)",
+    "diffusion (EDM), SDE sampler",
     "stochastic interpolant (SDE)",
 )
 INTERPOLANT = "stochastic interpolant (SDE)"
+DIFFUSION = ("diffusion (EDM)", "diffusion (EDM), SDE sampler")  # one model, two samplers
+SDE_STEPS_PER_ODE_STEP = 5  # the ancestral sampler's error shrinks like 1/steps (test_edm)
 PRESETS = tuple(TOY_2D)
 MIN_POINTS = 20
 MAX_POINTS = 20000
@@ -148,7 +153,12 @@ class TrainedFlow:
         for rectified flows, sigma_max -> 0 for EDM (its noise starts at sigma_max z)."""
         s = self.settings
         z = torch.randn(n or s.n_samples, 2, generator=torch.Generator().manual_seed(seed))
-        if self.method == "diffusion (EDM)":
+        if self.method == DIFFUSION[1]:  # the reverse SDE: ancestral steps, a noise per step
+            sigmas = paths.karras_sigmas(s.n_steps * SDE_STEPS_PER_ODE_STEP)
+            gen = torch.Generator().manual_seed(seed + 1)
+            steps = list(edm.ancestral_steps(self.model, z * float(sigmas[0]), sigmas, gen))
+            return sigmas.double(), torch.stack([steps[0].x, *(st.x_next for st in steps)])
+        if self.method == DIFFUSION[0]:
             sigmas = paths.karras_sigmas(s.n_steps)
             steps = list(edm.heun_steps(self.model, z * float(sigmas[0]), sigmas))
             states = torch.stack([steps[0].x, *(st.x_next for st in steps)])
@@ -169,7 +179,7 @@ class TrainedFlow:
         x = torch.as_tensor(x, dtype=torch.float32)
         if self.method == INTERPOLANT:
             return samplers.forward_drift(self.model, self.settings.eps)(x, torch.tensor(time))
-        if self.method == "diffusion (EDM)":
+        if self.method in DIFFUSION:
             sigma = max(float(time), 1e-3)
             return (x - self.model(x, sigma)) / (sigma if time > 0 else 1.0)
         return self.model(x, float(time))
@@ -218,7 +228,7 @@ def train(
     start, losses = time.perf_counter(), {}
     stage = fm.Stage(s.steps, s.batch, s.lr, seed=s.seed, init_seed=s.seed, desc="playground")
     sample = smoothed_sampler(x, s.jitter)
-    if method == "diffusion (EDM)":
+    if method in DIFFUSION:
         sigma_data = float(x.std())
         gen = torch.Generator().manual_seed(s.seed + 1)
 

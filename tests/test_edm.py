@@ -258,3 +258,26 @@ def test_empirical_denoiser_of_many_gaussian_samples_is_the_closed_form():
         err = (den(x, sigma) - g.ve_denoiser(x, sigma)).norm(dim=1)
         scale = g.eigenvalues.sum().sqrt()
         assert float(err.max() / scale) < 3e-2, (sigma, float(err.max()))
+
+
+def test_ancestral_sampler_converges_to_the_data_distribution_of_a_gaussian():
+    """Exact Gaussian denoiser: the spread of the samples approaches the data's as the grid
+    gets finer (the left-out posterior spread of x0 is a discretisation error); the
+    deterministic Euler jump to 0 in one step (a negative control) collapses to the mean."""
+    g = edm.GaussianFlow(
+        torch.tensor([1.0, -2.0], dtype=F64), torch.diag(torch.tensor([0.5, 2.0], dtype=F64))
+    )
+    x_T = 80.0 * torch.randn(40000, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    errors = []
+    for n in (16, 64, 256):
+        gen = torch.Generator().manual_seed(1)
+        steps = list(edm.ancestral_steps(g.ve_denoiser, x_T, edm.karras_sigmas(n), gen))
+        assert len(steps) == n and steps[-1].nfe == n
+        out = steps[-1].x_next
+        errors.append(float((out.var(0) / torch.tensor([0.5, 2.0], dtype=F64) - 1).abs().max()))
+        assert float((out.mean(0) - g.mean).abs().max()) < 0.05
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 0.06, errors  # measured ~1/n
+    one = list(edm.ancestral_steps(g.ve_denoiser, x_T, torch.tensor([80.0, 0.0], dtype=F64)))
+    assert float(one[-1].x_next.var(0).max()) < 0.01  # one step: every sample at D(x_T) ~ mu
+    with pytest.raises(ValueError, match="end with 0"):
+        next(edm.ancestral_steps(g.ve_denoiser, x_T, torch.tensor([80.0, 1.0])))

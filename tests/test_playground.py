@@ -28,7 +28,8 @@ def blobs():
 def test_each_method_learns_the_points(method, blobs):
     trained = pg.train(blobs, method, SMALL)
     times, states = trained.trajectories()
-    assert states.shape == (SMALL.n_steps + 1, SMALL.n_samples, 2) and len(times) == len(states)
+    n_steps = SMALL.n_steps * (pg.SDE_STEPS_PER_ODE_STEP if method == pg.DIFFUSION[1] else 1)
+    assert states.shape == (n_steps + 1, SMALL.n_samples, 2) and len(times) == len(states)
     distance, floor = trained.quality()
     # negative control: the noise the sampler starts from, against the same points
     noise = pg.energy_distance(states[0] / states[0].std(), blobs)
@@ -200,3 +201,18 @@ def test_interpolant_ode_follows_its_velocity_and_the_sde_is_noisy(blobs):
     assert torch.equal(a, c) and not torch.allclose(a[-1], b[-1])
     with pytest.raises(ValueError, match="eps"):
         pg.PlaygroundSettings(eps=-1.0)
+
+
+def test_the_diffusion_sde_sampler_draws_noise_per_seed(blobs):
+    """One EDM model, two samplers: from the same start the reverse SDE (ancestral steps)
+    ends elsewhere than the PF-ODE (Heun), the same for the same seed."""
+    from dataclasses import replace
+
+    quick = replace(SMALL, steps=50)
+    ode, sde = (pg.train(blobs, method, quick) for method in pg.DIFFUSION)
+    weights = zip(ode.model.parameters(), sde.model.parameters(), strict=True)
+    assert all(torch.equal(p, q) for p, q in weights)  # the same training
+    a, c = (sde.trajectories(30, seed=1)[1] for _ in range(2))
+    o = ode.trajectories(30, seed=1)[1]
+    assert torch.equal(a, c) and a.shape[0] == SMALL.n_steps * pg.SDE_STEPS_PER_ODE_STEP + 1
+    assert torch.equal(a[0], o[0]) and not torch.allclose(a[-1], o[-1], atol=1e-3)

@@ -293,7 +293,7 @@ class Playground(widgets.VBox):
         floor: float,
     ) -> None:
         self.result, self.error = result, None
-        time_name = "sigma" if result.method == "diffusion (EDM)" else "t"
+        time_name = "sigma" if result.method in pg.DIFFUSION else "t"
         self.status.value = (
             f"{result.method}: trained in {result.seconds:.1f} s; energy distance of "
             f"{states.shape[1]} samples to your points {distance:.4f} (two-sample floor "
@@ -323,7 +323,7 @@ class Playground(widgets.VBox):
         xs, ys, grid = plane_grid((-EXTENT, EXTENT), (-EXTENT, EXTENT), 15)
         v = self.result.velocity(torch.as_tensor(grid), time_value).numpy()
         arrows = quiver_trace(grid, v, arrow_scale(v, xs[1] - xs[0]))
-        name = "sigma" if self.result.method == "diffusion (EDM)" else "t"
+        name = "sigma" if self.result.method in pg.DIFFUSION else "t"
         with self.field_figure.batch_update():
             self.field_figure.data[0].x, self.field_figure.data[0].y = samples.T.tolist()
             self.field_figure.data[1].x = plain_floats(arrows.x)
