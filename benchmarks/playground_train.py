@@ -82,7 +82,8 @@ def main() -> None:
         f"a small main-thread callback took {statistics.median(delays):.2f} ms at the median and "
         f"{max(delays):.2f} ms at worst over {len(delays)} samples (idle: "
         f"{statistics.median(idle):.2f} ms). The slider of the page's explorer is served by "
-        "that main thread; its browser-side latency during training is not measured here.",
+        "that main thread; its latency in the browser, idle and during training, is in "
+        "playground_browser.md (benchmarks/playground_browser.py).",
     ]
     (ROOT / "benchmarks" / "results" / "playground_train.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
