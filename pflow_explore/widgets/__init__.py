@@ -12,6 +12,7 @@ from pflow_explore.widgets.epr_sweep import EPRSweep, relative_error
 from pflow_explore.widgets.few_step_digits import FewStepDigits, sampled_states
 from pflow_explore.widgets.gaussian_playground import GaussianPlayground
 from pflow_explore.widgets.interpolant_explorer import InterpolantExplorer
+from pflow_explore.widgets.jump_explorer import JumpExplorer
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import (
     clear_message,
@@ -36,6 +37,7 @@ __all__ = [
     "FewStepDigits",
     "GaussianPlayground",
     "InterpolantExplorer",
+    "JumpExplorer",
     "LiveFigure",
     "ReflowExplorer",
     "ReflowState",
