@@ -104,6 +104,12 @@ def require_at_least(settings: object, names: str | Iterable[str], low: float = 
         )
 
 
+def require_choice(settings: object, name: str, choices: tuple[object, ...]) -> None:
+    """The field ``name`` of ``settings`` is one of ``choices``, else ``ValueError``."""
+    value = getattr(settings, name)
+    require(value in choices, f"{name} must be one of {choices}, got {value!r}")
+
+
 def choose(settings: Mapping[str, S], scale_name: str | None = None, **changes: object) -> S:
     """The preset of the resolved scale (argument > env ``PFLOW_SCALE`` > cpu) with
     ``changes`` applied through ``dataclasses.replace`` (so ``__post_init__`` validates them).

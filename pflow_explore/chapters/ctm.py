@@ -94,10 +94,8 @@ class Settings:
         experiment.require_at_least(self, counts)
         experiment.require_at_least(self, "n_eval_2d n_fd n_score", low=16)
         experiment.require_at_least(self, "n_boot n_grid", low=2)
-        need(
-            self.image_size in (8, 16, 32), f"image_size must be 8, 16 or 32, got {self.image_size}"
-        )
-        need(self.distance in ct.DISTANCES, f"distance must be one of {ct.DISTANCES}")
+        experiment.require_choice(self, "image_size", (8, 16, 32))
+        experiment.require_choice(self, "distance", ct.DISTANCES)
         need(0 < self.ema_decay < 1, f"ema_decay must lie in (0, 1), got {self.ema_decay}")
         need(min(self.lr, self.lr_2d, self.huber_c) > 0, "lr, lr_2d and huber_c must be > 0")
         need(self.dsm_weight >= 0, f"dsm_weight must be >= 0, got {self.dsm_weight}")

@@ -113,9 +113,9 @@ class Settings:
         experiment.require_at_least(self, "n_paths_2d", low=2)
         experiment.require_at_least(self, "guidance_reflow guidance_distill", low=0)
         need(all(map(math.isfinite, guidance)), f"guidance must be finite, got {guidance}")
-        require_choice(self, "image_size", (8, 16, 32))
-        require_choice(self, "net", NETS)
-        require_choice(self, "distill_loss", DISTILL_LOSSES)
+        choices = dict(image_size=(8, 16, 32), net=NETS, distill_loss=DISTILL_LOSSES)
+        for name, options in choices.items():
+            experiment.require_choice(self, name, options)
         names = f"datasets must be a non-empty tuple of names in {tuple(TOY_2D)}"
         need(bool(self.datasets) and set(self.datasets) <= set(TOY_2D), names)
         for name in ("p_uncond", "t_eps"):
@@ -127,12 +127,6 @@ class Settings:
         need(ok, f"nfe_steps must increase strictly from 1, got {self.nfe_steps!r}")
         need(min(self.huber_c, self.lr, self.lr_2d) > 0, "huber_c, lr and lr_2d must be > 0")
         need(0 < self.ema_decay < 1, f"ema_decay must lie in (0, 1), got {self.ema_decay}")
-
-
-def require_choice(settings: object, name: str, choices: tuple[object, ...]) -> None:
-    """The field ``name`` of ``settings`` is one of ``choices``, else ``ValueError``."""
-    value = getattr(settings, name)
-    experiment.require(value in choices, f"{name} must be one of {choices}, got {value!r}")
 
 
 SETTINGS = presets(
@@ -158,6 +152,7 @@ FIELDS_2D = (
     "hidden_2d depth_2d batch_2d lr_2d rf_steps_2d reflow_steps_2d distill_steps_2d "
     "n_pairs_2d pair_steps_2d t_eps seed"
 ).split()
+EVAL_2D = "n_eval_2d reference_steps_2d straightness_steps n_paths_2d".split()  # + evaluate_2d
 FIELDS_DIGITS = (
     "image_size augment aug_copies net hidden depth unet_base unet_mults batch lr "
     "ema_decay teacher_steps reflow_steps distill_steps p_uncond guidance_reflow "
@@ -248,13 +243,6 @@ class Chain2D:
         return {k: r.model for k, r in self.fits.items()}
 
 
-def sliced_w2_se(x: Tensor, target: Tensor, seed: int, n_boot: int = 30) -> float:
-    """Bootstrap SE of the sliced W2 of samples x (n, 2) to ``target`` (the same 256
-    directions, seeded ``seed``, as the value itself; the target held fixed: it is common to
-    every method ranked)."""
-    return metrics.sliced_w2_bootstrap_se(x, target, 256, seed, n_boot)
-
-
 @torch.no_grad()
 def evaluate_2d(s: Settings, name: str, fits: dict[str, FitResult]) -> Chain2D:
     """Straightness per round, one-step quality of every model, crossings before/after.
@@ -287,15 +275,23 @@ def evaluate_2d(s: Settings, name: str, fits: dict[str, FitResult]) -> Chain2D:
     # the sliced W2 barely sees the checkerboard's squares: count the samples on black ones
     pool = {"target": target, **samples} if name == "checkerboard" else {}
     on_support = {k: metrics.support_share(checkerboard_log_prob, x) for k, x in pool.items()}
-    se = {k: sliced_w2_se(samples[k], target, seeds["sw"]) for k in RANKED}
+    sw_se = lambda x: metrics.sliced_w2_bootstrap_se(
+        x, target, 256, seeds["sw"], 30
+    )  # fixed target
+    se = {k: sw_se(samples[k]) for k in RANKED}  # the value's 256 directions
     args = (straight, samples, target, *distances, start, paths, lines, crossings, on_support, se)
     return Chain2D(name, fits, *args, {k: v.cpu() for k, v in s_paths.items()})
 
 
 def experiment_2d(s: Settings, name: str) -> Chain2D:
-    """The 2D experiment on target ``name``: train (or load) the chain, then evaluate it."""
+    """The 2D experiment on target ``name``: train (or load) the chain, then evaluate it (the
+    measurements cached beside the weights, ``experiment.cached_result``)."""
     with one_thread_on_cpu(blas=True):
-        return evaluate_2d(s, name, train_chain_2d(s, name))
+        fits, key = train_chain_2d(s, name), cache_key(s, FIELDS_2D + EVAL_2D, dataset=name)
+        measure = lambda: evaluate_2d(s, name, fits)
+        return experiment.cached_result(
+            CHAPTER, VERSION, Chain2D, f"eval-{name}", key, measure, fits=fits
+        )
 
 
 # ---- digits experiment --------------------------------------------------------------------
@@ -429,9 +425,13 @@ def evaluate_digits(s: Settings, fits: dict[str, FitResult]) -> DigitsResult:
 
 
 def experiment_digits(s: Settings) -> DigitsResult:
-    """The digits experiment: train (or load) the four models, then evaluate them."""
+    """The digits experiment: train (or load) the four models, then evaluate them (cached)."""
     with one_thread_on_cpu(s.net == "mlp", blas=True):
-        return evaluate_digits(s, train_digits(s))
+        fits, key = train_digits(s), cache_key(s, FIELDS_DIGITS + ["n_fd", "nfe_steps"])
+        measure = lambda: evaluate_digits(s, fits)
+        return experiment.cached_result(
+            CHAPTER, VERSION, DigitsResult, "eval-digits", key, measure, fits=fits
+        )
 
 
 # ---- theory check and the chapter ---------------------------------------------------------
@@ -465,12 +465,10 @@ class Results:
 
 
 def prepare(s: Settings) -> None:
-    """Train (or find in the cache / shipped folder) every model of the chapter."""
-    with one_thread_on_cpu(blas=True):
-        for name in s.datasets:
-            train_chain_2d(s, name)
-    with one_thread_on_cpu(s.net == "mlp", blas=True):
-        train_digits(s)
+    """Train (or find in the cache / shipped folder) every model and measure it (cached)."""
+    for name in s.datasets:
+        experiment_2d(s, name)
+    experiment_digits(s)
 
 
 def run(s: Settings) -> Results:

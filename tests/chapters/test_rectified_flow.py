@@ -114,7 +114,8 @@ def test_training_is_seeded_whatever_ran_before(data_dir, monkeypatch):
 def test_tiny_run_end_to_end_and_from_the_cache(data_dir):
     s = R.settings("tiny")
     R.prepare(s)
-    assert len(list((data_dir / "cache" / "rectified_flow").glob("*.pt"))) == 5 + 4
+    # 5 models per 2D target and 4 digits models, and one measurement per experiment
+    assert len(list((data_dir / "cache" / "rectified_flow").glob("*.pt"))) == 5 + 4 + 2
     r = R.run(s)
     assert r.digits.from_cache
     ch = r.chains["eight_gaussians"]

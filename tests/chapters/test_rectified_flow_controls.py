@@ -59,7 +59,7 @@ def _chain(samples: dict[str, torch.Tensor], target: torch.Tensor, per_path=None
     per_path: k-RF -> (n,) straightness of each path (default: halved each round)."""
     others = [f"1-RF, {R.settings('tiny').reference_steps_2d} Euler steps", R.ONE_STEP.format(2)]
     sw, en = R.metrics.distances_to_target(samples | dict.fromkeys(others, target), target, 7)
-    se = {k: R.sliced_w2_se(samples[k], target, 7) for k in R.RANKED}
+    se = {k: R.metrics.sliced_w2_bootstrap_se(samples[k], target, 256, 7, 30) for k in R.RANKED}
     if per_path is None:
         base = torch.rand(200, generator=torch.Generator().manual_seed(0), dtype=F64) + 0.5
         per_path = {k: base / 2**i for i, k in enumerate(R.ROUNDS)}
