@@ -110,9 +110,9 @@ class Settings:
 SETTINGS = presets(
     Settings,
     tiny=dict(
-        hidden_2d=64, depth_2d=2, steps_2d=300, n_eval_2d=500, nfe_steps=(1, 4),
+        hidden_2d=64, depth_2d=2, steps_2d=200, n_eval_2d=500, nfe_steps=(1, 4),
         score_sigmas=(0.2, 5.0), n_score=256, n_boot=5, theory_gammas=(0.0, 1.0),
-        theory_steps=2, hidden=128, depth=2, teacher_steps=300, ctm_steps=100,
+        theory_steps=2, hidden=128, depth=2, teacher_steps=200, ctm_steps=100,
         digits_nfe=(1, 2), n_fd=256,
     ),
     cpu={},
