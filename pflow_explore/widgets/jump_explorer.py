@@ -76,7 +76,7 @@ class JumpExplorer(widgets.VBox):
             fig.update_xaxes(range=[-4, 4], row=1, col=col)
             fig.update_yaxes(range=[-4, 4], scaleanchor="x" if col == 1 else "x2", row=1, col=col)
         fig.update_layout(template=TEMPLATE, height=460, width=940, legend=dict(orientation="h"))
-        self.figure = LiveFigure(fig)
+        self.figure: go.Figure = fig  # a plain figure until the first picture is in it (below)
         self.t_slider = widgets.SelectionSlider(
             options=sorted(float(t) for t in times), value=self.t, description="t (from)"
         )
@@ -98,9 +98,12 @@ class JumpExplorer(widgets.VBox):
             widgets.HBox([self.t_slider, self.ratio_slider, self.t_box]),
             widgets.HBox([self.gamma_slider, self.nfe_slider]),
         ]
-        super().__init__([*rows, self.message, self.figure, self.readout])
+        # draw the first picture into the plain figure, then make it live: what a widget
+        # changes before it is displayed never reaches the browser's first render
         self.set_jump(self.t, self.ratio)
         self.set_sampling(self.nfe, self.gamma)
+        self.figure = LiveFigure(fig)
+        super().__init__([*rows, self.message, self.figure, self.readout])
 
     @staticmethod
     def _empty(name: str) -> go.Scatter:

@@ -27,6 +27,18 @@ def explorer():
     )
 
 
+def test_the_first_picture_is_in_the_state_the_browser_first_renders(explorer):
+    """Both panels are drawn before the figure goes live: its widget state (what the browser
+    renders first, before any slider moves) holds every trace and both titles."""
+    fresh = JumpExplorer(
+        explorer.learned, explorer.exact, explorer.cloud, explorer.x_T, explorer.target, max_nfe=4
+    )
+    state = fresh.figure._widget_data
+    assert [len(state[i]["x"]) for i in (0, 2, 3, 4, 6, 7)] == [60] * 6
+    titles = [a["text"] for a in fresh.figure._widget_layout["annotations"]]
+    assert titles == ["jump from t = 2 to s = 0.5", "gamma-sampling, 1 NFE, gamma = 0"]
+
+
 def test_jump_panel_follows_t_and_s(explorer):
     before = list(explorer.figure.data[3].x)
     assert explorer.set_jump(5.0, 0.5)
