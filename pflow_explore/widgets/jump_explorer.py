@@ -67,6 +67,7 @@ class JumpExplorer(widgets.VBox):
         self._jumps: dict[tuple[float, float], tuple[Tensor, Tensor, Tensor]] = {}
         self._samples: dict[tuple[int, float], tuple[Tensor, Tensor, Tensor]] = {}
         self._quiet = False
+        self._error, self._energy = float("nan"), None  # the readout's numbers, once computed
         self.t, self.ratio, self.gamma, self.nfe = 2.0 if 2.0 in times else times[0], 0.25, 0.0, 1
         fig = make_subplots(1, 2, subplot_titles=("jump", "sampling"), horizontal_spacing=0.06)
         for i, name in enumerate(TRACES):
@@ -199,8 +200,8 @@ class JumpExplorer(widgets.VBox):
         return True
 
     def _write_readout(self) -> None:
-        parts = [f"mean |learned G - exact G| = {getattr(self, '_error', float('nan')):.3f}"]
-        if hasattr(self, "_energy"):
+        parts = [f"mean |learned G - exact G| = {self._error:.3f}"]
+        if self._energy is not None:
             learned, exact = self._energy
             parts.append(f"energy distance to data: learned {learned:.4f}, exact {exact:.4f}")
         self.readout.value = " &nbsp;|&nbsp; ".join(parts)
