@@ -407,10 +407,10 @@ class EPRSweep(widgets.VBox):
     def set_index(self, i: int) -> None:
         """Pick sweep value i in [0, m-1]: ring it, show its numbers and its histogram."""
         self._index = checked_index(i, self.v0.shape[0] - 1, "index")
+        set_quietly(self, self.slider, self._index)  # the control first, then the picture
         with self.figure.batch_update():
             self._draw_current(self.figure)
         self._write_text()
-        set_quietly(self, self.slider, self._index)
 
     def set_v0(self, v0: float) -> None:
         """Pick the sweep value equal (to 1e-9 relative) to ``v0``; ValueError if none is."""
@@ -442,10 +442,10 @@ class EPRSweep(widgets.VBox):
                 outcome.error,
                 f"Keeping the previous tolerance ({self._tolerance:g} %)",
             )
+        set_quietly(self, self.tolerance_box, self._tolerance)  # the control first
         with self.figure.batch_update():
             self._draw_curves(self.figure)
         self._write_text()
-        set_quietly(self, self.tolerance_box, self._tolerance)
         return True
 
     def set_values(

@@ -159,6 +159,11 @@ class JumpExplorer(widgets.VBox):
             set_quietly(self, self.t_box, self.t)
             return show_rejected(self.message, outcome.error, "Showing the previous jump")
         self.t, self.ratio = t, ratio
+        # the controls first, then the picture: once the figure has changed in the browser,
+        # the boxes show their new values too (typing into t = before that got overwritten)
+        if t in self.t_slider.options:
+            set_quietly(self, self.t_slider, t)
+        set_quietly(self, self.t_box, t)
         a, b, c = x.numpy(), g.float().numpy(), g_star.float().numpy()
         data = self.figure.data
         with self.figure.batch_update():
@@ -167,9 +172,6 @@ class JumpExplorer(widgets.VBox):
             data[2].x, data[2].y = c[:, 0], c[:, 1]
             data[3].x, data[3].y = b[:, 0], b[:, 1]
             self.figure.layout.annotations[0].text = f"jump from t = {t:g} to s = {ratio * t:.3g}"
-        if t in self.t_slider.options:
-            set_quietly(self, self.t_slider, t)
-        set_quietly(self, self.t_box, t)
         self._error = float((g.double() - g_star.double()).norm(dim=1).mean())
         self._write_readout()
         return True
