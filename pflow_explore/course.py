@@ -55,7 +55,7 @@ OUTLINE: tuple[Chapter, ...] = (
         5,
         "mr_sampler",
         "MR sampler for mean-reverting diffusion",
-        "2025",
+        "Li et al., 2025",
         "Exponential integrators solve the mean-reverting PF-ODE in a few steps.",
     ),
     Chapter(

@@ -188,6 +188,27 @@ class MRSchedule:
         return -_col(self.sigmabar(t), score) * score
 
 
+def simulate_forward(
+    schedule: MRSchedule,
+    x0: Tensor,
+    mu: Tensor,
+    t: float,
+    n_steps: int,
+    generator: Generator = None,
+) -> Tensor:
+    """Euler-Maruyama on the forward SDE (1) from x0 (n, d) at time 0 to t, ``n_steps``
+    equal steps: x <- x + theta (mu - x) dt + sigma sqrt(dt) xi. An independent check of the
+    marginal (2) (its weak error is O(dt)). -> (n, d), x0's dtype."""
+    if n_steps < 1 or not 0 < t <= schedule.T:
+        raise ValueError(f"need n_steps >= 1 and t in (0, T], got {n_steps}, {t}")
+    x, times = x0.clone(), torch.linspace(0, t, n_steps + 1, dtype=F64)
+    for a, b in zip(times[:-1], times[1:], strict=True):
+        dt = float(b - a)
+        noise = float(schedule.sigma(a)) * math.sqrt(dt) * randn_like(x, generator)
+        x = x + float(schedule.theta(a)) * (mu - x) * dt + noise
+    return x
+
+
 def _col(c: Tensor, x: Tensor) -> Tensor:
     """A float64 coefficient of shape () or (n,) as x's dtype, broadcastable to x (n, d)."""
     c = c.to(dtype=x.dtype, device=x.device)
@@ -254,6 +275,25 @@ class MixtureMR:
     def eps(self, x: Tensor, t: float | Tensor) -> Tensor:
         """E[z | x_t = x, mu] = (x - mu - alpha (x0^ - mu)) / sigmabar, (n, d); t > 0."""
         return self.schedule.eps_from_x0(x, self.denoiser(x, t), t, self.mu.to(x))
+
+
+def gaussian_flow_map(
+    mean: Tensor, cov: Tensor, schedule: MRSchedule, mu: Tensor, x: Tensor, t: float, s: float
+) -> Tensor:
+    """The exact PF-ODE map from time t to s for x0 ~ N(mean (d,), cov (d, d)), x (n, d):
+    along each eigenvector u_k of cov (eigenvalue c_k) the coordinate of x - mu - alpha_t
+    (mean - mu) scales by the ratio of marginal standard deviations,
+
+        X_s = mu + alpha_s (mean - mu) + U diag(sqrt(v_k(s) / v_k(t))) U^T (x - mu - alpha_t
+        (mean - mu)),      v_k(t) = alpha_t^2 c_k + sigmabar_t^2,
+
+    (each coordinate's marginal stays Gaussian and the flow is linear). float64 (n, d)."""
+    mean, cov, mu = (torch.as_tensor(v, dtype=F64) for v in (mean, cov, mu))
+    c, u = torch.linalg.eigh(cov)
+    var = lambda r: schedule.alpha(r) ** 2 * c + schedule.sigmabar(r) ** 2
+    centre = lambda r: mu + schedule.alpha(r) * (mean - mu)
+    coords = (x.to(F64) - centre(t)) @ u * (var(s) / var(t)).sqrt()
+    return coords @ u.T + centre(s)
 
 
 # ---- time grids --------------------------------------------------------------------------------
@@ -352,6 +392,7 @@ def steps(
     order: int = 1,
     generator: Generator = None,
     error: PredictionError | None = None,
+    clip: tuple[float, float] | None = None,
 ) -> Iterator[MRStep]:
     """Yield one :class:`MRStep` per interval of ``times`` (descending, (N + 1,)), from x (n, d)
     at times[0]; one denoiser call per step. ``method`` (one of ``METHODS``):
@@ -361,7 +402,9 @@ def steps(
     - "mrs_ode_noise" / "mrs_ode_data": MRS-``order`` (1-3) ODE updates (3) / (4) in eps^ / d;
     - "mrs_sde_data": MRS-``order`` (1-2) SDE update (5).
 
-    ``generator``: the SDE noise xi (one draw per step); ``error``: a modelled network error."""
+    ``generator``: the SDE noise xi (one draw per step); ``error``: a modelled network error;
+    ``clip`` = (low, high): clamp x0^ to the data's range before it is used (only where the
+    update uses x0^: not "mrs_ode_noise", whose eps^ has no range; then eps^ follows)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if order not in range(1, MAX_ORDER[method] + 1):
@@ -371,6 +414,8 @@ def steps(
         raise ValueError("times must be a 1-D grid of >= 2 strictly decreasing times")
     if not (0 < float(times[-1]) and float(times[0]) <= schedule.T):
         raise ValueError("times must lie in (0, T]: end at a small t_end > 0 (as time_grid does)")
+    if clip is not None and (method == "mrs_ode_noise" or not clip[0] < clip[1]):
+        raise ValueError(f"clip needs low < high and an x0^-using method, got {clip} ({method})")
     err = error or PredictionError(0.0)
     on = err.on or ("eps" if method == "mrs_ode_noise" else "x0")
     sch, lam, a, sb = schedule, schedule.lam(times), schedule.alpha(times), schedule.sigmabar(times)
@@ -381,8 +426,12 @@ def steps(
         x0 = denoiser(x, t)
         if err.std > 0 and on == "eps":
             eps = sch.eps_from_x0(x, x0, t, mu) + err.std * randn_like(x, gen)
-            return sch.x0_from_eps(x, eps, t, mu), eps
-        x0 = x0 + err.std * randn_like(x, gen) if err.std > 0 else x0
+            x0 = sch.x0_from_eps(x, eps, t, mu)
+            if clip is None:
+                return x0, eps
+        elif err.std > 0:
+            x0 = x0 + err.std * randn_like(x, gen)
+        x0 = x0.clamp(*clip) if clip is not None else x0
         return x0, sch.eps_from_x0(x, x0, t, mu)
 
     def run(x: Tensor) -> Iterator[MRStep]:  # a generator apart, so steps() validates at once
@@ -437,11 +486,12 @@ def sample(
     error: PredictionError | None = None,
     trajectory: bool = False,
     denoise_end: bool = False,
+    clip: tuple[float, float] | None = None,
 ) -> Solution:
     """Run :func:`steps` to times[-1]: ``solvers.Solution`` (x (n, d), trajectory (N + 1, n, d)
     or None, times, nfe). ``denoise_end``: return x0^(x, t_end) instead (one more NFE)."""
     states, nfe = [x], 0
-    for one in steps(method, denoiser, schedule, x, mu, times, order, generator, error):
+    for one in steps(method, denoiser, schedule, x, mu, times, order, generator, error, clip):
         x, nfe = one.x_next, one.nfe
         if trajectory:
             states.append(x)

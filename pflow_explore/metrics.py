@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -326,6 +326,55 @@ def frechet_distance(feat_a: Tensor | np.ndarray, feat_b: Tensor | np.ndarray) -
     root = np.real(root)
     fd = np.sum((mu_a - mu_b) ** 2) + np.trace(ca) + np.trace(cb) - 2 * np.trace(root)
     return max(float(fd), 0.0)
+
+
+def loglog_slope(steps: Sequence[float], errors: Sequence[float]) -> float:
+    """-d log(error) / d log(steps) by least squares: a solver's measured order."""
+    if len(steps) != len(errors) or len(steps) < 2 or min(min(steps), min(errors)) <= 0:
+        raise ValueError("need >= 2 positive steps and errors of the same length")
+    return -float(np.polyfit(np.log(steps), np.log(errors), 1)[0])
+
+
+def steps_to_reach(steps: Sequence[float], values: Sequence[float], target: float) -> float:
+    """Where a quality curve (``values`` at increasing ``steps``) first reaches ``target``
+    (values <= target): log-log interpolation between the grid points around the crossing;
+    steps[0] if it starts there; nan if it never does."""
+    v = np.asarray(values, dtype=float)
+    hits = np.flatnonzero(v <= target)
+    if not len(hits):
+        return math.nan
+    j = int(hits[0])
+    if j == 0:
+        return float(steps[0])
+    x0, x1, y0, y1 = (math.log(a) for a in (steps[j - 1], steps[j], v[j - 1], v[j]))
+    return math.exp(x0 + (math.log(target) - y0) * (x1 - x0) / (y1 - y0))
+
+
+def _psd_sqrt(c: Tensor) -> Tensor:
+    """The symmetric square root of a symmetric PSD matrix (eigenvalues clipped at 0)."""
+    w, u = torch.linalg.eigh((c + c.T) / 2)
+    return (u * w.clamp_min(0).sqrt()) @ u.T
+
+
+def gaussian_w2(x: Tensor, mean: Tensor, cov: Tensor) -> float:
+    """W2 between the Gaussian fitted to samples x (n, d) (sample mean, unbiased covariance)
+    and N(mean (d,), cov (d, d)):
+
+        W2^2 = |m_x - mean|^2 + Tr(C_x + cov - 2 (cov^1/2 C_x cov^1/2)^1/2)
+
+    (the Bures formula; float64). Exact for Gaussian x up to the sampling error of its
+    moments, which sets a floor of order d / sqrt(n) in the square."""
+    x = torch.as_tensor(x).double()
+    mean, cov = torch.as_tensor(mean).double(), torch.as_tensor(cov).double()
+    if x.dim() != 2 or mean.shape != x.shape[1:] or cov.shape != (x.shape[1],) * 2 or len(x) < 2:
+        raise ValueError(
+            f"need x (n >= 2, d), mean (d,), cov (d, d); got {tuple(x.shape)}, "
+            f"{tuple(mean.shape)}, {tuple(cov.shape)}"
+        )
+    cx, root = torch.cov(x.T).reshape(cov.shape), _psd_sqrt(cov)
+    cross = _psd_sqrt(root @ cx @ root)
+    w2_sq = ((x.mean(0) - mean) ** 2).sum() + torch.trace(cx + cov - 2 * cross)
+    return float(w2_sq.clamp_min(0).sqrt())
 
 
 def digits_features(images: Tensor, batch: int = 512) -> Tensor:

@@ -176,7 +176,36 @@ PLANS: dict[int, Plan] = {
             ),
         ),
     ),
-    5: Plan(requires=(1, 2), background="Linear SDEs and exponential integrators.", hours=3.0),
+    5: Plan(
+        requires=(1, 2),
+        background="Linear SDEs and their Gaussian marginals (chapters 01-02); what an "
+        "order of convergence is (a log-log slope).",
+        outcomes=(
+            "derive the marginal and the log-SNR form of a mean-reverting SDE, and the "
+            "first-order MR Sampler update by variation of constants",
+            "measure a solver's order and the NFE it needs against Euler-Maruyama with an "
+            "exact denoiser",
+            "explain why a noise-prediction network fails near t = T and train a restoration "
+            "model that does not",
+        ),
+        hours=3.0,
+        references=(
+            Reference(
+                "A. Li, W. Fang, H. Zhao, L. Lu, G. Yang, M. Xu",
+                "MRS: a fast sampler for mean reverting diffusion based on ODE and SDE solvers",
+                2025,
+                ARXIV + "2502.07856",
+                "https://github.com/grrrute/mr-sampler",
+            ),
+            Reference(
+                "Z. Luo, F. K. Gustafsson, Z. Zhao, J. Sjolund, T. B. Schon",
+                "Image restoration with mean-reverting stochastic differential equations",
+                2023,
+                ARXIV + "2301.11699",
+                "https://github.com/Algolzw/image-restoration-sde",
+            ),
+        ),
+    ),
     6: Plan(requires=(4, 5), background="Image restoration basics.", hours=3.0),
     7: Plan(requires=(1, 3), background="Adjoint sensitivity for ODEs.", hours=3.0),
     8: Plan(requires=(1, 2), background="Langevin dynamics.", hours=3.0),

@@ -306,3 +306,38 @@ def test_bad_inputs_raise():
     for make in bad:
         with pytest.raises(ValueError):
             make()
+
+
+# ---- the library's Gaussian flow map, the forward simulation, clipping -------------------------
+def test_library_flow_map_matches_dopri5():
+    sch, mean, cov, mu, ex = gaussian_problem(3)
+    x = ex.sample(8, 80.0, torch.Generator().manual_seed(0))
+    field = lambda y, t: sch.theta(t) * (mu - y) - sch.lambda_**2 * sch.theta(t) * ex.score(y, t)
+    ode = solvers.odeint(field, x, [80.0, 0.5], "dopri5", rtol=1e-10, atol=1e-10).x
+    assert torch.allclose(ode, mr.gaussian_flow_map(mean, cov, sch, mu, x, 80.0, 0.5), atol=1e-7)
+
+
+def test_simulate_forward_reaches_the_marginal():
+    sch = random_schedule(5, "cosine")
+    x0, mu = torch.tensor([1.0, -0.5], dtype=F64), torch.tensor([0.2, 0.3], dtype=F64)
+    n, t = 20000, 0.6 * sch.T
+    x = mr.simulate_forward(sch, x0.expand(n, 2), mu, t, 500, torch.Generator().manual_seed(0))
+    mean, var = mu + sch.alpha(t) * (x0 - mu), float(sch.sigmabar(t)) ** 2
+    assert ((x.mean(0) - mean).abs() < 4 * (var / n) ** 0.5).all()
+    assert ((x.var(0) - var).abs() < 4 * var * (2 / n) ** 0.5).all()
+    with pytest.raises(ValueError):
+        mr.simulate_forward(sch, x0[None], mu, 2 * sch.T, 10)
+
+
+def test_clip_bounds_x0_hat_and_is_refused_for_noise_prediction():
+    sch, mean, cov, mu, ex = gaussian_problem(0)
+    x = ex.sample(64, sch.T, torch.Generator().manual_seed(0))
+    times = mr.time_grid(sch, 5, t_end=0.1)
+    err = mr.PredictionError(1.0, "eps")
+    clipped = list(mr.steps("mrs_ode_data", ex.denoiser, sch, x, mu, times, 2, error=err,
+                            clip=(-0.2, 0.2)))  # fmt: skip
+    assert all(float(s.x0_hat.abs().max()) <= 0.2 + 1e-12 for s in clipped)
+    free = list(mr.steps("mrs_ode_data", ex.denoiser, sch, x, mu, times, 2, error=err))
+    assert float(free[0].x0_hat.abs().max()) > 1.0  # the error divided by alpha_T, unclipped
+    with pytest.raises(ValueError, match="clip"):
+        mr.steps("mrs_ode_noise", ex.denoiser, sch, x, mu, times, 2, clip=(-1, 1))

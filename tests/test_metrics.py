@@ -301,3 +301,41 @@ def test_sliced_w2_bootstrap_se_equals_the_generic_bootstrap_of_sliced_w2():
     assert sliced_w2_bootstrap_se(x, y, 64, 5, 20) == pytest.approx(generic, rel=1e-9)
     with pytest.raises(ValueError, match="same size"):
         sliced_w2_bootstrap_se(x, y[:400])
+
+
+def test_gaussian_w2_matches_the_bures_formula_and_sees_a_shift():
+    from scipy import linalg
+
+    g = torch.Generator().manual_seed(0)
+    a, b = (
+        torch.randn(3, 3, generator=g, dtype=torch.float64),
+        torch.randn(3, 3, generator=g, dtype=torch.float64),
+    )
+    c1, c2 = a @ a.T + 0.1 * torch.eye(3), b @ b.T + 0.1 * torch.eye(3)
+    m1, m2 = (
+        torch.randn(3, generator=g, dtype=torch.float64),
+        torch.randn(3, generator=g, dtype=torch.float64),
+    )
+    x = m1 + torch.randn(200000, 3, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(c1).T
+    root = linalg.sqrtm(c2.numpy())
+    exact = (
+        ((m1 - m2) ** 2).sum()
+        + torch.trace(c1 + c2)
+        - 2 * float(np.trace(linalg.sqrtm(root @ c1.numpy() @ root).real))
+    )
+    assert M.gaussian_w2(x, m2, c2) == pytest.approx(float(exact) ** 0.5, rel=0.02)
+    assert M.gaussian_w2(x, m1, c1) < 0.02  # its own law: only the sampling error
+    with pytest.raises(ValueError, match="need x"):
+        M.gaussian_w2(x, m1[:2], c1)
+
+
+def test_slope_and_crossing_of_a_power_law():
+    steps = [5, 10, 20, 50]
+    errors = [3.0 * n**-2.0 for n in steps]
+    assert M.loglog_slope(steps, errors) == pytest.approx(2.0)
+    target = 3.0 * 14.0**-2.0
+    assert M.steps_to_reach(steps, errors, target) == pytest.approx(14.0)
+    assert M.steps_to_reach(steps, errors, 10.0) == 5.0
+    assert np.isnan(M.steps_to_reach(steps, errors, 1e-9))
+    with pytest.raises(ValueError):
+        M.loglog_slope([1], [1.0])

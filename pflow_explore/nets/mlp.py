@@ -18,7 +18,7 @@ SHIPPED_TIME_SCALE = 1000.0  # the scale the shipped chapter weights were traine
 
 
 class MLP(nn.Module):
-    """f(x, t, y): (B, d) -> (B, d), with the conditioning fed to every layer.
+    """f(x, t, y): (B, d) -> (B, d) (or (B, out_dim)), with the conditioning fed to every layer.
 
     With c = TimeEmbedding(t) (+ ClassEmbedding(y) when ``n_classes`` is set), c in
     R^time_dim, the layers are
@@ -64,9 +64,17 @@ class MLP(nn.Module):
         log_scale: bool = False,
         time_scale: float | None = DEFAULT_TIME_SCALE,
         fast_condition: bool = True,
+        out_dim: int | None = None,
     ) -> None:
         super().__init__()
-        for name, value, low in (("dim", dim, 1), ("hidden", hidden, 1), ("depth", depth, 1)):
+        out_dim = dim if out_dim is None else out_dim
+        checks = (
+            ("dim", dim, 1),
+            ("hidden", hidden, 1),
+            ("depth", depth, 1),
+            ("out_dim", out_dim, 1),
+        )
+        for name, value, low in checks:
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         self.dim, self.n_classes, self.fast_condition = dim, n_classes, fast_condition
@@ -81,7 +89,7 @@ class MLP(nn.Module):
             nn.Linear(w_in + time_dim, w_out)
             for w_in, w_out in zip(widths[:-1], widths[1:], strict=True)
         )
-        self.out = nn.Linear(hidden, dim)
+        self.out = nn.Linear(hidden, out_dim)
         self.out.weight.data.mul_(0.1)
         self.out.bias.data.zero_()
         self.act = nn.SiLU()
@@ -91,7 +99,7 @@ class MLP(nn.Module):
         return conditioning(self.time_embedding, self.class_embedding, t, y, like, "MLP")
 
     def forward(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Tensor:
-        """x: (B, d), t: float, () or (B,), y: (B,) int64 or None -> (B, d)."""
+        """x: (B, d), t: float, () or (B,), y: (B,) int64 or None -> (B, out_dim)."""
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (B, {self.dim}), got {tuple(x.shape)}")
         shared = torch.as_tensor(t).numel() == 1 and (y is None or torch.as_tensor(y).numel() == 1)

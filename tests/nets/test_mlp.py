@@ -182,3 +182,13 @@ def test_fast_condition_trains_like_the_default_path():
     net(x, 0.5).pow(2).sum().backward()
     for a, p in zip(grads, [p for p in net.parameters() if p.grad is not None], strict=True):
         torch.testing.assert_close(a, p.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_out_dim_gives_a_narrower_head():
+    from pflow_explore.nets.mlp import MLP
+
+    net = MLP(6, hidden=8, depth=2, out_dim=2)
+    x = torch.randn(5, 6)
+    assert net(x, 0.3).shape == (5, 2)
+    assert net(x, torch.rand(5)).shape == (5, 2)  # the per-row path agrees in shape
+    assert torch.allclose(net(x, 0.3), net(x, torch.full((5,), 0.3)), atol=1e-6)

@@ -1,0 +1,86 @@
+"""widgets/mr_explorer.py: the solver explorer's first picture is in the state the browser
+renders first, its panels follow NFE and solver, bad input keeps the picture and says why;
+the restoration stepper steps, recomputes on a new setting and refuses bad ones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pflow_explore import mean_reverting as mr
+from pflow_explore.chapters import mr_sampler as C
+from pflow_explore.widgets.mr_explorer import RestorationStepper, SolverExplorer, method_of
+
+S = C.settings("tiny")
+
+
+@pytest.fixture(scope="module")
+def explorer():
+    mix, sch = C.mixture_problem(S), C.schedule(S)
+    start = float(mr.time_grid(sch, 2, t_end=S.t_end)[0])
+    return SolverExplorer(
+        mix,
+        mix.sample(120, start, torch.Generator().manual_seed(0)),
+        mix.mixture.sample(120, torch.Generator().manual_seed(1)).double(),
+        S.t_end,
+        nfe_grid=(3, 10, 30),
+        reference={"EM (chapter)": ([3, 30], [0.5, 0.2])},
+        floor=0.1,
+    )
+
+
+def test_the_first_picture_is_in_the_state_the_browser_first_renders(explorer):
+    state = explorer.figure._widget_data
+    assert [len(state[i]["x"]) for i in (0, 2)] == [120, 120]
+    assert len(state[-2]["x"]) == 3 and state[-1]["x"] == [10]  # live curve and the star
+    assert "10 NFE" in explorer.readout.value
+
+
+def test_panels_follow_nfe_and_solver(explorer):
+    assert explorer.set_solver("MRS ODE", "data", 2) and explorer.set_nfe(30)
+    fine = list(explorer.figure.data[2].x)
+    assert explorer.set_nfe(3)
+    assert list(explorer.figure.data[2].x) != fine
+    assert explorer.nfe_slider.value == 3 and explorer.nfe_box.value == 3
+    assert explorer.set_nfe(17)  # off the grid: the box holds it, the slider stays
+    assert explorer.nfe_box.value == 17 and explorer.figure.data[-1].x == (17,)
+    # the SDE family has no noise form and order 2 at most
+    assert explorer.set_solver("MRS SDE", "noise", 3)
+    assert (explorer.prediction, explorer.order) == ("data", 2)
+    assert explorer.prediction_buttons.disabled and explorer.order_slider.max == 2
+    assert explorer.set_solver("Euler-Maruyama", "data", 1)
+    assert "euler_maruyama" in explorer.readout.value
+
+
+@pytest.mark.parametrize("bad", [-1, 0, 2.5, "ten", True, 10_000])
+def test_bad_nfe_keeps_the_picture_and_says_why(explorer, bad):
+    explorer.set_nfe(10)
+    before = list(explorer.figure.data[2].x)
+    assert not explorer.set_nfe(bad)
+    assert "NFE must be" in explorer.message.value
+    assert list(explorer.figure.data[2].x) == before and explorer.nfe_box.value == 10
+
+
+def test_method_of_names_each_family():
+    assert method_of("MRS ODE", "noise", 3) == ("mrs_ode_noise", 3)
+    with pytest.raises(ValueError, match="orders 1 to 1"):
+        method_of("Euler (PF-ODE)", "data", 2)
+    with pytest.raises(ValueError, match="data prediction only"):
+        method_of("MRS SDE", "noise", 1)
+
+
+def test_stepper_steps_and_changes_setting():
+    sch, g = C.schedule(S), torch.Generator().manual_seed(0)
+    x0 = torch.rand(4, 64, generator=g) * 2 - 1
+    pairs = {"denoise": (x0, x0 + 0.2 * torch.randn(4, 64, generator=g)), "copy": (x0, x0)}
+    exact = lambda mu: lambda x, t: mu  # predicts the condition: a stand-in network
+    solvers = {k: C.SOLVERS[k] for k in ("MRS-2 ODE data", "Euler-Maruyama")}
+    st = RestorationStepper(pairs, {"stand-in": exact}, sch, solvers, (1, 8, 8), S.t_end, nfe=6)
+    assert st.n_steps == 6 and "step 0 of 6" in st.figure.layout.title.text
+    first = st.figure.data[0].z.copy()
+    st.step_to(6)
+    assert (st.figure.data[0].z != first).any() and st.slider.value == 6
+    assert st.set_setting(solver="Euler-Maruyama", nfe=12) and st.n_steps == 12
+    assert not st.set_setting(nfe=1) and "NFE" in st.message.value and st.n_steps == 12
+    assert not st.set_setting(task="deblur") and "task" in st.message.value
+    assert st.task == "denoise"
