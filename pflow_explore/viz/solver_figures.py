@@ -88,16 +88,16 @@ def error_gain_figure(
 
 
 def psnr_vs_nfe_figure(
-    nfe: Sequence[int],
-    values: Mapping[str, Sequence[float]],
+    values: Mapping[str, tuple[Sequence[int], Sequence[float]]],
     colors: Mapping[str, str],
     title: str,
     baseline: float = math.nan,
     baseline_text: str = "degraded input",
 ) -> go.Figure:
-    """PSNR (higher is better) against NFE (log x) per solver, and a baseline level."""
+    """PSNR (higher is better) against NFE (log x): values: solver -> (NFE list, PSNR list);
+    and a baseline level (dotted)."""
     traces = [
-        curve_trace(list(nfe), list(v), k, line=dict(color=colors[k])) for k, v in values.items()
+        curve_trace(list(n), list(v), k, line=dict(color=colors[k])) for k, (n, v) in values.items()
     ]
     fig = curves_figure(traces, title, x_title="NFE", y_title="PSNR (dB)", log_x=True, width=WIDE)
     if math.isfinite(baseline):

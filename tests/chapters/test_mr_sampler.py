@@ -86,7 +86,9 @@ def test_tiny_run_end_to_end(tiny_results):
     assert all(len(v) == len(s.nfe) for v in r.exact.w2.values())
     assert set(r.exact.orders) >= set(C.ODE_SOLVERS)
     assert r.digits.examples["truth"].shape == (8, 1, 8, 8)
-    assert len(r.digits.psnr) == 2 * 3 * len(C.DIGIT_SOLVERS) * len(s.digits_nfe)
+    per_net_task = sum(len(C.nfe_of(k, s)) for k in C.DIGIT_SOLVERS)
+    assert len(r.digits.psnr) == 2 * 3 * per_net_task and C.nfe_of(C.EM, s) == list(s.digits_nfe)
+    assert set(r.digits.ssim) == {k for k in r.digits.psnr if k.endswith(("|10", "|50"))}
     cs = C.claims(r)
     assert len(cs) == 12 and all(isinstance(c, Claim) and c.scale == "tiny" for c in cs)
     figs = C.figures(r)
