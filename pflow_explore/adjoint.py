@@ -479,7 +479,14 @@ def adjoint_gradients(
 ) -> Gradients:
     """The adjoint (2)-(3), by hand: solve (1) forward without a graph, then the augmented
     ODE from rho_e back up to rho_T (``method`` on the reversed grid, or an adaptive
-    torchdiffeq method between the ends with rtol, atol). Memory: one evaluation's graph."""
+    torchdiffeq method between the ends with rtol, atol). Memory: one evaluation's graph.
+
+    Measured (benchmarks/results/adjoint_memory_cpu.md): do not use "euler" here on a coarse
+    grid. Going up, its step evaluates d eps/dy ~ 1/rho at the small end of each interval;
+    EDM's grid has h ~ rho at the noisy end, where the step multiplies a by
+    1 - h/rho ~ 0 instead of ~ rho/(rho + h) (forward, the same Euler step is DDIM and
+    right), so dL/dx_T is lost (10 steps: ~100% error). "heun", "dpm2" and above all "rk4"
+    converge as their order says."""
     _check_method(method, adaptive=True)
     g, start = check_grid(grid), flow.nfe
     x0 = _check_x(x_T).detach()

@@ -53,7 +53,8 @@ MB = 2**20
 class PeakMemory:
     """peak_mb: peak memory of ``run`` above ``baseline_mb``, the memory held just before it
     (RSS on CPU, torch's allocated bytes on CUDA), in MiB; seconds: wall time of ``run``;
-    probe: which counter was read; result: what ``run`` returned."""
+    cpu_seconds: the child's CPU time during ``run`` (fairer than wall time on a shared
+    machine); probe: which counter was read; result: what ``run`` returned."""
 
     peak_mb: float
     baseline_mb: float
@@ -61,6 +62,7 @@ class PeakMemory:
     device: str
     probe: str
     result: Any = None
+    cpu_seconds: float = 0.0
 
 
 def _status_kb(field: str) -> float | None:
@@ -104,13 +106,14 @@ def _measure(
             probe, baseline = "cuda.max_memory_allocated", torch.cuda.memory_allocated() / MB
         else:
             probe, baseline = _reset_cpu_peak()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = run(state)
         if cuda:
             torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         peak = torch.cuda.max_memory_allocated() / MB if cuda else _cpu_peak(probe)
-        conn.send(dict(peak=peak, baseline=baseline, seconds=seconds, probe=probe, result=result))
+        out = dict(peak=peak, baseline=baseline, seconds=seconds, cpu=cpu, probe=probe)
+        conn.send(dict(out, result=result))
     except BaseException:  # the parent re-raises it with the child's traceback
         conn.send(dict(error=traceback.format_exc()))
     finally:
@@ -168,6 +171,7 @@ def peak_memory(
         device=device,
         probe=out["probe"],
         result=out["result"],
+        cpu_seconds=out["cpu"],
     )
 
 
