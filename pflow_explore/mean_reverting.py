@@ -242,6 +242,7 @@ class MixtureMR:
         self.mixture, self.schedule = mixture, schedule
         shifted = GaussianMixture(mixture.weights, mixture.means - self.mu, mixture.covs)
         self._flow = MixtureFlow(shifted, _SchedulePath(schedule))
+        self._gain: tuple[tuple[float, float], Tensor] | None = None  # the last t's gain
 
     @classmethod
     def gaussian(cls, mean: Tensor, cov: Tensor, schedule: MRSchedule, mu: Tensor) -> MixtureMR:
@@ -268,7 +269,23 @@ class MixtureMR:
         return self._flow.score(x - self.mu.to(x), t)
 
     def denoiser(self, x: Tensor, t: float | Tensor) -> Tensor:
-        """E[x0 | x_t = x, mu], (n, d)."""
+        """E[x0 | x_t = x, mu], (n, d). One Gaussian component and one t: the linear map
+        m + alpha C (alpha^2 C + sigmabar^2 I)^-1 (x - mu - alpha (m - mu)) (a matrix product
+        instead of the mixture's responsibilities; :meth:`mixture_denoiser` is the general
+        path, and a test keeps the two equal)."""
+        if len(self.mixture.weights) > 1 or torch.as_tensor(t).numel() > 1:
+            return self.mixture_denoiser(x, t)
+        a, sb = float(self.schedule.alpha(t)), float(self.schedule.sigmabar(t))
+        mean, cov = self.mixture.means[0].to(F64), self.mixture.covs[0].to(F64)
+        if self._gain is None or self._gain[0] != (a, sb):
+            eye = torch.eye(len(cov), dtype=F64)
+            self._gain = ((a, sb), a * torch.linalg.solve(a * a * cov + sb * sb * eye, cov).T)
+        gain, centre = self._gain[1], self.mu + a * (mean - self.mu)
+        out = mean + (x.to(F64) - centre) @ gain.T
+        return out.to(x.dtype)
+
+    def mixture_denoiser(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """E[x0 | x_t = x, mu] by the mixture's responsibilities (any number of components)."""
         mu = self.mu.to(x)
         return mu + self._flow.denoiser(x - mu, t)
 

@@ -25,8 +25,7 @@ from torch import Tensor, nn
 
 from pflow_explore.datasets import degradations as deg
 from pflow_explore.mean_reverting import MRSchedule
-from pflow_explore.nets.mlp import MLP
-from pflow_explore.nets.unet import UNet
+from pflow_explore.nets.conditional import ConditionalMLP, ConditionalUNet
 
 TASKS = ("denoise", "deblur", "inpaint")
 PREDICTIONS = ("eps", "x0")
@@ -92,9 +91,9 @@ def linear_gaussian_problem(
 
 class RestorationNet(nn.Module):
     """eps_theta(x_t, t, mu): x_t and mu flat images (B, d), d = C H W; t (diffusion time in
-    [0, T]: a float or (B,)) enters as t / T. ``kind`` "mlp": :class:`~pflow_explore.nets.mlp.
-    MLP` on the concatenation [x_t, mu] (2d -> d); "unet": :class:`~pflow_explore.nets.unet.
-    UNet` on the 2C-channel image [x_t, mu], its first C output channels. -> (B, d)."""
+    [0, T]: a float or (B,)) enters as t / T. ``kind`` "mlp": :class:`~pflow_explore.nets.
+    conditional.ConditionalMLP` (an MLP on [x_t, mu], 2d -> d); "unet": :class:`~pflow_explore.
+    nets.conditional.ConditionalUNet` (a UNet on the 2C-channel image [x_t, mu]). -> (B, d)."""
 
     def __init__(
         self,
@@ -115,21 +114,15 @@ class RestorationNet(nn.Module):
         c, h, w = self.image_shape
         self.dim = c * h * w
         if kind == "mlp":
-            self.net: nn.Module = MLP(2 * self.dim, hidden, depth, out_dim=self.dim)
+            self.net: nn.Module = ConditionalMLP(self.dim, hidden, depth)
         else:
-            self.net = UNet(2 * c, base=base, channel_mults=mults)
+            self.net = ConditionalUNet(self.image_shape, base, mults)
 
     def forward(self, x: Tensor, t: float | Tensor, mu: Tensor) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (B, {self.dim}), got {tuple(x.shape)}")
-        mu = mu.expand_as(x)
         tau = torch.as_tensor(t, dtype=x.dtype, device=x.device) / self.T
-        if self.kind == "mlp":
-            return self.net(torch.cat([x, mu], dim=1), tau)
-        c, h, w = self.image_shape
-        image = torch.cat([x.reshape(-1, c, h, w), mu.reshape(-1, c, h, w)], dim=1)
-        tau = tau.expand(len(x)) if tau.dim() == 0 else tau
-        return self.net(image, tau)[:, :c].reshape(len(x), self.dim)
+        return self.net(x, tau, mu.expand_as(x))
 
 
 def noise_matching_loss(

@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from pflow_explore.datasets import degradations as deg
 from pflow_explore.distillation import frozen_copy, pseudo_huber
 from pflow_explore.edm import EDMDenoiser, EDMLoss, Sample, ancestral_steps, edm_sampler
-from pflow_explore.nets.unet import UNet
+from pflow_explore.nets.conditional import ConditionalMLP, ConditionalUNet
 from pflow_explore.paths import karras_sigmas
 
 __all__ = [
@@ -269,63 +269,6 @@ class SRPath:
 
 
 # ---- networks ----------------------------------------------------------------------------
-class ConditionalMLP(nn.Module):
-    """F(x, tau, cond) for flat low-dimensional images: a SiLU MLP on [x, cond, tau],
-    x and cond (n, d), tau a float or (n,) (the time, or c_noise for the EDM baseline)
-    -> (n, d). ``depth`` hidden layers of width ``hidden``."""
-
-    def __init__(self, dim: int, hidden: int = 128, depth: int = 3) -> None:
-        super().__init__()
-        for name, value in (("dim", dim), ("hidden", hidden), ("depth", depth)):
-            _int_at_least(name, value, 1)
-        widths = [2 * dim + 1] + [hidden] * depth
-        layers: list[nn.Module] = []
-        for w_in, w_out in zip(widths[:-1], widths[1:], strict=True):
-            layers += [nn.Linear(w_in, w_out), nn.SiLU()]
-        self.dim, self.f = dim, nn.Sequential(*layers, nn.Linear(hidden, dim))
-
-    def forward(self, x: Tensor, tau: float | Tensor, cond: Tensor) -> Tensor:
-        if x.dim() != 2 or x.shape[1] != self.dim or cond.shape != x.shape:
-            raise ValueError(
-                f"x and cond must have shape (n, {self.dim}), got {tuple(x.shape)}, "
-                f"{tuple(cond.shape)}"
-            )
-        tau = _times(tau, x)
-        return self.f(torch.cat([x, cond, tau], dim=1))
-
-
-class ConditionalUNet(nn.Module):
-    """F(x, tau, cond) for flat images (n, C H W): :class:`~pflow_explore.nets.unet.UNet` on
-    the 2C-channel image [x, cond], its first C output channels, flattened. tau: float or
-    (n,) (the time embedding's input)."""
-
-    def __init__(
-        self,
-        image_shape: tuple[int, int, int],
-        base: int = 32,
-        channel_mults: tuple[int, ...] = (1, 2, 2),
-        attention: bool = True,
-    ) -> None:
-        super().__init__()
-        self.image_shape = tuple(int(s) for s in image_shape)
-        if len(self.image_shape) != 3 or min(self.image_shape) < 1:
-            raise ValueError(f"image_shape must be (C, H, W), got {image_shape!r}")
-        c, h, w = self.image_shape
-        self.dim = c * h * w
-        self.net = UNet(2 * c, base=base, channel_mults=channel_mults, attention=attention)
-
-    def forward(self, x: Tensor, tau: float | Tensor, cond: Tensor) -> Tensor:
-        if x.dim() != 2 or x.shape[1] != self.dim or cond.shape != x.shape:
-            raise ValueError(
-                f"x and cond must have shape (n, {self.dim}), got {tuple(x.shape)}, "
-                f"{tuple(cond.shape)}"
-            )
-        c, h, w = self.image_shape
-        image = torch.cat([x.reshape(-1, c, h, w), cond.reshape(-1, c, h, w)], dim=1)
-        tau = _times(tau, x).reshape(-1)
-        return self.net(image, tau)[:, :c].reshape(len(x), self.dim)
-
-
 def boundary_coefficients(
     t: Tensor, kind: str = "ctmsr", sigma_data: float = 0.5, scale: float = 0.1
 ) -> tuple[Tensor, Tensor]:

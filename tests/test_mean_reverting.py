@@ -341,3 +341,14 @@ def test_clip_bounds_x0_hat_and_is_refused_for_noise_prediction():
     assert float(free[0].x0_hat.abs().max()) > 1.0  # the error divided by alpha_T, unclipped
     with pytest.raises(ValueError, match="clip"):
         mr.steps("mrs_ode_noise", ex.denoiser, sch, x, mu, times, 2, clip=(-1, 1))
+
+
+def test_gaussian_denoiser_fast_path_equals_the_mixture_path():
+    sch, mean, cov, mu, ex = gaussian_problem(4)
+    g = torch.Generator().manual_seed(0)
+    for t in (0.05, 3.0, 60.0, sch.T):
+        x = ex.sample(64, t, g)
+        assert torch.allclose(ex.denoiser(x, t), ex.mixture_denoiser(x, t), atol=1e-12)
+    rows = torch.tensor([1.0, 50.0], dtype=F64)  # one t per row: the general path
+    x = ex.sample(2, 50.0, g)
+    assert torch.allclose(ex.denoiser(x, rows), ex.mixture_denoiser(x, rows), atol=1e-12)

@@ -21,8 +21,9 @@ WIDE = 720  # these charts carry up to nine legends: wider than the chapters' de
 
 
 def _curves(nfe: Sequence[int], values: Mapping[str, Sequence[float]]) -> dict:
+    """A curve shorter than ``nfe`` covers its first NFE."""
     return {
-        k: (torch.tensor(list(nfe)), torch.tensor(list(v)), [f"{x:.3g}" for x in v])
+        k: (torch.tensor(list(nfe)[: len(v)]), torch.tensor(list(v)), [f"{x:.3g}" for x in v])
         for k, v in values.items()
     }
 
@@ -39,9 +40,9 @@ def quality_vs_nfe_figure(
     target_text: str = "",
     dotted: Sequence[str] = (),
 ) -> go.Figure:
-    """values: solver -> quality (lower is better) at each of ``nfe``, log-log; ``floor``: a
-    dotted line (the measurement's own noise), ``target``: a dashed one (a level to reach);
-    curves named in ``dotted`` are drawn dotted."""
+    """values: solver -> quality (lower is better) at the first NFE of ``nfe``, log-log;
+    ``floor``: a dotted line (the measurement's own noise), ``target``: a dashed one (a level
+    to reach); curves named in ``dotted`` are drawn dotted."""
     fig = quality_vs_steps_figure(
         _curves(nfe, values), {}, colors, floor, floor_text, title,
         x_title="NFE", y_title=y_title, width=WIDE,
