@@ -268,7 +268,7 @@ class RestorationStepper(StepControls, widgets.VBox):
         fig.update_xaxes(visible=False)
         fig.update_yaxes(visible=False)
         h, w = fig.data[0].z.shape[:2]
-        size = dict(width=min(980, 4 * w + 80), height=4 * h + 60)
+        size = dict(width=min(980, max(520, 4 * w + 80)), height=4 * h + 60)
         fig.update_layout(template=TEMPLATE, margin=dict(l=10, r=10, t=40, b=10), **size)
         self.figure: go.Figure = fig  # plain until the first step is drawn in it (below)
         row = self.step_row(400, noun="step")
@@ -318,12 +318,14 @@ class RestorationStepper(StepControls, widgets.VBox):
         with self.figure.batch_update():
             self.figure.data[0].z = self._picture(i)
             self.figure.layout.title = (
-                f"{self.task}, {self.net} network, {self.solver}: step {i} of {self.n_steps} "
-                "(rows: degraded input, x_t, x0^, truth)"
+                f"{self.net} network, {self.solver}: step {i} / {self.n_steps}"
             )
         t = self._times[min(i, len(self._times) - 1)]
         self.time_label.value = f"t = {t:.3g}"
-        self.readout.value = f"x0^ after {min(i + 1, self.n_steps)} network evaluation(s)"
+        self.readout.value = (
+            f"{self.task}; rows: degraded input, x_t, x0^, truth; x0^ after "
+            f"{min(i + 1, self.n_steps)} network evaluation(s)"
+        )
 
     def set_setting(
         self, task: Any = None, net: Any = None, solver: Any = None, nfe: Any = None

@@ -76,7 +76,7 @@ def test_stepper_steps_and_changes_setting():
     exact = lambda mu: lambda x, t: mu  # predicts the condition: a stand-in network
     solvers = {k: C.SOLVERS[k] for k in ("MRS-2 ODE data", "Euler-Maruyama")}
     st = RestorationStepper(pairs, {"stand-in": exact}, sch, solvers, (1, 8, 8), S.t_end, nfe=6)
-    assert st.n_steps == 6 and "step 0 of 6" in st.figure.layout.title.text
+    assert st.n_steps == 6 and "step 0 / 6" in st.figure.layout.title.text
     first = st.figure.data[0].z.copy()
     st.step_to(6)
     assert (st.figure.data[0].z != first).any() and st.slider.value == 6
