@@ -112,7 +112,9 @@ class SolverExplorer(widgets.VBox):
         fig.update_yaxes(range=[-1.6, 1.6], scaleanchor="x", row=1, col=1)
         fig.update_xaxes(type="log", title_text="NFE", row=1, col=2)
         fig.update_yaxes(type="log", title_text="W2", row=1, col=2)
-        fig.update_layout(template=TEMPLATE, height=440, width=980, legend=dict(orientation="h"))
+        fig.update_layout(
+            template=TEMPLATE, height=480, width=980, legend=dict(orientation="h", y=-0.2)
+        )
         self.figure: go.Figure = fig  # plain until the first picture is in it (below)
         self.nfe_slider = widgets.SelectionSlider(
             options=self.nfe_grid, value=10, description="NFE"
