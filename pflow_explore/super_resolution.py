@@ -34,7 +34,9 @@ The pieces, each usable alone:
   :func:`diffusion_sr` with the number of network evaluations as its argument);
 - objectives for ``training.fit`` (:func:`consistency_objective`,
   :func:`regression_objective`, :func:`diffusion_objective`);
-- :func:`high_frequency_energy`, :func:`sharpness_ratio`: how much fine detail an output has.
+- :func:`high_frequency_energy`, :func:`sharpness_ratio`: how much fine detail an output has;
+- the exact linear-Gaussian test bed for training (:func:`linear_gaussian_pairs`,
+  :func:`exact_map_batch`) and :func:`latency_per_image` (wall time of a batched call).
 
 Shapes: models work on flat images, x and LRup (n, d) with d = C H W (``image_shape`` tells a
 convolutional backbone how to fold them); degradations act on image batches (N, C, H, W).
@@ -44,6 +46,7 @@ Exact linear-Gaussian counterparts: :mod:`pflow_explore.theory.super_resolution`
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,9 +58,11 @@ from pflow_explore.distillation import frozen_copy, pseudo_huber
 from pflow_explore.edm import EDMDenoiser, EDMLoss, Sample, ancestral_steps, edm_sampler
 from pflow_explore.nets.conditional import ConditionalMLP, ConditionalUNet
 from pflow_explore.paths import karras_sigmas
+from pflow_explore.theory.super_resolution import GaussianSR
 
 __all__ = [
     "DISTANCES",
+    "ExactBatch",
     "PARAMETERIZATIONS",
     "ConditionalDenoiser",
     "ConditionalMLP",
@@ -71,13 +76,18 @@ __all__ = [
     "consistency_loss",
     "consistency_objective",
     "consistency_pair",
+    "consistency_sides",
     "degraded_pairs",
     "diffusion_loss",
     "diffusion_objective",
     "diffusion_sr",
     "dtm_loss",
+    "exact_map_batch",
+    "frechet_distance",
     "heun_steps_for_nfe",
     "high_frequency_energy",
+    "latency_per_image",
+    "linear_gaussian_pairs",
     "n_steps_at",
     "regression_loss",
     "regression_objective",
@@ -377,10 +387,27 @@ def consistency_pair(
     n = torch.randint(n_steps, (len(hr),), generator=generator).to(hr.device)
     t_cur, t_next = n.to(hr.dtype) / n_steps, (n + 1).to(hr.dtype) / n_steps
     z = torch.randn(hr.shape, generator=generator, dtype=hr.dtype).to(hr.device)
+    prediction, target = consistency_sides(model, hr, lr_up, z, t_cur, t_next, path)
+    return prediction, target, t_next
+
+
+def consistency_sides(
+    model: nn.Module,
+    hr: Tensor,
+    lr_up: Tensor,
+    z: Tensor,
+    t_cur: float | Tensor,
+    t_next: float | Tensor,
+    path: SRPath,
+) -> tuple[Tensor, Tensor]:
+    """The two sides of (3) for given noise and times (the deterministic core of
+    :func:`consistency_pair`): both points on one trajectory, x_{t_next} and x_{t_cur} from
+    the same (HR, LRup, z) (eq. 1); returns (f_theta(x_{t_next}, t_next) with gradient,
+    f_theta(x_{t_cur}, t_cur) without). hr, lr_up, z (n, d); times floats or (n,)."""
     with torch.no_grad():
         target = model(path.point(hr, lr_up, z, t_cur), t_cur, lr_up)
     prediction = model(path.point(hr, lr_up, z, t_next), t_next, lr_up)
-    return prediction, target, t_next
+    return prediction, target
 
 
 def consistency_loss(
@@ -663,3 +690,104 @@ def sharpness_ratio(pred: Tensor, true: Tensor, cutoff: float = 0.5) -> Tensor:
     if denom <= 1e-12 * t.pow(2).sum():
         raise ValueError("the ground truth has no energy above the cutoff: the ratio is undefined")
     return high_frequency_energy(p, cutoff).sum() / denom
+
+
+# ---- the exact linear-Gaussian test bed --------------------------------------------------
+def linear_gaussian_pairs(
+    problem: GaussianSR, up: Tensor, shuffle: bool = False, dtype: torch.dtype = torch.float32
+) -> PairSampler:
+    """sample_pairs(batch, generator) -> (x, LRup = U y) in ``dtype`` for (x, y) drawn from
+    ``problem`` (:meth:`GaussianSR.sample`) and the upsampling matrix ``up`` (d, k)
+    (``SRDegradation.up_matrix``). ``shuffle``: LRup of another row of the batch (a
+    permutation drawn after the pairs): the negative control, whose LRup says nothing
+    about its x."""
+    up = torch.as_tensor(up, dtype=torch.float64)
+    if up.shape != (problem.dim, problem.obs_dim):
+        raise ValueError(f"up must be ({problem.dim}, {problem.obs_dim}), got {tuple(up.shape)}")
+
+    def sample_pairs(batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        x, y = problem.sample(batch, generator)
+        lr_up = y @ up.T
+        if shuffle:
+            lr_up = lr_up[torch.randperm(batch, generator=generator)]
+        return x.to(dtype), lr_up.to(dtype)
+
+    return sample_pairs
+
+
+@dataclass
+class ExactBatch:
+    """Fresh test inputs of a linear-Gaussian problem and their exact answers (float64):
+    y (n, k), LRup = U y (n, d), z (n, d), x_1 = LRup + s_max z (where one step starts),
+    exact = f*(y, z) = E[x | y] + P^{1/2} z (n, d), mean = E[x | y] (n, d)."""
+
+    y: Tensor
+    lr_up: Tensor
+    z: Tensor
+    x_1: Tensor
+    exact: Tensor
+    mean: Tensor
+
+    def squared_error(self, out: Tensor) -> Tensor:
+        """|out - f*(y, z)|^2 per row (n,) float64 (out (n, d), any float dtype)."""
+        return ((out.double() - self.exact) ** 2).sum(1)
+
+
+def exact_map_batch(
+    problem: GaussianSR, up: Tensor, path: SRPath, n: int, generator: torch.Generator
+) -> ExactBatch:
+    """n test cases (:class:`ExactBatch`): y from the problem (x dropped), then z; a model's
+    one-step error is ``batch.squared_error(model(batch.x_1, 1, batch.lr_up))``, and the
+    RMS error sqrt(mean) of it. The N-step Euler optimum of consistency training is
+    ``problem.euler_map(batch.x_1, batch.y, batch.lr_up, path.sigma_max, N)``."""
+    _int_at_least("n", n, 1)
+    _, y = problem.sample(n, generator)
+    lr_up = y @ torch.as_tensor(up, dtype=torch.float64).T
+    z = torch.randn(n, problem.dim, generator=generator, dtype=torch.float64)
+    return ExactBatch(
+        y, lr_up, z, path.start(lr_up, z), problem.exact_map(y, z), problem.posterior_mean(y)
+    )
+
+
+# ---- distribution match ------------------------------------------------------------------
+def frechet_distance(feat_a: Tensor, feat_b: Tensor) -> float:
+    """|mu_a - mu_b|^2 + Tr C_a + Tr C_b - 2 Tr (C_a^{1/2} C_b C_a^{1/2})^{1/2} for feature
+    sets (n, F) and (m, F), sample means and unbiased covariances: the same number as
+    ``metrics.frechet_distance`` (whose sqrtm of C_a C_b has the same trace), by two
+    symmetric eigendecompositions in float64, ~100x faster at F = 128, which is what makes
+    a bootstrap of it affordable. Negative eigenvalues from round-off are clipped to 0."""
+    a, b = (torch.as_tensor(f).detach().double().cpu().flatten(1) for f in (feat_a, feat_b))
+    if a.shape[1] != b.shape[1] or len(a) < 2 or len(b) < 2:
+        raise ValueError(f"need (n >= 2, F) and (m >= 2, F) features, got {a.shape}, {b.shape}")
+    ca, cb = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)
+    lam, vecs = torch.linalg.eigh(ca)
+    root_a = (vecs * lam.clamp_min(0).sqrt()) @ vecs.T
+    inner = torch.linalg.eigvalsh(root_a @ cb @ root_a).clamp_min(0).sqrt().sum()
+    fd = ((a.mean(0) - b.mean(0)) ** 2).sum() + ca.trace() + cb.trace() - 2 * inner
+    return max(float(fd), 0.0)
+
+
+# ---- latency -----------------------------------------------------------------------------
+def latency_per_image(
+    fn: Callable[[], object], n_images: int, repeats: int = 5, warmup: int = 1
+) -> tuple[float, float]:
+    """(median, standard error) of the wall seconds per image of ``fn()``, a call that
+    processes ``n_images`` images in one batch: ``warmup`` untimed calls, then ``repeats``
+    timed ones (``time.perf_counter``). Median and a robust SE, 1.2533 x 1.4826 MAD /
+    sqrt(repeats) (the median's SE for normal noise, with the SD estimated from the median
+    absolute deviation), because on a shared machine a few calls are slowed by others'
+    work. On a GPU, ``fn`` must synchronise (return a CPU value) for the times to mean
+    anything."""
+    _int_at_least("n_images", n_images, 1)
+    _int_at_least("repeats", repeats, 2)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) / n_images)
+    t = torch.tensor(times, dtype=torch.float64)
+    median = t.median()
+    mad = (t - median).abs().median()
+    return float(median), float(1.2533 * 1.4826 * mad / math.sqrt(repeats))

@@ -402,3 +402,75 @@ def test_high_frequency_energy_parseval_and_ratio():
         sr.sharpness_ratio(x[:1, :1], smooth)
     with pytest.raises(ValueError, match="one shape"):
         sr.sharpness_ratio(x, x[:3])
+
+
+# ---- the exact test bed and latency ------------------------------------------------------
+def test_linear_gaussian_pairs_and_the_shuffled_control():
+    prob, up = gaussian_problem()
+    x, lr_up = sr.linear_gaussian_pairs(prob, up)(4000, torch.Generator().manual_seed(0))
+    assert x.dtype == torch.float32 and x.shape == lr_up.shape == (4000, 4)
+    # LRup carries y: its correlation with the mean pixel of x is high; shuffled it is ~0
+    corr = lambda a, b: float(torch.corrcoef(torch.stack([a, b]))[0, 1])  # noqa: E731
+    assert corr(x.mean(1), lr_up[:, 0]) > 0.8
+    xs, ls = sr.linear_gaussian_pairs(prob, up, shuffle=True)(
+        4000, torch.Generator().manual_seed(0)
+    )
+    assert abs(corr(xs.mean(1), ls[:, 0])) < 0.1
+    with pytest.raises(ValueError, match="up must be"):
+        sr.linear_gaussian_pairs(prob, up.T)
+
+
+def test_exact_map_batch_errors_match_the_theory():
+    prob, up = gaussian_problem()
+    path = SRPath(SMAX)
+    b = sr.exact_map_batch(prob, up, path, 3000, torch.Generator().manual_seed(1))
+    assert torch.allclose(b.x_1, b.lr_up + SMAX * b.z)
+    assert b.squared_error(b.exact).max() == 0
+    # E|f* - E[x|y]|^2 = tr P; the one-step consistency map at t = 1 is f*
+    mean_err = float(b.squared_error(b.mean).mean())
+    assert mean_err == pytest.approx(float(torch.trace(prob.posterior_cov())), rel=0.08)
+    f1 = prob.consistency_map(b.x_1, 1.0, b.y, b.lr_up, SMAX)
+    assert float(b.squared_error(f1).max()) < 1e-20
+    # Euler optima: more steps, closer
+    e3, e16 = (
+        b.squared_error(prob.euler_map(b.x_1, b.y, b.lr_up, SMAX, n)).mean() for n in (3, 16)
+    )
+    assert e16 < e3 < mean_err
+
+
+def test_latency_per_image_measures_wall_time():
+    import time
+
+    mean, se = sr.latency_per_image(lambda: time.sleep(0.02), 10, repeats=3)
+    assert 0.0018 < mean < 0.01 and se >= 0
+    with pytest.raises(ValueError, match="repeats"):
+        sr.latency_per_image(lambda: None, 1, repeats=1)
+
+
+def test_consistency_sides_is_the_core_of_consistency_pair():
+    torch.manual_seed(0)
+    model = ConsistencySR(ConditionalMLP(4, 16, 1))
+    g = torch.Generator().manual_seed(3)
+    hr, lr_up = torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g)
+    pred, target, t_next = sr.consistency_pair(model, hr, lr_up, SRPath(0.7), 4, g.manual_seed(5))
+    g.manual_seed(5)
+    n = torch.randint(4, (8,), generator=g)
+    z = torch.randn(8, 4, generator=g)
+    p2, t2 = sr.consistency_sides(model, hr, lr_up, z, n / 4, (n + 1) / 4, SRPath(0.7))
+    assert torch.equal(pred, p2) and torch.equal(target, t2) and torch.equal(t_next, (n + 1) / 4)
+    assert pred.requires_grad and not t2.requires_grad
+    # at t_cur = 0 the target is HR itself (the boundary condition)
+    _, at_zero = sr.consistency_sides(model, hr, lr_up, z, 0.0, 0.25, SRPath(0.7))
+    assert torch.allclose(at_zero, hr)
+
+
+def test_frechet_distance_equals_the_metrics_one():
+    from pflow_explore import metrics
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(300, 12, generator=g) @ torch.randn(12, 12, generator=g)
+    b = 0.5 + torch.randn(250, 12, generator=g)
+    assert sr.frechet_distance(a, b) == pytest.approx(metrics.frechet_distance(a, b), rel=1e-6)
+    assert sr.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+    with pytest.raises(ValueError, match="features"):
+        sr.frechet_distance(a, b[:, :3])
