@@ -62,7 +62,7 @@ OUTLINE: tuple[Chapter, ...] = (
         6,
         "ctmsr",
         "Consistency trajectory matching for super-resolution",
-        "2025",
+        "You et al., 2025",
         "A PF-ODE from the noisy upsampled image to the sharp one, learned in one step.",
     ),
     Chapter(

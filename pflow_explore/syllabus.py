@@ -206,7 +206,29 @@ PLANS: dict[int, Plan] = {
             ),
         ),
     ),
-    6: Plan(requires=(4, 5), background="Image restoration basics.", hours=3.0),
+    6: Plan(
+        requires=(4, 5),
+        background="Consistency models (chapter 04); conditional restoration and PSNR/SSIM "
+        "(chapter 05); conditioning a Gaussian on a linear observation.",
+        outcomes=(
+            "derive the exact one-step super-resolution map of a linear-Gaussian problem "
+            "(posterior mean plus posterior-covariance-shaped noise)",
+            "write consistency training along the HR <-> noisy-LRup trajectory and explain "
+            "why a coarse grid (N = 3) converges to N Euler steps, not to the exact map",
+            "compare one-step CT, CT + DTM, L1 regression and multi-step diffusion by PSNR, "
+            "sharpness, Frechet distance and latency, with standard errors",
+        ),
+        hours=3.0,
+        references=(
+            Reference(
+                "W. You, M. Zhang, L. Zhang, X. Zhou, K. Shi, S. Gu",
+                "Consistency trajectory matching for one-step generative super-resolution",
+                2025,
+                ARXIV + "2503.20349",
+                "https://github.com/LabShuHangGU/CTMSR",
+            ),
+        ),
+    ),
     7: Plan(requires=(1, 3), background="Adjoint sensitivity for ODEs.", hours=3.0),
     8: Plan(requires=(1, 2), background="Langevin dynamics.", hours=3.0),
     9: Plan(requires=(3,), background="Causal attention in sequence models.", hours=3.0),
