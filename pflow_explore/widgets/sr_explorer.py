@@ -49,7 +49,8 @@ class SRExplorer(widgets.VBox):
     """hr: held-out HR images (N, C, H, W) in [-1, 1]; degradation: how each is degraded
     (fresh noise per seed); one_step: label -> model call (:data:`OneStep`); multi_step: the
     diffusion baseline (:data:`MultiStep`) with its NFE choices ``nfe_options`` (odd, for
-    Heun). Controls, in page order: the NFE slider (it changes the diffusion panel), the
+    Heun; the second largest is shown first). Controls, in page order: the NFE slider (it
+    changes the diffusion panel), the
     noise-seed slider, the image-index box (CSS class ``pflow-input``, an integer in
     [0, N - 1]); bad input leaves the picture and says why."""
 
@@ -69,7 +70,9 @@ class SRExplorer(widgets.VBox):
         self.one_step, self.multi_step = dict(one_step), multi_step
         self.nfe_options = sorted(int(n) for n in nfe_options)
         self.index, self.seed = checked_index(index, len(hr) - 1, "image index"), 0
-        self.nfe = self.nfe_options[-1] if nfe is None else int(nfe)
+        # not the last option: the slider must be able to move right (a reader, the browser test)
+        default = self.nfe_options[-2] if len(self.nfe_options) > 1 else self.nfe_options[0]
+        self.nfe = default if nfe is None else int(nfe)
         self._quiet, self._cache = False, {}  # (panel, index, seed[, nfe]) -> output
         self.labels = ["truth", "low-res y", "LRup", *self.one_step, "diffusion"]
         fig = go.Figure(go.Image(z=self._picture(), hoverinfo="skip"))

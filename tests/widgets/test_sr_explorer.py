@@ -36,7 +36,9 @@ def test_the_first_picture_is_in_the_state_the_browser_first_renders(explorer):
     state = explorer.figure._widget_data
     assert len(state) == 1 and state[0]["type"] == "image"
     assert explorer.figure.data[0].z.shape[1] > 5 * 8  # truth, y, LRup, model, diffusion
-    assert "diffusion, 9 NFE" in explorer.figure.layout.title.text
+    # the second largest NFE first, so the first slider can move right in the browser
+    assert "diffusion, 3 NFE" in explorer.figure.layout.title.text
+    assert explorer.nfe_slider.value == 3 and explorer.nfe_slider.options[-1] == 9
     assert "dB" in explorer.readout.value
 
 
