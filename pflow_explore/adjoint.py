@@ -61,6 +61,7 @@ __all__ = [
     "ADAPTIVE",
     "ROUTES",
     "TORCHDIFFEQ_FIXED",
+    "GaussianProblem",
     "Gradients",
     "GradientJob",
     "RhoFlow",
@@ -70,8 +71,12 @@ __all__ = [
     "augmented_dynamics",
     "check_grid",
     "distance_to_box",
+    "eps_matching_loss",
     "finetune_step",
+    "finite_difference_check",
+    "fit_line",
     "gradient_memory",
+    "gaussian_problem",
     "gradients",
     "margin_loss",
     "mean_square",
@@ -761,3 +766,102 @@ def noise_attack_step(
         condition.grad = out.condition.detach().clone()
     optimizer.step()
     return StepResult(out.loss + float(near.detach()), out.x_e, _norm([x_T.grad, out.condition]))
+
+
+# ---- training the eps-model -----------------------------------------------------------------
+def eps_matching_loss(
+    model: EpsModel,
+    path: paths.Path,
+    x0: Tensor,
+    generator: torch.Generator | None = None,
+    t_min: float = 1e-3,
+) -> Tensor:
+    """mean ||eps_theta(alpha_t x0 + sigma_t z, t) - z||^2 over the rows (and coordinates) of
+    x0 (n, d), t ~ U(t_min, 1) per row, z ~ N(0, I): the noise-matching objective whose
+    minimiser is E[z | x_t] (the eps of (1)). model(x (n, d), t (n,)) -> (n, d)."""
+    if not 0 <= t_min < 1:
+        raise ValueError(f"t_min must lie in [0, 1), got {t_min}")
+    n = x0.shape[0]
+    t = t_min + (1 - t_min) * torch.rand(n, generator=generator, dtype=x0.dtype)
+    z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+    t, z = t.to(x0.device), z.to(x0.device)
+    return (model(path.sample(x0, t, z), t) - z).pow(2).mean()
+
+
+# ---- a problem with a closed form ------------------------------------------------------------
+@dataclass
+class GaussianProblem:
+    """Gaussian data N(mu, Sigma) with its exact eps (``theory.adjoint.GaussianEps``) as a
+    RhoFlow, n points x_T (n, d) at rho_T, L = |x_e - target|^2 / 2 summed, and the exact
+    gradients dL/dx_T (n, d) and dL/dmu (d,) of the flow from rho_T to 0 (detached)."""
+
+    flow: RhoFlow
+    x_T: Tensor
+    rho_T: float
+    loss: LossFn
+    exact_x_T: Tensor
+    exact_mean: Tensor
+
+
+def gaussian_problem(
+    seed: int, d: int = 3, n: int = 32, rho_T: float = 40.0, path: paths.Path | None = None
+) -> GaussianProblem:
+    """A random N(mu, Sigma) in d dims (``GaussianFlow.random(d, 100 + seed)``) on ``path``
+    (VP linear by default), x_T ~ alpha_T rho_T N(0, I) and a random target, float64: the
+    test case of every gradient route (the chapter's and the explorer's)."""
+    from pflow_explore.theory.adjoint import GaussianEps, exact_flow_map, exact_gradients
+    from pflow_explore.theory.gaussian_flow import GaussianFlow
+
+    path = paths.VPLinear() if path is None else path
+    gen = torch.Generator().manual_seed(seed)
+    eps = GaussianEps.from_flow(GaussianFlow.random(d, 100 + seed), path)
+    flow = RhoFlow(eps, path)
+    alpha_T = float(flow.alpha(rho_T))
+    x_T = alpha_T * rho_T * torch.randn(n, d, generator=gen, dtype=F64)
+    target = torch.randn(n, d, generator=gen, dtype=F64)
+
+    def loss(x: Tensor) -> Tensor:
+        return 0.5 * ((x - target) ** 2).sum()
+
+    x_e = exact_flow_map(eps, x_T, rho_T, alpha_T)
+    exact = exact_gradients(eps, x_T, (x_e - target).detach(), rho_T, alpha_T)
+    return GaussianProblem(flow, x_T, rho_T, loss, exact.x_T.detach(), exact.mean.detach())
+
+
+def finite_difference_check(
+    flow: RhoFlow,
+    x_T: Tensor,
+    grid: Tensor | Sequence[float],
+    loss_fn: LossFn,
+    method: str = "heun",
+    per_tensor: int = 2,
+    h: float = 1e-6,
+    generator: torch.Generator | None = None,
+) -> tuple[float, int, int]:
+    """Weight gradients of the naive route against central finite differences of
+    L(sample(...)), ``per_tensor`` random entries of every trainable tensor (float64 models):
+    (max relative error, entries checked, weight tensors with a non-zero gradient)."""
+    params = flow.trainable()
+    naive = naive_gradients(flow, x_T, grid, loss_fn, method)
+    worst, checked = 0.0, 0
+    for p, gp in zip(params, naive.params, strict=True):
+        for _ in range(per_tensor):
+            k = int(torch.randint(p.numel(), (), generator=generator))
+            with torch.no_grad():
+                flat = p.view(-1)
+                flat[k] += h
+                up = float(loss_fn(sample(flow, x_T, grid, method)))
+                flat[k] -= 2 * h
+                down = float(loss_fn(sample(flow, x_T, grid, method)))
+                flat[k] += h
+            fd, auto = (up - down) / (2 * h), float(gp.reshape(-1)[k])
+            worst, checked = max(worst, abs(fd - auto) / max(abs(auto), 1e-6)), checked + 1
+    return worst, checked, sum(float(gp.norm()) > 0 for gp in naive.params)
+
+
+def fit_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """Least-squares y = a + b x: (slope b, intercept a), e.g. MiB per step of a memory sweep."""
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    b /= sum((x - mx) ** 2 for x in xs)
+    return b, my - b * mx

@@ -229,7 +229,31 @@ PLANS: dict[int, Plan] = {
             ),
         ),
     ),
-    7: Plan(requires=(1, 3), background="Adjoint sensitivity for ODEs.", hours=3.0),
+    7: Plan(
+        requires=(1, 3),
+        background="The probability-flow ODE of a diffusion and its noise predictor (chapters "
+        "01, 03); reverse-mode automatic differentiation (a vector-Jacobian product).",
+        outcomes=(
+            "derive the gradient of a loss on a generated sample with respect to the initial "
+            "noise, the conditioning and the weights by the adjoint ODE, and check it against "
+            "the closed form on Gaussian data",
+            "measure peak memory and time of naive backpropagation and the adjoint against "
+            "the number of steps, and say why the measurement can be trusted",
+            "fine-tune a model through its sampler for a differentiable goal, and optimise the "
+            "noise to change a classifier's decision (a security audit)",
+        ),
+        hours=3.0,
+        references=(
+            Reference(
+                "J. Pan, J. H. Liew, V. Y. F. Tan, J. Feng, H. Yan",
+                "AdjointDPM: adjoint sensitivity method for gradient backpropagation of "
+                "diffusion probabilistic models",
+                2023,
+                ARXIV + "2307.10711",
+                "https://github.com/HanshuYAN/AdjointDPM",
+            ),
+        ),
+    ),
     8: Plan(requires=(1, 2), background="Langevin dynamics.", hours=3.0),
     9: Plan(requires=(3,), background="Causal attention in sequence models.", hours=3.0),
     10: Plan(requires=(3,), background="Neural ODEs; Bezier curves.", hours=3.0),
