@@ -283,19 +283,9 @@ def memory_check(s: Settings) -> MemoryResult:
     for route in MEMORY_ROUTES:
         peak[route], cpu[route], nfe[route] = [], [], []
         for n in s.mem_steps:
-            job = ad.GradientJob(
-                route,
-                n,
-                "euler",
-                s.mem_batch,
-                2,
-                s.mem_hidden,
-                s.mem_depth,
-                s.path,
-                s.rho_max,
-                seed=s.seed,
-                device=dev,
-            )
+            sizes = dict(batch=s.mem_batch, hidden=s.mem_hidden, depth=s.mem_depth)
+            job = ad.GradientJob(route, n, "euler", path=s.path, rho_max=s.rho_max,
+                                 seed=s.seed, device=dev, **sizes)  # fmt: skip
             m = ad.gradient_memory(job)
             peak[route].append(m.peak_mb)
             cpu[route].append(m.cpu_seconds if dev == "cpu" else m.seconds)
@@ -620,11 +610,24 @@ def claim_attack(a: AttackResult, s: Settings) -> Claim:
     return claim_above(name, paper, a.success, 0.5, s.scale, note, se=a.success_se)
 
 
+def claim_attack_close(a: AttackResult, s: Settings) -> Claim:
+    """The attacked images stay near their originals: RMS pixel change below 0.25 (pixels in
+    [-1, 1]; an eighth of the range), i.e. the decision changes, not the digit."""
+    note = (
+        f"x_T moved {a.noise_moved:.3f} of its RMS (proximity {s.proximity:g}); nearest "
+        f"training digit {a.nearest_before:.3f} -> {a.nearest_after:.3f} (RMS per pixel)"
+    )
+    name = "security audit: RMS pixel change of the attacked images"
+    paper = "adversarial samples stay close to the originals"
+    return claim_below(name, paper, a.image_moved, 0.25, s.scale, note)
+
+
 def claims(r: Results) -> list[Claim]:
     """The paper's claims at this scale; criteria fixed before measuring."""
     s = replace(r.settings, scale=r.scale)
     out = claims_theory(r.theory, r.scale) + claims_memory(r.memory, r.scale)
-    return out + [claim_finetune(r.finetune, s), claim_attack(r.attack, s)]
+    return out + [claim_finetune(r.finetune, s), claim_attack(r.attack, s),
+                  claim_attack_close(r.attack, s)]  # fmt: skip
 
 
 # ---- figures ------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ def test_tiny_run_end_to_end(tiny_results):
     assert r.finetune.before.shape == (s.n_eval, 2) and len(r.finetune.losses) == s.ft_iters
     assert r.attack.images_before.shape[1:] == (1, 8, 8) and len(r.attack.margins) == s.attack_iters
     cs = C.claims(r)
-    assert len(cs) == 7 and all(isinstance(c, Claim) and c.scale == "tiny" for c in cs)
+    assert len(cs) == 8 and all(isinstance(c, Claim) and c.scale == "tiny" for c in cs)
     figs = C.figures(r)
     assert set(figs) == {"gradient_error", "memory", "finetune", "attack"}
     assert all(isinstance(f, go.Figure) for f in figs.values())
@@ -107,6 +107,9 @@ def test_attack_negative_control_fails(tiny_results):
     a = C.attack_run(s, C.train_digits(s), iters=0)
     assert a.success == 0.0 and a.noise_moved == 0.0
     assert not C.claim_attack(a, s).holds
+    assert C.claim_attack_close(a, s).holds  # nothing moved: the closeness claim can hold
+    moved = replace(a, image_moved=0.5)
+    assert not C.claim_attack_close(moved, s).holds
 
 
 def test_rel_and_fit_line():
