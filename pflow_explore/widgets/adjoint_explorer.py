@@ -66,13 +66,13 @@ class AdjointExplorer(widgets.VBox):
         cpu: Mapping[str, Sequence[float]],
         slopes: Mapping[str, tuple[float, float]],
         problem: ad.GaussianProblem,
-        error_steps: Sequence[int] = (4, 8, 16, 32, 64, 128),
+        error_steps: Sequence[int] = (4, 8, 16, 32, 64),
     ) -> None:
         self.steps_grid, self.slopes, self.problem = [int(n) for n in steps], dict(slopes), problem
         self.error_steps = sorted({int(n) for n in error_steps})
         self._errors: dict[tuple[str, int], float] = {}
         self._quiet = False
-        self.n = self.steps_grid[len(self.steps_grid) // 2]
+        self.n = self.steps_grid[(len(self.steps_grid) - 1) // 2]  # below the last: can move right
         fig = make_subplots(
             1,
             3,
