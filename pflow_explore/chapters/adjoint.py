@@ -137,9 +137,9 @@ class Settings:
 
 SETTINGS = presets(
     Settings,
-    tiny=dict(gauss_cases=1, theory_steps=(10, 40), mem_steps=(4, 8, 16), mem_batch=256,
-              mem_hidden=128, hidden=64, depth=2, steps=300, ft_iters=6, n_eval=400,
-              digits_hidden=128, digits_depth=2, digits_steps=200, n_attack=8, attack_iters=4),
+    tiny=dict(gauss_cases=1, theory_steps=(10, 40), mem_steps=(4, 16), mem_batch=256,
+              mem_hidden=128, hidden=64, depth=2, steps=150, ft_iters=6, n_eval=400,
+              digits_hidden=128, digits_depth=2, digits_steps=100, n_attack=8, attack_iters=4),
     cpu={},
     gpu=dict(gauss_cases=5, theory_steps=(10, 20, 50, 100, 200), mem_steps=(25, 50, 100, 200),
              mem_batch=4096, mem_hidden=512, hidden=256, steps=10000, ft_iters=100,
