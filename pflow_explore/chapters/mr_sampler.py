@@ -130,9 +130,9 @@ class Settings:
 SETTINGS = presets(
     Settings,
     tiny=dict(
-        n_marginal=1000, sde_steps=200, n_exact=4000, n_paths=64, nfe=(5, 10, 20, 50),
+        n_marginal=1000, sde_steps=200, n_exact=3000, n_paths=64, nfe=(5, 10, 20, 50),
         em_reference=50, exact_nfe_max=20, stability_nfe=(5, 10), n_mix=400, mix_nfe=(5, 20, 50),
-        hidden=128, depth=2, steps=150, n_eval=48, digits_nfe=(5, 10, 50), n_times=6,
+        hidden=128, depth=2, steps=100, n_eval=48, digits_nfe=(5, 10, 50), n_times=6,
     ),
     cpu={},
     gpu=dict(
