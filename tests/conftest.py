@@ -226,6 +226,18 @@ class DashboardPage:
         return cls.figure_data(page)
 
     @classmethod
+    def wait_settled(cls, page, quiet_s: float = 2.0, timeout_s: float = 60) -> None:
+        """Wait until the figures' data has not changed for ``quiet_s`` seconds (at most
+        ``timeout_s``): the kernel has answered every slider update the browser sent,
+        including a throttled last one that may leave after the first figure change."""
+        deadline, last, since = time.time() + timeout_s, cls.figure_data(page), time.time()
+        while time.time() < deadline and time.time() - since < quiet_s:
+            page.wait_for_timeout(250)
+            now = cls.figure_data(page)
+            if now != last:
+                last, since = now, time.time()
+
+    @classmethod
     def slider_moves_a_figure(cls, page, key: str = "ArrowRight", timeout_s: float = 20) -> bool:
         before = cls.figure_data(page)
         cls.move_first_slider(page, key)

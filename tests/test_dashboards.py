@@ -51,6 +51,8 @@ def test_dashboard(
 
     inputs = page.locator(".pflow-input input")
     if inputs.count():
+        # a late slider update answered after the bad value would clear its message
+        dashboard_page.wait_settled(page)
         box = inputs.first
         box.fill("-1")
         box.press("Enter")
