@@ -252,3 +252,18 @@ class DashboardPage:
 def dashboard_page():
     """:class:`DashboardPage`: open a dashboard, move its first slider, read its figures."""
     return DashboardPage
+
+
+@pytest.fixture(scope="module")
+def tiny_results(request, tmp_path_factory):
+    """(settings, results) of the test file's chapter module ``C`` at scale tiny, prepared
+    then run once per test file in its own PFLOW_DATA (prepare trains, run loads)."""
+    chapter = request.module.C
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PFLOW_DATA", str(tmp_path_factory.mktemp(chapter.CHAPTER)))
+    try:
+        s = chapter.settings("tiny")
+        chapter.prepare(s)
+        yield s, chapter.run(s)
+    finally:
+        mp.undo()

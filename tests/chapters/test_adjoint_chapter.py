@@ -43,18 +43,6 @@ def test_gpu_preset_networks_take_one_training_step_on_cpu():
         assert torch.isfinite(loss)
 
 
-@pytest.fixture(scope="module")
-def tiny_results(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PFLOW_DATA", str(tmp_path_factory.mktemp("adjoint")))
-    try:
-        s = C.settings("tiny")
-        C.prepare(s)
-        yield s, C.run(s)
-    finally:
-        mp.undo()
-
-
 def test_tiny_run_end_to_end(tiny_results):
     s, r = tiny_results
     assert set(r.theory.x_T) == set(C.ROUTES) and r.theory.steps == list(s.theory_steps)

@@ -70,18 +70,6 @@ def test_training_is_seeded_whatever_ran_before(data_dir, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
 
 
-@pytest.fixture(scope="module")
-def tiny_results(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PFLOW_DATA", str(tmp_path_factory.mktemp("ctmsr")))
-    try:
-        s = C.settings("tiny")
-        C.prepare(s)
-        yield s, C.run(s)
-    finally:
-        mp.undo()
-
-
 def test_tiny_run_end_to_end(tiny_results):
     s, r = tiny_results
     assert all(f.from_cache for f in r.images.fits.values())  # prepare trained, run loaded
