@@ -101,9 +101,11 @@ def test_three_students_each_get_a_dashboard_server(tmp_path, browser, free_port
             page.wait_for_url(f"**/user/{name}/voila/render/index.ipynb", timeout=150_000)
             page.wait_for_selector(".js-plotly-plot .main-svg", timeout=150_000)
             assert (tmp_path / "homes" / name / "notebooks" / "00_start_here.ipynb").exists()
-            # the first student walks every chapter's dashboard, the others chapter 00's
+            # the first student walks chapter 00's and 01's dashboards, the others 00's: the
+            # hub's part is the same on every page, and tests/test_dashboards.py walks them all
+            # (walking all thirteen here took 200 of this test's 300 s)
             pages = list(course.notebooks().values())
-            for path in pages if name == STUDENTS[0] else pages[:1]:
+            for path in pages[:2] if name == STUDENTS[0] else pages[:1]:
                 url = f"{base}/user/{name}/voila/render/{path.name}"
                 dashboard_page.open(page, url)
                 assert dashboard_page.slider_moves_a_figure(page, timeout_s=30), f"{name}: {url}"
