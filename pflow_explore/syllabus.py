@@ -254,8 +254,52 @@ PLANS: dict[int, Plan] = {
             ),
         ),
     ),
-    8: Plan(requires=(1, 2), background="Langevin dynamics.", hours=3.0),
-    9: Plan(requires=(3,), background="Causal attention in sequence models.", hours=3.0),
+    8: Plan(
+        requires=(1, 3),
+        background="The probability-flow ODE of a diffusion, DDIM and its noise predictor "
+        "(chapters 01, 03); Langevin dynamics along a score.",
+        outcomes=(
+            "edit a corrupted image blindly with CODE: invert it with the PF-ODE to a level, "
+            "run Langevin steps there with sigma^2-scaled step sizes, decode, and compare with "
+            "SDEdit",
+            "derive the Gaussian CODE channel (gain and noise of encode, Langevin and decode) "
+            "and its fidelity-realism trade-off, and check it against simulation",
+            "use the confidence-interval clipping of latents and measure when it helps",
+        ),
+        hours=3.0,
+        references=(
+            Reference(
+                "T. van Delft, T. Martorella, A. Alahi",
+                "CODE: confident ordinary differential editing",
+                2024,
+                ARXIV + "2408.12418",
+                "https://github.com/vita-epfl/CODE",
+            ),
+        ),
+    ),
+    9: Plan(
+        requires=(0, 3),
+        background="Causal attention in sequence models (softmax attention, masks, key/value "
+        "caches); linear attention at the level of its definition.",
+        outcomes=(
+            "build training sequences of same-class images at sorted noise levels and train a "
+            "flow model that is causal across them",
+            "derive the recurrent state of gated linear attention and check its chunk-parallel "
+            "and recurrent forms against each other",
+            "generate autoregressively over denoising steps and measure what the context and "
+            "the constant-size state change (quality, cost per step)",
+        ),
+        hours=3.0,
+        references=(
+            Reference(
+                "M. Hui, R.-J. Zhu, S. Yang, Y. Zhang, Z. Wang, Y. Zhou, J. Eshraghian, C. Xie",
+                "ARFlow: autoregressive flow with hybrid linear attention",
+                2025,
+                ARXIV + "2501.16085",
+                "https://github.com/TheFllood/ARFlow",
+            ),
+        ),
+    ),
     10: Plan(requires=(3,), background="Neural ODEs; Bezier curves.", hours=3.0),
     11: Plan(requires=(2,), background="The continuity equation; optical flow.", hours=3.0),
     12: Plan(

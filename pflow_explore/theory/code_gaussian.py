@@ -38,7 +38,7 @@ from torch import Tensor
 
 F64 = torch.float64
 
-__all__ = ["EditMap", "GaussianPrior", "code_map", "sdedit_map", "tradeoff"]
+__all__ = ["EditMap", "GaussianPrior", "code_map", "sdedit_map", "tradeoff", "tradeoff_curves"]
 
 
 @dataclass
@@ -98,6 +98,34 @@ def tradeoff(lam: Tensor, m: Tensor, s: float, channel: EditMap) -> dict[str, fl
     var_out = g**2 * (lam + s**2) + v
     frechet = ((g * m) ** 2 + (var_out.sqrt() - lam.sqrt()) ** 2).sum()
     return dict(to_input=float(to_input), to_clean=float(to_clean), frechet=float(frechet))
+
+
+def tradeoff_curves(
+    path: object,
+    lam: Tensor,
+    m: Tensor,
+    s: float,
+    levels: tuple[float, ...],
+    step_scale: float,
+    ks: tuple[int, ...] = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256),
+) -> dict[str, dict[str, list[float]]]:
+    """:func:`tradeoff` along curves: CODE over K at each level t_L of ``levels`` (label
+    "CODE t_L=..."), SDEdit over t_L = 0.05 .. 0.95 ("SDEdit"); ``path`` gives alpha(t),
+    sigma(t). Each curve: {"to_input", "to_clean", "frechet": [...], "K" or "t_L": [...]}."""
+    out: dict[str, dict[str, list[float]]] = {}
+
+    def level(t: float) -> tuple[float, float]:
+        return float(path.alpha(t)), float(path.sigma(t))
+
+    for t_L in levels:
+        rows = [tradeoff(lam, m, s, code_map(lam, *level(t_L), step_scale, k)) for k in ks]
+        out[f"CODE t_L={t_L:g}"] = {key: [r[key] for r in rows] for key in rows[0]} | {
+            "K": list(ks)
+        }
+    grid = [0.05 * i for i in range(1, 20)]
+    rows = [tradeoff(lam, m, s, sdedit_map(lam, *level(t))) for t in grid]
+    out["SDEdit"] = {key: [r[key] for r in rows] for key in rows[0]} | {"t_L": grid}
+    return out
 
 
 class GaussianPrior:
