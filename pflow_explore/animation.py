@@ -21,7 +21,8 @@ ODE over Jacobians in continuous time, and a soft rasterizer, all in torch.
   triangle, united as 1 - prod(1 - c); differentiable in the vertices.
 
 Shapes: vertices (..., N, 2), faces (T, 3) long, Jacobians (..., T, 2, 2).
-Time convention: clip time tau in [0, 1], tau_f = f / (F - 1); tau = 0 the rest clipart.
+Time convention: physical time of the animation: clip time tau in [0, 1], tau_f = f / (F - 1),
+tau = 0 the rest clipart.
 """
 
 from __future__ import annotations
@@ -158,14 +159,37 @@ def edges(V: Tensor, faces: Tensor) -> Tensor:
     return torch.stack([v[..., 1, :] - v[..., 0, :], v[..., 2, :] - v[..., 0, :]], -1)
 
 
+def det2(A: Tensor) -> Tensor:
+    """det of 2x2 matrices (..., 2, 2) -> (...), written out (batched 2x2 linear algebra
+    is dominated by call overhead in torch)."""
+    return A[..., 0, 0] * A[..., 1, 1] - A[..., 0, 1] * A[..., 1, 0]
+
+
+def inv2(A: Tensor) -> Tensor:
+    """Inverse of 2x2 matrices (..., 2, 2), written out: adj(A) / det(A)."""
+    adj = torch.stack(
+        [
+            torch.stack([A[..., 1, 1], -A[..., 0, 1]], -1),
+            torch.stack([-A[..., 1, 0], A[..., 0, 0]], -1),
+        ],
+        -2,
+    )
+    return adj / det2(A)[..., None, None]
+
+
+def matmul2(A: Tensor, B: Tensor) -> Tensor:
+    """A @ B for stacks of 2x2 matrices, by broadcasting (faster than bmm at this size)."""
+    return (A[..., :, :, None] * B[..., None, :, :]).sum(-2)
+
+
 def areas(V: Tensor, faces: Tensor) -> Tensor:
     """Signed triangle areas (..., T): det(E) / 2."""
-    return torch.linalg.det(edges(V, faces)) / 2
+    return det2(edges(V, faces)) / 2
 
 
 def jacobians(V_rest: Tensor, V: Tensor, faces: Tensor) -> Tensor:
     """J_T = E_T(V) E_T(V_rest)^{-1}, (..., T, 2, 2)."""
-    return edges(V, faces) @ torch.linalg.inv(edges(V_rest.to(V.dtype), faces))
+    return matmul2(edges(V, faces), inv2(edges(V_rest.to(V.dtype), faces)))
 
 
 def rotation(angle: Tensor) -> Tensor:
@@ -188,7 +212,7 @@ def arap_energy(J: Tensor, weights: Tensor) -> Tensor:
 def area_distortion(J: Tensor, weights: Tensor) -> Tensor:
     """sum_T w_T |log det J_T| / sum_T w_T, (...): 0 iff every triangle keeps its area
     (a flipped triangle counts as det clamped at 1e-3)."""
-    return (torch.log(torch.linalg.det(J).clamp_min(1e-3)).abs() * weights).sum(-1) / weights.sum()
+    return (torch.log(det2(J).clamp_min(1e-3)).abs() * weights).sum(-1) / weights.sum()
 
 
 # ---- Poisson recovery and ARAP deformation -----------------------------------------------
@@ -227,18 +251,36 @@ class PoissonSystem:
             A[handles, handles] += self.handle_weight
         self.n, self.w = n, w
         self.chol = torch.linalg.cholesky(A)
+        # the solution is linear in (J, anchor): precompute both operators, so a solve is
+        # two matrix products (a Cholesky solve per frame costs far more at this size)
+        self.from_jacobians = torch.cholesky_solve(self.G.T * w, self.chol)  # (N, 2T)
+        if handles is None:
+            anchor = torch.full((n, 1), 1.0 / n, dtype=torch.float64)
+        else:
+            anchor = torch.zeros(n, len(handles), dtype=torch.float64)
+            anchor[handles, torch.arange(len(handles))] = self.handle_weight
+        self.from_anchor = torch.cholesky_solve(anchor, self.chol)  # (N, 1) or (N, K)
+        self._cast: dict[torch.dtype, tuple[Tensor, Tensor]] = {}
 
     def solve(self, J: Tensor, anchor: Tensor) -> Tensor:
         """Vertices (..., N, 2) from Jacobians J (..., T, 2, 2) and the anchor: handle
         targets (..., K, 2) with handles, else the centroid (..., 2)."""
-        Jt = J.double().transpose(-1, -2).reshape(*J.shape[:-3], -1, 2)  # rows = J_T^T rows
-        rhs = self.G.T @ (self.w[:, None] * Jt)
-        anchor = anchor.double()
+        if J.dtype not in self._cast:
+            self._cast[J.dtype] = (self.from_jacobians.to(J.dtype), self.from_anchor.to(J.dtype))
+        MJ, MA = self._cast[J.dtype]
+        Jt = J.transpose(-1, -2).reshape(*J.shape[:-3], -1, 2)  # rows = J_T^T rows
+        anchor = anchor.to(J.dtype)
         if self.handles is None:
-            rhs = rhs + anchor[..., None, :] / self.n
-        else:
-            rhs = rhs.index_add(-2, self.handles, self.handle_weight * anchor)
-        return torch.cholesky_solve(rhs, self.chol).to(J.dtype)
+            anchor = anchor[..., None, :]
+        return _apply(MJ, Jt) + _apply(MA, anchor)
+
+
+def _apply(M: Tensor, X: Tensor) -> Tensor:
+    """M @ X for M (N, m) and X (..., m, 2): one matrix product for the whole batch."""
+    lead = X.shape[:-2]
+    flat = X.reshape(-1, *X.shape[-2:]).movedim(0, -2).reshape(X.shape[-2], -1)  # (m, B * 2)
+    out = (M @ flat).reshape(M.shape[0], -1, 2).movedim(-2, 0)  # (B, N, 2)
+    return out.reshape(*lead, M.shape[0], 2)
 
 
 def bone_angles(keypoints: Tensor) -> Tensor:
@@ -317,7 +359,7 @@ class JacobianODE(nn.Module):
             Jp = (1 - a) * pose[i] + a * pose[i + 1]
             lag = (t - tau).clamp_min(0) / self.log_decay.exp()
             w = torch.where(tau <= t + 1e-9, torch.exp(-lag), torch.zeros_like(lag))
-            ctx = torch.einsum("f,ftij->tij", w / w.sum(), pose)
+            ctx = ((w / w.sum()) @ pose.reshape(F, -1)).reshape(pose.shape[1:])
             feats = torch.cat(
                 [J.flatten(-2), Jp.flatten(-2), ctx.flatten(-2), t.expand(J.shape[0], 1)], -1
             )

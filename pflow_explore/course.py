@@ -90,7 +90,7 @@ OUTLINE: tuple[Chapter, ...] = (
         10,
         "flexiclip",
         "FlexiClip: free-form character animation",
-        "2025",
+        "Khandelwal, 2025",
         "A neural ODE on pose Jacobians keeps clipart motion smooth and local.",
     ),
     Chapter(

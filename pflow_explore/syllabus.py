@@ -300,7 +300,34 @@ PLANS: dict[int, Plan] = {
             ),
         ),
     ),
-    10: Plan(requires=(3,), background="Neural ODEs; Bezier curves.", hours=3.0),
+    10: Plan(
+        requires=(2, 3),
+        background="Neural ODEs; Bezier curves; linear least squares; 2x2 matrices "
+        "(rotations, the polar decomposition).",
+        outcomes=(
+            "animate a triangle mesh from keypoint handles with cubic Bezier paths, ARAP "
+            "deformation and a Poisson solve, and test each against independent numerics",
+            "distil a motion prior into an animation by score distillation from a flow-"
+            "matching model, and compute that model's exact log-likelihood",
+            "measure what temporal Jacobians (a neural ODE over per-triangle Jacobians) change "
+            "in jerk, distortion and bone lengths, with standard errors",
+        ),
+        hours=3.0,
+        references=(
+            Reference(
+                "A. Khandelwal",
+                "FlexiClip: Locality-Preserving Free-Form Character Animation",
+                2025,
+                ARXIV + "2501.08676",
+            ),
+            Reference(
+                "R. Wu, W. Su, K. Ma, J. Liao",
+                "AniClipart: Clipart Animation with Text-to-Video Priors",
+                2024,
+                ARXIV + "2404.12347",
+            ),
+        ),
+    ),
     11: Plan(requires=(2,), background="The continuity equation; optical flow.", hours=3.0),
     12: Plan(
         requires=(0, 2),

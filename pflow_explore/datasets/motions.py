@@ -14,7 +14,8 @@ by code with random amplitudes, phases, frequencies and proportions:
 :func:`motion_clips` returns displacements from frame 0, d_f = x_f - x_0 (so d_0 = 0):
 the motion prior of chapter 10 is learned on these, and a character with rest keypoints r
 moves to r + d_f. Pure data, float32, CPU, reproducible from a ``torch.Generator``.
-Time convention: clip time tau in [0, 1], frame 0 the rest (clipart) pose.
+Time convention: physical time of the animation, clip time tau in [0, 1], frame 0 the rest
+(clipart) pose.
 """
 
 from __future__ import annotations
