@@ -126,9 +126,9 @@ class Settings:
 
 SETTINGS = presets(
     Settings,
-    tiny=dict(n_fit_frames=400, n_train=40, n_ref=20, n_calib=30, n_test=30, ref_sizes=(5, 20),
-              ref_draws=2, den_hidden=64, den_steps=40, kernel_hidden=32, kernel_steps=12,
-              kernel_batch=48, n_boot=30, n_type1=10, test_set=6, n_perm=20, n_examples=3),
+    tiny=dict(n_fit_frames=300, n_train=24, n_ref=12, n_calib=20, n_test=20, ref_sizes=(4, 12),
+              ref_draws=2, den_hidden=64, den_steps=20, kernel_hidden=32, kernel_steps=8,
+              kernel_batch=48, n_boot=20, n_type1=8, test_set=5, n_perm=15, n_examples=3),
     cpu={},
     gpu=dict(size=64, n_fit_frames=20000, n_train=2000, n_ref=200, n_calib=500, n_test=1000,
              ref_sizes=(10, 25, 50, 100, 200), ref_draws=5, den_hidden=1024, den_depth=3,
@@ -277,6 +277,7 @@ class DetectionResult:
     power: dict[str, float]  # fake kind -> rejection rate of fake sets vs real sets
     examples: dict[str, Tensor]  # kind -> (k, T, S, S) videos for the explorer
     example_nsg: dict[str, Tensor]  # kind -> (k, T, S, S) filtered NSG maps (main)
+    nsg_filter: list[float]  # the main detector's [clip, scale] (NSGScaler)
     view_scores: dict[int, dict[str, Tensor]]  # ref size -> kind -> test scores (main)
     view_example_scores: dict[int, dict[str, Tensor]]  # ref size -> kind -> (k,)
     view_threshold: dict[int, float]
@@ -305,6 +306,7 @@ class Detector:
     split's filtered features F[(part, kind)] (on the device), the final objective."""
 
     features: Callable[[Tensor], Tensor]
+    scaler: N.NSGScaler
     kernel: ts.DeepKernel
     F: dict[tuple[str, str], Tensor]
     objective: float
@@ -327,7 +329,7 @@ def build_detector(s: Settings, data: dict, feature: Callable[[Tensor], Tensor],
     hist = ts.train_kernel(kernel.to(scale.device()), real, fake.flatten(0, 1), s.kernel_steps,
                            s.kernel_batch, s.kernel_lr, gen)  # fmt: skip
     objective = float(torch.tensor(hist[-max(1, len(hist) // 10) :]).mean())
-    return Detector(features, kernel.eval(), F, objective)
+    return Detector(features, scaler, kernel.eval(), F, objective)
 
 
 def witness(det: Detector, ref_real: Tensor, ref_fake: Tensor, x: Tensor) -> Tensor:
@@ -436,7 +438,8 @@ def evaluate_detection(s: Settings, denoiser: FitResult) -> DetectionResult:
     return DetectionResult(
         stats, eps, r["obj"], r["metrics"], r["se"], r["per"], gain, list(s.ref_sizes),
         r["curve"], r["curve_se"], cross, unseen, unseen_se, type1, power,
-        {k: v.reshape(shape).clone() for k, v in examples.items()}, ex_nsg, *view)  # fmt: skip
+        {k: v.reshape(shape).clone() for k, v in examples.items()}, ex_nsg,
+        [main.scaler.clip, main.scaler.scale], *view)  # fmt: skip
 
 
 def set_tests(s: Settings, det: Detector) -> tuple[float, dict[str, float]]:
