@@ -97,7 +97,7 @@ OUTLINE: tuple[Chapter, ...] = (
         11,
         "nsg_video",
         "NSG-VD: physics-driven video detection",
-        "2025",
+        "Zhang et al., 2025",
         "The continuity equation of a video's probability flow exposes generated videos.",
     ),
     Chapter(

@@ -328,7 +328,37 @@ PLANS: dict[int, Plan] = {
             ),
         ),
     ),
-    11: Plan(requires=(2,), background="The continuity equation; optical flow.", hours=3.0),
+    11: Plan(
+        requires=(1, 2),
+        background="The continuity equation; scores of Gaussians (chapter 01); optical flow "
+        "as a picture; a two-sample test and its type-I error; AUROC, recall and F1.",
+        outcomes=(
+            "derive the normalized spatiotemporal gradient from the continuity equation and "
+            "show v^T NSG = -1 for divergence-free motion (and why a zoom breaks it)",
+            "estimate NSG maps of a video from a frame model's score and central temporal "
+            "differences, with a documented guard against near-zero denominators",
+            "train a deep-kernel MMD for test power, check its type-I error by permutations, "
+            "and measure a detector's AUROC, recall and F1 against a frame-only baseline, "
+            "across reference-set sizes and unseen fake types, with standard errors",
+        ),
+        hours=3.0,
+        references=(
+            Reference(
+                "S. Zhang, Z. Lian, J. Yang, D. Li, G. Pang, F. Liu, B. Han, S. Li, M. Tan",
+                "Physics-driven spatiotemporal modeling for AI-generated video detection",
+                2025,
+                ARXIV + "2510.08073",
+                "https://github.com/ZSHsh98/NSG-VD",
+            ),
+            Reference(
+                "F. Liu, W. Xu, J. Lu, G. Zhang, A. Gretton, D. J. Sutherland",
+                "Learning deep kernels for non-parametric two-sample tests",
+                2020,
+                ARXIV + "2002.09116",
+                "https://github.com/fengliu90/DK-for-TST",
+            ),
+        ),
+    ),
     12: Plan(
         requires=(0, 2),
         background="Fokker-Planck equation and its stationary probability current; the "
