@@ -104,3 +104,12 @@ def test_animations_are_seeded():
     torch.manual_seed(456)
     b = C.animate(clip, prior, "walk", 1, s, 0)
     assert torch.equal(a.vertices, b.vertices)
+
+
+def test_distillation_claim_fails_with_an_untrained_prior():
+    # an untrained velocity pulls towards noise: the animation is no likelier than the still clip
+    s = C.settings("tiny")
+    torch.manual_seed(0)
+    untrained = mp.make_prior(11 * s.frames * 2, s.hidden, s.depth).eval()
+    r = C.evaluate_animation(s, untrained)
+    assert not C.claims_animation(r, s)[5].holds
