@@ -90,6 +90,10 @@ class GaussianScore:
     def __call__(self, x: Tensor) -> Tensor:
         return -(x - self.mean) @ self.precision
 
+    def to(self, device: torch.device | str) -> GaussianScore:
+        """The same score with its tensors on ``device``."""
+        return GaussianScore(self.mean.to(device), self.precision.to(device))
+
 
 def denoiser_score(denoiser: nn.Module, sigma: float) -> ScoreFn:
     """Tweedie's score s(x) = (D(x) - x) / sigma^2 of a denoiser D trained at noise sigma
@@ -97,7 +101,8 @@ def denoiser_score(denoiser: nn.Module, sigma: float) -> ScoreFn:
 
     @torch.no_grad()
     def score(x: Tensor) -> Tensor:
-        return (denoiser(x) - x) / sigma**2
+        y = x.to(next(denoiser.parameters()).device)
+        return ((denoiser(y) - y) / sigma**2).to(x.device)
 
     return score
 
@@ -111,7 +116,7 @@ def denoising_loss(
     def loss(model: nn.Module, step: int) -> Tensor:
         idx = torch.randint(len(frames), (batch,), generator=generator)
         x = frames[idx]
-        noisy = x + sigma * torch.randn(x.shape, generator=generator)
+        noisy = x + sigma * torch.randn(x.shape, generator=generator).to(x.device)
         return ((model(noisy) - x) ** 2).sum(-1).mean()
 
     return loss

@@ -232,7 +232,7 @@ def gaussian_score(s: Settings) -> N.GaussianScore:
 
 def train_denoiser(s: Settings) -> FitResult:
     """A small residual MLP denoiser at noise ``sigma`` on the same frames (cached)."""
-    frames = fit_frames(s)
+    frames = fit_frames(s).to(scale.device())
     seeds = Seeds(s.seed, **SEEDS)
 
     def make() -> N.FrameDenoiser:
@@ -250,6 +250,7 @@ def train_denoiser(s: Settings) -> FitResult:
         steps=s.den_steps,
         lr=s.den_lr,
         desc="frame denoiser at sigma",
+        device=scale.device(),
     )
 
 
@@ -316,8 +317,8 @@ def build_detector(s: Settings, data: dict, feature: Callable[[Tensor], Tensor],
                    fake_kinds: tuple[str, ...] = V.FAKES) -> Detector:  # fmt: skip
     """Filter fitted on real training features; a deep kernel trained (MMD^2 / sigma_H1) on
     their frames against the frames of ``fake_kinds`` training videos (equal shares)."""
-    scaler = N.NSGScaler.fit(feature(data[("train", "real")]), s.clip_quantile)
-    features = lambda v: scaler(feature(v)).to(scale.device())
+    scaler = N.NSGScaler.fit(feature(data[("train", "real")].to(scale.device())), s.clip_quantile)
+    features = lambda v: scaler(feature(v.to(scale.device())))
     F = {key: features(v) for key, v in data.items()}
     fake = torch.cat([F[("train", k)][: math.ceil(s.n_train / len(fake_kinds))]
                       for k in fake_kinds])[: s.n_train]  # fmt: skip
@@ -408,9 +409,10 @@ def evaluate_detection(s: Settings, denoiser: FitResult) -> DetectionResult:
     shape = (-1, s.frames, s.size, s.size)
     stats = {k: V.frame_statistics(data[("test", k)].reshape(shape)).mean(0).tolist()
              for k in V.KINDS}  # fmt: skip
-    models = {"gaussian": gaussian_score(s),
+    models = {"gaussian": gaussian_score(s).to(scale.device()),
               "denoiser": N.denoiser_score(denoiser.model.eval(), s.sigma)}  # fmt: skip
-    eps = s.eps_fraction * N.denominator_scale(data[("train", "real")], models["gaussian"])
+    train_real = data[("train", "real")].to(scale.device())
+    eps = s.eps_fraction * N.denominator_scale(train_real, models["gaussian"])
     boot, dets, scores, thr = seeds.generator("boot"), {}, {}, {}
     r: dict[str, dict] = {k: {} for k in ("obj", "metrics", "se", "per", "curve", "curve_se")}
     for index, (name, (kind, model)) in enumerate(DETECTORS.items()):
