@@ -3,6 +3,7 @@
 #   make test    everything the tests need (incl. headless Chromium), then the whole suite
 #   make lab     JupyterLab on notebooks/
 #   make student the student release of the notebooks (no answers) in release/
+#   make site    the course as a static website in site/html (no kernel needed to read it)
 #   make hub     JupyterHub for a class: a server per student (deploy/jupyterhub/README.md)
 #
 # torch: pip installs $(TORCH) first. On the CI machine torch==2.13.0 resolves to a local
@@ -23,7 +24,7 @@ STAMP := $(VENV)/.installed
 # versions pyproject.toml's ranges allow instead
 CONSTRAINTS ?= constraints.txt
 
-.PHONY: setup serve hub student lab test lint format browser node clean-cache benchmarks lock
+.PHONY: setup serve hub student site lab test lint format browser node clean-cache benchmarks lock
 
 setup: $(STAMP)
 
@@ -31,7 +32,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[dev,hub,teach]"
+	$(BIN)/python -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[dev,hub,teach,site]"
 	@touch $@
 
 # Re-resolve: a scratch venv gets the newest versions within pyproject.toml's ranges, and
@@ -42,7 +43,7 @@ lock:
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install -q --upgrade pip
 	.lock-venv/bin/python -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	.lock-venv/bin/python -m pip install -q -e ".[dev,hub,teach]"
+	.lock-venv/bin/python -m pip install -q -e ".[dev,hub,teach,site]"
 	{ echo "# pip constraints: the versions \`make test\` passed with ($$(date +%Y-%m-%d), Python $$(.lock-venv/bin/python -c 'import platform; print(platform.python_version())')). Refresh: make lock"; \
 	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^torch=='; } > constraints.txt
 	rm -rf .lock-venv
@@ -77,6 +78,11 @@ hub: $(STAMP) node
 
 # JUPYTER_PATH: the Voila server extension of JupyterLab then serves the pflow template's
 # static plotly bundle, which LiveFigure loads (elsewhere the kernel sends it)
+# The course as a static website in site/html (every chapter executed at scale cpu from the
+# shipped artifacts; no kernel needed to read it): open site/html/index.html
+site: $(STAMP)
+	$(BIN)/pflow-explore site --out site $(if $(SCALE),--scale $(SCALE))
+
 lab: $(STAMP)
 	$(BIN)/python -c "from pflow_explore.cli import prepare_voila_template as p; p()"
 	JUPYTER_PATH=$(CURDIR)/share/jupyter $(BIN)/jupyter lab notebooks/

@@ -569,6 +569,31 @@ def _cmd_student(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_site(args: argparse.Namespace) -> int:
+    from pflow_explore import site
+
+    scale = scale_name(args.scale)
+    out = Path(args.out)
+    only = args.only.split(",") if args.only else None
+    unknown = sorted(set(only or []) - set(site.page_notebooks()))
+    if unknown:
+        valid = ", ".join(site.page_notebooks())
+        raise UsageError(f"unknown page(s) {', '.join(unknown)}; pages: {valid}")
+    print(f"building the course site at scale {scale} into {out.resolve()} ...", flush=True)
+    try:
+        report = site.build(out, scale, only)
+    except (ImportError, RuntimeError, OSError) as err:
+        print(_error_line("the site was not built", err), file=sys.stderr)
+        return 1
+    for stem, seconds in report.execute_seconds.items():
+        print(f"  {stem:<22} executed in {seconds:6.1f} s")
+    print(
+        f"site: {len(report.pages)} pages, {report.size_bytes / 1e6:.1f} MB, Sphinx "
+        f"{report.sphinx_seconds:.1f} s; open {(out / 'html' / 'index.html').resolve()}"
+    )
+    return 0
+
+
 class _Stopped(Exception):
     def __init__(self, signum: int) -> None:
         self.signum = signum
@@ -700,6 +725,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="release", metavar="DIR", help="output folder (default: release/)"
     )
     p.set_defaults(func=_cmd_student)
+
+    p = command(
+        "site",
+        "build the course as a static website: every chapter executed, no kernel needed",
+        "The student release of each page runs at --scale (default cpu: the shipped "
+        "artifacts) with widgets shown as static figures; Sphinx (myst-nb, the book theme) "
+        "writes OUT/html. plotly.js and MathJax are served from the site itself.",
+    )
+    p.add_argument("--out", default="site", metavar="DIR", help="output folder (default: site/)")
+    p.add_argument("--scale", type=_scale, default="cpu", help=f"one of {', '.join(SCALES)}")
+    p.add_argument("--only", default=None, metavar="PAGES", help="comma-separated page names")
+    p.set_defaults(func=_cmd_site)
 
     p = command(
         "hub",

@@ -267,3 +267,29 @@ def tiny_results(request, tmp_path_factory):
         yield s, chapter.run(s)
     finally:
         mp.undo()
+
+
+# ---- the static site's pages, executed once per session --------------------------------------
+class SitePages:
+    """The course site's pages (:func:`pflow_explore.site.execute_page`: the student release
+    with the static view on) at scale tiny, each executed once per session and saved in
+    ``root`` as the site build wants them: the student release test checks them as
+    executed, the site test builds the site from them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self._raw = root, {}
+
+    def executed(self, stem: str):
+        """Page ``stem`` as papermill left it (grade cells' errors included)."""
+        if stem not in self._raw:
+            from pflow_explore import site
+
+            nb = site.execute_page(stem, self.root, "tiny")
+            site.save_page(stem, nb, self.root)
+            self._raw[stem] = nb
+        return self._raw[stem]
+
+
+@pytest.fixture(scope="session")
+def site_pages(tmp_path_factory) -> SitePages:
+    return SitePages(tmp_path_factory.mktemp("site-pages"))

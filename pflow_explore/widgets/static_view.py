@@ -61,17 +61,48 @@ def frame_steps(n_steps: int, max_frames: int = MAX_FRAMES) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, n_steps, count).round()})
 
 
+NUMERIC_KEYS = ("x", "y", "z")
+
+
+def compact(trace: dict) -> dict:
+    """``trace`` (a trace's plotly JSON) with its numeric x, y, z lists as float32 arrays,
+    which plotly writes as base64 (4 bytes a number instead of ~18 characters); None (a gap
+    in a line) becomes NaN, which plotly.js also draws as a gap. Other values are kept."""
+    out = dict(trace)
+    for key in NUMERIC_KEYS:
+        value = out.get(key)
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            out[key] = value.astype(np.float32)
+        elif isinstance(value, (list, tuple)) and value and _numbers(value):
+            out[key] = np.array([np.nan if v is None else v for v in value], dtype=np.float32)
+    return out
+
+
+def _numbers(values: list | tuple) -> bool:
+    return all(
+        v is None or (isinstance(v, (int, float, np.number)) and not isinstance(v, bool))
+        for v in values
+    )
+
+
 def _snapshot(fig: go.FigureWidget) -> tuple[list[dict], dict]:
-    data = [trace.to_plotly_json() for trace in fig.data]
+    data = [compact(trace.to_plotly_json()) for trace in fig.data]
     layout = fig.layout.to_plotly_json()
     return data, {key: layout[key] for key in FRAME_LAYOUT if key in layout}
+
+
+def _changing(shots: list[tuple[list[dict], dict]]) -> list[int]:
+    """Indices of the traces that differ between the recorded steps (the others are drawn
+    once, in the figure, not repeated in every frame)."""
+    as_json = [[pio.to_json(t) for t in data] for data, _ in shots]
+    return [k for k in range(len(as_json[0])) if any(row[k] != as_json[0][k] for row in as_json)]
 
 
 def stepped_figures(stepper: StepControls, max_frames: int = MAX_FRAMES) -> list[go.Figure]:
     """One plain figure per figure of ``stepper``, each with a frame per recorded step
     (:func:`frame_steps`), a step slider and Play / Pause buttons; the widget is stepped
-    through them and put back on the step it showed. Frames carry every trace and the
-    layout's title, annotations and shapes."""
+    through them and put back on the step it showed. A frame carries the traces that change
+    between steps and the layout's title, annotations and shapes."""
     figs, start = figures_of(stepper), stepper.step
     steps = frame_steps(stepper.n_steps, max_frames)
     recorded: list[list[tuple[list[dict], dict]]] = [[] for _ in figs]
@@ -85,8 +116,9 @@ def stepped_figures(stepper: StepControls, max_frames: int = MAX_FRAMES) -> list
     noun = getattr(stepper, "step_noun", "step")
     out = []
     for fig, shots in zip(figs, recorded, strict=True):
+        moving = _changing(shots)
         frames = [
-            go.Frame(data=data, layout=layout, name=str(i))
+            go.Frame(data=[data[k] for k in moving], traces=moving, layout=layout, name=str(i))
             for i, (data, layout) in zip(steps, shots, strict=True)
         ]
         first = steps.index(start) if start in steps else 0
@@ -130,9 +162,20 @@ def _add_player(fig: go.Figure, steps: list[int], noun: str, active: int) -> Non
     fig.update_layout(margin=dict(b=max(bottom, 110)), height=(fig.layout.height or 450) + 60)
 
 
+def _plain(fig: go.Figure) -> go.Figure:
+    """A plain copy of ``fig`` (a FigureWidget's too) with :func:`compact` traces."""
+    data = [compact(t.to_plotly_json()) for t in fig.data]
+    return go.Figure(data=data, layout=fig.layout.to_plotly_json(), frames=fig.frames or None)
+
+
 def figure_html(fig: go.Figure) -> str:
-    """A figure as a div and the script that draws it (plotly.js loaded by the page)."""
-    return pio.to_html(fig, include_plotlyjs=False, full_html=False, config=CONFIG)
+    """A figure as a div and the script that draws it (plotly.js loaded by the page; a
+    figure with frames waits for its Play button); numeric arrays of figures without
+    frames are compacted (:func:`compact`)."""
+    if not fig.frames and not isinstance(fig, go.FigureWidget):
+        fig = _plain(fig)
+    html = pio.to_html(fig, include_plotlyjs=False, full_html=False, config=CONFIG, auto_play=False)
+    return html
 
 
 def static_html(widget: widgets.Widget) -> str:
@@ -141,7 +184,7 @@ def static_html(widget: widgets.Widget) -> str:
     if isinstance(widget, StepControls):
         figs = stepped_figures(widget)
     else:
-        figs = [go.Figure(f) for f in figures_of(widget)]
+        figs = [_plain(f) for f in figures_of(widget)]
     parts = [figure_html(f) for f in figs] + texts_of(widget)
     if not figs:
         parts.insert(0, "<em>(a control of the live dashboard: run the notebook to use it)</em>")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import ipywidgets as widgets
+import numpy as np
 import plotly.graph_objects as go
 import pytest
 import torch
@@ -25,6 +26,10 @@ def traces(data) -> str:
     """The traces as JSON, without the ids a FigureWidget gives its traces."""
     plain = [{k: v for k, v in t.to_plotly_json().items() if k != "uid"} for t in data]
     return json.dumps(plain, cls=PlotlyJSONEncoder)
+
+
+def numbers(values) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], float)
 
 
 @pytest.fixture
@@ -48,13 +53,24 @@ def test_frames_are_the_widgets_own_pictures_and_the_widget_is_put_back(explorer
     steps = sv.frame_steps(STEPS, 7)
     assert [f.name for f in fig.frames] == [str(i) for i in steps]
     assert explorer.step == 7 and explorer.slider.value == 7
+    moving = list(fig.frames[0].traces)
+    names = [explorer.figure.data[j].name for j in moving]
+    assert "paths" not in names and "x_t" in names  # what never changes is drawn once
     for k, i in enumerate(steps):
         explorer.step_to(i)
-        assert traces(fig.frames[k].data) == traces(explorer.figure.data), i
+        assert list(fig.frames[k].traces) == moving
+        for j, shown in zip(moving, fig.frames[k].data, strict=True):
+            live = explorer.figure.data[j]
+            for axis in ("x", "y"):
+                np.testing.assert_allclose(
+                    np.asarray(shown[axis], float), numbers(live[axis]), rtol=1e-6, equal_nan=True
+                )
     slider = fig.layout.sliders[0]
     assert [s.label for s in slider.steps] == [str(i) for i in steps]
     assert [b.label for b in fig.layout.updatemenus[0].buttons] == ["Play", "Pause"]
+    assert "Plotly.animate" not in sv.figure_html(fig)  # it waits for Play
     assert traces(fig.frames[0].data) != traces(fig.frames[-1].data)  # the points move
+    assert fig.frames[0].data[-1].x.dtype == np.float32  # written as base64
 
 
 def test_static_html_of_a_plain_explorer_and_of_a_bare_control():
@@ -77,3 +93,10 @@ def test_enable_displays_widgets_and_figures_as_html(explorer):
         shell.display_formatter.format(LiveFigure(go.Figure(go.Bar(y=[3]))))
     pages = [out.data["text/html"] for out in shown.outputs]
     assert len(pages) == 2 and all(p.count("Plotly.newPlot") == 1 for p in pages)
+
+
+def test_compact_writes_numbers_as_float32_and_gaps_as_nan():
+    out = sv.compact({"type": "scatter", "x": [0.5, None, 2], "y": ["a", "b", "c"], "z": []})
+    assert out["x"].dtype == np.float32 and np.isnan(out["x"][1])
+    assert out["y"] == ["a", "b", "c"] and out["z"] == []
+    assert "bdata" in sv.figure_html(go.Figure(go.Scatter(x=[1.0, 2.0], y=[3.0, 4.0])))
