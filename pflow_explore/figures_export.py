@@ -1,6 +1,7 @@
 """Write plotly figures to disk: self-contained HTML, and PNG through headless Chromium.
 
-HTML embeds plotly.js (``include_plotlyjs=True``), so a figure opens offline, with no CDN.
+HTML embeds plotly.js, so a figure opens offline, with no CDN; the figure itself is written
+by :func:`pflow_explore.viz.html.figure_html`, as on the static course site.
 PNG does not use plotly's kaleido (1.x downloads Chrome at first use; 0.2 does not work
 with plotly >= 7): it opens that same HTML file in the system Chromium through playwright
 and screenshots the plot element. Every request that leaves the file is refused, so a
@@ -69,9 +70,12 @@ def chromium_executable() -> Path:
 
 
 def write_html(fig: go.Figure, path: Path) -> Path:
-    """Write ``fig`` as one self-contained HTML page (plotly.js inside, no MathJax, no CDN)."""
+    """Write ``fig`` as one self-contained HTML page (plotly.js inside, no MathJax, no CDN),
+    drawn by :func:`viz.html.figure_html`, the static course site's code path."""
+    from pflow_explore.viz.html import figure_html, standalone_page
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(path, include_plotlyjs=True, include_mathjax=False, full_html=True)
+    path.write_text(standalone_page(figure_html(fig), title=path.stem), encoding="utf-8")
     return path
 
 

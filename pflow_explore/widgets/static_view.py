@@ -23,11 +23,11 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.basedatatypes import BaseFigure
 
+from pflow_explore.viz.html import compact, figure_html, plain_copy
 from pflow_explore.widgets.stepping import StepControls
 
 MAX_FRAMES = 40
 FRAME_LAYOUT = ("title", "annotations", "shapes")  # what a step may change in the layout
-CONFIG = {"responsive": True, "displaylogo": False}
 
 
 def figures_of(widget: widgets.Widget) -> list[go.FigureWidget]:
@@ -59,30 +59,6 @@ def frame_steps(n_steps: int, max_frames: int = MAX_FRAMES) -> list[int]:
         raise ValueError(f"need n_steps >= 0 and max_frames >= 2, got {n_steps}, {max_frames}")
     count = min(n_steps + 1, max_frames)
     return sorted({int(i) for i in np.linspace(0, n_steps, count).round()})
-
-
-NUMERIC_KEYS = ("x", "y", "z")
-
-
-def compact(trace: dict) -> dict:
-    """``trace`` (a trace's plotly JSON) with its numeric x, y, z lists as float32 arrays,
-    which plotly writes as base64 (4 bytes a number instead of ~18 characters); None (a gap
-    in a line) becomes NaN, which plotly.js also draws as a gap. Other values are kept."""
-    out = dict(trace)
-    for key in NUMERIC_KEYS:
-        value = out.get(key)
-        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
-            out[key] = value.astype(np.float32)
-        elif isinstance(value, (list, tuple)) and value and _numbers(value):
-            out[key] = np.array([np.nan if v is None else v for v in value], dtype=np.float32)
-    return out
-
-
-def _numbers(values: list | tuple) -> bool:
-    return all(
-        v is None or (isinstance(v, (int, float, np.number)) and not isinstance(v, bool))
-        for v in values
-    )
 
 
 def _snapshot(fig: go.FigureWidget) -> tuple[list[dict], dict]:
@@ -162,29 +138,13 @@ def _add_player(fig: go.Figure, steps: list[int], noun: str, active: int) -> Non
     fig.update_layout(margin=dict(b=max(bottom, 110)), height=(fig.layout.height or 450) + 60)
 
 
-def _plain(fig: go.Figure) -> go.Figure:
-    """A plain copy of ``fig`` (a FigureWidget's too) with :func:`compact` traces."""
-    data = [compact(t.to_plotly_json()) for t in fig.data]
-    return go.Figure(data=data, layout=fig.layout.to_plotly_json(), frames=fig.frames or None)
-
-
-def figure_html(fig: go.Figure) -> str:
-    """A figure as a div and the script that draws it (plotly.js loaded by the page; a
-    figure with frames waits for its Play button); numeric arrays of figures without
-    frames are compacted (:func:`compact`)."""
-    if not fig.frames and not isinstance(fig, go.FigureWidget):
-        fig = _plain(fig)
-    html = pio.to_html(fig, include_plotlyjs=False, full_html=False, config=CONFIG, auto_play=False)
-    return html
-
-
 def static_html(widget: widgets.Widget) -> str:
     """What :func:`enable` shows for ``widget``: its figures (stepped ones with frames),
     then its text; a note where it holds no figure."""
     if isinstance(widget, StepControls):
         figs = stepped_figures(widget)
     else:
-        figs = [_plain(f) for f in figures_of(widget)]
+        figs = [plain_copy(f) for f in figures_of(widget)]
     parts = [figure_html(f) for f in figs] + texts_of(widget)
     if not figs:
         parts.insert(0, "<em>(a control of the live dashboard: run the notebook to use it)</em>")
