@@ -315,6 +315,17 @@ def skeleton_length_error(keypoints: Tensor, rest: Tensor) -> Tensor:
     return (length(keypoints) / length(rest) - 1).abs().mean(-1)
 
 
+def skeleton_loss(keypoints: Tensor, rest: Tensor) -> Tensor:
+    """Mean over bones of (length / rest length - 1)^2, (...): the optimisation's skeleton
+    term (squared, so its gradient vanishes at the right lengths; an absolute value keeps a
+    gradient of fixed size there, whose sign flips every step under Adam and drowns the
+    score-distillation signal)."""
+    length = lambda x: torch.stack(
+        [(x[..., c, :] - x[..., p, :]).norm(dim=-1) for p, c in BONES], -1
+    )
+    return ((length(keypoints) / length(rest) - 1) ** 2).mean(-1)
+
+
 def jerk(x: Tensor) -> Tensor:
     """Mean ||x_{f+1} - 2 x_f + x_{f-1}|| over frames and points, (...) for x (..., F, P, 2)
     (the card's "jerk": the second difference in time)."""

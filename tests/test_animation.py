@@ -149,3 +149,4 @@ def test_jerk_and_skeleton_error_of_known_motions():
     assert torch.allclose(an.jerk(x), torch.tensor(2.0))
     kp = an.make_clipart("stick", 0.1).keypoints
     assert an.skeleton_length_error(kp * 1.1, kp) == pytest.approx(0.1, abs=1e-5)
+    assert an.skeleton_loss(kp * 1.1, kp) == pytest.approx(0.01, abs=1e-6)

@@ -38,7 +38,7 @@ from pflow_explore.viz import animation_figures as af
 from pflow_explore.viz import style
 
 CHAPTER = "flexiclip"
-VERSION = 1  # part of every cache key: bump when training or evaluation changes
+VERSION = 2  # part of every cache key: bump when training or evaluation changes
 T = TypeVar("T")
 SEEDS = dict(theory=0, init=1, data=2, train=3, anim=(10, 1), eval=4, held=5)
 VARIANTS = ("Bezier + ARAP", "+ temporal Jacobians", "+ log-prob term")
@@ -353,7 +353,7 @@ def animate(
         P, V, kp, J, J_pose, kp_pose = forward()
         x = clip_of(kp)
         loss = mp.sds_loss(prior, x, y, gen) / x.shape[1]
-        loss = loss + s.w_skeleton * an.skeleton_length_error(kp, clip.keypoints).mean()
+        loss = loss + s.w_skeleton * an.skeleton_loss(kp, clip.keypoints).mean()
         if variant >= 1:
             loss = loss + s.w_pose * (J - J_pose.detach()).abs().mean()
         if variant >= 2:
