@@ -122,3 +122,26 @@ def test_a_figure_that_cannot_start_says_so(server, browser):
     top.wait_for(timeout=10_000)
     assert "did not start" in top.inner_text() and "Reload the page" in top.inner_text()
     page.close(run_before_unload=True)  # Voila then shuts the kernel down
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(240)
+def test_a_box_drawn_on_the_plane_moves_the_finetuning_region(server, browser, dashboard_page):
+    """Chapter 07: dragging a box on the fine-tuner's plane (plotly's box select, reported
+    by the figure to the kernel) moves the region, its shape redrawn in the browser."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    dashboard_page.open(page, f"{server}/voila/render/{NOTEBOOKS['adjoint'].name}")
+    plot = page.locator(".js-plotly-plot", has_text="goal loss per step").first
+    plot.scroll_into_view_if_needed()
+    shape = "el => el.layout.shapes[0].x0"
+    before = plot.evaluate(shape)
+    area = plot.locator(".nsewdrag").first.bounding_box()
+    page.mouse.move(area["x"] + area["width"] * 0.15, area["y"] + area["height"] * 0.6)
+    page.mouse.down()
+    page.mouse.move(area["x"] + area["width"] * 0.3, area["y"] + area["height"] * 0.8, steps=8)
+    page.mouse.up()
+    page.wait_for_function(
+        f"([el, b]) => ({shape})(el) !== b", arg=[plot.element_handle(), before], timeout=20_000
+    )
+    assert plot.evaluate(shape) < 0  # the left part of the plane
+    page.close()
