@@ -131,17 +131,23 @@ def test_a_box_drawn_on_the_plane_moves_the_finetuning_region(server, browser, d
     by the figure to the kernel) moves the region, its shape redrawn in the browser."""
     page = browser.new_page(viewport={"width": 1400, "height": 1400})
     dashboard_page.open(page, f"{server}/voila/render/{NOTEBOOKS['adjoint'].name}")
-    plot = page.locator(".js-plotly-plot", has_text="goal loss per step").first
+    plot = page.locator(".js-plotly-plot", has_text="drag a box").first
     plot.scroll_into_view_if_needed()
-    shape = "el => el.layout.shapes[0].x0"
+    dashboard_page.wait_settled(page)  # every widget attached, the kernel idle
+    shape = "el => el.data[3].x[0]"  # the region's outline
     before = plot.evaluate(shape)
     area = plot.locator(".nsewdrag").first.bounding_box()
     page.mouse.move(area["x"] + area["width"] * 0.15, area["y"] + area["height"] * 0.6)
     page.mouse.down()
     page.mouse.move(area["x"] + area["width"] * 0.3, area["y"] + area["height"] * 0.8, steps=8)
     page.mouse.up()
-    page.wait_for_function(
-        f"([el, b]) => ({shape})(el) !== b", arg=[plot.element_handle(), before], timeout=20_000
-    )
+    try:
+        page.wait_for_function(
+            f"([el, b]) => ({shape})(el) !== b", arg=[plot.element_handle(), before], timeout=30_000
+        )
+    except Exception:  # say what the page shows: the selection, the messages
+        shown = plot.evaluate("el => JSON.stringify(el.layout.selections || [])")
+        messages = page.locator(".pflow-message").all_text_contents()
+        pytest.fail(f"the box stayed at x={before}; selections {shown}; messages {messages}")
     assert plot.evaluate(shape) < 0  # the left part of the plane
     page.close()

@@ -8,7 +8,7 @@ press of *Fine-tune* runs ``steps per press`` Adam steps on the weights with the
 adjoint (:func:`adjoint.finetune_step`: one forward solve, one backward solve of the
 augmented ODE, a fresh batch of x_T per step). The same ``n_show`` noises are sampled by the
 pretrained model (gray) and the current one (blue), so the plane shows where each sample
-moved; the right panel is the goal loss per step. *Reset* restores the pretrained weights.
+moved; the figure beside it is the goal loss per step. *Reset* restores the pretrained weights.
 A step that returns NaN (too large a learning rate) restores the weights of before the press
 and says so; a box that is empty or inverted is refused with a message.
 
@@ -29,7 +29,6 @@ import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 from torch import Tensor, nn
 
 from pflow_explore import adjoint as ad
@@ -64,6 +63,12 @@ def checked_box(low: Sequence[float], high: Sequence[float], margin: float) -> t
     lo = [max(v, -EXTENT) for v in lo]
     hi = [min(v, EXTENT) for v in hi]
     return (lo[0], lo[1]), (hi[0], hi[1])
+
+
+def outline(low: Sequence[float], high: Sequence[float]) -> tuple[list[float], list[float]]:
+    """The x and y of the closed rectangle [low, high] (five corners, for a line trace)."""
+    (x0, y0), (x1, y1) = low, high
+    return [x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0]
 
 
 class RegionFinetuner(widgets.VBox):
@@ -103,29 +108,41 @@ class RegionFinetuner(widgets.VBox):
             self.before = ad.sample(ad.RhoFlow(self._base, path), self._x_show, self.grid, method)
         self.now = self.before.clone()
 
-        fig = make_subplots(
-            1, 2, column_widths=[0.6, 0.4], subplot_titles=("samples", "goal loss per step")
-        )
         lin = np.linspace(-EXTENT, EXTENT, GRID)
         gx, gy = np.meshgrid(lin, lin)
-        hit = go.Scatter(
-            x=gx.ravel(), y=gy.ravel(), mode="markers", hoverinfo="none", showlegend=False,
-            marker=dict(size=9, opacity=0), name="plane",
+        hit = dict(
+            type="scatter", x=gx.ravel(), y=gy.ravel(), mode="markers", hoverinfo="none",
+            showlegend=False, marker=dict(size=9, opacity=0), name="plane",
         )  # fmt: skip
-        fig.add_trace(hit, 1, 1)
-        for name, color in (("pretrained", GRAY), ("fine-tuned", BLUE)):
-            fig.add_trace(
-                go.Scatter(mode="markers", name=name, marker=dict(size=3, color=color)), 1, 1
-            )
-        fig.add_trace(go.Scatter(mode="lines+markers", name="goal loss", showlegend=False), 1, 2)
-        fig.update_xaxes(range=[-EXTENT, EXTENT], row=1, col=1)
-        fig.update_yaxes(range=[-EXTENT, EXTENT], scaleanchor="x", row=1, col=1)
-        fig.update_xaxes(title_text="fine-tuning step", row=1, col=2)
-        fig.update_yaxes(type="log", row=1, col=2)
-        fig.update_layout(
-            template=TEMPLATE, height=430, width=900, dragmode="select", hovermode="closest",
-            legend=dict(orientation="h", y=-0.12), uirevision="keep",
+        samples = [
+            dict(type="scatter", mode="markers", name=name, marker=dict(size=3, color=color))
+            for name, color in (("pretrained", GRAY), ("fine-tuned", BLUE))
+        ]
+        # the region and the goal's box as line traces, not layout shapes: with a shape in the
+        # layout, plotly's widget did not report box selections to the kernel (measured)
+        boxes = [
+            dict(type="scatter", mode="lines", name=name, hoverinfo="skip",
+                 line=dict(color="#d62728", width=width, dash=dash))
+            for name, width, dash in (("region", 2, "solid"), ("goal", 1, "dot"))
+        ]  # fmt: skip
+        fig = go.Figure(
+            data=[hit, *samples, *boxes],
+            layout=dict(
+                template=TEMPLATE, height=430, width=460, dragmode="select", hovermode="closest",
+                title="samples: drag a box to move the region", margin=dict(l=40, r=10, t=40, b=40),
+                xaxis=dict(range=[-EXTENT, EXTENT]), yaxis=dict(range=[-EXTENT, EXTENT]),
+                legend=dict(orientation="h", y=-0.12),
+            ),
         )  # fmt: skip
+        loss = go.Figure(
+            data=[dict(type="scatter", mode="lines+markers", name="goal loss")],
+            layout=dict(
+                template=TEMPLATE, height=430, width=420, title="goal loss per step",
+                xaxis_title="fine-tuning step", yaxis_type="log",
+                margin=dict(l=50, r=10, t=40, b=40),
+            ),
+        )  # fmt: skip
+        self.loss_figure: go.Figure = loss
         self.figure: go.Figure = fig  # plain until the first picture is in it (below)
 
         slider = dict(min=-EXTENT, max=EXTENT, step=0.05, readout_format=".2f")
@@ -147,14 +164,14 @@ class RegionFinetuner(widgets.VBox):
         self.reset_button.on_click(lambda _b: self.reset())
         self.message, self.readout = message_label(), widgets.HTML()
         self._draw()
-        self.figure = LiveFigure(fig)
+        self.figure, self.loss_figure = LiveFigure(fig), LiveFigure(loss)
         self.figure.data[0].on_selection(self._on_select)
         super().__init__(
             [
                 widgets.HBox([self.x_range, self.y_range]),
                 widgets.HBox([self.steps_slider, self.tune_button, self.reset_button]),
                 self.message,
-                self.figure,
+                widgets.HBox([self.figure, self.loss_figure]),
                 self.readout,
             ]
         )
@@ -256,17 +273,15 @@ class RegionFinetuner(widgets.VBox):
     def _draw(self) -> None:
         (x0, y0), (x1, y1) = self.box
         (g0, h0), (g1, h1) = self.goal_box
-        rect = dict(type="rect", xref="x", yref="y", line=dict(color="#d62728", width=2))
-        goal = dict(rect, line=dict(color="#d62728", width=1, dash="dot"))
         steps = list(range(1, len(self.losses) + 1))
+        with self.loss_figure.batch_update():
+            line = self.loss_figure.data[0]
+            line.x, line.y = steps, plain_floats(self.losses)
         with self.figure.batch_update():
             self.figure.data[1].x, self.figure.data[1].y = self.before.T.tolist()
             self.figure.data[2].x, self.figure.data[2].y = self.now.T.tolist()
-            self.figure.data[3].x, self.figure.data[3].y = steps, plain_floats(self.losses)
-            self.figure.layout.shapes = [
-                dict(rect, x0=x0, y0=y0, x1=x1, y1=y1),
-                dict(goal, x0=g0, y0=h0, x1=g1, y1=h1),
-            ]
+            self.figure.data[3].x, self.figure.data[3].y = outline(*self.box)
+            self.figure.data[4].x, self.figure.data[4].y = outline(*self.goal_box)
         before, now = self.share_in_box(self.before), self.share_in_box(self.now)
         n = len(self._x_show)
         run = (

@@ -47,9 +47,8 @@ def tuner(model) -> RegionFinetuner:
 def test_the_first_picture_is_in_the_state_the_browser_first_renders(tuner):
     state = tuner.figure._widget_data
     assert len(state[1]["x"]) == 300 and state[1]["x"] == state[2]["x"]
-    shapes = tuner.figure._widget_layout["shapes"]
-    assert (shapes[0]["x0"], shapes[0]["x1"]) == (0.2, 1.0)
-    assert (shapes[1]["x0"], shapes[1]["x1"]) == pytest.approx((0.3, 0.9))
+    assert state[3]["x"] == [0.2, 1.0, 1.0, 0.2, 0.2]  # the region
+    assert state[4]["x"] == pytest.approx([0.3, 0.9, 0.9, 0.3, 0.3])  # the goal's box
     assert "press Fine-tune" in tuner.readout.value
 
 
@@ -61,7 +60,7 @@ def test_finetuning_moves_samples_into_the_box_and_leaves_the_callers_model(tune
     assert after > before + 0.5, (before, after)  # measured: 0.08 -> 0.95 after 15 steps
     assert len(tuner.losses) == 30 and tuner.losses[-1] < tuner.losses[0]
     assert tuner.nfe_per_step == 2 * 8 * 4  # rk4: 4 evaluations per step, forward and back
-    assert list(tuner.figure.data[3].x) == list(range(1, 31))
+    assert list(tuner.loss_figure.data[0].x) == list(range(1, 31))
     assert all(torch.equal(a, b) for a, b in zip(original, model.parameters(), strict=True))
     tuner.reset()
     assert tuner.losses == [] and torch.equal(tuner.now, tuner.before)
@@ -101,7 +100,7 @@ def test_the_range_sliders_and_a_selection_move_the_box(tuner):
     (x0, y0), (x1, y1) = tuner.box
     assert (x0, y0, x1, y1) == pytest.approx((0.5 - half, -1.0 - half, 1.0 + half, -0.5 + half))
     assert tuple(tuner.y_range.value) == pytest.approx((-1.0 - half, -0.5 + half))
-    assert tuner.figure.layout.shapes[0].y1 == pytest.approx(-0.5 + half)
+    assert max(tuner.figure.data[3].y) == pytest.approx(-0.5 + half)
 
 
 def test_checked_box_clips_to_the_plane():
