@@ -327,7 +327,19 @@ def sphinx_build(src: Path, html_dir: Path) -> float:
     start = time.perf_counter()
     if html_dir.exists():
         shutil.rmtree(html_dir)
-    cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-q", str(src), str(html_dir)]
+    doctrees = src / ".doctrees"  # Sphinx's pickles: beside the sources, not in the site
+    cmd = [
+        sys.executable,
+        "-m",
+        "sphinx",
+        "-b",
+        "html",
+        "-q",
+        "-d",
+        str(doctrees),
+        str(src),
+        str(html_dir),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"sphinx-build failed:\n{done.stderr[-3000:]}")
