@@ -27,6 +27,23 @@ const EDITS = [
   "_py2js_removeTraceProps",
 ];
 
+// Hover events are not reported to Python. ipywidgets sends one message at a time and
+// merges what waits behind it by trait, so a hover or unhover right after a box selection or
+// a click overwrote it in plotly's one points trait (_js2py_pointsCallback) before it left:
+// the kernel never heard of the selection (measured: plotly emitted plotly_selected with 80
+// points, the websocket carried only the unhover). No chapter listens to hover, and each
+// mouse move over a figure no longer costs the kernel a message.
+const UNREPORTED = new Set(["plotly_hover", "plotly_unhover"]);
+
+function withoutHoverEvents(model) {
+  const set = model.set.bind(model);
+  model.set = (key, value, ...rest) => {
+    if (key === "_js2py_pointsCallback" && value && UNREPORTED.has(value.event_type)) return;
+    return set(key, value, ...rest);
+  };
+  return model;
+}
+
 function baseUrl() {
   // Voila and JupyterLab both put the server's base URL in this element
   const el = document.getElementById("jupyter-config-data");
@@ -147,7 +164,8 @@ export default () => {
           stopListening();
           replay(bundle.FigureModel, model, edits);
           figure = bundle.default();
-          figure.initialize({ model });
+          // plotly's views send their events through the model given here
+          figure.initialize({ model: withoutHoverEvents(model) });
         })
         .catch((error) => {
           stopListening();

@@ -101,7 +101,9 @@ class LiveFigure(go.FigureWidget):
     """A ``go.FigureWidget`` whose browser side loads plotly once per page (module docstring).
 
     Use it wherever a figure must follow widgets: ``LiveFigure(fig)`` for a ``go.Figure``.
-    Arguments are those of ``go.FigureWidget``.
+    Arguments are those of ``go.FigureWidget``. Clicks and box/lasso selections reach the
+    traces' ``on_click``/``on_selection``; hover events are not sent to the kernel (in
+    ipywidgets' send queue a hover right after a selection replaced it: live_figure.js).
     """
 
     _esm = esm_source()
