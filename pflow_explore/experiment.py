@@ -7,6 +7,7 @@ cache keys, thread pinning and lazily computed data.
     gen = seeds.generator("noise")                      # torch.Generator seeded s.seed + 2
     key = cache_key(s, ("hidden", "depth", "seed"), stage="teacher")
     watch = Stopwatch(); ...; watch.tick("train")       # watch.seconds == {"train": 1.7}
+    values, seconds = run_named(s, {"theory": theory, "2D": experiment_2d})
 
 Nothing here changes a number: ``Seeds`` reproduces ``seed + offset`` exactly and
 ``cache_key`` builds the same dict a chapter hashed before, so shipped artifacts still load.
@@ -38,6 +39,7 @@ __all__ = [
     "one_thread_on_cpu",
     "presets",
     "require",
+    "run_named",
     "require_at_least",
     "single_threaded",
     "torch_threads",
@@ -156,6 +158,19 @@ class Stopwatch:
     @property
     def total(self) -> float:
         return sum(self.seconds.values())
+
+
+def run_named(
+    s: S, experiments: Mapping[str, Callable[[S], Any]]
+) -> tuple[list[Any], dict[str, float]]:
+    """A chapter's named experiments in order, each called with the settings ``s``: their
+    values in that order and {name: wall seconds}. A chapter's ``prepare`` and ``run`` both
+    go through it, so the two never list different experiments."""
+    watch, values = Stopwatch(), []
+    for name, experiment in experiments.items():
+        values.append(experiment(s))
+        watch.tick(name)
+    return values, watch.seconds
 
 
 # ---- named seed streams ---------------------------------------------------------------------

@@ -83,6 +83,16 @@ def test_stopwatch_books_time_since_last_tick(monkeypatch):
     assert watch.total == 5.0
 
 
+def test_run_named_calls_in_order_and_times_each(monkeypatch):
+    now = iter([0.0, 1.0, 3.5])
+    monkeypatch.setattr(E.time, "perf_counter", lambda: next(now))
+    calls = []
+    experiments = {"b": lambda s: calls.append(("b", s)) or 2 * s, "a": lambda s: s + 1}
+    values, seconds = E.run_named(10, experiments)
+    assert values == [20, 11] and calls == [("b", 10)]
+    assert seconds == {"b": 1.0, "a": 2.5} and list(seconds) == ["b", "a"]
+
+
 # ---- seeds -------------------------------------------------------------------------------------
 def test_seeds_reproduce_offsets_and_draws():
     seeds = E.Seeds(7, noise=1, share=2, augment=(1000, 1000), pairs=(10, 1))

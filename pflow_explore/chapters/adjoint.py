@@ -28,7 +28,7 @@ from pflow_explore import experiment, paths, viz
 from pflow_explore.claims import Claim, claim_above, claim_below
 from pflow_explore.datasets.digits import flat_digits
 from pflow_explore.datasets.toy2d import eight_gaussians
-from pflow_explore.experiment import Seeds, Stopwatch, cache_key, choose, one_thread_on_cpu, presets
+from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets, run_named
 from pflow_explore.nets import MLP
 from pflow_explore.nets.classifier import load_digits_classifier
 from pflow_explore.theory import adjoint as theory_ad
@@ -502,26 +502,18 @@ class Results:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+EXPERIMENTS = {"theory": theory, "memory": memory, "fine-tuning": finetune, "attack": attack}
+
+
 def prepare(s: Settings) -> None:
     """Train and measure everything (each result is a cached artifact)."""
-    theory(s)
-    memory(s)
-    finetune(s)
-    attack(s)
+    run_named(s, EXPERIMENTS)
 
 
 def run(s: Settings) -> Results:
     """The four experiments in turn, with the wall time of each (cached)."""
-    watch = Stopwatch()
-    th = theory(s)
-    watch.tick("theory")
-    mem = memory(s)
-    watch.tick("memory")
-    ft = finetune(s)
-    watch.tick("fine-tuning")
-    at = attack(s)
-    watch.tick("attack")
-    return Results(s, s.scale, th, mem, ft, at, watch.seconds)
+    values, seconds = run_named(s, EXPERIMENTS)
+    return Results(s, s.scale, *values, seconds)
 
 
 # ---- claims -------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from pflow_explore import ar_flow as af
 from pflow_explore import experiment, metrics, viz
 from pflow_explore.claims import Claim, claim_above, claim_below, claim_ordered
 from pflow_explore.datasets.digits import digits
-from pflow_explore.experiment import Seeds, Stopwatch, cache_key, choose, one_thread_on_cpu, presets
+from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets, run_named
 from pflow_explore.nets.hybrid_attention import ARFlowTransformer
 from pflow_explore.super_resolution import frechet_distance
 from pflow_explore.training import FitResult, fit_cached
@@ -331,23 +331,22 @@ class Results:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+EXPERIMENTS = {
+    "identities": identities,
+    "sequence lengths": experiment_lengths,
+    "sampling cost": experiment_cost,
+}
+
+
 def prepare(s: Settings) -> None:
     """Train (or find in the cache / shipped folder) every model, and measure them."""
-    identities(s)
-    experiment_lengths(s)
-    experiment_cost(s)
+    run_named(s, EXPERIMENTS)
 
 
 def run(s: Settings) -> Results:
     """The three experiments in turn, with the wall time of each (training is cached)."""
-    watch = Stopwatch()
-    ident = identities(s)
-    watch.tick("identities")
-    lengths = experiment_lengths(s)
-    watch.tick("sequence lengths")
-    cost = experiment_cost(s)
-    watch.tick("sampling cost")
-    return Results(s, s.scale, ident, lengths, cost, watch.seconds)
+    values, seconds = run_named(s, EXPERIMENTS)
+    return Results(s, s.scale, *values, seconds)
 
 
 # ---- claims -------------------------------------------------------------------------------

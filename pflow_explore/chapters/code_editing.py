@@ -29,7 +29,7 @@ from pflow_explore.datasets.corruptions import CORRUPTIONS, OUT_OF_RANGE, corrup
 from pflow_explore.datasets.digits import digits as digit_images
 from pflow_explore.datasets.digits import flat_digits
 from pflow_explore.datasets.mixture import GaussianMixture
-from pflow_explore.experiment import Seeds, Stopwatch, cache_key, choose, one_thread_on_cpu, presets
+from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets, run_named
 from pflow_explore.metrics import digits_features
 from pflow_explore.nets import MLP
 from pflow_explore.nets.classifier import load_digits_classifier
@@ -473,21 +473,18 @@ class Results:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+EXPERIMENTS = {"gaussian": gaussian, "mixture": mixture, "digits": digits}
+
+
 def prepare(s: Settings) -> None:
     """Train and measure everything (each result is a cached artifact)."""
-    gaussian(s), mixture(s), digits(s)
+    run_named(s, EXPERIMENTS)
 
 
 def run(s: Settings) -> Results:
     """The three experiments in turn, with the wall time of each (cached)."""
-    watch = Stopwatch()
-    g = gaussian(s)
-    watch.tick("gaussian")
-    m = mixture(s)
-    watch.tick("mixture")
-    d = digits(s)
-    watch.tick("digits")
-    return Results(s, s.scale, g, m, d, watch.seconds)
+    values, seconds = run_named(s, EXPERIMENTS)
+    return Results(s, s.scale, *values, seconds)
 
 
 # ---- claims -------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from pflow_explore.claims import Claim, claim_above, claim_below, claim_ordered
 from pflow_explore.datasets.digits import flat_digits
 from pflow_explore.datasets.toy2d import eight_gaussians
 from pflow_explore.edm import edm_sampler
-from pflow_explore.experiment import Seeds, Stopwatch, cache_key, choose, one_thread_on_cpu, presets
+from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets, run_named
 from pflow_explore.paths import NoiseLevel, karras_sigmas
 from pflow_explore.theory.consistency import ctm_jump_eigen, gaussian_jump
 from pflow_explore.theory.gaussian_flow import Derivation, GaussianFlow
@@ -481,25 +481,23 @@ class Results:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+EXPERIMENTS = {
+    "theory check": theory,
+    "2D": experiment_2d,
+    "digits": lambda s: experiment_digits(s) if s.digits else None,
+}
+
+
 def prepare(s: Settings) -> None:
     """Train (or find in the cache / shipped folder) every model of the chapter, and measure
     it: the evaluations are cached artifacts too (:func:`evaluated`)."""
-    theory(s)
-    experiment_2d(s)
-    if s.digits:
-        experiment_digits(s)
+    run_named(s, EXPERIMENTS)
 
 
 def run(s: Settings) -> Results:
     """The three experiments in turn, with the wall time of each (training is cached)."""
-    watch = Stopwatch()
-    theory_result = theory(s)
-    watch.tick("theory check")
-    two_d = experiment_2d(s)
-    watch.tick("2D")
-    digits = experiment_digits(s) if s.digits else None
-    watch.tick("digits")
-    return Results(s, s.scale, theory_result, two_d, digits, watch.seconds)
+    values, seconds = run_named(s, EXPERIMENTS)
+    return Results(s, s.scale, *values, seconds)
 
 
 # ---- claims -------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from pflow_explore import super_resolution as sr
 from pflow_explore.claims import Claim, claim_above, claim_below, claim_ordered, compare
 from pflow_explore.datasets.digits import digits
 from pflow_explore.datasets.patches import photo_patches
-from pflow_explore.experiment import Seeds, Stopwatch, cache_key, choose, one_thread_on_cpu, presets
+from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets, run_named
 from pflow_explore.theory import super_resolution as theory_sr
 from pflow_explore.theory.gaussian_flow import Derivation
 from pflow_explore.training import FitResult, fit, fit_cached
@@ -463,21 +463,19 @@ class Results:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+EXPERIMENTS = {"exact problem": exact, "images": experiment_images}
+
+
 def prepare(s: Settings) -> None:
     """Train (or find in the cache / shipped folder) every model, and measure it: the
     evaluations are cached artifacts too (:func:`evaluated`)."""
-    exact(s)
-    experiment_images(s)
+    run_named(s, EXPERIMENTS)
 
 
 def run(s: Settings) -> Results:
     """The two experiments in turn, with the wall time of each (training is cached)."""
-    watch = Stopwatch()
-    exact_result = exact(s)
-    watch.tick("exact problem")
-    images_result = experiment_images(s)
-    watch.tick("images")
-    return Results(s, s.scale, exact_result, images_result, watch.seconds)
+    values, seconds = run_named(s, EXPERIMENTS)
+    return Results(s, s.scale, *values, seconds)
 
 
 # ---- claims -------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from pflow_explore import experiment
 from pflow_explore import motion_prior as mp
 from pflow_explore.claims import Claim, claim_above, claim_below
 from pflow_explore.datasets.motions import MOTIONS, labelled_clips
-from pflow_explore.experiment import Seeds, Stopwatch, cache_key, choose, one_thread_on_cpu, presets
+from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets, run_named
 from pflow_explore.flow_matching import rectified_flow_loss, uniform_time
 from pflow_explore.training import FitResult, fit_cached
 from pflow_explore.viz import animation_figures as af
@@ -460,23 +460,22 @@ class Results:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+EXPERIMENTS = {
+    "theory check": theory,
+    "motion prior": lambda s: experiment_prior(s)[1],
+    "animation ablation": experiment_animation,
+}
+
+
 def prepare(s: Settings) -> None:
     """Train (or find) the prior and cache every evaluation."""
-    theory(s)
-    experiment_prior(s)
-    experiment_animation(s)
+    run_named(s, EXPERIMENTS)
 
 
 def run(s: Settings) -> Results:
     """The three experiments in turn, with the wall time of each (cached)."""
-    watch = Stopwatch()
-    th = theory(s)
-    watch.tick("theory check")
-    _, pr = experiment_prior(s)
-    watch.tick("motion prior")
-    anim = experiment_animation(s)
-    watch.tick("animation ablation")
-    return Results(s, s.scale, th, pr, anim, watch.seconds)
+    values, seconds = run_named(s, EXPERIMENTS)
+    return Results(s, s.scale, *values, seconds)
 
 
 # ---- claims -------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from pflow_explore.claims import Claim, claim_above, claim_band, claim_below, cl
 from pflow_explore.datasets.digits import digits
 from pflow_explore.datasets.patches import photo_patches
 from pflow_explore.datasets.toy2d import eight_gaussians
-from pflow_explore.experiment import Seeds, Stopwatch, cache_key, choose, one_thread_on_cpu, presets
+from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets, run_named
 from pflow_explore.theory import mean_reverting as theory_mr
 from pflow_explore.theory.gaussian_flow import Derivation
 from pflow_explore.training import FitResult, fit_cached
@@ -475,25 +475,23 @@ class Results:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+EXPERIMENTS = {
+    "theory check": theory,
+    "exact denoisers": exact,
+    "digits": lambda s: experiment_digits(s) if s.digits else None,
+}
+
+
 def prepare(s: Settings) -> None:
     """Train (or find in the cache / shipped folder) every model of the chapter, and measure
     it: the evaluations are cached artifacts too (:func:`evaluated`)."""
-    theory(s)
-    exact(s)
-    if s.digits:
-        experiment_digits(s)
+    run_named(s, EXPERIMENTS)
 
 
 def run(s: Settings) -> Results:
     """The three experiments in turn, with the wall time of each (training is cached)."""
-    watch = Stopwatch()
-    theory_result = theory(s)
-    watch.tick("theory check")
-    exact_result = exact(s)
-    watch.tick("exact denoisers")
-    digits_result = experiment_digits(s) if s.digits else None
-    watch.tick("digits")
-    return Results(s, s.scale, theory_result, exact_result, digits_result, watch.seconds)
+    values, seconds = run_named(s, EXPERIMENTS)
+    return Results(s, s.scale, *values, seconds)
 
 
 # ---- claims -------------------------------------------------------------------------------
