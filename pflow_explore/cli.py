@@ -17,15 +17,14 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from . import cache, chapters, course
 from .claims import Claim, all_hold, to_json, to_text
-from .scale import ENV_SCALE, SCALES, ScaleError, check_scale, resolve_scale
+from .scale import ENV_SCALE, SCALES, ScaleError, check_scale, environment, resolve_scale
 from .voila_app import stop_server
 
 ENV_TRACEBACK = "PFLOW_TRACEBACK"  # set to 1 to see the traceback behind an error line
@@ -86,25 +85,6 @@ def scale_name(value: str | None) -> str:
         return resolve_scale(value)
     except ScaleError as err:
         raise UsageError(str(err)) from err
-
-
-@contextmanager
-def environment(**values: str) -> Iterator[None]:
-    """Set environment variables for the duration of a command, then restore them.
-
-    The scale goes through PFLOW_SCALE too, so code that resolves the scale itself (a
-    chapter's ``run`` labelling its claims, a notebook's kernel) sees the same one.
-    """
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _error_line(what: str, err: BaseException) -> str:

@@ -98,6 +98,26 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 @contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration of a block, then restore them.
+
+    The command line and the site builder pass the scale this way too (``PFLOW_SCALE``), so
+    code that resolves the scale itself (a chapter's ``run`` labelling its claims, a
+    notebook's kernel started inside the block) sees the same one.
+    """
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextmanager
 def torch_threads(n: int | None = 1, blas: bool = False) -> Iterator[None]:
     """Run torch on ``n`` threads inside the block (with ``blas``, the BLAS under numpy and
     scipy too, via threadpoolctl), then restore the old counts; ``None`` changes nothing.

@@ -22,7 +22,6 @@ see :func:`mathjax_dir`), like Chromium for the browser tests.
 from __future__ import annotations
 
 import html
-import os
 import re
 import shutil
 import subprocess
@@ -35,7 +34,7 @@ from pathlib import Path
 import nbformat
 
 from pflow_explore import cache, course, student_release, syllabus
-from pflow_explore.scale import ENV_SCALE
+from pflow_explore.scale import ENV_SCALE, environment
 
 PAGES = ("syllabus", "notation")  # course pages before the chapters, in this order
 MATHJAX_URL = "https://registry.npmjs.org/mathjax/-/mathjax-3.2.2.tgz"
@@ -129,23 +128,21 @@ def execute_page(stem: str, out: Path, scale: str = "cpu") -> nbformat.NotebookN
     out.mkdir(parents=True, exist_ok=True)
     staged, done = out / f".{stem}.in.ipynb", out / f".{stem}.out.ipynb"
     nbformat.write(page_version(path), staged)
-    old = os.environ.get(ENV_SCALE)
-    os.environ[ENV_SCALE] = scale  # pages without a SCALE parameter read it here
-    try:
-        papermill.execute_notebook(
-            str(staged),
-            str(done),
-            parameters={"SCALE": scale} if stem[:2].isdigit() else {},
-            kernel_name="python3",
-            cwd=str(path.parent),
-            progress_bar=False,
-        )
+    try:  # pages without a SCALE parameter read it from the environment
+        with environment(**{ENV_SCALE: scale}):
+            papermill.execute_notebook(
+                str(staged),
+                str(done),
+                parameters={"SCALE": scale} if stem[:2].isdigit() else {},
+                kernel_name="python3",
+                cwd=str(path.parent),
+                progress_bar=False,
+            )
     except papermill.PapermillExecutionError as err:
         if not _only_exercise_errors(nbformat.read(done, as_version=4)):
             failed = f"cell [{err.exec_count}] raised {err.ename}: {err.evalue}"
             raise RuntimeError(f"{stem}: {failed}") from None
     finally:
-        os.environ.pop(ENV_SCALE) if old is None else os.environ.__setitem__(ENV_SCALE, old)
         staged.unlink(missing_ok=True)
     executed = nbformat.read(done, as_version=4)
     done.unlink()
