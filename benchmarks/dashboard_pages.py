@@ -53,7 +53,7 @@ IGNORED_CONSOLE = ("Unsatisfied version", "No satisfying version")  # warnings, 
 class Serve:
     """`pflow-explore serve` of the checkout ``repo`` on a free port (stopped with its kernels)."""
 
-    def __init__(self, repo: Path, preheat: bool) -> None:
+    def __init__(self, repo: Path, preheat: bool, extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, PFLOW_SCALE="cpu", PYTHONPATH=str(repo))
@@ -61,7 +61,7 @@ class Serve:
         self.log = Path(f"/tmp/dashboard-pages-{self.port}.log")
         with self.log.open("w") as fh:
             self.proc = subprocess.Popen(
-                args + ([] if preheat else ["--no-preheat"]),
+                args + ([] if preheat else ["--no-preheat"]) + list(extra),
                 cwd=repo,
                 env=env,
                 stdout=fh,
@@ -246,7 +246,7 @@ async def run(args: argparse.Namespace) -> dict:
             executable_path=CHROMIUM, args=list(CHROMIUM_FLAGS), headless=True
         )
         # plain: each visit runs its notebook in a new kernel (cached artifacts)
-        server = Serve(repo, preheat=False)
+        server = Serve(repo, preheat=False, extra=tuple(args.serve_arg))
         try:
             results["plain"] = []
             for name in names:
@@ -256,7 +256,7 @@ async def run(args: argparse.Namespace) -> dict:
         finally:
             server.stop()
         # preheated: each visit finds a kernel that has run the notebook
-        server = Serve(repo, preheat=True)
+        server = Serve(repo, preheat=True, extra=tuple(args.serve_arg))
         try:
             results["warm_s"] = server.wait_quiet()
             results["preheated"], results["cached"] = [], []
@@ -326,11 +326,13 @@ def _q(xs: list[float], q: float) -> float:
 
 
 def report(args: argparse.Namespace, results: dict, load_before: str) -> str:
+    served_with = f" with `{' '.join(args.serve_arg)}`" if args.serve_arg else ""
     lines = [
         f"# Dashboard pages ({args.label})",
         "",
         f"Written by `benchmarks/dashboard_pages.py --label {args.label}` serving "
-        f"`{args.describe}` at PFLOW_SCALE=cpu (cached artifacts), browser and server on the "
+        f"`{args.describe}`{served_with} at PFLOW_SCALE=cpu (cached artifacts), browser and "
+        "server on the "
         "same machine. Targets (issue 11): <= 8 MB of JavaScript per page; <= 3 s "
         "preheated and <= 10 s plain to a working slider; slider -> figure <= 150 ms; the "
         "stress walk with 0 dead sliders and 0 console errors.",
@@ -404,6 +406,12 @@ def main() -> None:
     parser.add_argument("--describe", default="this checkout")
     parser.add_argument("--walks", type=int, default=20)
     parser.add_argument("--concurrent-page", default="01_painters.ipynb")
+    parser.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        help="an argument for `pflow-explore serve` (repeat it), e.g. --serve-arg=--pool-size=8",
+    )
     args = parser.parse_args()
     load_before = load_average()
     results = asyncio.run(run(args))
