@@ -118,8 +118,7 @@ class RegionFinetuner(widgets.VBox):
             dict(type="scatter", mode="markers", name=name, marker=dict(size=3, color=color))
             for name, color in (("pretrained", GRAY), ("fine-tuned", BLUE))
         ]
-        # the region and the goal's box as line traces, not layout shapes: with a shape in the
-        # layout, plotly's widget did not report box selections to the kernel (measured)
+        # the region and the goal's box as line traces (redrawn in the same batch as the samples)
         boxes = [
             dict(type="scatter", mode="lines", name=name, hoverinfo="skip",
                  line=dict(color="#d62728", width=width, dash=dash))
@@ -271,8 +270,6 @@ class RegionFinetuner(widgets.VBox):
         self.set_box((min(xs) - half, min(ys) - half), (max(xs) + half, max(ys) + half))
 
     def _draw(self) -> None:
-        (x0, y0), (x1, y1) = self.box
-        (g0, h0), (g1, h1) = self.goal_box
         steps = list(range(1, len(self.losses) + 1))
         with self.loss_figure.batch_update():
             line = self.loss_figure.data[0]
