@@ -75,6 +75,7 @@ __all__ = [
     "jump",
     "objective",
     "sampling_grid",
+    "teacher_pair",
 ]
 
 Denoiser = Callable[[Tensor, "float | Tensor"], Tensor]
@@ -250,6 +251,27 @@ def distance(a: Tensor, b: Tensor, kind: str = "l2", huber_c: float = 0.03) -> T
     raise ValueError(f"distance must be one of {DISTANCES}, got {kind!r}")
 
 
+def teacher_pair(
+    teacher: Denoiser,
+    x0: Tensor,
+    grid: Tensor,
+    i_t: Tensor,
+    k: Tensor,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The two points of a distillation loss on clean data x0 (n, d): x_t = x0 + t z with
+    t = grid[i_t] (n,) and z ~ N(0, I) (n, d) drawn from ``generator`` (float32 on the
+    generator's device, then cast to x0), and x_u = ``k`` (n,) Heun steps of the teacher from
+    x_t (:func:`heun_between`, no gradient), at u = grid[i_t + k]. Returns (grid (N + 1,)
+    as x0's dtype and device, x_t, x_u). One random draw: z."""
+    grid = grid.to(x0)
+    t = grid[i_t]
+    x_t = x0 + t[:, None] * torch.randn(x0.shape, generator=generator).to(x0)
+    with torch.no_grad():
+        x_u = heun_between(teacher, x_t, grid, i_t.to(x0.device), k.to(x0.device))
+    return grid, x_t, x_u
+
+
 def ctm_loss(
     student: nn.Module,
     target: nn.Module,
@@ -267,14 +289,10 @@ def ctm_loss(
     its Heun steps from t to u. grid: (N + 1,) descending, grid[N] = 0. Random draws, in
     order: the triples (:func:`draw_triples`), then z (n, d)."""
     tri = draw_triples(len(x0), len(grid) - 1, max_teacher_steps, generator)
-    grid = grid.to(x0)
+    grid, x_t, x_u = teacher_pair(teacher, x0, grid, tri.i_t, tri.i_u - tri.i_t, generator)
     t, u, s = grid[tri.i_t], grid[tri.i_u], grid[tri.i_s]
-    x_t = x0 + t[:, None] * torch.randn(x0.shape, generator=generator).to(x0)
     zero = torch.zeros_like(t)
     with torch.no_grad():
-        x_u = heun_between(
-            teacher, x_t, grid, tri.i_t.to(x0.device), (tri.i_u - tri.i_t).to(x0.device)
-        )
         aim = jump(target, jump(target, x_u, u, s), s, zero)
     guess = jump(target, jump(student, x_t, t, s), s, zero)  # gradient flows through the inner jump
     return distance(guess, aim, kind, huber_c).mean()
@@ -295,14 +313,10 @@ def cm_loss(
     Random draws: i, then z."""
     n_grid = len(grid) - 1
     i_t = (torch.rand(len(x0), generator=generator) * n_grid).long().clamp(max=n_grid - 1)
-    grid = grid.to(x0)
+    grid, x_t, x_u = teacher_pair(teacher, x0, grid, i_t, torch.ones_like(i_t), generator)
     t, u = grid[i_t], grid[i_t + 1]
-    x_t = x0 + t[:, None] * torch.randn(x0.shape, generator=generator).to(x0)
     zero = torch.zeros_like(t)
     with torch.no_grad():
-        x_u = heun_between(
-            teacher, x_t, grid, i_t.to(x0.device), torch.ones_like(i_t).to(x0.device)
-        )
         aim = jump(target, x_u, u, zero)
     return distance(jump(student, x_t, t, zero), aim, kind, huber_c).mean()
 

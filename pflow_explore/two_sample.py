@@ -56,6 +56,13 @@ class DeepKernel(nn.Module):
         return ((1 - e0) * deep + e0) * gaussian_gram(a, b, self.log_bw_q.exp())
 
 
+def off_diagonal_mean(k: Tensor) -> Tensor:
+    """E_{i != j} k_ij = (sum_ij k_ij - sum_i k_ii) / (n (n - 1)) of a square (n, n) kernel
+    matrix, n >= 2: the unbiased within-set term of MMD_u^2."""
+    n = len(k)
+    return (k.sum() - k.diagonal().sum()) / (n * (n - 1))
+
+
 def mmd_u2_and_var(kxx: Tensor, kyy: Tensor, kxy: Tensor) -> tuple[Tensor, Tensor]:
     """Unbiased MMD^2 of equal-size sets and the variance of its H1 law (Liu et al. 2020,
     eq. 5): H_ij = k(x_i,x_j) + k(y_i,y_j) - k(x_i,y_j) - k(x_j,y_i); MMD_u^2 = mean over
@@ -102,11 +109,8 @@ def train_kernel(
 def mmd2_from_gram(k: Tensor, n: int) -> Tensor:
     """Biased-free (unbiased within-set) MMD^2 of the first n points against the rest, from
     the pooled (N, N) kernel matrix k."""
-    m = len(k) - n
     kxx, kyy, kxy = k[:n, :n], k[n:, n:], k[:n, n:]
-    sxx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-    syy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-    return sxx + syy - 2 * kxy.mean()
+    return off_diagonal_mean(kxx) + off_diagonal_mean(kyy) - 2 * kxy.mean()
 
 
 @dataclass
@@ -152,15 +156,13 @@ def set_scores(kernel: DeepKernel, tests: Tensor, reference: Tensor) -> Tensor:
     a set of T frame features), reference (R, D); returns (B,). The within-set terms of the
     test sets use i != j; the reference term is computed once."""
     b, t, d = tests.shape
-    kyy = kernel.gram(reference, reference)
     r = len(reference)
-    syy = (kyy.sum() - kyy.diagonal().sum()) / (r * (r - 1))
+    syy = off_diagonal_mean(kernel.gram(reference, reference))
     flat = tests.reshape(b * t, d)
     kxy = kernel.gram(flat, reference).reshape(b, t, r).mean((1, 2))
     out = torch.empty(b)
     for i in range(b):
-        kxx = kernel.gram(tests[i], tests[i])
-        out[i] = (kxx.sum() - kxx.diagonal().sum()) / (t * (t - 1))
+        out[i] = off_diagonal_mean(kernel.gram(tests[i], tests[i]))
     return out + syy - 2 * kxy
 
 
@@ -206,9 +208,8 @@ def reference_dissimilarity(kernel: DeepKernel, tests: Tensor, reference: Tensor
     strongly correlated, so that term measures how coherent a video is, not how far it lies
     from the reference (with it, coherent real videos scored as far as fakes)."""
     b, t, d = tests.shape
-    kyy = kernel.gram(reference, reference)
     r = len(reference)
-    syy = (kyy.sum() - kyy.diagonal().sum()) / (r * (r - 1))
+    syy = off_diagonal_mean(kernel.gram(reference, reference))
     kxy = kernel.gram(tests.reshape(b * t, d), reference).reshape(b, t, r).mean((1, 2))
     return syy - kxy
 

@@ -107,6 +107,25 @@ def test_heun_between_rows_and_accuracy():
         ct.heun_between(D, x, grid, start, steps + 200)
 
 
+def test_teacher_pair_noises_then_follows_the_flow():
+    """x_t = x0 + t z with z the generator's first draw; x_u = k Heun steps of the teacher,
+    against the exact PF-ODE map G(x_t, t, u) of Gaussian data; k = 0 leaves x_t."""
+    D, G, _ = iso_gaussian(0.3, 0.5)
+    x0 = 0.3 + math.sqrt(0.5) * torch.randn(6, 2, dtype=F64)
+    grid = ct.sampling_grid(200, t_max=10.0)
+    i_t, k = torch.tensor([0, 10, 50, 120, 150, 199]), torch.tensor([30, 5, 0, 40, 50, 1])
+    out_grid, x_t, x_u = ct.teacher_pair(D, x0, grid, i_t, k, torch.Generator().manual_seed(3))
+    z = torch.randn(6, 2, generator=torch.Generator().manual_seed(3)).double()
+    t = grid.double()[i_t]
+    assert out_grid.dtype == F64 and torch.equal(x_t, x0 + t[:, None] * z)
+    assert torch.equal(x_u[2], x_t[2])  # zero teacher steps
+    u = grid.double()[i_t + k]
+    for i in range(6):
+        exact = G(x_t[i : i + 1], float(t[i]), float(u[i]))[0]
+        assert torch.allclose(x_u[i], exact, atol=1e-3), (i, x_u[i], exact)
+    assert not torch.allclose(x_u[0], x_t[0], atol=1e-2)  # the steps moved it
+
+
 def test_draw_triples_respects_the_order():
     tri = ct.draw_triples(5000, 18, 4, torch.Generator().manual_seed(0))
     assert bool((tri.i_t < tri.i_u).all() and (tri.i_u <= tri.i_s).all())

@@ -15,6 +15,13 @@ from pflow_explore import two_sample as ts
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def test_off_diagonal_mean_matches_a_double_loop():
+    k = torch.randn(5, 5, generator=torch.Generator().manual_seed(4))
+    brute = sum(float(k[i, j]) for i in range(5) for j in range(5) if i != j) / 20
+    assert math.isclose(float(ts.off_diagonal_mean(k)), brute, rel_tol=1e-6)
+    assert float(ts.off_diagonal_mean(k)) != float(k.mean())  # the diagonal is left out
+
+
 def test_unbiased_mmd_matches_brute_force():
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(7, 3, generator=g), torch.randn(7, 3, generator=g) + 0.5
