@@ -12,7 +12,7 @@ from torch import Tensor
 
 from pflow_explore.viz import style
 from pflow_explore.viz.arrays import plain_floats
-from pflow_explore.viz.points import points_trace
+from pflow_explore.viz.points import points_trace, samples_figure
 
 
 def curves_figure(
@@ -63,14 +63,10 @@ def box_figure(
     before: Tensor, after: Tensor, low: Sequence[float], high: Sequence[float], title: str
 ) -> go.Figure:
     """2D samples before (gray) and after (blue) with the box [low, high] in red."""
-    fig = go.Figure(
-        [
-            points_trace(before[:1000].float(), "before", style.GRAY, 3),
-            points_trace(after[:1000].float(), "after", style.BLUE, 3),
-        ]
-    )
-    fig.add_shape(
+    samples = [
+        points_trace(before[:1000].float(), "before", style.GRAY, 3),
+        points_trace(after[:1000].float(), "after", style.BLUE, 3),
+    ]
+    return samples_figure(samples, title, 420).add_shape(
         type="rect", x0=low[0], y0=low[1], x1=high[0], y1=high[1], line=dict(color=style.RED)
     )
-    fig.update_layout(style.figure_layout(title, 420))
-    return fig.update_yaxes(scaleanchor="x", scaleratio=1)

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from pflow_explore.datasets.motions import BONES
+from pflow_explore.viz.arrays import polyline_lists
 from pflow_explore.viz.style import BLUE, GRAY, ORANGE, RED, TEMPLATE, line_style, marker_style
 
 MESH_COLOR = "rgba(31, 119, 180, 0.55)"
@@ -23,29 +24,17 @@ MESH_COLOR = "rgba(31, 119, 180, 0.55)"
 def mesh_xy(V: Any, faces: Any) -> tuple[list, list]:
     """x, y lists of every triangle's outline (a, b, c, a, None): one line trace."""
     v = np.asarray(V, dtype=np.float64)[np.asarray(faces)]  # (T, 3, 2)
-    loop = np.concatenate([v, v[:, :1], np.full((len(v), 1, 2), np.nan)], 1).reshape(-1, 2)
-    to_list = lambda a: [None if not np.isfinite(z) else round(float(z), 4) for z in a]
-    return to_list(loop[:, 0]), to_list(loop[:, 1])
+    return polyline_lists(np.concatenate([v, v[:, :1]], 1), decimals=4)
 
 
 def skeleton_xy(keypoints: Any) -> tuple[list, list]:
     """x, y lists of the bones (parent, child, None)."""
-    k = np.asarray(keypoints, dtype=np.float64)
-    xs, ys = [], []
-    for p, c in BONES:
-        xs += [float(k[p, 0]), float(k[c, 0]), None]
-        ys += [float(k[p, 1]), float(k[c, 1]), None]
-    return xs, ys
+    return polyline_lists(np.asarray(keypoints, dtype=np.float64)[np.asarray(BONES)])
 
 
 def controls_xy(controls: Any) -> tuple[list, list]:
     """x, y lists of each keypoint's Bezier control polygon P0-P1-P2-P3 (K, 4, 2)."""
-    P = np.asarray(controls, dtype=np.float64)
-    xs, ys = [], []
-    for poly in P:
-        xs += [*map(float, poly[:, 0]), None]
-        ys += [*map(float, poly[:, 1]), None]
-    return xs, ys
+    return polyline_lists(controls)
 
 
 def frame_traces(V: Any, faces: Any, keypoints: Any, controls: Any | None = None) -> list:

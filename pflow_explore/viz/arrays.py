@@ -71,6 +71,16 @@ def polylines(paths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return flat[:, 0], flat[:, 1]
 
 
+def polyline_lists(lines: Any, decimals: int | None = None) -> tuple[list, list]:
+    """m polylines ``lines`` (m, L, 2), line first (segments: L = 2, closed loops: first point
+    again last), as x, y lists of plain floats with a None after each line: one trace, safe
+    to assign to a widget's trace (no NaN, see :func:`plain_floats`; ``decimals`` likewise)."""
+    p = as_numpy(lines, "lines")
+    check_shape(p, "lines", (None, None, 2), "(m, L, 2)")
+    x, y = polylines(np.swapaxes(p, 0, 1))
+    return plain_floats(x, decimals), plain_floats(y, decimals)
+
+
 def padded_range(values: np.ndarray, margin: float = 0.05) -> tuple[float, float]:
     """(lo, hi) of the finite ``values`` widened by ``margin`` of the span on each side."""
     finite = values[np.isfinite(values)]

@@ -11,9 +11,9 @@ import torch
 from torch import Tensor
 
 from pflow_explore.viz import style
-from pflow_explore.viz.arrays import plain_floats
+from pflow_explore.viz.arrays import plain_floats, polyline_lists
 from pflow_explore.viz.images import image_grid_figure
-from pflow_explore.viz.points import points_trace
+from pflow_explore.viz.points import points_trace, samples_figure
 
 METHOD_COLORS = {"CODE": style.BLUE, "CODE, no clip": style.PURPLE, "SDEdit": style.ORANGE}
 PALETTE = [
@@ -67,28 +67,14 @@ def mixture_figure(
     if clean is not None:
         traces.append(points_trace(clean, "clean", "rgba(127,127,127,0.4)", 3))
     k = min(60, len(inputs))
-    seg_x, seg_y = [], []
-    for a, b in zip(inputs[:k].tolist(), code[:k].tolist(), strict=True):
-        seg_x += [a[0], b[0], None]
-        seg_y += [a[1], b[1], None]
-    traces.append(
-        go.Scatter(
-            x=seg_x,
-            y=seg_y,
-            mode="lines",
-            name="input -> CODE",
-            line=dict(color="rgba(31,119,180,0.3)", width=1),
-        )
-    )
+    seg_x, seg_y = polyline_lists(torch.stack([inputs[:k], code[:k]], 1))
+    seg_style = style.line_style("rgba(31,119,180,0.3)", 1)
+    traces.append(go.Scatter(x=seg_x, y=seg_y, name="input -> CODE", **seg_style))
     traces.append(points_trace(inputs, "corrupted input", style.RED, 3))
     traces.append(points_trace(code, "CODE", style.BLUE, 3))
     if sdedit is not None:
         traces.append(points_trace(sdedit, "SDEdit", style.ORANGE, 3))
-    fig = go.Figure(traces)
-    fig.update_layout(
-        style.figure_layout("2D ring: corrupted points edited with the exact score", 440)
-    )
-    return fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    return samples_figure(traces, "2D ring: corrupted points edited with the exact score", 440)
 
 
 def digits_tradeoff(

@@ -62,6 +62,14 @@ def points_trace(
     )
 
 
+def samples_figure(traces: Any, title: str | None, height: int) -> go.Figure:
+    """Sample sets told apart by a legend: ``traces`` (e.g. :func:`points_trace`) under
+    :func:`~pflow_explore.viz.style.figure_layout` ``(title, height)``, one unit on x as long
+    as one on y. Unlike :func:`plane_layout`: the legend shows and plotly picks the ranges."""
+    fig = go.Figure(list(traces), layout=figure_layout(title, height))
+    return fig.update_yaxes(scaleanchor="x", scaleratio=1)
+
+
 def trajectories_trace(
     trajectories: Any, name: str = "paths", color: str = PATH_COLOR, width: float = 1
 ) -> go.Scatter:

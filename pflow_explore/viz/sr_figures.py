@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import plotly.graph_objects as go
 from torch import Tensor
 
+from pflow_explore.viz.points import samples_figure
 from pflow_explore.viz.style import BLUE, GRAY, ORANGE, RED, figure_layout, marker_style
 
 
@@ -44,13 +45,12 @@ def error_curves_figure(
 def spread_figure(samples: Mapping[str, Tensor], title: str, star: str = "") -> go.Figure:
     """Coordinates 0 and 1 of each sample set (n, >= 2), equal axes; the set named ``star``
     drawn as large stars (a single point such as a posterior mean)."""
-    fig, colors = go.Figure(), (GRAY, RED, BLUE, ORANGE, "#000")
+    traces, colors = [], (GRAY, RED, BLUE, ORANGE, "#000")
     for (label, x), color in zip(samples.items(), colors, strict=False):
         size, symbol = (14, "star") if label == star else (4, "circle")
         style = marker_style("#000" if label == star else color, size, symbol=symbol)
-        fig.add_trace(go.Scatter(x=x[:, 0].tolist(), y=x[:, 1].tolist(), name=label, **style))
-    fig.update_layout(figure_layout(title, 380))
-    return fig.update_yaxes(scaleanchor="x", scaleratio=1)
+        traces.append(go.Scatter(x=x[:, 0].tolist(), y=x[:, 1].tolist(), name=label, **style))
+    return samples_figure(traces, title, 380)
 
 
 def methods_scatter_figure(

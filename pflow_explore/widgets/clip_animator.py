@@ -20,6 +20,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from pflow_explore.viz import animation_figures as af
+from pflow_explore.viz.arrays import polyline_lists
 from pflow_explore.viz.style import GRAY, TEMPLATE, line_style
 from pflow_explore.widgets.controls import checked_number, send_values, set_quietly
 from pflow_explore.widgets.live_figure import LiveFigure
@@ -140,11 +141,8 @@ class ClipAnimator(StepControls, widgets.VBox):
     def _draw_into(self, traces: Sequence[Any], i: int) -> None:
         V, kp, P = self.animations[self.key]
         paths, mesh, skel, points, controls = traces
-        px, py = [], []
-        for k in range(kp.shape[1]):
-            px += [*map(float, kp[:, k, 0]), None]
-            py += [*map(float, kp[:, k, 1]), None]
-        paths.x, paths.y = (px, py) if self.show_paths else ([], [])
+        keypoint_paths = polyline_lists(np.swapaxes(kp, 0, 1))  # (K, F, 2): one line a keypoint
+        paths.x, paths.y = keypoint_paths if self.show_paths else ([], [])
         mx, my = af.mesh_xy(V[i], self.faces[self.character]) if self.show_mesh else ([], [])
         mesh.x, mesh.y = mx, my
         skel.x, skel.y = af.skeleton_xy(kp[i])

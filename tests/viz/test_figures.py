@@ -286,3 +286,25 @@ def test_plain_floats_rounds_on_request():
     from pflow_explore.viz import plain_floats
 
     assert plain_floats(torch.tensor([1.23456, math.nan]), decimals=2) == [1.23, None]
+
+
+def test_polyline_lists_are_plain_floats_with_a_none_after_each_line():
+    from pflow_explore.viz.arrays import polyline_lists
+
+    lines = np.array([[[0.0, 1.0], [2.0, 3.0]], [[4.0, 5.0], [6.123456, 7.0]]], dtype=np.float32)
+    x, y = polyline_lists(lines, decimals=2)
+    assert x == [0.0, 2.0, None, 4.0, 6.12, None] and y == [1.0, 3.0, None, 5.0, 7.0, None]
+    assert all(type(v) is float for v in x if v is not None)
+    assert polyline_lists(np.zeros((0, 2, 2))) == ([], [])
+    with pytest.raises(ValueError, match=r"\(m, L, 2\)"):
+        polyline_lists(np.zeros((3, 2)))
+
+
+def test_samples_figure_keeps_the_legend_and_equal_axes(rng):
+    from pflow_explore.viz.points import points_trace, samples_figure
+
+    traces = [points_trace(rng.normal(size=(5, 2)), name) for name in ("a", "b")]
+    fig = samples_figure(traces, "two sets", 300)
+    assert [t.name for t in fig.data] == ["a", "b"] and fig.layout.height == 300
+    assert fig.layout.yaxis.scaleanchor == "x" and fig.layout.yaxis.scaleratio == 1
+    assert fig.layout.title.text == "two sets" and fig.layout.showlegend is not False
