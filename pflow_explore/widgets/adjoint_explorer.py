@@ -23,9 +23,9 @@ from pflow_explore import adjoint as ad
 from pflow_explore.scale import single_threaded
 from pflow_explore.viz.arrays import plain_floats
 from pflow_explore.viz.style import BLUE, GREEN, RED, TEMPLATE
-from pflow_explore.widgets.controls import checked_index, send_values, set_quietly
+from pflow_explore.widgets.controls import checked_index, put_back, send_values, set_quietly
 from pflow_explore.widgets.live_figure import LiveFigure
-from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
+from pflow_explore.widgets.messages import message_label, shown_errors
 
 COLORS = {"naive": RED, "adjoint": BLUE, "torchdiffeq": GREEN}
 MAX_STEPS = 400
@@ -176,8 +176,9 @@ class AdjointExplorer(widgets.VBox):
             n = checked_steps(n)
             errs = [self.error(label, n) for label in LIVE]
         if not outcome.ok:
-            set_quietly(self, self.steps_box, self.n)
-            return show_rejected(self.message, outcome.error, "Showing the previous steps")
+            return put_back(
+                self, self.steps_box, self.n, outcome.error, "Showing the previous steps"
+            )
         self.n = n
         if n in self.steps_grid:  # the controls first, then the picture
             set_quietly(self, self.steps_slider, n)

@@ -24,9 +24,15 @@ from pflow_explore import ar_flow as af
 from pflow_explore.scale import single_threaded
 from pflow_explore.viz.images import image_grid
 from pflow_explore.viz.style import BLUE, RED, TEMPLATE, line_style, marker_style
-from pflow_explore.widgets.controls import checked_index, send_values, set_quietly
+from pflow_explore.widgets.controls import (
+    checked_choice,
+    checked_index,
+    send_values,
+    set_quietly,
+    try_setting,
+)
 from pflow_explore.widgets.live_figure import LiveFigure
-from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
+from pflow_explore.widgets.messages import message_label
 from pflow_explore.widgets.stepping import StepControls
 
 MAX_SEED = 999
@@ -143,28 +149,12 @@ class ARFlowExplorer(StepControls, widgets.VBox):
 
     def set_label(self, label: Any) -> bool:
         """Generate a digit of class ``label`` (0..9)."""
-        with shown_errors(self.message) as outcome:
-            if isinstance(label, bool) or label not in range(10):
-                raise ValueError(f"digit must be one of 0..9, got {label!r}")
-            old, self.label = self.label, int(label)
-            try:
-                self._compute()
-            except Exception:
-                self.label = old
-                raise
-        if not outcome.ok:
-            set_quietly(self, self.class_menu, self.label)
-            return show_rejected(self.message, outcome.error, "Showing the previous digit")
-        self._redraw()
-        return True
+        digit = lambda: int(checked_choice(label, range(10), "digit", "0..9"))
+        return try_setting(self, "label", digit, self.class_menu, "Showing the previous digit",
+                           compute=self._compute, redraw=self._redraw)  # fmt: skip
 
     def set_seed(self, seed: Any) -> bool:
         """Start from the noise of ``seed`` (an integer in [0, MAX_SEED])."""
-        with shown_errors(self.message) as outcome:
-            self.seed = checked_seed(seed)
-            self._compute()
-        if not outcome.ok:
-            set_quietly(self, self.seed_box, self.seed)
-            return show_rejected(self.message, outcome.error, "Showing the previous sample")
-        self._redraw()
-        return True
+        return try_setting(self, "seed", lambda: checked_seed(seed), self.seed_box,
+                           "Showing the previous sample", compute=self._compute,
+                           redraw=self._redraw)  # fmt: skip

@@ -26,8 +26,8 @@ from pflow_explore.datasets.corruptions import CORRUPTIONS, corrupt
 from pflow_explore.scale import single_threaded
 from pflow_explore.viz.arrays import plain_floats
 from pflow_explore.viz.code_figures import METHOD_COLORS
-from pflow_explore.viz.style import TEMPLATE
-from pflow_explore.widgets.controls import checked_number, quietly, set_quietly
+from pflow_explore.viz.style import TEMPLATE, marker_style
+from pflow_explore.widgets.controls import checked_number, put_back, quietly, set_quietly
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
 
@@ -97,34 +97,12 @@ class CodeExplorer(widgets.VBox):
             1,
         )
         for m, c in METHOD_COLORS.items():
-            fig.add_trace(
-                go.Scatter(
-                    x=[],
-                    y=[],
-                    mode="markers",
-                    name=f"{m} (measured)",
-                    marker=dict(color=c, size=6, opacity=0.6),
-                ),
-                1,
-                2,
-            )
+            measured = marker_style(c, 6, opacity=0.6)
+            fig.add_trace(go.Scatter(x=[], y=[], name=f"{m} (measured)", **measured), 1, 2)
+        outline = dict(color="black", width=1)
         for m in ("CODE", "SDEdit"):
-            fig.add_trace(
-                go.Scatter(
-                    x=[],
-                    y=[],
-                    mode="markers",
-                    name=f"{m} now",
-                    marker=dict(
-                        color=METHOD_COLORS[m],
-                        size=16,
-                        symbol="star",
-                        line=dict(color="black", width=1),
-                    ),
-                ),
-                1,
-                2,
-            )
+            now = marker_style(METHOD_COLORS[m], 16, symbol="star", line=outline)
+            fig.add_trace(go.Scatter(x=[], y=[], name=f"{m} now", **now), 1, 2)
         fig.update_xaxes(visible=False, row=1, col=1)
         fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", row=1, col=1)
         fig.update_xaxes(title_text="RMS to the corrupted input", row=1, col=2)
@@ -222,8 +200,9 @@ class CodeExplorer(widgets.VBox):
             kind = self.corruption.value
             y, code, sde = self.edit(kind, st, t_L, k, step, eta if self.clip.value else None)
         if not outcome.ok:
-            set_quietly(self, self.eta, self.state[4])
-            return show_rejected(self.message, outcome.error, "Showing the previous edit")
+            return put_back(
+                self, self.eta, self.state[4], outcome.error, "Showing the previous edit"
+            )
         self.kind, self.state = kind, (st, t_L, k, step, eta)
         set_quietly(self, self.eta, eta)
         n = min(SHOWN, len(self.clean))

@@ -3,9 +3,13 @@
 A widget moves its own controls when code (not the reader) changes a setting; a flag on the
 widget (``_quiet`` by default) tells the controls' callbacks to do nothing meanwhile, so a
 setter is not re-entered. ``checked_index`` is the one check of a step, frame or index;
-``checked_number`` the one check of a finite number with a lower bound typed into a box.
+``checked_number`` the one check of a finite number with a lower bound typed into a box,
+``checked_choice`` the one check of a value picked from a list.
 ``send_values`` routes a control's new values to the widget's setter; ``shown`` declares a
-read-only attribute that reads what the widget now shows.
+read-only attribute that reads what the widget now shows. A setter that fails keeps the
+last good state: ``kept_on_error`` restores the attributes it had assigned, ``put_back``
+moves the rejected control back and says why; ``try_setting`` is a whole setter of one
+setting made of them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import ipywidgets as widgets
+
+from pflow_explore.widgets.messages import show_rejected, shown_errors
 
 
 @contextmanager
@@ -49,6 +55,15 @@ def checked_number(
     return float(x)
 
 
+def checked_choice(value: Any, options: Any, name: str, described: str | None = None) -> Any:
+    """value if it is one of ``options`` (not a bool: True is not 1 here); else ValueError
+    "<name> must be one of <options, or ``described``>, got value"."""
+    if isinstance(value, bool) or value not in options:
+        listed = options if described is None else described
+        raise ValueError(f"{name} must be one of {listed}, got {value!r}")
+    return value
+
+
 def send_values(
     owner: Any, setter: Callable[[Any], Any], *controls: widgets.Widget, flag: str = "_quiet"
 ) -> None:
@@ -70,6 +85,55 @@ def set_quietly(owner: Any, control: widgets.ValueWidget, value: Any, flag: str 
     if control.value != value:
         with quietly(owner, flag):
             control.value = value
+
+
+def put_back(
+    owner: Any, control: widgets.ValueWidget, value: Any, error: BaseException | None, keeps: str
+) -> bool:
+    """Rejected input in ``control``: move it back to ``value`` (the setting still shown,
+    quietly, see :func:`set_quietly`) and say in ``owner.message`` why and what stays
+    (:func:`~pflow_explore.widgets.messages.show_rejected`). Returns False, so a setter can
+    end with ``return put_back(...)``."""
+    set_quietly(owner, control, value)
+    return show_rejected(owner.message, error, keeps)
+
+
+@contextmanager
+def kept_on_error(owner: Any, *names: str) -> Iterator[None]:
+    """A setter assigns ``owner``'s attributes ``names`` inside the block and computes with
+    them; if the block raises, they get their old values back before the exception goes on,
+    so the widget keeps the last good setting."""
+    old = [getattr(owner, name) for name in names]
+    try:
+        yield
+    except BaseException:
+        for name, value in zip(names, old, strict=True):
+            setattr(owner, name, value)
+        raise
+
+
+def try_setting(
+    owner: Any,
+    name: str,
+    check: Callable[[], Any],
+    control: widgets.ValueWidget,
+    keeps: str,
+    *,
+    compute: Callable[[], Any],
+    redraw: Callable[[], Any],
+) -> bool:
+    """A whole setter of one setting: ``owner.<name> = check()`` (``check`` raises ValueError
+    on bad input), then ``compute()`` at the new setting, both inside
+    :class:`~pflow_explore.widgets.messages.shown_errors` and :func:`kept_on_error`. On an
+    error the setting keeps its old value, ``control`` goes back to it and ``owner.message``
+    says why and ``keeps`` (:func:`put_back`): False. Otherwise ``redraw()``: True."""
+    with shown_errors(owner.message) as outcome, kept_on_error(owner, name):
+        setattr(owner, name, check())
+        compute()
+    if not outcome.ok:
+        return put_back(owner, control, getattr(owner, name), outcome.error, keeps)
+    redraw()
+    return True
 
 
 def shown(path: str, doc: str) -> property:

@@ -28,7 +28,7 @@ from pflow_explore.metrics import energy_distance
 from pflow_explore.scale import single_threaded
 from pflow_explore.viz.arrays import polylines
 from pflow_explore.viz.style import BLUE, GREEN, TEMPLATE, line_style, marker_style
-from pflow_explore.widgets.controls import checked_number, send_values, set_quietly
+from pflow_explore.widgets.controls import checked_number, put_back, send_values, set_quietly
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
 
@@ -156,8 +156,7 @@ class JumpExplorer(widgets.VBox):
                 raise ValueError(f"s / t must lie in [0, 1], got {ratio:g}")
             x, g, g_star = self.jumped(t, ratio)
         if not outcome.ok:
-            set_quietly(self, self.t_box, self.t)
-            return show_rejected(self.message, outcome.error, "Showing the previous jump")
+            return put_back(self, self.t_box, self.t, outcome.error, "Showing the previous jump")
         self.t, self.ratio = t, ratio
         # the controls first, then the picture: once the figure has changed in the browser,
         # the boxes show their new values too (typing into t = before that got overwritten)

@@ -30,7 +30,7 @@ from pflow_explore.scale import single_threaded
 from pflow_explore.viz.arrays import plain_floats, polylines
 from pflow_explore.viz.images import image_grid
 from pflow_explore.viz.style import BLUE, GRAY, RED, TEMPLATE, line_style, marker_style
-from pflow_explore.widgets.controls import send_values, set_quietly
+from pflow_explore.widgets.controls import kept_on_error, put_back, send_values, set_quietly
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
 from pflow_explore.widgets.stepping import StepControls
@@ -204,8 +204,9 @@ class SolverExplorer(widgets.VBox):
             method, order = method_of(self.family, self.prediction, self.order)
             x, paths, w2 = self.run(method, order, nfe)
         if not outcome.ok:
-            set_quietly(self, self.nfe_box, self.nfe)
-            return show_rejected(self.message, outcome.error, "Showing the previous samples")
+            return put_back(
+                self, self.nfe_box, self.nfe, outcome.error, "Showing the previous samples"
+            )
         self.nfe = nfe
         self._sync_controls()  # the controls first, then the picture
         data, d, p = self.figure.data, self.data.numpy(), paths.float().numpy()
@@ -334,8 +335,8 @@ class RestorationStepper(StepControls, widgets.VBox):
     ) -> bool:
         """Change any of task, network, solver, NFE (2..50) and recompute; False and a
         message on bad input (the previous picture stays)."""
-        old = (self.task, self.net, self.solver, self.nfe)
-        with shown_errors(self.message) as outcome:
+        kept = kept_on_error(self, "task", "net", "solver", "nfe")
+        with shown_errors(self.message) as outcome, kept:
             task, net = task or self.task, net or self.net
             solver, nfe = solver or self.solver, self.nfe if nfe is None else nfe
             for value, allowed, name in (
@@ -350,7 +351,6 @@ class RestorationStepper(StepControls, widgets.VBox):
             self.task, self.net, self.solver, self.nfe = task, net, solver, int(nfe)
             self._compute()
         if not outcome.ok:
-            self.task, self.net, self.solver, self.nfe = old
             return show_rejected(self.message, outcome.error, "Showing the previous run")
         self._step = min(self._step, self.n_steps)
         self._fit_step_range()

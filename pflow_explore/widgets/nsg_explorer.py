@@ -26,7 +26,7 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 from pflow_explore.viz.style import BLUE, GRAY, RED, TEMPLATE
-from pflow_explore.widgets.controls import send_values, set_quietly
+from pflow_explore.widgets.controls import checked_choice, put_back, send_values, set_quietly
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
 from pflow_explore.widgets.stepping import StepControls
@@ -185,8 +185,7 @@ class NSGExplorer(StepControls, widgets.VBox):
     def set_kind(self, kind: Any) -> bool:
         """Show a fake of type ``kind``; False and a message otherwise."""
         with shown_errors(self.message) as outcome:
-            if kind not in self.fakes:
-                raise ValueError(f"fake type must be one of {self.fakes}, got {kind!r}")
+            checked_choice(kind, self.fakes, "fake type")
         if not outcome.ok:
             return show_rejected(self.message, outcome.error, "Showing the previous videos")
         self.kind = kind
@@ -206,8 +205,9 @@ class NSGExplorer(StepControls, widgets.VBox):
                 )
             index = int(index)
         if not outcome.ok:
-            set_quietly(self, self.index_box, self.index)
-            return show_rejected(self.message, outcome.error, "Showing the previous videos")
+            return put_back(
+                self, self.index_box, self.index, outcome.error, "Showing the previous videos"
+            )
         self.index = index
         set_quietly(self, self.index_box, index)
         self._draw_scores()
@@ -217,8 +217,7 @@ class NSGExplorer(StepControls, widgets.VBox):
     def set_size(self, size: Any) -> bool:
         """Use the reference set of ``size`` videos (one of the precomputed sizes)."""
         with shown_errors(self.message) as outcome:
-            if size not in self.sizes:
-                raise ValueError(f"reference size must be one of {self.sizes}, got {size!r}")
+            checked_choice(size, self.sizes, "reference size")
         if not outcome.ok:
             return show_rejected(self.message, outcome.error, "Showing the previous reference")
         self.size = int(size)

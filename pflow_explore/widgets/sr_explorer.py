@@ -27,9 +27,15 @@ from pflow_explore.metrics import psnr
 from pflow_explore.scale import single_threaded
 from pflow_explore.viz.images import image_grid
 from pflow_explore.viz.style import TEMPLATE
-from pflow_explore.widgets.controls import checked_index, send_values, set_quietly
+from pflow_explore.widgets.controls import (
+    checked_choice,
+    checked_index,
+    send_values,
+    set_quietly,
+    try_setting,
+)
 from pflow_explore.widgets.live_figure import LiveFigure
-from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
+from pflow_explore.widgets.messages import message_label
 
 # label -> f(lr_up (1, d), generator) -> HR estimate (1, d): a one-step model or a baseline
 OneStep = Callable[[Tensor, torch.Generator], Tensor]
@@ -152,42 +158,28 @@ class SRExplorer(widgets.VBox):
             self.figure.layout.title = title
         self.readout.value = readout
 
+    def _set(self, name: str, check: Callable[[], Any], control: widgets.ValueWidget) -> bool:
+        """The setters' one path (:func:`try_setting`): the panels are computed at the new
+        setting before anything is drawn; bad input keeps the previous picture."""
+        keeps = "Showing the previous picture"
+        return try_setting(self, name, check, control, keeps, compute=self.outputs,
+                           redraw=self._redraw)  # fmt: skip
+
     def set_nfe(self, nfe: Any) -> bool:
         """Run the diffusion baseline with ``nfe`` evaluations (one of ``nfe_options``)."""
-        with shown_errors(self.message) as outcome:
-            if isinstance(nfe, bool) or nfe not in self.nfe_options:
-                raise ValueError(f"NFE must be one of {self.nfe_options}, got {nfe!r}")
-            old, self.nfe = self.nfe, int(nfe)
-            try:
-                self.outputs()
-            except Exception:
-                self.nfe = old
-                raise
-        if not outcome.ok:
-            set_quietly(self, self.nfe_slider, self.nfe)
-            return show_rejected(self.message, outcome.error, "Showing the previous picture")
-        self._redraw()
-        return True
+        return self._set("nfe", lambda: int(checked_choice(nfe, self.nfe_options, "NFE")),
+                         self.nfe_slider)  # fmt: skip
 
     def set_seed(self, seed: Any) -> bool:
         """Redraw the degradation noise and the models' z from ``seed`` (0..MAX_SEED)."""
-        with shown_errors(self.message) as outcome:
-            self.seed = checked_integer(seed, MAX_SEED, "noise seed")
-        if not outcome.ok:
-            set_quietly(self, self.seed_slider, self.seed)
-            return show_rejected(self.message, outcome.error, "Showing the previous picture")
-        self._redraw()
-        return True
+        return self._set("seed", lambda: checked_integer(seed, MAX_SEED, "noise seed"),
+                         self.seed_slider)  # fmt: skip
 
     def set_index(self, index: Any) -> bool:
         """Show held-out image ``index`` (an integer in [0, N - 1])."""
-        with shown_errors(self.message) as outcome:
-            self.index = checked_integer(index, len(self.hr) - 1, "image index")
-        if not outcome.ok:
-            set_quietly(self, self.index_box, self.index)
-            return show_rejected(self.message, outcome.error, "Showing the previous picture")
-        self._redraw()
-        return True
+        last = len(self.hr) - 1
+        return self._set("index", lambda: checked_integer(index, last, "image index"),
+                         self.index_box)  # fmt: skip
 
     def _sync_controls(self) -> None:
         set_quietly(self, self.nfe_slider, self.nfe)

@@ -1,5 +1,6 @@
 """widgets.controls: moving a control without its callback, routing controls to setters,
-read-only views of the state shown, index and number checks."""
+read-only views of the state shown, index and number checks, setters that keep the last
+good setting on bad input."""
 
 from __future__ import annotations
 
@@ -8,13 +9,18 @@ import numpy as np
 import pytest
 
 from pflow_explore.widgets.controls import (
+    checked_choice,
     checked_index,
     checked_number,
+    kept_on_error,
+    put_back,
     quietly,
     send_values,
     set_quietly,
     shown,
+    try_setting,
 )
+from pflow_explore.widgets.messages import message_label
 
 
 @pytest.mark.parametrize("bad", [-1, 5, 1.5, True])
@@ -91,3 +97,62 @@ def test_shown_is_a_read_only_documented_view_of_the_state_shown():
     assert v.eps == 1.5  # read at access: a new state shows at once
     with pytest.raises(AttributeError):
         v.eps = 2.0
+
+
+class _Owner:
+    """A widget's bare bones: the quiet flag, a message label, one setting ``n`` and its box."""
+
+    def __init__(self) -> None:
+        self._quiet, self.n, self.message = False, 1, message_label()
+        self.box, self.calls, self.drawn = widgets.IntText(value=1), [], 0
+        send_values(self, self.calls.append, self.box)
+
+    def redraw(self) -> None:
+        self.drawn += 1
+
+
+def test_put_back_moves_the_control_back_quietly_and_says_why():
+    owner = _Owner()
+    owner.box.value = 7  # the reader's bad input: its callback ran once
+    assert put_back(owner, owner.box, owner.n, ValueError("n is odd."), "Kept") is False
+    assert owner.box.value == 1 and owner.calls == [7]
+    assert "n is odd. Kept." in owner.message.value
+
+
+def test_kept_on_error_restores_the_attributes_and_lets_the_error_through():
+    owner = _Owner()
+    with pytest.raises(RuntimeError), kept_on_error(owner, "n", "drawn"):
+        owner.n, owner.drawn = 5, 9
+        raise RuntimeError
+    assert (owner.n, owner.drawn) == (1, 0)
+    with kept_on_error(owner, "n"):
+        owner.n = 3
+    assert owner.n == 3
+
+
+def test_try_setting_redraws_good_input_and_keeps_the_old_setting_on_bad():
+    owner = _Owner()
+
+    def check(v):
+        return lambda: checked_index(v, 4, "n")
+
+    def compute():
+        if owner.n == 3:
+            raise RuntimeError("cannot compute at 3")
+
+    ok = try_setting(owner, "n", check(2), owner.box, "Kept", compute=compute, redraw=owner.redraw)
+    assert ok and owner.n == 2 and owner.drawn == 1 and owner.message.value == ""
+    for bad in (9, 3):  # rejected by the check, then by the computation
+        owner.box.value = bad
+        kw = dict(compute=compute, redraw=owner.redraw)
+        assert not try_setting(owner, "n", check(bad), owner.box, "Kept", **kw)
+        assert owner.n == 2 and owner.box.value == 2 and owner.drawn == 1
+        assert "Kept." in owner.message.value
+
+
+def test_checked_choice_names_the_options_and_refuses_bools():
+    assert checked_choice(3, [1, 3], "NFE") == 3
+    with pytest.raises(ValueError, match=r"NFE must be one of \[1, 3\], got 2"):
+        checked_choice(2, [1, 3], "NFE")
+    with pytest.raises(ValueError, match=r"digit must be one of 0..9, got True"):
+        checked_choice(True, range(10), "digit", "0..9")
