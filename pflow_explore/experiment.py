@@ -1,5 +1,5 @@
 """The plumbing every chapter repeats, one way each: presets, a stopwatch, named seed streams,
-cache keys, thread pinning and lazily computed data.
+a chapter's ``prepare`` and ``run``, cache keys, thread pinning and lazily computed data.
 
     SETTINGS = presets(Settings, tiny=dict(steps=150), cpu={}, gpu=dict(steps=8000))
     s = choose(SETTINGS, "tiny", lr=1e-3)               # the preset, with changes applied
@@ -8,6 +8,7 @@ cache keys, thread pinning and lazily computed data.
     key = cache_key(s, ("hidden", "depth", "seed"), stage="teacher")
     watch = Stopwatch(); ...; watch.tick("train")       # watch.seconds == {"train": 1.7}
     values, seconds = run_named(s, {"theory": theory, "2D": experiment_2d})
+    prepare, run = chapter_steps(EXPERIMENTS, Results)  # Results(ChapterResults)
 
 Nothing here changes a number: ``Seeds`` reproduces ``seed + offset`` exactly and
 ``cache_key`` builds the same dict a chapter hashed before, so shipped artifacts still load.
@@ -29,10 +30,12 @@ from pflow_explore import cache, scale, training
 from pflow_explore.scale import single_threaded, torch_threads
 
 __all__ = [
+    "ChapterResults",
     "Seeds",
     "Stopwatch",
     "artifact_digest",
     "cache_key",
+    "chapter_steps",
     "choose",
     "lazy_tensors",
     "on_settings_threads",
@@ -47,6 +50,7 @@ __all__ = [
 
 S = TypeVar("S")
 T = TypeVar("T")
+R = TypeVar("R", bound="ChapterResults")
 
 
 # ---- presets --------------------------------------------------------------------------------
@@ -171,6 +175,76 @@ def run_named(
         values.append(experiment(s))
         watch.tick(name)
     return values, watch.seconds
+
+
+# ---- a chapter's prepare and run ------------------------------------------------------------
+_COMMON = ("settings", "scale", "seconds")
+
+
+@dataclasses.dataclass
+class ChapterResults:
+    """What every chapter's ``Results`` holds besides one field per named experiment: the
+    ``settings`` it ran with, ``scale`` (the preset's name, which the claims report) and,
+    keyword-only so that it comes after a subclass's own fields, ``seconds``: {experiment
+    name: wall seconds} of ``run`` ({} when built by hand, as a notebook does)::
+
+        @dataclass
+        class Results(experiment.ChapterResults):
+            theory: TheoryCheck      # one field per entry of EXPERIMENTS, in its order
+            digits: DigitsResult | None
+
+        Results(s, s.scale, th, digits)  # .seconds == {}
+    """
+
+    settings: Any
+    scale: str
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict, kw_only=True)
+
+
+def chapter_steps(
+    experiments: Mapping[str, Callable[[S], Any]], results: type[R]
+) -> tuple[Callable[[S], None], Callable[[S], R]]:
+    """A chapter's ``prepare(s)`` and ``run(s)``, both through :func:`run_named` over the
+    same ``experiments`` (so the two never list different ones)::
+
+        prepare, run = chapter_steps(EXPERIMENTS, Results)
+
+    ``prepare(s)`` calls every experiment for its cached artifacts and returns None;
+    ``run(s)`` returns ``results(s, s.scale, *values, seconds=...)``. ``results`` is a
+    :class:`ChapterResults` dataclass with one field per experiment (checked here, so a new
+    experiment without its field fails at import, not at the end of a long run). The two
+    functions carry docstrings naming the experiments and belong to ``results``' module.
+    """
+    if not experiments:
+        raise ValueError("chapter_steps needs at least one named experiment")
+    if not (isinstance(results, type) and issubclass(results, ChapterResults)):
+        raise TypeError(f"results must be a ChapterResults dataclass, got {results!r}")
+    own = [f.name for f in dataclasses.fields(results) if f.name not in _COMMON]
+    if len(own) != len(experiments):
+        raise TypeError(
+            f"{results.__name__} has {len(own)} result field(s) ({', '.join(own)}) for "
+            f"{len(experiments)} experiment(s) ({', '.join(experiments)}): one each, in order"
+        )
+    names = ", ".join(experiments)
+
+    def prepare(s: S) -> None:
+        run_named(s, experiments)
+
+    def run(s: S) -> R:
+        values, seconds = run_named(s, experiments)
+        return results(s, s.scale, *values, seconds=seconds)
+
+    prepare.__doc__ = (
+        f"Train (or find in the cache / shipped folder) every model of the chapter and cache "
+        f"every evaluation, by running its experiments ({names}); returns None."
+    )
+    run.__doc__ = (
+        f"The experiments {names} in turn: a :class:`{results.__name__}` of their values and "
+        "the wall seconds of each (what ``prepare`` trained and measured is loaded)."
+    )
+    for step in (prepare, run):
+        step.__module__, step.__qualname__ = results.__module__, step.__name__
+    return prepare, run
 
 
 # ---- named seed streams ---------------------------------------------------------------------

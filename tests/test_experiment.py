@@ -358,3 +358,49 @@ def test_cached_result_stores_the_fields_and_passes_the_extra_ones(data_dir):
     assert again.model == "other"  # extra fields are never stored
     E.cached_result("demo", 1, Measured, "eval", {"n": 4}, evaluate, model="net")
     assert len(calls) == 2  # another key computes again
+
+
+# ---- a chapter's prepare and run ----------------------------------------------------------------
+@dataclasses.dataclass
+class ToyResults(E.ChapterResults):
+    """Two experiments' values."""
+
+    double: int
+    nothing: None
+
+
+TOY_EXPERIMENTS = {"double": lambda s: 2 * s.steps, "nothing": lambda s: None}
+
+
+def test_chapter_steps_prepare_and_run_go_through_the_same_experiments(monkeypatch):
+    now = iter([0.0, 1.0, 1.5, 10.0, 12.0, 12.25])
+    monkeypatch.setattr(E.time, "perf_counter", lambda: next(now))
+    calls = []
+    experiments = {"double": lambda s: calls.append(s) or 2 * s.steps, "nothing": lambda s: None}
+    prepare, run = E.chapter_steps(experiments, ToyResults)
+    s = Toy("tiny", steps=5)
+    assert prepare(s) is None and calls == [s]  # every experiment ran, nothing returned
+    r = run(s)
+    assert r == ToyResults(s, "tiny", 10, None, seconds={"double": 2.0, "nothing": 0.25})
+    assert list(r.seconds) == ["double", "nothing"] and calls == [s, s]
+    # the two steps read as the chapter's own, with docstrings naming the experiments
+    assert (prepare.__name__, run.__qualname__, run.__module__) == ("prepare", "run", __name__)
+    assert "(double, nothing)" in prepare.__doc__ and "double, nothing in turn" in run.__doc__
+    assert ":class:`ToyResults`" in run.__doc__
+
+
+def test_chapter_results_built_by_hand_have_no_seconds():
+    r = ToyResults(Toy(), "cpu", 4, None)  # as a notebook gathers what it computed
+    assert r.seconds == {} and r.settings == Toy() and r.double == 4
+    names = [f.name for f in dataclasses.fields(ToyResults)]
+    assert names == ["settings", "scale", "seconds", "double", "nothing"]
+
+
+def test_chapter_steps_refuse_a_mismatch_early():
+    with pytest.raises(ValueError, match="at least one"):
+        E.chapter_steps({}, ToyResults)
+    with pytest.raises(TypeError, match="ChapterResults dataclass, got <class '.*Toy'>"):
+        E.chapter_steps(TOY_EXPERIMENTS, Toy)
+    three = dict(TOY_EXPERIMENTS, extra=lambda s: 0)
+    with pytest.raises(TypeError, match=r"2 result field\(s\) \(double, nothing\) for 3 exp"):
+        E.chapter_steps(three, ToyResults)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import TypeVar
 
 import plotly.graph_objects as go
@@ -28,7 +28,7 @@ from pflow_explore import experiment, paths, viz
 from pflow_explore.claims import Claim, claim_above, claim_below
 from pflow_explore.datasets.digits import flat_digits
 from pflow_explore.datasets.toy2d import eight_gaussians
-from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets, run_named
+from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets
 from pflow_explore.nets import MLP
 from pflow_explore.nets.classifier import load_digits_classifier
 from pflow_explore.theory import adjoint as theory_ad
@@ -490,30 +490,19 @@ def attack(s: Settings) -> AttackResult:
 
 # ---- the chapter --------------------------------------------------------------------------
 @dataclass
-class Results:
-    """Everything the chapter shows, and the wall seconds of each step of ``run``."""
+class Results(experiment.ChapterResults):
+    """What the chapter shows: the theory check, memory, fine-tuning and the attack audit."""
 
-    settings: Settings
-    scale: str
     theory: TheoryResult
     memory: MemoryResult
     finetune: FinetuneResult
     attack: AttackResult
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 EXPERIMENTS = {"theory": theory, "memory": memory, "fine-tuning": finetune, "attack": attack}
 
 
-def prepare(s: Settings) -> None:
-    """Train and measure everything (each result is a cached artifact)."""
-    run_named(s, EXPERIMENTS)
-
-
-def run(s: Settings) -> Results:
-    """The four experiments in turn, with the wall time of each (cached)."""
-    values, seconds = run_named(s, EXPERIMENTS)
-    return Results(s, s.scale, *values, seconds)
+prepare, run = experiment.chapter_steps(EXPERIMENTS, Results)
 
 
 # ---- claims -------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import TypeVar
 
 import plotly.graph_objects as go
@@ -28,7 +28,7 @@ from pflow_explore import ar_flow as af
 from pflow_explore import experiment, metrics, viz
 from pflow_explore.claims import Claim, claim_above, claim_below, claim_ordered
 from pflow_explore.datasets.digits import digits
-from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets, run_named
+from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets
 from pflow_explore.nets.hybrid_attention import ARFlowTransformer
 from pflow_explore.super_resolution import frechet_distance
 from pflow_explore.training import FitResult, fit_cached
@@ -320,15 +320,12 @@ def experiment_cost(s: Settings) -> CostResult:
 
 # ---- the chapter --------------------------------------------------------------------------
 @dataclass
-class Results:
-    """Everything the chapter shows, and the wall seconds of each step of ``run``."""
+class Results(experiment.ChapterResults):
+    """What the chapter shows: the identities, the sequence lengths and the sampling cost."""
 
-    settings: Settings
-    scale: str
     identities: IdentityCheck
     lengths: LengthsResult
     cost: CostResult
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 EXPERIMENTS = {
@@ -338,15 +335,7 @@ EXPERIMENTS = {
 }
 
 
-def prepare(s: Settings) -> None:
-    """Train (or find in the cache / shipped folder) every model, and measure them."""
-    run_named(s, EXPERIMENTS)
-
-
-def run(s: Settings) -> Results:
-    """The three experiments in turn, with the wall time of each (training is cached)."""
-    values, seconds = run_named(s, EXPERIMENTS)
-    return Results(s, s.scale, *values, seconds)
+prepare, run = experiment.chapter_steps(EXPERIMENTS, Results)
 
 
 # ---- claims -------------------------------------------------------------------------------

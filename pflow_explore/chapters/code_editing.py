@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import TypeVar
 
 import plotly.graph_objects as go
@@ -29,7 +29,7 @@ from pflow_explore.datasets.corruptions import CORRUPTIONS, OUT_OF_RANGE, corrup
 from pflow_explore.datasets.digits import digits as digit_images
 from pflow_explore.datasets.digits import flat_digits
 from pflow_explore.datasets.mixture import GaussianMixture
-from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets, run_named
+from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets
 from pflow_explore.metrics import digits_features
 from pflow_explore.nets import MLP
 from pflow_explore.nets.classifier import load_digits_classifier
@@ -462,29 +462,18 @@ def digits(s: Settings) -> DigitsResult:
 
 # ---- the chapter --------------------------------------------------------------------------
 @dataclass
-class Results:
-    """Everything the chapter shows, and the wall seconds of each step of ``run``."""
+class Results(experiment.ChapterResults):
+    """What the chapter shows: the Gaussian check, the mixture and the digits edits."""
 
-    settings: Settings
-    scale: str
     gaussian: GaussianResult
     mixture: MixtureResult
     digits: DigitsResult
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 EXPERIMENTS = {"gaussian": gaussian, "mixture": mixture, "digits": digits}
 
 
-def prepare(s: Settings) -> None:
-    """Train and measure everything (each result is a cached artifact)."""
-    run_named(s, EXPERIMENTS)
-
-
-def run(s: Settings) -> Results:
-    """The three experiments in turn, with the wall time of each (cached)."""
-    values, seconds = run_named(s, EXPERIMENTS)
-    return Results(s, s.scale, *values, seconds)
+prepare, run = experiment.chapter_steps(EXPERIMENTS, Results)
 
 
 # ---- claims -------------------------------------------------------------------------------

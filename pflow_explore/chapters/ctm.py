@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import TypeVar
 
 import plotly.graph_objects as go
@@ -29,7 +29,7 @@ from pflow_explore.claims import Claim, claim_above, claim_below, claim_ordered
 from pflow_explore.datasets.digits import flat_digits
 from pflow_explore.datasets.toy2d import eight_gaussians
 from pflow_explore.edm import edm_sampler
-from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets, run_named
+from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets
 from pflow_explore.paths import NoiseLevel, karras_sigmas
 from pflow_explore.theory.consistency import ctm_jump_eigen, gaussian_jump
 from pflow_explore.theory.gaussian_flow import Derivation, GaussianFlow
@@ -470,15 +470,13 @@ def experiment_digits(s: Settings) -> DigitsResult:
 
 # ---- the chapter --------------------------------------------------------------------------
 @dataclass
-class Results:
-    """Everything the chapter shows, and the wall seconds of each step of ``run``."""
+class Results(experiment.ChapterResults):
+    """What the chapter shows: the theory check, the 2D comparison and the digits (None
+    unless ``s.digits``)."""
 
-    settings: Settings
-    scale: str
     theory: TheoryCheck
     two_d: Result2D
     digits: DigitsResult | None
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 EXPERIMENTS = {
@@ -488,16 +486,7 @@ EXPERIMENTS = {
 }
 
 
-def prepare(s: Settings) -> None:
-    """Train (or find in the cache / shipped folder) every model of the chapter, and measure
-    it: the evaluations are cached artifacts too (:func:`evaluated`)."""
-    run_named(s, EXPERIMENTS)
-
-
-def run(s: Settings) -> Results:
-    """The three experiments in turn, with the wall time of each (training is cached)."""
-    values, seconds = run_named(s, EXPERIMENTS)
-    return Results(s, s.scale, *values, seconds)
+prepare, run = experiment.chapter_steps(EXPERIMENTS, Results)
 
 
 # ---- claims -------------------------------------------------------------------------------

@@ -29,9 +29,8 @@ from torch import Tensor, nn
 from pflow_explore import experiment, metrics, viz
 from pflow_explore import super_resolution as sr
 from pflow_explore.claims import Claim, claim_above, claim_below, claim_ordered, compare
-from pflow_explore.datasets.digits import digits
-from pflow_explore.datasets.patches import photo_patches
-from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets, run_named
+from pflow_explore.datasets.image_splits import split_images
+from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets
 from pflow_explore.theory import super_resolution as theory_sr
 from pflow_explore.theory.gaussian_flow import Derivation
 from pflow_explore.training import FitResult, fit, fit_cached
@@ -288,11 +287,9 @@ def exact(s: Settings) -> ExactResult:
 
 # ---- images -------------------------------------------------------------------------------
 def images(s: Settings, split: str) -> Tensor:
-    """HR images (N, C, S, S) in [-1, 1]: digits (train 1438 / test 359) or photo patches."""
-    if s.data == "digits":
-        return digits(s.image_size, split)[0]
-    gen = torch.Generator().manual_seed(s.seed + (0 if split == "train" else 1))
-    return photo_patches(20000 if split == "train" else 2000, s.image_size, generator=gen)
+    """HR images (N, C, S, S) in [-1, 1] of ``s.data``: digits (train 1438 / test 359) or
+    photo patches (:func:`split_images`)."""
+    return split_images(s.data, s.image_size, split, s.seed)
 
 
 def degradation(s: Settings) -> sr.SRDegradation:
@@ -453,29 +450,17 @@ def experiment_images(s: Settings) -> ImagesResult:
 
 # ---- the chapter --------------------------------------------------------------------------
 @dataclass
-class Results:
-    """Everything the chapter shows, and the wall seconds of each step of ``run``."""
+class Results(experiment.ChapterResults):
+    """What the chapter shows: the exact problem and the image super-resolution comparison."""
 
-    settings: Settings
-    scale: str
     exact: ExactResult
     images: ImagesResult
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 EXPERIMENTS = {"exact problem": exact, "images": experiment_images}
 
 
-def prepare(s: Settings) -> None:
-    """Train (or find in the cache / shipped folder) every model, and measure it: the
-    evaluations are cached artifacts too (:func:`evaluated`)."""
-    run_named(s, EXPERIMENTS)
-
-
-def run(s: Settings) -> Results:
-    """The two experiments in turn, with the wall time of each (training is cached)."""
-    values, seconds = run_named(s, EXPERIMENTS)
-    return Results(s, s.scale, *values, seconds)
+prepare, run = experiment.chapter_steps(EXPERIMENTS, Results)
 
 
 # ---- claims -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 import plotly.graph_objects as go
@@ -31,7 +31,7 @@ from pflow_explore import experiment
 from pflow_explore import motion_prior as mp
 from pflow_explore.claims import Claim, claim_above, claim_below
 from pflow_explore.datasets.motions import MOTIONS, labelled_clips
-from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets, run_named
+from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets
 from pflow_explore.flow_matching import rectified_flow_loss, uniform_time
 from pflow_explore.training import FitResult, fit_cached
 from pflow_explore.viz import animation_figures as af
@@ -449,15 +449,12 @@ def paired(r: AnimationResult, metric: str, a: str, b: str) -> tuple[float, floa
 
 # ---- the chapter --------------------------------------------------------------------------
 @dataclass
-class Results:
-    """Everything the chapter shows, and the wall seconds of each step of ``run``."""
+class Results(experiment.ChapterResults):
+    """What the chapter shows: the theory check, the motion prior and the animation ablation."""
 
-    settings: Settings
-    scale: str
     theory: TheoryCheck
     prior: PriorResult
     animation: AnimationResult
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 EXPERIMENTS = {
@@ -467,15 +464,7 @@ EXPERIMENTS = {
 }
 
 
-def prepare(s: Settings) -> None:
-    """Train (or find) the prior and cache every evaluation."""
-    run_named(s, EXPERIMENTS)
-
-
-def run(s: Settings) -> Results:
-    """The three experiments in turn, with the wall time of each (cached)."""
-    values, seconds = run_named(s, EXPERIMENTS)
-    return Results(s, s.scale, *values, seconds)
+prepare, run = experiment.chapter_steps(EXPERIMENTS, Results)
 
 
 # ---- claims -------------------------------------------------------------------------------

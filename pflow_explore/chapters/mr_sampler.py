@@ -28,10 +28,9 @@ from pflow_explore import experiment, metrics, solvers, viz
 from pflow_explore import mean_reverting as mr
 from pflow_explore import restoration as rs
 from pflow_explore.claims import Claim, claim_above, claim_band, claim_below, claim_ordered
-from pflow_explore.datasets.digits import digits
-from pflow_explore.datasets.patches import photo_patches
+from pflow_explore.datasets.image_splits import split_images
 from pflow_explore.datasets.toy2d import eight_gaussians
-from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets, run_named
+from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets
 from pflow_explore.theory import mean_reverting as theory_mr
 from pflow_explore.theory.gaussian_flow import Derivation
 from pflow_explore.training import FitResult, fit_cached
@@ -337,11 +336,9 @@ def exact(s: Settings) -> ExactResult:
 
 # ---- digits restoration -------------------------------------------------------------------
 def images(s: Settings, split: str) -> Tensor:
-    """Clean images (N, C, S, S) in [-1, 1]: digits (train 1438 / test 359) or photo patches."""
-    if s.data == "digits":
-        return digits(s.image_size, split)[0]
-    gen = torch.Generator().manual_seed(s.seed + (0 if split == "train" else 1))
-    return photo_patches(20000 if split == "train" else 2000, s.image_size, generator=gen)
+    """Clean images (N, C, S, S) in [-1, 1] of ``s.data``: digits (train 1438 / test 359) or
+    photo patches (:func:`split_images`)."""
+    return split_images(s.data, s.image_size, split, s.seed)
 
 
 def make_net(s: Settings) -> rs.RestorationNet:
@@ -464,15 +461,13 @@ def mean_over_tasks(d: DigitsResult, net: str, solver: str, nfe: int) -> tuple[f
 
 # ---- the chapter --------------------------------------------------------------------------
 @dataclass
-class Results:
-    """Everything the chapter shows, and the wall seconds of each step of ``run``."""
+class Results(experiment.ChapterResults):
+    """What the chapter shows: the theory check, the solvers on exact denoisers and the digits
+    restorations (None unless ``s.digits``)."""
 
-    settings: Settings
-    scale: str
     theory: TheoryCheck
     exact: ExactResult
     digits: DigitsResult | None
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 EXPERIMENTS = {
@@ -482,16 +477,7 @@ EXPERIMENTS = {
 }
 
 
-def prepare(s: Settings) -> None:
-    """Train (or find in the cache / shipped folder) every model of the chapter, and measure
-    it: the evaluations are cached artifacts too (:func:`evaluated`)."""
-    run_named(s, EXPERIMENTS)
-
-
-def run(s: Settings) -> Results:
-    """The three experiments in turn, with the wall time of each (training is cached)."""
-    values, seconds = run_named(s, EXPERIMENTS)
-    return Results(s, s.scale, *values, seconds)
+prepare, run = experiment.chapter_steps(EXPERIMENTS, Results)
 
 
 # ---- claims -------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from pflow_explore import nsg as N
 from pflow_explore import two_sample as ts
 from pflow_explore.claims import Claim, claim_above, claim_band, claim_below, claim_ordered
 from pflow_explore.datasets import videos as V
-from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets, run_named
+from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets
 from pflow_explore.theory import nsg as theory_nsg
 from pflow_explore.theory.gaussian_flow import Derivation
 from pflow_explore.training import FitResult, fit_cached
@@ -493,28 +493,17 @@ def detection(s: Settings) -> DetectionResult:
 
 # ---- the chapter --------------------------------------------------------------------------
 @dataclass
-class Results:
-    """Everything the chapter shows, and the wall seconds of each step of ``run``."""
+class Results(experiment.ChapterResults):
+    """What the chapter shows: the theory check and the video detection experiment."""
 
-    settings: Settings
-    scale: str
     theory: TheoryCheck
     detection: DetectionResult
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 EXPERIMENTS = {"theory check": theory, "detection": detection}
 
 
-def prepare(s: Settings) -> None:
-    """Train the denoiser and compute (cache) both experiments."""
-    run_named(s, EXPERIMENTS)
-
-
-def run(s: Settings) -> Results:
-    """The two experiments in turn, with the wall time of each (both cached)."""
-    values, seconds = run_named(s, EXPERIMENTS)
-    return Results(s, s.scale, *values, seconds)
+prepare, run = experiment.chapter_steps(EXPERIMENTS, Results)
 
 
 # ---- claims -------------------------------------------------------------------------------
