@@ -42,8 +42,9 @@ __all__ = [
     "one_thread_on_cpu",
     "presets",
     "require",
-    "run_named",
     "require_at_least",
+    "require_counts",
+    "run_named",
     "single_threaded",
     "torch_threads",
 ]
@@ -108,6 +109,16 @@ def require_at_least(settings: object, names: str | Iterable[str], low: float = 
             isinstance(value, int | float) and value >= low,
             f"{name} must be a number >= {low:g}, got {value!r}",
         )
+
+
+def require_counts(settings: object, but: Iterable[str] = ("seed",)) -> None:
+    """Every dataclass field of ``settings`` annotated plain ``int`` (sizes, steps, sample
+    counts), but those in ``but``, is >= 1 (:func:`require_at_least`): the first line of a
+    Settings' ``__post_init__``. ``int | None`` or tuple fields are not counts, so not checked.
+    """
+    skip = set(but)
+    ints = [f.name for f in dataclasses.fields(settings) if f.type in ("int", int)]
+    require_at_least(settings, [name for name in ints if name not in skip])
 
 
 def require_choice(settings: object, name: str, choices: tuple[object, ...]) -> None:

@@ -404,3 +404,21 @@ def test_chapter_steps_refuse_a_mismatch_early():
     three = dict(TOY_EXPERIMENTS, extra=lambda s: 0)
     with pytest.raises(TypeError, match=r"2 result field\(s\) \(double, nothing\) for 3 exp"):
         E.chapter_steps(three, ToyResults)
+
+
+def test_require_counts_checks_the_plain_int_fields_but_the_seed():
+    @dataclasses.dataclass
+    class S:
+        steps: int = 3
+        batch: int = 2
+        seed: int = 0  # a seed may be 0
+        limit: int | None = None  # not a plain int: not a count
+        grid: tuple[int, ...] = ()
+        lr: float = 0.0
+
+    E.require_counts(S())
+    with pytest.raises(ValueError, match="batch must be a number >= 1, got 0"):
+        E.require_counts(S(batch=0))
+    with pytest.raises(ValueError, match="seed must be a number >= 1, got 0"):
+        E.require_counts(S(), but=())
+    E.require_counts(S(batch=0), but=("seed", "batch"))

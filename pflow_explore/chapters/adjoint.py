@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import plotly.graph_objects as go
@@ -115,8 +115,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         need = experiment.require
-        counts = [f.name for f in fields(self) if f.type == "int" and f.name != "seed"]
-        experiment.require_at_least(self, counts)
+        experiment.require_counts(self)
         experiment.require_at_least(self, "n_eval n_attack gauss_points", low=8)
         experiment.require_choice(self, "image_size", (8, 16, 32))
         experiment.require_choice(self, "method", ("heun", "dpm2", "rk4"))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import plotly.graph_objects as go
@@ -88,8 +88,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         need = experiment.require
-        counts = [f.name for f in fields(self) if f.type == "int" and f.name != "seed"]
-        experiment.require_at_least(self, counts)
+        experiment.require_counts(self)
         experiment.require_at_least(self, "n_eval n_mix", low=8)
         need(self.n_eval <= 359, f"n_eval must be <= 359 (the test split), got {self.n_eval}")
         lv = list(self.levels)

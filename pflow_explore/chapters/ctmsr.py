@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import plotly.graph_objects as go
@@ -93,8 +93,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         need = experiment.require
-        counts = [f.name for f in fields(self) if f.type == "int" and f.name != "seed"]
-        experiment.require_at_least(self, counts)
+        experiment.require_counts(self)
         experiment.require_at_least(self, "n_exact_eval n_eval", low=16)
         experiment.require_at_least(self, "latency_repeats n_boot n_checkpoints", low=2)
         experiment.require_choice(self, "data", ("digits", "patches"))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import numpy as np
@@ -106,8 +106,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         need = experiment.require
-        counts = [f.name for f in fields(self) if f.type == "int" and f.name != "seed"]
-        experiment.require_at_least(self, counts)
+        experiment.require_counts(self)
         experiment.require_at_least(self, "n_marginal n_exact n_paths n_mix n_eval", low=16)
         experiment.require_choice(self, "data", ("digits", "patches"))
         experiment.require_choice(self, "net", rs.NETS)

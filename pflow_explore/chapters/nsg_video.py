@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import plotly.graph_objects as go
@@ -106,8 +106,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         need = experiment.require
-        counts = [f.name for f in fields(self) if f.type == "int" and f.name != "seed"]
-        experiment.require_at_least(self, counts)
+        experiment.require_counts(self)
         experiment.require_at_least(self, "frames", low=3)
         experiment.require_at_least(self, "n_train n_calib n_test", low=8)
         need(self.size in (8, 16, 32, 64), f"size must be 8, 16, 32 or 64, got {self.size}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
@@ -107,8 +107,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         need, guidance = experiment.require, (self.guidance_reflow, self.guidance_distill)
-        counts = [f.name for f in fields(self) if f.type == "int" and f.name != "seed"]
-        experiment.require_at_least(self, counts)  # sizes and steps: every int but the seed
+        experiment.require_counts(self)
         experiment.require_at_least(self, "n_eval_2d n_fd", low=16)
         experiment.require_at_least(self, "n_paths_2d", low=2)
         experiment.require_at_least(self, "guidance_reflow guidance_distill", low=0)
