@@ -12,14 +12,25 @@ back to asking the kernel for it where no such server is (a plain ``jupyter lab`
 The served copy lives in the Voila template's static folder (:func:`install_bundle`,
 called by ``pflow-explore serve``); Voila and the Voila server extension of JupyterLab serve
 it at ``<base_url>voila/templates/pflow/static/plotly/widgetbundle-<hash>.js``.
+
+Which bundle: plotly's own carries the whole plotly.js (3D, maps, WebGL), and evaluating it
+takes a page about 1.4 s of main thread on a 2-core laptop. ``make bundle`` builds
+``build/plotly/widgetbundle-lean.js`` (js/plotly-bundle/build.js): plotly's front end
+unchanged, with a plotly.js of the trace types the course draws (:func:`served_traces`),
+1.6 MB instead of 5 MB. It is served while it was built from the installed plotly's bundle
+(its sidecar JSON holds that file's sha256); otherwise, or with ``PFLOW_PLOTLY_BUNDLE=full``,
+plotly's own bundle is. A LiveFigure with a trace type the lean bundle lacks warns.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
+import os
 import shutil
+import warnings
 from pathlib import Path
 
 import plotly
@@ -31,11 +42,61 @@ TEMPLATE = "pflow"  # the Voila template whose static folder serves the bundle
 _JS = Path(__file__).with_name("live_figure.js")
 
 
+LEAN_DIR = Path(__file__).resolve().parents[2] / "build" / "plotly"  # where make bundle writes
+ENV_BUNDLE = "PFLOW_PLOTLY_BUNDLE"  # "full": plotly's own bundle even where the lean one is built
+
+
+def plotly_own_bundle() -> Path:
+    """plotly's own widget bundle, as installed (what ``make bundle`` builds from)."""
+    return Path(plotly.__file__).parent / "package_data" / "widgetbundle.js"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _lean_info() -> dict | None:
+    """The lean bundle's sidecar when it is there, wanted, and built from the installed
+    plotly's bundle; else None (logged when it is there but stale or unreadable)."""
+    if os.environ.get(ENV_BUNDLE, "").strip().lower() == "full":
+        return None
+    sidecar = LEAN_DIR / "widgetbundle-lean.json"
+    if not sidecar.exists():
+        return None
+    full = plotly_own_bundle()
+    try:
+        info = json.loads(sidecar.read_text())
+        fresh = info["source_sha256"] == _sha256(full) and (LEAN_DIR / info["file"]).exists()
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("LiveFigure: ignoring %s (%s); serving plotly's full bundle", sidecar, err)
+        return None
+    if not fresh:
+        log.warning(
+            "LiveFigure: %s was built from another plotly bundle than the installed one; "
+            "serving plotly's full bundle (make bundle rebuilds it)",
+            sidecar,
+        )
+        return None
+    return info
+
+
 @functools.lru_cache(maxsize=1)
 def plotly_bundle() -> tuple[Path, str]:
-    """plotly's widget bundle (plotly.js and its FigureWidget front end): (path, sha256[:16])."""
-    path = Path(plotly.__file__).parent / "package_data" / "widgetbundle.js"
-    return path, hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    """The served widget bundle (plotly.js and plotly's FigureWidget front end): the lean one
+    where it is built and fresh, else plotly's own (module docstring); (path, sha256[:16])."""
+    info = _lean_info()
+    if info is not None:
+        path = LEAN_DIR / info["file"]
+    else:
+        path = plotly_own_bundle()
+    return path, _sha256(path)[:16]
+
+
+def served_traces() -> frozenset[str] | None:
+    """The trace types the served bundle can draw; None for plotly's full bundle (all)."""
+    info = _lean_info()
+    return None if info is None else frozenset(info["traces"])
 
 
 def bundle_name() -> str:
@@ -111,6 +172,16 @@ class LiveFigure(go.FigureWidget):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.on_msg(self._send_bundle)
+        traces = served_traces()
+        missing = sorted({t.type for t in self.data} - traces) if traces is not None else []
+        if missing:
+            warnings.warn(
+                f"LiveFigure: trace type(s) {', '.join(missing)} are not in the served plotly "
+                f"bundle (it draws {', '.join(sorted(traces))}): the figure will stay empty. "
+                f"Add them to js/plotly-bundle/traces.json and run `make bundle`, or set "
+                f"{ENV_BUNDLE}=full",
+                stacklevel=2,
+            )
 
     def _send_bundle(self, _widget: object, content: dict, _buffers: list) -> None:
         """Answer the browser's request for the bundle (made only where no server has it)."""

@@ -6,9 +6,13 @@ browser side is exercised in tests/test_dashboards.py."""
 from __future__ import annotations
 
 import hashlib
+import json
+import re
+import warnings
 from pathlib import Path
 
 import plotly.graph_objects as go
+import pytest
 
 from pflow_explore.widgets import LiveFigure
 from pflow_explore.widgets import live_figure as lf
@@ -72,3 +76,80 @@ def test_unreadable_bundle_becomes_a_message(monkeypatch, tmp_path):
     fig._send_bundle(fig, {"type": "pflow-bundle-request"}, [])
     ((content, buffers),) = sent
     assert buffers is None and "cannot read plotly's bundle" in content["error"]
+
+
+def _lean_dir(tmp_path, monkeypatch, source_sha: str) -> Path:
+    """A fake lean build in tmp_path whose sidecar names ``source_sha``; caches cleared."""
+    (tmp_path / "widgetbundle-lean.js").write_text("export const lean = 1;")
+    sidecar = {"file": "widgetbundle-lean.js", "source_sha256": source_sha, "traces": ["scatter"]}
+    (tmp_path / "widgetbundle-lean.json").write_text(json.dumps(sidecar))
+    monkeypatch.setattr(lf, "LEAN_DIR", tmp_path)
+    monkeypatch.delenv(lf.ENV_BUNDLE, raising=False)
+    lf._lean_info.cache_clear()
+    lf.plotly_bundle.cache_clear()
+    return tmp_path
+
+
+@pytest.fixture
+def restore_bundle_caches():
+    yield
+    lf._lean_info.cache_clear()
+    lf.plotly_bundle.cache_clear()
+
+
+def test_lean_bundle_served_only_while_it_matches_plotly(
+    tmp_path, monkeypatch, restore_bundle_caches
+):
+    own = lf.plotly_own_bundle()
+    own_sha = hashlib.sha256(own.read_bytes()).hexdigest()
+    lean = _lean_dir(tmp_path, monkeypatch, own_sha)
+    assert lf.plotly_bundle()[0] == lean / "widgetbundle-lean.js"
+    assert lf.served_traces() == {"scatter"}
+    monkeypatch.setenv(lf.ENV_BUNDLE, "full")  # the opt-out
+    lf._lean_info.cache_clear()
+    lf.plotly_bundle.cache_clear()
+    assert lf.plotly_bundle()[0] == own and lf.served_traces() is None
+    _lean_dir(tmp_path, monkeypatch, "0" * 64)  # built from another plotly: not served
+    assert lf.plotly_bundle()[0] == own and lf.served_traces() is None
+    (tmp_path / "widgetbundle-lean.json").write_text("{not json")  # damaged: not served
+    lf._lean_info.cache_clear()
+    lf.plotly_bundle.cache_clear()
+    assert lf.plotly_bundle()[0] == own
+
+
+def test_a_trace_type_the_lean_bundle_lacks_warns(tmp_path, monkeypatch, restore_bundle_caches):
+    own_sha = hashlib.sha256(lf.plotly_own_bundle().read_bytes()).hexdigest()
+    _lean_dir(tmp_path, monkeypatch, own_sha)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LiveFigure(go.Figure(go.Scatter(x=[0], y=[0])))
+    with pytest.warns(UserWarning, match="scatter3d are not in the served plotly bundle"):
+        LiveFigure(go.Figure(go.Scatter3d(x=[0], y=[0], z=[0])))
+
+
+def _trace_types_drawn(root: Path) -> set[str]:
+    """Trace types the package's source builds: go.<Trace>(...) and type="<trace>" dicts."""
+    from plotly.basedatatypes import BaseTraceType
+
+    names = {
+        name.lower()
+        for name in dir(go)
+        if name[:1].isupper()
+        and isinstance(obj := getattr(go, name), type)
+        and issubclass(obj, BaseTraceType)
+    }
+    found = set()
+    for path in (p for p in root.rglob("*") if p.suffix in (".py", ".ipynb")):
+        text = path.read_text()
+        found |= {m.lower() for m in re.findall(r"\bgo\.([A-Z]\w*)\(", text)} & names
+        found |= set(re.findall(r"""\btype\s*=\s*["'](\w+)["']""", text)) & names
+        found |= set(re.findall(r"""["']type["']\s*:\s*["'](\w+)["']""", text)) & names
+    return found
+
+
+def test_the_lean_bundle_lists_every_trace_type_the_course_draws():
+    repo = Path(__file__).parents[2]
+    listed = set(json.loads((repo / "js/plotly-bundle/traces.json").read_text()))
+    drawn = _trace_types_drawn(repo / "pflow_explore") | _trace_types_drawn(repo / "notebooks")
+    assert {"scatter", "heatmap", "table"} <= drawn  # the scan finds what is there
+    assert drawn <= listed, f"add {sorted(drawn - listed)} to js/plotly-bundle/traces.json"
