@@ -4,6 +4,7 @@ Voila server and headless browser of the dashboard tests (test_dashboards, test_
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import time
@@ -166,6 +167,27 @@ def watch_console_errors():
         errors: list[str] = []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
+        return errors
+
+    return watch
+
+
+@pytest.fixture
+def watch_kernel_errors():
+    """A function: page -> the list, filled as the page runs, of the exceptions its kernel
+    reports ("ename: evalue" of iopub ``error`` messages on the page's websockets). Voila
+    hides tracebacks from the page, so a widget callback that raises is seen only here."""
+
+    def watch(page) -> list[str]:
+        errors: list[str] = []
+
+        def frame(payload) -> None:
+            text = payload if isinstance(payload, str) else payload.decode("utf-8", "replace")
+            if re.search(r'"msg_type":\s*"error"', text):
+                found = re.search(r'"ename":\s*"([^"]*)",\s*"evalue":\s*"([^"]{0,200})', text)
+                errors.append(": ".join(found.groups()) if found else text[:200])
+
+        page.on("websocket", lambda ws: ws.on("framereceived", frame))
         return errors
 
     return watch

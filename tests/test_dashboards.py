@@ -1,9 +1,10 @@
 """Every notebook as a Voila dashboard in headless Chromium (playwright).
 
-For each discovered notebook: the page renders its widgets with no traceback, error text
-or console error; moving the first slider changes a plotly figure (read from the DOM), at
-the first try: no reload, no retry; entering a bad value into the first validated input
-(CSS class ``pflow-input``) shows a message (``pflow-message``) and the page keeps working;
+For each discovered notebook: the page renders its widgets with no traceback, error text,
+console error or exception in its kernel; moving the first slider changes a plotly figure
+(read from the DOM), at the first try: no reload, no retry; entering a bad value into the
+first validated input (CSS class ``pflow-input``) shows a message (``pflow-message``) and
+the page keeps working;
 no request leaves 127.0.0.1; a screenshot is saved under test-artifacts/screenshots/
 (git-ignored). Then the same beside two CPU-burning processes, and the two ways a figure
 can fail to start: the served plotly bundle missing (the kernel sends it instead) or broken
@@ -32,12 +33,19 @@ BUSIEST = "01_painters.ipynb"
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("slug", list(NOTEBOOKS))
 def test_dashboard(
-    slug, server, browser, watch_outside_requests, watch_console_errors, dashboard_page
+    slug,
+    server,
+    browser,
+    watch_outside_requests,
+    watch_console_errors,
+    watch_kernel_errors,
+    dashboard_page,
 ):
     path = NOTEBOOKS[slug]
     page = browser.new_page(viewport={"width": 1280, "height": 1600})
     outside = watch_outside_requests(page)
     console = watch_console_errors(page)
+    kernel_errors = watch_kernel_errors(page)
     dashboard_page.open(page, f"{server}/voila/render/{path.name}")
     text = page.inner_text("body")
     for bad in ("Traceback", "Error:", "There was an error when executing cell"):
@@ -66,6 +74,7 @@ def test_dashboard(
     failed = page.locator(dashboard_page.FAILED)
     assert failed.count() == 0, failed.first.inner_text()
     assert not console, f"{path.name}: console errors: {console[:5]}"
+    assert not kernel_errors, f"{path.name}: the kernel raised: {kernel_errors[:5]}"
     assert not outside, f"requests left the machine: {outside[:5]}"
     page.close(run_before_unload=True)  # Voila then shuts the kernel down
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import plotly
 import plotly.graph_objects as go
+from traitlets import observe
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,20 @@ class LiveFigure(go.FigureWidget):
                 stacklevel=2,
             )
 
+    @observe("_js2py_traceDeltas")
+    def _handler_js2py_traceDeltas(self, change: dict) -> None:  # noqa: N802 (plotly's name)
+        """plotly's handler of the defaults plotly.js computed for each trace, without the
+        data arrays among them. For a heatmap whose x/y came from numpy, plotly.js reports
+        x and y back as typed arrays, which arrive as {"0": .., "1": ..} objects; plotly's
+        handler then tests a numpy array for truth and raises, so every slider move over
+        such a figure left a ValueError traceback in the kernel (chapter 02: 11 KB and
+        about 40 ms a move). Arrays are data the kernel already has, never defaults."""
+        msg = change.get("new")
+        if isinstance(msg, dict) and isinstance(msg.get("trace_deltas"), list):
+            deltas = [_without_typed_arrays(d) for d in msg["trace_deltas"]]
+            change = {**change, "new": {**msg, "trace_deltas": deltas}}
+        super()._handler_js2py_traceDeltas(change)
+
     def _send_bundle(self, _widget: object, content: dict, _buffers: list) -> None:
         """Answer the browser's request for the bundle (made only where no server has it)."""
         if not isinstance(content, dict) or content.get("type") != "pflow-bundle-request":
@@ -194,3 +209,17 @@ class LiveFigure(go.FigureWidget):
             self.send({"type": "pflow-bundle", "error": f"cannot read plotly's bundle: {err}"})
             return
         self.send({"type": "pflow-bundle"}, buffers=[data])
+
+
+def _without_typed_arrays(value: object) -> object:
+    """``value`` (a trace delta from plotly.js) without the typed arrays in it: dicts whose
+    keys are all digits ({"0": 1.5, "1": 2.0, ...}, how a Float64Array reaches JSON)."""
+    if isinstance(value, dict):
+        return {
+            k: _without_typed_arrays(v)
+            for k, v in value.items()
+            if not (isinstance(v, dict) and v and all(str(key).isdigit() for key in v))
+        }
+    if isinstance(value, list):
+        return [_without_typed_arrays(v) for v in value]
+    return value

@@ -153,3 +153,29 @@ def test_the_lean_bundle_lists_every_trace_type_the_course_draws():
     drawn = _trace_types_drawn(repo / "pflow_explore") | _trace_types_drawn(repo / "notebooks")
     assert {"scatter", "heatmap", "table"} <= drawn  # the scan finds what is there
     assert drawn <= listed, f"add {sorted(drawn - listed)} to js/plotly-bundle/traces.json"
+
+
+def _heatmap_delta(fig: go.FigureWidget) -> dict:
+    """What plotly.js sends back after drawing a heatmap whose x/y came from numpy: its
+    computed defaults, x and y among them as typed arrays ({"0": .., "1": ..})."""
+    heat = fig.data[0]
+    as_object = lambda a: {str(i): float(v) for i, v in enumerate(a)}  # noqa: E731
+    delta = {"uid": heat.uid, "zmin": 0.0, "zmax": 1.0, "x": as_object(heat.x)}
+    delta["y"] = as_object(heat.y)
+    return {"trace_deltas": [delta], "trace_edit_id": fig._last_trace_edit_id}
+
+
+def test_heatmap_trace_deltas_with_typed_arrays_do_not_raise():
+    import numpy as np
+
+    heat = go.Heatmap(z=np.eye(3), x=np.arange(3.0), y=np.arange(3.0))
+    plain = go.FigureWidget(go.Figure(heat))
+    with pytest.raises(ValueError, match="truth value of an array"):  # plotly's own handler
+        plain._handler_js2py_traceDeltas({"new": _heatmap_delta(plain)})
+    fig = LiveFigure(go.Figure(heat))
+    fig._js2py_traceDeltas = _heatmap_delta(fig)  # as the browser's message sets it
+    assert fig.data[0]._prop_defaults["zmax"] == 1.0  # the defaults still arrive
+    assert list(fig.data[0].x) == [0.0, 1.0, 2.0]  # the data stay the kernel's own
+    assert lf._without_typed_arrays({"a": {"0": 1}, "b": [{"c": {"1": 2, "x": 3}}]}) == {
+        "b": [{"c": {"1": 2, "x": 3}}]
+    }
