@@ -78,6 +78,12 @@ def test_unreadable_bundle_becomes_a_message(monkeypatch, tmp_path):
     assert buffers is None and "cannot read plotly's bundle" in content["error"]
 
 
+def _forget_bundle() -> None:
+    """Clear the cached choice of bundle, so the next call looks at LEAN_DIR and env again."""
+    lf._lean_info.cache_clear()
+    lf.plotly_bundle.cache_clear()
+
+
 def _lean_dir(tmp_path, monkeypatch, source_sha: str) -> Path:
     """A fake lean build in tmp_path whose sidecar names ``source_sha``; caches cleared."""
     (tmp_path / "widgetbundle-lean.js").write_text("export const lean = 1;")
@@ -85,16 +91,14 @@ def _lean_dir(tmp_path, monkeypatch, source_sha: str) -> Path:
     (tmp_path / "widgetbundle-lean.json").write_text(json.dumps(sidecar))
     monkeypatch.setattr(lf, "LEAN_DIR", tmp_path)
     monkeypatch.delenv(lf.ENV_BUNDLE, raising=False)
-    lf._lean_info.cache_clear()
-    lf.plotly_bundle.cache_clear()
+    _forget_bundle()
     return tmp_path
 
 
 @pytest.fixture
 def restore_bundle_caches():
     yield
-    lf._lean_info.cache_clear()
-    lf.plotly_bundle.cache_clear()
+    _forget_bundle()
 
 
 def test_lean_bundle_served_only_while_it_matches_plotly(
@@ -106,14 +110,12 @@ def test_lean_bundle_served_only_while_it_matches_plotly(
     assert lf.plotly_bundle()[0] == lean / "widgetbundle-lean.js"
     assert lf.served_traces() == {"scatter"}
     monkeypatch.setenv(lf.ENV_BUNDLE, "full")  # the opt-out
-    lf._lean_info.cache_clear()
-    lf.plotly_bundle.cache_clear()
+    _forget_bundle()
     assert lf.plotly_bundle()[0] == own and lf.served_traces() is None
     _lean_dir(tmp_path, monkeypatch, "0" * 64)  # built from another plotly: not served
     assert lf.plotly_bundle()[0] == own and lf.served_traces() is None
     (tmp_path / "widgetbundle-lean.json").write_text("{not json")  # damaged: not served
-    lf._lean_info.cache_clear()
-    lf.plotly_bundle.cache_clear()
+    _forget_bundle()
     assert lf.plotly_bundle()[0] == own
 
 
