@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -54,7 +55,7 @@ from torch import Tensor, nn
 from pflow_explore.distillation import ema_update, frozen_copy, pseudo_huber
 from pflow_explore.edm import EDMLoss, edm_coefficients
 from pflow_explore.paths import karras_sigmas
-from pflow_explore.solvers import odeint
+from pflow_explore.solvers import collected, odeint
 
 __all__ = [
     "DISTANCES",
@@ -440,19 +441,10 @@ def gamma_steps(
         x = x_next
 
 
+@collected(gamma_steps, start="x_T", after="generator")
 def gamma_sample(
-    G: Callable[[Tensor, float, float], Tensor],
-    x_T: Tensor,
-    grid: Tensor,
-    gamma: float,
-    generator: torch.Generator | None = None,
-    trajectory: bool = False,
-    step: Callable[..., Tensor] = gamma_step,
+    arguments: dict[str, Any], x: Tensor, states: Tensor | None
 ) -> tuple[Tensor, Tensor | None]:
-    """Run :func:`gamma_steps` to t = 0: (samples (n, d), states (N + 1, n, d) or None)."""
-    states, x = [x_T], x_T
-    for one in gamma_steps(G, x_T, grid, gamma, generator, step):
-        x = one.x_next
-        if trajectory:
-            states.append(x)
-    return x, torch.stack(states) if trajectory else None
+    """Run :func:`gamma_steps` to t = 0 (same parameters, ``trajectory`` after
+    ``generator``): (samples (n, d), states (N + 1, n, d) or None)."""
+    return x, states

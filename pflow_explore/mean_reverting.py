@@ -52,13 +52,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from pflow_explore.datasets.mixture import GaussianMixture
 from pflow_explore.paths import Path
-from pflow_explore.solvers import Solution, randn_like
+from pflow_explore.solvers import Solution, collected, randn_like
 from pflow_explore.theory.mixtures import MixtureFlow
 
 F64 = torch.float64
@@ -491,27 +492,13 @@ def _ei_coefficients(method: str, h: Tensor, k: int) -> tuple[Tensor, list[float
     return torch.exp(-h), [float((2 * h) ** (j + 1) * phi(j + 1, -2 * h) / 2**j) for j in range(k)]
 
 
-def sample(
-    method: str,
-    denoiser: Denoiser,
-    schedule: MRSchedule,
-    x: Tensor,
-    mu: Tensor | float,
-    times: Tensor,
-    order: int = 1,
-    generator: Generator = None,
-    error: PredictionError | None = None,
-    trajectory: bool = False,
-    denoise_end: bool = False,
-    clip: tuple[float, float] | None = None,
-) -> Solution:
-    """Run :func:`steps` to times[-1]: ``solvers.Solution`` (x (n, d), trajectory (N + 1, n, d)
-    or None, times, nfe). ``denoise_end``: return x0^(x, t_end) instead (one more NFE)."""
-    states, nfe = [x], 0
-    for one in steps(method, denoiser, schedule, x, mu, times, order, generator, error, clip):
-        x, nfe = one.x_next, one.nfe
-        if trajectory:
-            states.append(x)
-    if denoise_end:
-        x, nfe = denoiser(x, float(times[-1])), nfe + 1
-    return Solution(x, torch.stack(states) if trajectory else None, torch.as_tensor(times), nfe)
+@collected(steps, start="x", after="error", denoise_end=False)
+def sample(arguments: dict[str, Any], x: Tensor, states: Tensor | None) -> Solution:
+    """Run :func:`steps` to times[-1] (same parameters, ``trajectory`` after ``error``):
+    ``solvers.Solution`` (x (n, d), trajectory (N + 1, n, d) or None, times, nfe).
+    ``denoise_end``: return x0^(x, t_end) instead (one more NFE)."""
+    times = arguments["times"]
+    nfe = len(times) - 1
+    if arguments["denoise_end"]:
+        x, nfe = arguments["denoiser"](x, float(times[-1])), nfe + 1
+    return Solution(x, states, torch.as_tensor(times), nfe)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -326,19 +326,11 @@ def exponential_steps(
     return solvers.noise_steps(update, x0, times, generator)
 
 
-def exponential_integrator(
-    theta: Callable[[Tensor], float | Tensor],
-    mu: float | Tensor,
-    g: Callable[[Tensor], float | Tensor],
-    x0: Tensor,
-    times: Tensor | Sequence[float],
-    generator: torch.Generator | None = None,
-    remainder: Field | None = None,
-    trajectory: bool = False,
-) -> Solution:
-    """Integrate dX = [-theta(t) (X - mu) + N(X, t)] dt + g(t) dW with
-    :func:`exponential_steps`; nfe counts calls of ``remainder`` (0 without one)."""
-    times = solvers.check_times(times)
-    steps = exponential_steps(theta, mu, g, x0, times, generator, remainder)
-    nfe = (len(times) - 1) if remainder is not None else 0
-    return solvers.collect(steps, x0, times, nfe, trajectory)
+@solvers.collected(exponential_steps)
+def exponential_integrator(arguments: dict[str, Any], x: Tensor, states: Tensor | None) -> Solution:
+    """Integrate dX = [-theta(t) (X - mu) + N(X, t)] dt + g(t) dW: :func:`exponential_steps`
+    (same parameters, then ``trajectory``) run to a Solution (x (n, d), trajectory
+    (T + 1, n, d) or None); nfe counts calls of ``remainder`` (0 without one)."""
+    times = solvers.check_times(arguments["times"])
+    nfe = (len(times) - 1) if arguments["remainder"] is not None else 0
+    return Solution(x, states, times, nfe)

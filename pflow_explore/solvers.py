@@ -23,7 +23,8 @@ on every grid point and never to evaluate f outside [min(times), max(times)].
 ``euler_maruyama`` integrates dx = f(x, t) dt + g(t) dW. ``steps`` and ``sde_steps`` are
 generators yielding (t, x) after each step, for step-through widgets; ``noise_steps`` is
 the loop of every SDE scheme with one standard normal draw per step, its update a hook;
-``collect`` runs such a generator to a :class:`Solution`.
+``collect`` runs such a generator to a :class:`Solution`, and :func:`collected` makes a
+generator's whole-run function from it (``euler_maruyama`` from ``sde_steps``).
 
 Time convention: the caller's. A solver integrates from times[0] to times[-1] in
 whichever direction the grid runs.
@@ -31,8 +32,11 @@ whichever direction the grid runs.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -41,6 +45,7 @@ Field = Callable[[Tensor, Tensor], Tensor]
 Diffusion = Callable[[Tensor], "Tensor | float"]
 # one step of an SDE scheme: (x, t, dt, xi) -> x_next, xi ~ N(0, I) shaped like x
 NoisyUpdate = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+R = TypeVar("R")
 
 FIXED_STEP_METHODS: tuple[str, ...] = ("euler", "heun", "rk4")
 METHODS: tuple[str, ...] = (*FIXED_STEP_METHODS, "dopri5")
@@ -82,16 +87,67 @@ def collect(
 
     x0: (B, ...) the state at times[0] (T + 1,); trajectory=True stacks x0 and every yielded
     state, (T + 1, B, ...). nfe: a count, or the :class:`_Counted` field the steps call,
-    read after the last step. The one place where step-through generators (``steps``,
-    ``sde_steps``, samplers' exponential steps) become whole solutions.
+    read after the last step. :func:`collected` makes such a run a function of its own.
     """
+    x, traj = run_to_end(steps, x0, trajectory)
+    return Solution(x, traj, times, nfe.nfe if isinstance(nfe, _Counted) else int(nfe))
+
+
+def run_to_end(steps: Iterator[Any], x0: Tensor, trajectory: bool) -> tuple[Tensor, Tensor | None]:
+    """(last state (B, ...), x0 and every step's state stacked (T + 1, B, ...) or None) of a
+    step generator run to its end. A step's state is x of a (t, x) item, else its ``x_next``
+    (``GammaStep``, ``MRStep``, ...). The one loop where step-through generators become
+    whole runs."""
     states = [x0] if trajectory else None
     x = x0
-    for _, x in steps:
+    for item in steps:
+        x = item[1] if isinstance(item, tuple) else item.x_next
         if states is not None:
             states.append(x)
-    traj = torch.stack(states) if states is not None else None
-    return Solution(x, traj, times, nfe.nfe if isinstance(nfe, _Counted) else int(nfe))
+    return x, torch.stack(states) if states is not None else None
+
+
+def collected(
+    steps: Callable[..., Iterator[Any]],
+    start: str = "x0",
+    after: str | None = None,
+    **extra: object,
+) -> Callable[[Callable[[dict[str, Any], Tensor, Tensor | None], R]], Callable[..., R]]:
+    """Decorator making the whole-run function of a step generator, which stays the one
+    implementation: ``@collected(steps)`` on ``def name(arguments, x, states)`` gives ``name``
+    the parameters of ``steps``, plus ``trajectory: bool = False`` (right after parameter
+    ``after``; last by default) and the keyword-only ``extra`` ones (name=default).
+
+    A call runs ``steps`` to its end and returns the decorated function's value at: the
+    call's arguments by name (defaults filled in), x the last state (B, ...), and states,
+    with trajectory=True argument ``start`` and every step's state stacked, (T + 1, B, ...),
+    else None (:func:`run_to_end`). The result keeps the decorated function's name and
+    docstring (which says what it returns).
+    """
+    signature = inspect.signature(steps)
+    own = list(signature.parameters.values())
+    at = len(own) if after is None else [p.name for p in own].index(after) + 1
+    kind = inspect.Parameter
+    flag = kind("trajectory", kind.POSITIONAL_OR_KEYWORD, default=False, annotation="bool")
+    more = [
+        kind(k, kind.KEYWORD_ONLY, default=v, annotation=type(v).__name__) for k, v in extra.items()
+    ]
+    full = signature.replace(parameters=[*own[:at], flag, *own[at:], *more])
+
+    def decorate(finish: Callable[[dict[str, Any], Tensor, Tensor | None], R]) -> Callable[..., R]:
+        @functools.wraps(finish)
+        def collector(*args: Any, **kwargs: Any) -> R:
+            call = full.bind(*args, **kwargs)
+            call.apply_defaults()
+            arguments = call.arguments
+            items = steps(**{p.name: arguments[p.name] for p in own})
+            return finish(arguments, *run_to_end(items, arguments[start], arguments["trajectory"]))
+
+        returns = inspect.signature(finish).return_annotation
+        collector.__signature__ = full.replace(return_annotation=returns)  # type: ignore[attr-defined]
+        return collector
+
+    return decorate
 
 
 def check_times(times: Tensor | Sequence[float]) -> Tensor:
@@ -272,15 +328,10 @@ def _noise_steps(
         yield t_next, x
 
 
-def euler_maruyama(
-    f: Field,
-    g: Diffusion,
-    x0: Tensor,
-    times: Tensor | Sequence[float],
-    generator: torch.Generator | None = None,
-    trajectory: bool = False,
-) -> Solution:
-    """Euler-Maruyama for dx = f(x, t) dt + g(t) dW over the grid ``times`` (T + 1,).
+@collected(sde_steps)
+def euler_maruyama(arguments: dict[str, Any], x: Tensor, states: Tensor | None) -> Solution:
+    """Euler-Maruyama for dx = f(x, t) dt + g(t) dW over the grid ``times`` (T + 1,): runs
+    :func:`sde_steps` (same parameters, then ``trajectory``) to a :class:`Solution`.
 
     x_{i+1} = x_i + f(x_i, t_i) dt + g(t_i) sqrt(|dt|) xi_i,  xi_i ~ N(0, I),
     with dt = t_{i+1} - t_i (negative on a decreasing grid: for a reverse-time SDE pass the
@@ -288,6 +339,5 @@ def euler_maruyama(
     float or a tensor broadcastable to x. nfe counts calls of f (one per step).
     The same generator state gives the same path.
     """
-    times = check_times(times)
-    counted = _Counted(f)
-    return collect(sde_steps(counted, g, x0, times, generator), x0, times, counted, trajectory)
+    times = check_times(arguments["times"])
+    return Solution(x, states, times, len(times) - 1)
