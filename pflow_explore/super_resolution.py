@@ -17,12 +17,15 @@ The pieces, each usable alone:
 
 - :class:`ConsistencySR`: f(x, t, LRup) = c_skip(t) x + c_out(t) F(x, t, LRup) with
   c_skip(0) = 1, c_out(0) = 0, so f(x_0, 0) = x_0 exactly (:func:`boundary_coefficients`);
-- :func:`consistency_loss`: consistency training on the grid t_n = n / N with a shared z,
+- :func:`consistency_pair`: consistency training on the grid t_n = n / N with a shared z,
 
       L_CT = E d( f_theta(x_{t_{n+1}}, t_{n+1}), sg f_theta(x_{t_n}, t_n) ),           (3)
 
   the target computed with the current weights (no EMA), N annealed 4 -> 3
-  (:func:`n_steps_at`), d = pseudo-Huber, Charbonnier, L1 or L2 (:func:`sr_distance`);
+  (:func:`n_steps_at`), d = pseudo-Huber, Charbonnier, L1 or L2 (:func:`sr_distance`),
+  averaged over the batch by :func:`consistency_objective`. With an L2 distance on a
+  linear-Gaussian problem its optimum is N Euler steps of the PF-ODE
+  (``theory.super_resolution``): N = 3 keeps only part of the posterior's spread;
 - :func:`dtm_loss`: distribution trajectory matching against a frozen copy D,
 
       g = D(q_t(x_hat), t) - D(q_t(HR), t),  t ~ U[0.1, 0.5], q_t = (1) with a shared z,
@@ -73,7 +76,6 @@ __all__ = [
     "SRDegradation",
     "SRPath",
     "boundary_coefficients",
-    "consistency_loss",
     "consistency_objective",
     "consistency_pair",
     "consistency_sides",
@@ -408,24 +410,6 @@ def consistency_sides(
         target = model(path.point(hr, lr_up, z, t_cur), t_cur, lr_up)
     prediction = model(path.point(hr, lr_up, z, t_next), t_next, lr_up)
     return prediction, target
-
-
-def consistency_loss(
-    model: nn.Module,
-    hr: Tensor,
-    lr_up: Tensor,
-    path: SRPath,
-    n_steps: int,
-    generator: torch.Generator | None = None,
-    distance: str = "pseudo_huber",
-    c: float = 0.03,
-) -> Tensor:
-    """L_CT (eq. 3), the mean of :func:`sr_distance` over the batch (:func:`consistency_pair`).
-
-    With an L2 distance on a linear-Gaussian problem its optimum is N Euler steps of the
-    PF-ODE (``theory.super_resolution``): N = 3 keeps only part of the posterior's spread."""
-    prediction, target, _ = consistency_pair(model, hr, lr_up, path, n_steps, generator)
-    return sr_distance(prediction, target, distance, c).mean()
 
 
 def dtm_loss(
