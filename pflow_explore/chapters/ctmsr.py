@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from pflow_explore import experiment, metrics, viz
 from pflow_explore import super_resolution as sr
 from pflow_explore.claims import Claim, claim_above, claim_below, claim_ordered, compare
-from pflow_explore.datasets.image_splits import split_images
+from pflow_explore.datasets.image_splits import settings_images as images
 from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets
 from pflow_explore.theory import super_resolution as theory_sr
 from pflow_explore.theory.gaussian_flow import Derivation
@@ -285,12 +285,6 @@ def exact(s: Settings) -> ExactResult:
 
 
 # ---- images -------------------------------------------------------------------------------
-def images(s: Settings, split: str) -> Tensor:
-    """HR images (N, C, S, S) in [-1, 1] of ``s.data``: digits (train 1438 / test 359) or
-    photo patches (:func:`split_images`)."""
-    return split_images(s.data, s.image_size, split, s.seed)
-
-
 def degradation(s: Settings) -> sr.SRDegradation:
     """y = Down_f(Blur(x)) + noise, LRup bilinear."""
     return sr.SRDegradation(s.factor, s.blur, s.noise)

@@ -28,7 +28,7 @@ from pflow_explore import experiment, metrics, solvers, viz
 from pflow_explore import mean_reverting as mr
 from pflow_explore import restoration as rs
 from pflow_explore.claims import Claim, claim_above, claim_band, claim_below, claim_ordered
-from pflow_explore.datasets.image_splits import split_images
+from pflow_explore.datasets.image_splits import settings_images as images
 from pflow_explore.datasets.toy2d import eight_gaussians
 from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets
 from pflow_explore.theory import mean_reverting as theory_mr
@@ -334,12 +334,6 @@ def exact(s: Settings) -> ExactResult:
 
 
 # ---- digits restoration -------------------------------------------------------------------
-def images(s: Settings, split: str) -> Tensor:
-    """Clean images (N, C, S, S) in [-1, 1] of ``s.data``: digits (train 1438 / test 359) or
-    photo patches (:func:`split_images`)."""
-    return split_images(s.data, s.image_size, split, s.seed)
-
-
 def make_net(s: Settings) -> rs.RestorationNet:
     """The conditional network eps_theta(x_t, t, mu) (or x0_theta), fresh, seeded."""
     torch.manual_seed(Seeds(s.seed, **SEEDS)["init"])

@@ -3,6 +3,7 @@ restoration): one function, so that both draw exactly the same pictures for the 
 
     x = split_images("digits", 16, "test", seed=0)     # (359, 1, 16, 16) in [-1, 1]
     x = split_images("patches", 64, "train", seed=0)   # (20000, 1, 64, 64) gray photo crops
+    x = settings_images(s, "train")                    # the same from a chapter's settings
 
 ``"digits"``: the fixed train (1438) / test (359) split of :func:`digits.digits` (no
 randomness, ``seed`` unused). ``"patches"``: :func:`patches.photo_patches`, 20000 crops for
@@ -12,13 +13,15 @@ randomness, ``seed`` unused). ``"patches"``: :func:`patches.photo_patches`, 2000
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from pflow_explore.datasets.digits import digits
 from pflow_explore.datasets.patches import photo_patches
 
-__all__ = ["DATA", "PATCHES", "split_images"]
+__all__ = ["DATA", "PATCHES", "settings_images", "split_images"]
 
 DATA = ("digits", "patches")
 PATCHES = {"train": (20000, 0), "test": (2000, 1)}  # split -> (number of crops, seed offset)
@@ -35,3 +38,10 @@ def split_images(data: str, size: int, split: str, seed: int) -> Tensor:
         return digits(size, split)[0]
     n, offset = PATCHES[split]
     return photo_patches(n, size, generator=torch.Generator().manual_seed(seed + offset))
+
+
+def settings_images(s: Any, split: str) -> Tensor:
+    """:func:`split_images` at a chapter's settings ``s`` (its fields ``data``, ``image_size``
+    and ``seed``): images (N, 1, S, S) in [-1, 1], digits (train 1438 / test 359) or photo
+    patches. The ``images(s, split)`` of both image-restoration chapters."""
+    return split_images(s.data, s.image_size, split, s.seed)
