@@ -90,3 +90,49 @@ def test_the_t_box_is_the_validated_input(explorer):
     assert "pflow-input" in explorer.t_box._dom_classes
     explorer.t_box.value = -1.0
     assert "t must be" in explorer.message.value and explorer.t == 2.0
+
+
+def test_the_t_slider_only_draws_its_precomputed_jumps(explorer):
+    """Construction computed every offered t at the first s / t (one exact solve each), equal
+    to the direct solve at a random offered t; the t slider's moves then call no solver."""
+    flow = exact_flow()
+    calls = []
+
+    def exact(x, t, s):
+        calls.append((t, s))
+        return ct.exact_jump(flow.denoiser, x, t, s, rtol=1e-4, atol=1e-4)
+
+    fresh = JumpExplorer(
+        explorer.learned, exact, explorer.cloud, explorer.x_T, explorer.target, max_nfe=4
+    )
+    options = fresh.t_slider.options
+    assert sorted({t for t, _ in calls if t in options}) == sorted(options)
+    t = options[int(torch.randint(len(options), (1,)))]
+    x, g, g_star = fresh._jumps[(t, 0.25)]
+    direct = ct.exact_jump(flow.denoiser, explorer.cloud(t).double(), t, 0.25 * t, 1e-4, 1e-4)
+    assert torch.equal(x, explorer.cloud(t))
+    assert torch.allclose(g_star, direct, rtol=0, atol=1e-12)
+    assert torch.equal(g, explorer.learned(explorer.cloud(t), t, 0.25 * t))
+    calls.clear()
+    for t in options:  # the reader's moves
+        fresh.t_slider.value = t
+    assert calls == [] and fresh.t == options[-1]
+    assert fresh.figure.layout.annotations[0].text == f"jump from t = {options[-1]:g} to s = 20"
+
+
+def test_moving_back_to_a_sampling_setting_computes_nothing(explorer, monkeypatch):
+    """Samples and their energy distances are cached: a move back only draws."""
+    from pflow_explore.widgets import jump_explorer
+
+    assert explorer.set_sampling(2, 0.5)
+    first = explorer.readout.value
+    explorer.set_sampling(1, 0.0)
+    calls = []
+    measured = jump_explorer.energy_distance
+    monkeypatch.setattr(
+        jump_explorer, "energy_distance", lambda x, y: calls.append(1) or measured(x, y)
+    )
+    assert explorer.set_sampling(2, 0.5)
+    assert calls == [] and explorer.readout.value == first
+    assert explorer.set_sampling(3, 0.5)  # a new setting is measured
+    assert len(calls) == 2
