@@ -266,3 +266,29 @@ def test_bad_constructor_arguments_raise_clear_value_errors():
         InterpolantExplorer(densities(), "g0", "g1", gamma_scale=-1.0, grid=4)
     with pytest.raises(ValueError, match="unknown interpolant"):
         InterpolantExplorer(densities(), "g0", "g1", interpolant="spline", grid=4)
+
+
+def test_moving_back_draws_the_kept_picture_without_evaluating(monkeypatch):
+    """A picture is kept per (t, field) of the setting shown: moving the slider back draws
+    exactly what a fresh evaluation draws and evaluates nothing; a new setting forgets them."""
+    w = InterpolantExplorer(densities(), "g0", "g1", grid=24, arrows=6, n_samples=40, t=0.3)
+    w.time_slider.value = 0.31
+    moved = figure_data(w)
+    w.time_slider.value = 0.3
+    calls = []
+    fields = type(w.fields)
+    for name in ("log_prob", "velocity", "score", "sample"):
+        real = getattr(fields, name)
+        monkeypatch.setattr(
+            fields, name, lambda *a, real=real, **k: calls.append(1) or real(*a, **k)
+        )
+    w.time_slider.value = 0.31
+    assert calls == [] and same_data(figure_data(w), moved)
+    assert w.set_config(interpolant="trigonometric")
+    calls.clear()
+    w.time_slider.value = 0.3  # the picture kept for linear is not the trig one
+    assert calls and w.config.interpolant == "trigonometric"
+    fresh = InterpolantExplorer(
+        densities(), "g0", "g1", interpolant="trigonometric", grid=24, arrows=6, n_samples=40, t=0.3
+    )
+    assert np.array_equal(heat(w), heat(fresh))
