@@ -18,6 +18,7 @@ preheated) and every page (the landing page and each chapter):
 - 8 sessions opened at the same moment on one chapter: time to a working slider, p50/p95.
 
     .venv/bin/python benchmarks/dashboard_pages.py [--repo DIR] [--label after] [--walks 20]
+        [--parts plain,preheated,cached,walk,concurrent]
 
 ``--repo DIR`` serves another checkout (e.g. a `git worktree` of an earlier commit, for
 "before" numbers) with this venv. Writes benchmarks/results/dashboard_pages_<label>.md.
@@ -47,6 +48,7 @@ from pflow_explore.voila_app import stop_server
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get(ENV_CHROMIUM, DEFAULT_CHROMIUM)
 DEAD_AFTER_S = 30.0
+PARTS = "plain,preheated,cached,walk,concurrent"
 IGNORED_CONSOLE = ("Unsatisfied version", "No satisfying version")  # warnings, not errors
 
 
@@ -240,34 +242,38 @@ async def run(args: argparse.Namespace) -> dict:
 
     repo = Path(args.repo).resolve()
     names = pages(repo)
+    parts = set(args.parts.split(","))
     results: dict = {"pages": names}
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(
             executable_path=CHROMIUM, args=list(CHROMIUM_FLAGS), headless=True
         )
         # plain: each visit runs its notebook in a new kernel (cached artifacts)
-        server = Serve(repo, preheat=False, extra=tuple(args.serve_arg))
+        results["plain"] = []
+        server = (
+            Serve(repo, preheat=False, extra=tuple(args.serve_arg)) if "plain" in parts else None
+        )
         try:
-            results["plain"] = []
-            for name in names:
+            for name in names if server else []:
                 v = await visit(browser, f"{server.base}/voila/render/{name}", latency=True)
                 print(f"plain     {_line(v)}", flush=True)
                 results["plain"].append(v)
         finally:
-            server.stop()
+            if server:
+                server.stop()
         # preheated: each visit finds a kernel that has run the notebook
         server = Serve(repo, preheat=True, extra=tuple(args.serve_arg))
         try:
             results["warm_s"] = server.wait_quiet()
             results["preheated"], results["cached"] = [], []
-            for name in names:
+            for name in names if "preheated" in parts else []:
                 server.wait_quiet()
                 v = await visit(browser, f"{server.base}/voila/render/{name}", latency=True)
                 print(f"preheated {_line(v)}", flush=True)
                 results["preheated"].append(v)
             # the same pages for a browser that has opened one before (a student's 2nd page)
             returning = await browser.new_context(viewport={"width": 1280, "height": 1400})
-            for name in names:
+            for name in names if "cached" in parts else []:
                 server.wait_quiet()
                 url = f"{server.base}/voila/render/{name}"
                 v = await visit(browser, url, latency=True, context=returning)
@@ -281,7 +287,7 @@ async def run(args: argparse.Namespace) -> dict:
             walker = await browser.new_context(viewport={"width": 1280, "height": 1400})
             try:
                 results["walk"] = []
-                for w in range(args.walks):
+                for w in range(args.walks if "walk" in parts else 0):
                     for name in names:
                         url = f"{server.base}/voila/render/{name}"
                         v = await visit(browser, url, context=walker)
@@ -293,15 +299,16 @@ async def run(args: argparse.Namespace) -> dict:
                     b.kill()
                     b.wait()
             # 8 sessions at once on one chapter page
-            server.wait_quiet()
             chapter = args.concurrent_page
-            start = time.perf_counter()
-            visits = await asyncio.gather(
-                *(visit(browser, f"{server.base}/voila/render/{chapter}") for _ in range(8))
-            )
-            results["concurrent"] = (chapter, visits, time.perf_counter() - start)
-            for v in visits:
-                print(f"concurrent {_line(v)}", flush=True)
+            if "concurrent" in parts:
+                server.wait_quiet()
+                start = time.perf_counter()
+                visits = await asyncio.gather(
+                    *(visit(browser, f"{server.base}/voila/render/{chapter}") for _ in range(8))
+                )
+                results["concurrent"] = (chapter, visits, time.perf_counter() - start)
+                for v in visits:
+                    print(f"concurrent {_line(v)}", flush=True)
         finally:
             server.stop()
         await browser.close()
@@ -355,7 +362,7 @@ def report(args: argparse.Namespace, results: dict, load_before: str) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for mode in ("plain", "preheated", "cached"):
-        for v in results[mode]:
+        for v in results.get(mode, []):
             lat = f"{statistics.median(v.latency_ms):.0f}" if v.latency_ms else "-"
             slider = f"{v.interactive_s:.1f}" if v.interactive_s == v.interactive_s else "-"
             if v.dead and not v.error:
@@ -365,7 +372,7 @@ def report(args: argparse.Namespace, results: dict, load_before: str) -> str:
                 f"| {v.ws_bytes / 1e6:.2f} | {v.plot_s:.1f} | {slider} | {lat} "
                 f"| {len(v.console)}{' ' + v.error if v.error else ''} |"
             )
-    walk = results["walk"]
+    walk = results.get("walk", [])
     dead = [v for v in walk if v.dead]
     noisy = [v for v in walk if v.console]
     shown = [v for v in walk if v.failure_shown]
@@ -382,7 +389,7 @@ def report(args: argparse.Namespace, results: dict, load_before: str) -> str:
     ]
     for v in (dead + noisy)[:8]:
         lines.append(f"  - {v.page}: {'dead; ' if v.dead else ''}{'; '.join(v.console[:2])}")
-    chapter, visits, wall = results["concurrent"]
+    chapter, visits, wall = results.get("concurrent", (args.concurrent_page, [], float("nan")))
     inter = [v.interactive_s for v in visits if not v.dead]
     lines += [
         "",
@@ -405,6 +412,11 @@ def main() -> None:
     parser.add_argument("--label", default="after")
     parser.add_argument("--describe", default="this checkout")
     parser.add_argument("--walks", type=int, default=20)
+    parser.add_argument(
+        "--parts",
+        default=PARTS,
+        help=f"comma-separated, of {PARTS} (a part left out is reported empty)",
+    )
     parser.add_argument("--concurrent-page", default="01_painters.ipynb")
     parser.add_argument(
         "--serve-arg",
