@@ -8,6 +8,11 @@ with the learned jump and with the exact one (gamma = 0: long deterministic jump
 distance between learned and exact landing points, and each sampler's energy distance to
 the data. Every result is cached per setting: moving back redraws without computing.
 
+The two panels are two figures: plotly.js redraws a whole figure on any change, about 55 us
+a marker on a 2-core laptop (benchmarks/results/plotly_redraw.md), so a t move redraws the
+jump panel's 900 markers and not the sampling panel's 1,200 as well (one figure: about
+250 ms of the browser's main thread a move, 60-80 % of the slider's latency).
+
 The construction computes the jumps of every t the t slider offers at the first s / t (one
 exact dopri5 solve each, about 0.3 s at cpu scale for 300 points), so the first slider's
 every move only draws (a first visit of a t cost one solve in the move, 25-65 ms in-process
@@ -25,7 +30,6 @@ import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 from torch import Tensor
 
 from pflow_explore.consistency import gamma_sample, sampling_grid
@@ -53,7 +57,8 @@ class JumpExplorer(widgets.VBox):
 
     Children: the t slider (the widget's first slider), the s/t slider, the t box (CSS class
     ``pflow-input``: any t in (0, T], bad input shows a message), the gamma and NFE
-    sliders, the message line, the figure (``.figure``) and the readout. Code drives it with
+    sliders, the message line, the jump and sampling figures side by side (``.figure``,
+    ``.sampling_figure``) and the readout. Code drives it with
     :meth:`set_jump` and :meth:`set_sampling`; bad values show a message, keep the picture.
     """
 
@@ -77,15 +82,8 @@ class JumpExplorer(widgets.VBox):
         self._quiet = False
         self._error, self._energy = float("nan"), None  # the readout's numbers, once computed
         self.t, self.ratio, self.gamma, self.nfe = 2.0 if 2.0 in times else times[0], 0.25, 0.0, 1
-        fig = make_subplots(1, 2, subplot_titles=("jump", "sampling"), horizontal_spacing=0.06)
-        for i, name in enumerate(TRACES):
-            col = 1 if i < 4 else 2
-            fig.add_trace(self._empty(name), row=1, col=col)
-        for col in (1, 2):
-            fig.update_xaxes(range=[-4, 4], row=1, col=col)
-            fig.update_yaxes(range=[-4, 4], scaleanchor="x" if col == 1 else "x2", row=1, col=col)
-        fig.update_layout(template=TEMPLATE, height=460, width=940, legend=dict(orientation="h"))
-        self.figure: go.Figure = fig  # a plain figure until the first picture is in it (below)
+        # plain figures until the first picture is in them (below)
+        self.figure, self.sampling_figure = (self._panel(TRACES[:4]), self._panel(TRACES[4:]))
         self.t_slider = widgets.SelectionSlider(
             options=sorted(float(t) for t in times), value=self.t, description="t (from)"
         )
@@ -114,8 +112,25 @@ class JumpExplorer(widgets.VBox):
         if precompute:  # what the t slider will show: its moves then only draw
             for t in self.t_slider.options:
                 self.jumped(t, self.ratio)
-        self.figure = LiveFigure(fig)
-        super().__init__([*rows, self.message, self.figure, self.readout])
+        self.figure = LiveFigure(self.figure)
+        self.sampling_figure = LiveFigure(self.sampling_figure)
+        panels = widgets.HBox([self.figure, self.sampling_figure])
+        super().__init__([*rows, self.message, panels, self.readout])
+
+    @classmethod
+    def _panel(cls, names: Sequence[str]) -> go.Figure:
+        """One panel: the traces ``names`` on [-4, 4]^2, equal axes, a title set when drawn."""
+        fig = go.Figure([cls._empty(name) for name in names])
+        fig.update_xaxes(range=[-4, 4])
+        fig.update_yaxes(range=[-4, 4], scaleanchor="x")
+        fig.update_layout(
+            template=TEMPLATE,
+            height=460,
+            width=470,
+            margin=dict(l=40, r=10, t=40, b=30),
+            legend=dict(orientation="h"),
+        )
+        return fig
 
     @staticmethod
     def _empty(name: str) -> go.Scatter:
@@ -181,7 +196,7 @@ class JumpExplorer(widgets.VBox):
             data[1].x, data[1].y = polylines(np.stack([a, b]))
             data[2].x, data[2].y = c[:, 0], c[:, 1]
             data[3].x, data[3].y = b[:, 0], b[:, 1]
-            self.figure.layout.annotations[0].text = f"jump from t = {t:g} to s = {ratio * t:.3g}"
+            self.figure.layout.title.text = f"jump from t = {t:g} to s = {ratio * t:.3g}"
         self._error = float((g.double() - g_star.double()).norm(dim=1).mean())
         self._write_readout()
         return True
@@ -199,14 +214,14 @@ class JumpExplorer(widgets.VBox):
             return show_rejected(self.message, outcome.error, "Showing the previous samples")
         self.nfe, self.gamma = int(nfe), gamma
         near = states[1:].numpy() if len(states) > 2 else np.zeros((0, 0, 2))  # t <= T skipped
-        data, target = self.figure.data, self.target.numpy()
-        with self.figure.batch_update():
-            data[4].x, data[4].y = target[:, 0], target[:, 1]
-            data[5].x, data[5].y = polylines(near[:, :60]) if len(near) else ([], [])
-            data[6].x, data[6].y = exact[:, 0].numpy(), exact[:, 1].numpy()
-            data[7].x, data[7].y = end[:, 0].numpy(), end[:, 1].numpy()
+        data, target = self.sampling_figure.data, self.target.numpy()
+        with self.sampling_figure.batch_update():
+            data[0].x, data[0].y = target[:, 0], target[:, 1]
+            data[1].x, data[1].y = polylines(near[:, :60]) if len(near) else ([], [])
+            data[2].x, data[2].y = exact[:, 0].numpy(), exact[:, 1].numpy()
+            data[3].x, data[3].y = end[:, 0].numpy(), end[:, 1].numpy()
             title = f"gamma-sampling, {self.nfe} NFE, gamma = {gamma:g}"
-            self.figure.layout.annotations[1].text = title
+            self.sampling_figure.layout.title.text = title
         self._energy = self._energies_of(self.nfe, gamma, end, exact)
         self._write_readout()
         return True

@@ -28,22 +28,35 @@ def explorer():
 
 
 def test_the_first_picture_is_in_the_state_the_browser_first_renders(explorer):
-    """Both panels are drawn before the figure goes live: its widget state (what the browser
-    renders first, before any slider moves) holds every trace and both titles."""
+    """Both panels are drawn before their figures go live: their widget state (what the
+    browser renders first, before any slider moves) holds every trace and the titles."""
     fresh = JumpExplorer(
         explorer.learned, explorer.exact, explorer.cloud, explorer.x_T, explorer.target, max_nfe=4
     )
-    state = fresh.figure._widget_data
-    assert [len(state[i]["x"]) for i in (0, 2, 3, 4, 6, 7)] == [60] * 6
-    titles = [a["text"] for a in fresh.figure._widget_layout["annotations"]]
+    jump, sampling = fresh.figure, fresh.sampling_figure
+    assert [len(jump._widget_data[i]["x"]) for i in (0, 2, 3)] == [60] * 3
+    assert [len(sampling._widget_data[i]["x"]) for i in (0, 2, 3)] == [60] * 3
+    titles = [f._widget_layout["title"]["text"] for f in (jump, sampling)]
     assert titles == ["jump from t = 2 to s = 0.5", "gamma-sampling, 1 NFE, gamma = 0"]
+
+
+def test_a_jump_move_leaves_the_sampling_panel_alone(explorer):
+    """The panels are two figures: a move of t or s sends nothing to the sampling figure
+    (plotly.js redraws a whole figure on any change)."""
+    sent = []
+    explorer.sampling_figure.observe(lambda change: sent.append(change["name"]))
+    explorer.set_jump(10.0, 0.5)
+    explorer.set_jump(2.0, 0.25)
+    assert sent == []
+    explorer.set_sampling(3, 0.5)  # what the sampling panel's own sliders send is seen
+    assert sent
 
 
 def test_jump_panel_follows_t_and_s(explorer):
     before = list(explorer.figure.data[3].x)
     assert explorer.set_jump(5.0, 0.5)
     assert list(explorer.figure.data[3].x) != before
-    assert explorer.figure.layout.annotations[0].text == "jump from t = 5 to s = 2.5"
+    assert explorer.figure.layout.title.text == "jump from t = 5 to s = 2.5"
     assert explorer.t_slider.value == 5.0 and explorer.t_box.value == 5.0
     # s = t: no jump, learned and exact land where they start
     assert explorer.set_jump(2.0, 1.0)
@@ -60,7 +73,7 @@ def test_the_euler_jump_misses_the_exact_one_and_the_readout_says_so(explorer):
 
 def test_sampling_panel_and_cache(explorer):
     assert explorer.set_sampling(2, 1.0)
-    assert "2 NFE, gamma = 1" in explorer.figure.layout.annotations[1].text
+    assert "2 NFE, gamma = 1" in explorer.sampling_figure.layout.title.text
     assert (2, 1.0) in explorer._samples
     assert "energy distance to data" in explorer.readout.value
     explorer.nfe_slider.value = 3  # a reader's move
@@ -117,7 +130,7 @@ def test_the_t_slider_only_draws_its_precomputed_jumps(explorer):
     for t in options:  # the reader's moves
         fresh.t_slider.value = t
     assert calls == [] and fresh.t == options[-1]
-    assert fresh.figure.layout.annotations[0].text == f"jump from t = {options[-1]:g} to s = 20"
+    assert fresh.figure.layout.title.text == f"jump from t = {options[-1]:g} to s = 20"
 
 
 def test_moving_back_to_a_sampling_setting_computes_nothing(explorer, monkeypatch):
