@@ -625,7 +625,10 @@ COLORS = {
 def error_figure(th: TheoryResult) -> go.Figure:
     """Relative error of dL/dx_T against the closed form, per route, against steps."""
     title = "dL/dx_T: relative error vs the closed form (worst Gaussian)"
-    return af.curves_figure(th.steps, th.x_T, COLORS, title, "relative error")
+    color = {k: COLORS.get(k, style.BLUE) for k in th.x_T}
+    traces = [viz.curve_trace(th.steps, v, k, line=dict(color=color[k])) for k, v in th.x_T.items()]
+    axes = dict(x_title="steps", y_title="relative error", log_x=True, log_y=True, height=360)
+    return viz.curves_figure(traces, title, **axes)
 
 
 def memory_figure(m: MemoryResult) -> go.Figure:

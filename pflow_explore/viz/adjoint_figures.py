@@ -1,6 +1,6 @@
 """Figure builders for chapter 07 (gradients through the probability flow): data in,
-go.Figure out. Errors against steps per route, peak memory and time against steps, and
-2D samples before and after fine-tuning with the goal's box."""
+go.Figure out. Peak memory and time against steps per route, and 2D samples before and
+after fine-tuning with the goal's box (errors against steps: viz.curves)."""
 
 from __future__ import annotations
 
@@ -13,25 +13,6 @@ from torch import Tensor
 from pflow_explore.viz import style
 from pflow_explore.viz.arrays import plain_floats
 from pflow_explore.viz.points import points_trace, samples_figure
-
-
-def curves_figure(
-    steps: Sequence[int],
-    curves: Mapping[str, Sequence[float]],
-    colors: Mapping[str, str],
-    title: str,
-    y_title: str,
-) -> go.Figure:
-    """One line per entry of ``curves`` (label -> value per step count), log-log."""
-    fig = go.Figure()
-    for k, v in curves.items():
-        line = dict(color=colors.get(k, style.BLUE))
-        fig.add_trace(
-            go.Scatter(x=list(steps), y=plain_floats(v), name=k, mode="lines+markers", line=line)
-        )
-    fig.update_layout(style.figure_layout(title, 360))
-    fig.update_xaxes(type="log", title_text="steps")
-    return fig.update_yaxes(type="log", title_text=y_title)
 
 
 def memory_time_figure(
