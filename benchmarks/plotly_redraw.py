@@ -6,7 +6,8 @@ split below), the kernel's share was about 10 ms and the websocket's 30-40 ms, w
 long task of 230-260 ms redrew chapter 04's jump figure. This benchmark measures that
 redraw on its own: scatter figures of N markers (2D, SVG, as the course draws them) in
 headless Chromium, the median time of ``Plotly.restyle`` giving one trace new x/y (what a
-slider move sends) and of ``Plotly.relayout`` changing the title; then the jump explorer's
+slider move sends), of ``Plotly.relayout`` changing the title, and of one changing an
+annotation's text (what make_subplots' subplot titles are); then the jump explorer's
 figure of chapter 04 as one figure of two panels (2,100 markers) against its jump panel
 alone (900 markers), which is what a t move redraws since the panels are two figures.
 
@@ -54,6 +55,8 @@ TIME_JS = """async ({traces, repeats, twoPanels}) => {
     xaxis: panel === 2 ? 'x2' : 'x', yaxis: panel === 2 ? 'y2' : 'y',
   }));
   const layout = {height: 460, width: 940, showlegend: false, title: {text: 'start'},
+    annotations: [{text: 'start', x: 0.2, y: 1.05, xref: 'paper', yref: 'paper',
+                   showarrow: false}],
     xaxis: {range: [-4, 4], domain: twoPanels ? [0, 0.47] : [0, 1]},
     yaxis: {range: [-4, 4]}};
   if (twoPanels) {
@@ -62,7 +65,7 @@ TIME_JS = """async ({traces, repeats, twoPanels}) => {
   }
   await Plotly.newPlot(gd, data, layout);
   const median = (xs) => xs.sort((a, b) => a - b)[xs.length >> 1];
-  const restyle = [], relayout = [];
+  const restyle = [], relayout = [], annotation = [];
   for (let i = 0; i < repeats; i++) {
     const n = traces[0][0];
     let t = performance.now();
@@ -71,8 +74,11 @@ TIME_JS = """async ({traces, repeats, twoPanels}) => {
     t = performance.now();
     await Plotly.relayout(gd, {'title.text': 'move ' + i});
     relayout.push(performance.now() - t);
+    t = performance.now();
+    await Plotly.relayout(gd, {'annotations[0].text': 'move ' + i});
+    annotation.push(performance.now() - t);
   }
-  return {restyle: median(restyle), relayout: median(relayout)};
+  return {restyle: median(restyle), relayout: median(relayout), annotation: median(annotation)};
 }"""
 
 
@@ -116,8 +122,10 @@ def report(out: dict, load_before: str, repeats: int) -> str:
         "",
         "Written by `benchmarks/plotly_redraw.py`: headless Chromium (software rendering, as "
         "in the dashboard tests), plotly.js from the installed plotly; median of "
-        f"{repeats} redraws each. restyle: one trace gets new x/y (a slider move); relayout: "
-        "the title changes. Both redraw the whole figure.",
+        f"{repeats} redraws each. restyle: one trace gets new x/y (a slider move), which "
+        "redraws every trace of the figure; title relayout: the figure's title changes; "
+        "annotation relayout: an annotation's text changes (make_subplots' subplot titles "
+        "are annotations).",
         "",
         "## Machine",
         "",
@@ -126,22 +134,24 @@ def report(out: dict, load_before: str, repeats: int) -> str:
         "",
         "## Scatter markers in one figure",
         "",
-        "| markers | restyle ms | relayout ms |",
-        "|---:|---:|---:|",
+        "| markers | restyle ms | title relayout ms | annotation relayout ms |",
+        "|---:|---:|---:|---:|",
     ]
     for n, v in out["markers"].items():
-        lines.append(f"| {n} | {v['restyle']:.0f} | {v['relayout']:.0f} |")
+        lines.append(f"| {n} | {v['restyle']:.0f} | {v['relayout']:.0f} | {v['annotation']:.0f} |")
     lines += [
         "",
         f"About {statistics.median(per):.0f} us a marker (median over 1,000 markers and more).",
         "",
         "## Chapter 04's jump explorer",
         "",
-        "| figure | restyle ms | relayout ms |",
-        "|---|---:|---:|",
+        "| figure | restyle ms | title relayout ms | annotation relayout ms |",
+        "|---|---:|---:|---:|",
     ]
     for name, v in out["jump"].items():
-        lines.append(f"| {name} | {v['restyle']:.0f} | {v['relayout']:.0f} |")
+        lines.append(
+            f"| {name} | {v['restyle']:.0f} | {v['relayout']:.0f} | {v['annotation']:.0f} |"
+        )
     lines += [
         "",
         "A slider's figure change in a dashboard also waits for the websocket and the "
