@@ -54,6 +54,8 @@ def test_dashboard(
     assert page.locator(".pflow-figure-loading").count() == 0, "a figure is still loading"
     # share/jupyter/labextensions/pflow-explore loaded and made ipywidgets' renderer patient
     assert page.evaluate("() => window.__pflowPatientRenderers") >= 1, "pflow-explore extension"
+    # ... and anywidget's 2 s model deadline became patient too (one per LiveFigure model)
+    assert page.evaluate("() => window.__pflowStretchedDeadlines") >= 1, "anywidget deadline"
     moved = dashboard_page.slider_moves_a_figure(page)
     assert moved, f"moving the slider did not change any figure; console: {console}"
 

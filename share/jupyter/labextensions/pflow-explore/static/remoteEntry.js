@@ -17,6 +17,16 @@
 // original renderModel finds the model at once. A model that really is missing still
 // fails as before, once the manager is restored.
 //
+// Also: anywidget (plotly's FigureWidget and so LiveFigure are anywidgets) gives each
+// model 2 s of wall-clock time, from its creation, to load its module and initialise
+// (`AbortSignal.timeout(2000)` in its runtime), then fails it with "[anywidget] Failed to
+// initialize model.": a dead figure. LiveFigure's module is 2 KB and its initialize returns
+// at once, but on a starved main thread the 2 s run out before the import's task runs
+// (measured: 1 of 84 visits beside two CPU burners, chapter 09). While this file is
+// evaluated (before any widget exists) it stretches that one deadline, recognised by its
+// length and by a caller from anywidget's own files, to PATIENCE_MS; a module that fails to
+// load still fails at once, with its own error.
+//
 // How it is loaded: this file is a hand-written module-federation container (the protocol
 // JupyterLab's extension loader speaks: `init(shareScope)` and `get("./extension")`), so it
 // needs no build step. `pflow-explore serve` puts share/jupyter on JUPYTER_PATH and names
@@ -28,7 +38,22 @@ var _JUPYTERLAB;
   var RENDERER_PACKAGE = "@jupyter-widgets/jupyterlab-manager";
   var PATIENCE_MS = 120000;
   var POLL_MS = 50;
+  var ANYWIDGET_DEADLINE_MS = 2000;
   var shareScope = null;
+
+  // anywidget's model deadline (see the top of this file); window.__pflowStretchedDeadlines
+  // counts the deadlines stretched (read by tests/test_dashboards.py)
+  if (typeof AbortSignal !== "undefined" && typeof AbortSignal.timeout === "function") {
+    var timeout = AbortSignal.timeout;
+    window.__pflowStretchedDeadlines = 0;
+    AbortSignal.timeout = function (ms) {
+      if (ms === ANYWIDGET_DEADLINE_MS && /\/anywidget\//.test(new Error().stack || "")) {
+        window.__pflowStretchedDeadlines += 1;
+        ms = PATIENCE_MS;
+      }
+      return timeout.call(AbortSignal, ms);
+    };
+  }
 
   function arrived(manager, id) {
     return manager.has_model(id) || manager.restoredStatus;
