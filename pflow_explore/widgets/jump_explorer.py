@@ -8,10 +8,11 @@ with the learned jump and with the exact one (gamma = 0: long deterministic jump
 distance between learned and exact landing points, and each sampler's energy distance to
 the data. Every result is cached per setting: moving back redraws without computing.
 
-The two panels are two figures: plotly.js redraws a whole figure on any change, about 55 us
-a marker on a 2-core laptop (benchmarks/results/plotly_redraw.md), so a t move redraws the
-jump panel's 900 markers and not the sampling panel's 1,200 as well (one figure: about
-250 ms of the browser's main thread a move, 60-80 % of the slider's latency).
+The two panels are two figures: plotly.js redraws a whole figure on any data change, about
+50 us a marker on a 2-core laptop (benchmarks/results/plotly_redraw.md), so a t move redraws
+the jump panel's 900 markers and not the sampling panel's 1,200 as well (as one figure: a
+230-260 ms task on the page's main thread a move, most of the slider's latency). Titles,
+not make_subplots' subplot titles: an annotation's text change is a whole redraw too.
 
 The construction computes the jumps of every t the t slider offers at the first s / t (one
 exact dopri5 solve each, about 0.3 s at cpu scale for 300 points), so the first slider's
