@@ -17,6 +17,7 @@ import torch
 from pflow_explore.figures_export import CHROMIUM_FLAGS, DEFAULT_CHROMIUM, ENV_CHROMIUM
 
 CHROMIUM = os.environ.get(ENV_CHROMIUM, DEFAULT_CHROMIUM)
+SERVER_LOG: list[Path | None] = [None]  # the session server's Voila log, once it runs
 
 
 def pytest_collection_modifyitems(config, items):
@@ -98,6 +99,7 @@ def server(tmp_path_factory):
         pytest.fail(f"{CHROMIUM} not found: `make test` installs Debian's chromium")
     port = _free_port()
     log = tmp_path_factory.mktemp("voila") / "voila.log"
+    SERVER_LOG[0] = log  # DashboardPage.open quotes it when a page never draws
     env = voila_env("tiny")
     with log.open("w") as fh:
         # exactly as `pflow-explore serve` starts it (refill delay, pool, threads)
@@ -218,9 +220,31 @@ class DashboardPage:
 
     @staticmethod
     def open(page, url: str, timeout_s: float = 150) -> None:
-        """Load a dashboard and wait for its first figure and slider."""
+        """Load a dashboard and wait for its first figure and slider; a page that never draws
+        fails with what it shows, its console and the end of the server's log."""
+        console: list[str] = []
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text[:300]}"))
         page.goto(url, timeout=120_000)
-        page.wait_for_selector(".js-plotly-plot .main-svg", timeout=timeout_s * 1000)
+        try:
+            page.wait_for_selector(".js-plotly-plot .main-svg", timeout=timeout_s * 1000)
+        except Exception as err:
+            shown = page.evaluate("() => document.body ? document.body.innerText : ''")
+            counts = page.evaluate(
+                "() => [document.querySelectorAll('.js-plotly-plot').length, "
+                "Array.from(document.querySelectorAll('.js-plotly-plot .main-svg')).filter("
+                "e => e.getBoundingClientRect().width * e.getBoundingClientRect().height > 0"
+                ").length, document.querySelectorAll('.widget-slider').length, "
+                "document.querySelectorAll('.jp-OutputArea-output').length]"
+            )
+            lines = SERVER_LOG[0].read_text().splitlines() if SERVER_LOG[0] else []
+            noise = "running over TCP without encryption"  # every kernel's start says it
+            log = "\n".join(x for x in lines if noise not in x)[-3000:] or "(no server log)"
+            pytest.fail(
+                f"{url}: no figure drawn after {timeout_s:.0f} s ({type(err).__name__}); "
+                f"plotly plots / of them drawn with a size / sliders / outputs: {counts}\n"
+                f"page text (start): {shown[:800]!r}\nconsole: {console[-15:]}\n"
+                f"server log (end):\n{log}"
+            )
         page.wait_for_selector(".widget-slider .noUi-handle", timeout=60_000)
         page.wait_for_timeout(1000)  # let the remaining widgets attach
 
