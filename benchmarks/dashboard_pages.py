@@ -287,13 +287,15 @@ async def run(args: argparse.Namespace) -> dict:
                 results["cached"].append(v)
             await returning.close()
             # stress walk beside two CPU burners, the pool refilling as pages use kernels
-            burners = [
-                subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)
+            walks = args.walks if "walk" in parts else 0
+            burners = [  # none when the walk is left out
+                subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(2 if walks else 0)
             ]
             walker = await browser.new_context(viewport={"width": 1280, "height": 1400})
             try:
                 results["walk"] = []
-                for w in range(args.walks if "walk" in parts else 0):
+                for w in range(walks):
                     for name in names:
                         url = f"{server.base}/voila/render/{name}"
                         v = await visit(browser, url, context=walker)
