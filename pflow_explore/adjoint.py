@@ -427,10 +427,13 @@ def solve_augmented(
     rtol: float = 1e-6,
     atol: float = 1e-6,
 ) -> State:
-    """Integrate a tuple-state ODE along ``grid_up`` (increasing in rho: the backward pass).
+    """Integrate a tuple-state ODE along ``grid_up`` (increasing in rho: the backward pass
+    of (2); :func:`adjoint_gradients` also runs (1) forward with it, on a decreasing grid
+    and the state (y,)).
 
     Fixed-step ``method`` (:data:`METHODS`): one step per grid interval; adaptive
-    (:data:`ADAPTIVE`): torchdiffeq.odeint from grid_up[0] to grid_up[-1] with rtol, atol.
+    (:data:`ADAPTIVE`): torchdiffeq.odeint from grid_up[0] to grid_up[-1] with rtol, atol,
+    landing on grid_up[-1] (``step_t``) instead of stepping past it and interpolating back.
     Runs under no_grad (the dynamics open their own graphs). Returns the state at the end.
     """
     _check_method(method, adaptive=True)
@@ -452,25 +455,6 @@ def solve_augmented(
         for r, r_next in zip(grid_up[:-1], grid_up[1:], strict=True):
             state, _ = _step(dynamics, r, state, r_next, method)
         return state
-
-
-def _solve_forward(flow: RhoFlow, y_T: Tensor, g: Tensor, method: str, rtol: float, atol: float):
-    """y(rho_e) from y_T without a graph: fixed steps on g, or torchdiffeq between its ends."""
-    if method in ADAPTIVE:
-        import torchdiffeq
-
-        with torch.no_grad():
-            ends = torch.stack([g[0], g[-1]]).to(y_T)
-            # step_t: land on the data end instead of stepping past it and interpolating back
-            return torchdiffeq.odeint(
-                flow, y_T, ends, method=method, rtol=rtol, atol=atol, options={"step_t": ends}
-            )[-1]
-    f = lambda r, z: (flow(r, z[0]),)  # noqa: E731
-    with torch.no_grad():
-        z = (y_T,)
-        for r, r_next in zip(g[:-1], g[1:], strict=True):
-            z, _ = _step(f, r, z, r_next, method)
-    return z[0]
 
 
 def adjoint_gradients(
@@ -499,7 +483,8 @@ def adjoint_gradients(
     params = flow.trainable()
     with _LeafCondition(flow) as c:
         y_T = x0 / alpha_T
-        y_e = _solve_forward(flow, y_T, g, method, rtol, atol)
+        # (1) forward without a graph: the same solver on the one-element state (y,)
+        (y_e,) = solve_augmented(lambda r, z: (flow(r, z[0]),), (y_T,), g, method, rtol, atol)
         x_e = (alpha_e * y_e).requires_grad_(True)
         with torch.enable_grad():
             loss = _scalar(loss_fn(x_e))

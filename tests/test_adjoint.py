@@ -176,6 +176,29 @@ def test_adjoint_reconstructs_the_start_backwards():
     assert errs[1] < 1e-3 and errs[1] < errs[0] / 10, errs
 
 
+@pytest.mark.parametrize("method", ["heun", "dopri5"])
+def test_adjoint_forward_solve_is_the_sampler_and_plain_odeint(method):
+    """The adjoint route's forward pass (solve_augmented on the state (y,), grid decreasing)
+    lands where the fixed-step sampler does (the same steps, to the bit), and for adaptive
+    methods where torchdiffeq.odeint on the bare flow (1) does (the same solve, to the bit)."""
+    import torchdiffeq
+
+    flow, x_T, rho_T, loss, _, _ = gaussian_case(1, paths.VPLinear())
+    grid = ad.rho_grid(12, rho_T)
+    x_e = ad.adjoint_gradients(flow, x_T, grid, loss, method, rtol=1e-7, atol=1e-7).x_e
+    if method in ad.METHODS:
+        expected = ad.sample(flow, x_T, grid, method)
+    else:
+        ends = torch.stack([grid[0], grid[-1]]).to(x_T)
+        y_T = x_T / flow.alpha(grid[0]).to(x_T)
+        with torch.no_grad():
+            y_e = torchdiffeq.odeint(
+                flow, y_T, ends, method=method, rtol=1e-7, atol=1e-7, options={"step_t": ends}
+            )[-1]
+        expected = flow.alpha(grid[-1]).to(y_e) * y_e
+    assert torch.equal(x_e, expected)
+
+
 # ---- a tiny network: weight gradients ------------------------------------------------------------
 def tiny_mlp_case():
     torch.manual_seed(0)
