@@ -2,9 +2,18 @@
 
 One ``go.FigureWidget`` holds, bottom to top: optional background traces (a density, the
 data), faint full paths of up to ``n_lines`` particles, the same paths traced up to the
-current step, and all n particles at the current step. Moving the slider (or Play, or
+current step, and the particles at the current step. Moving the slider (or Play, or
 Prev/Next) rewrites the data of the last three traces in place inside ``batch_update``;
 the figure itself is built once (the first FigureWidget costs seconds, an update ms).
+
+The browser redraws the whole figure on every move, about 50 us a marker and a few us a
+line point (docs/architecture.md), so a move draws at most ``max_markers`` markers
+(:data:`MAX_DRAWN_MARKERS`) and ``max_line_points`` line points
+(:data:`MAX_DRAWN_LINE_POINTS`): an evenly spaced, deterministic subset of the particles,
+and fewer paths (never fewer time points). Every number shown (the readout) uses all n
+particles; the readout says what is drawn when it is a subset. The helpers here
+(:func:`evenly_spaced`, :func:`marker_shares`, :func:`checked_cap`, :func:`drawing_note`)
+are the same rule for the other explorers a slider moves.
 
 Time convention: the caller's (the solver's grid is stepped through as given).
 """
@@ -30,6 +39,47 @@ from pflow_explore.widgets.stepping import StepControls
 FULL_PATH_COLOR = "rgba(90, 90, 90, 0.18)"
 TRACED_PATH_COLOR = "rgba(31, 119, 180, 0.55)"
 BACKGROUND_POINT_COLOR = "rgba(150, 150, 150, 0.5)"
+# what one slider move may make the browser redraw, in all (docs/architecture.md): about
+# 50 us a marker and a few us a line point, besides a fixed ~20 ms
+MAX_DRAWN_MARKERS = 400
+MAX_DRAWN_LINE_POINTS = 4_000
+
+
+def checked_cap(value: Any, name: str) -> int:
+    """``value`` as an int >= 1 (a cap on the points a figure draws); ValueError otherwise."""
+    ok = isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1
+    if not ok:
+        raise ValueError(
+            f"{name} (the most points a slider's figure draws) must be an integer >= 1, "
+            f"got {value!r}"
+        )
+    return int(value)
+
+
+def evenly_spaced(n: int, k: int) -> np.ndarray:
+    """min(k, n) evenly spaced indices of range(n), sorted, the first and last among them:
+    the same n and k always give the same subset (no random draw); all n when k >= n."""
+    if k >= n:
+        return np.arange(n)
+    if k <= 0:
+        return np.zeros(0, dtype=int)
+    return np.unique(np.linspace(0, n - 1, k).round().astype(int))
+
+
+def marker_shares(counts: Sequence[int], cap: int) -> list[int]:
+    """How many of each marker set to draw: all of them when they sum to at most ``cap``,
+    else each cut in proportion (rounded down, at least 1 of a non-empty set)."""
+    total = sum(counts)
+    if total <= cap:
+        return [int(c) for c in counts]
+    return [min(int(c), max(1, int(c) * cap // total)) if c else 0 for c in counts]
+
+
+def drawing_note(*parts: tuple[int, int, str]) -> str:
+    """ "drawing 400 of 1,024 particles and ..." for the (drawn, total, noun) parts that draw
+    a subset; "" when every part draws all."""
+    cut = [f"{drawn:,} of {total:,} {noun}" for drawn, total, noun in parts if drawn < total]
+    return "drawing " + " and ".join(cut) if cut else ""
 
 
 def validated_trajectories(trajectories: Any, times: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -66,23 +116,29 @@ def validated_trajectories(trajectories: Any, times: Any) -> tuple[np.ndarray, n
     return x, t
 
 
-def _background_traces(background: Any) -> list[dict[str, Any]]:
-    """Traces (as dicts, so they can join a new figure) from a figure, trace(s) or points."""
+def _background_traces(background: Any, n: int, cap: int) -> tuple[list[dict[str, Any]], int]:
+    """Traces (as dicts, so they can join a new figure) from a figure, trace(s) or points,
+    and how many background markers they draw: points (k, 2) share the marker ``cap`` with
+    the n particles (each set cut in proportion, evenly spaced); traces are drawn as given
+    (and counted as none)."""
     if background is None:
-        return []
+        return [], 0
     if isinstance(background, go.Figure | go.FigureWidget):
-        return [t.to_plotly_json() for t in background.data]
+        return [t.to_plotly_json() for t in background.data], 0
     if isinstance(background, BaseTraceType):
-        return [background.to_plotly_json()]
+        return [background.to_plotly_json()], 0
     if isinstance(background, Sequence) and all(isinstance(t, BaseTraceType) for t in background):
-        return [t.to_plotly_json() for t in background]
+        return [t.to_plotly_json() for t in background], 0
     try:
         trace = points_trace(background, name="background", color=BACKGROUND_POINT_COLOR, size=3)
     except ValueError as err:
         raise ValueError(
             "background must be None, a go.Figure, a trace, a list of traces or points (k, 2)"
         ) from err
-    return [trace.to_plotly_json()]
+    k = len(trace.x)
+    keep = evenly_spaced(k, marker_shares([k, n], cap)[0])
+    trace.update(x=np.asarray(trace.x)[keep], y=np.asarray(trace.y)[keep])
+    return [trace.to_plotly_json()], len(keep)
 
 
 class TrajectoryExplorer(StepControls, widgets.VBox):
@@ -95,7 +151,12 @@ class TrajectoryExplorer(StepControls, widgets.VBox):
 
     ``set_trajectories`` swaps the data (after a parameter change) in the same figure; bad
     data shows a message and keeps the last good picture. ``background`` is drawn beneath:
-    a go.Figure (its traces), a trace, a list of traces, or points (k, 2).
+    a go.Figure (its traces), a trace, a list of traces (drawn as given), or points (k, 2).
+
+    A move draws at most ``max_markers`` markers (the particles and background points
+    share them) and ``max_line_points`` line points (at most that many // (2 (T+2)) paths,
+    and at most ``n_lines``), evenly spaced subsets; the readout uses all n particles and
+    says what is drawn ("drawing 400 of 1,024 particles ...").
     """
 
     def __init__(
@@ -109,12 +170,19 @@ class TrajectoryExplorer(StepControls, widgets.VBox):
         ylim: tuple[float, float] | None = None,
         interval_ms: int = 100,
         marker_size: float = 4,
+        max_markers: int = MAX_DRAWN_MARKERS,
+        max_line_points: int = MAX_DRAWN_LINE_POINTS,
     ) -> None:
         if int(n_lines) != n_lines or n_lines < 0:
             raise ValueError(f"n_lines (paths drawn) must be an integer >= 0, got {n_lines!r}")
         self.n_lines = int(n_lines)
+        self.max_markers = checked_cap(max_markers, "max_markers")
+        self.max_line_points = checked_cap(max_line_points, "max_line_points")
         self._fixed_limits = (xlim, ylim)
         self._x, self._t = validated_trajectories(trajectories, times)
+        backdrop, self._background_markers = _background_traces(
+            background, self._x.shape[1], self.max_markers
+        )
         self._prepare()
         self._step = 0
 
@@ -125,8 +193,9 @@ class TrajectoryExplorer(StepControls, widgets.VBox):
                 ("so far", TRACED_PATH_COLOR, 1.2),
             ]
         ]
-        current = points_trace(self._x[0], name="x_t", color=SAMPLE_COLOR, size=marker_size)
-        data = _background_traces(background) + paths + [current.to_plotly_json()]
+        first = self._x[0, self._drawn]
+        current = points_trace(first, name="x_t", color=SAMPLE_COLOR, size=marker_size)
+        data = backdrop + paths + [current.to_plotly_json()]
         layout = plane_layout(title, *self._limits(), height=480)
         # Draw the first picture into a plain Figure and wrap it afterwards: a page that
         # connects later (Voila, a preheated kernel) builds the figure from its state at
@@ -157,11 +226,16 @@ class TrajectoryExplorer(StepControls, widgets.VBox):
     times = shown("_t", "The times (T+1,) now shown.")
 
     def _prepare(self) -> None:
-        """Precompute what every step needs: the drawn subset and the path statistics."""
+        """Precompute what every step needs: the drawn subsets and the path statistics."""
         n = self._x.shape[1]
-        m = min(self.n_lines, n)
         # Evenly spaced particles, not random ones: the same data always draws the same.
-        chosen = np.unique(np.linspace(0, n - 1, m).round().astype(int)) if m else []
+        self._drawn = evenly_spaced(n, max(1, self.max_markers - self._background_markers))
+        # the paths: of drawn particles, two traces of T+2 points each (NaN break) at most
+        per_path = 2 * (self._x.shape[0] + 1)
+        m = min(self.n_lines, len(self._drawn), max(1, self.max_line_points // per_path))
+        chosen = self._drawn[evenly_spaced(len(self._drawn), m)]
+        paths = [(len(chosen), n, "paths")] if len(chosen) else []
+        self._note = drawing_note((len(self._drawn), n, "particles"), *paths)
         lines = np.full((len(chosen), self._x.shape[0] + 1, 2), np.nan, dtype=np.float32)
         lines[:, :-1] = np.swapaxes(self._x[:, chosen], 0, 1)
         self._lines = lines  # (m, T+2, 2), the last point a NaN break
@@ -214,8 +288,8 @@ class TrajectoryExplorer(StepControls, widgets.VBox):
         now = self._x[i]
         traced = np.concatenate([self._lines[:, : i + 1], self._gap], axis=1).reshape(-1, 2)
         with self.figure.batch_update():
-            self._current.x = now[:, 0]
-            self._current.y = now[:, 1]
+            self._current.x = now[self._drawn, 0]
+            self._current.y = now[self._drawn, 1]
             self._traced_paths.x = traced[:, 0]
             self._traced_paths.y = traced[:, 1]
         displacement = float(np.linalg.norm(now - self._x[0], axis=-1).mean())
@@ -224,4 +298,5 @@ class TrajectoryExplorer(StepControls, widgets.VBox):
             f"step {i} of {self.n_steps}, t = {self._t[i]:.3f}, n = {now.shape[0]} &nbsp;|&nbsp; "
             f"mean distance from the start |x(t) &minus; x(t<sub>0</sub>)| = {displacement:.3f}"
             f" &nbsp;|&nbsp; mean path length = {self._path_length[i]:.3f}"
+            + (f" &nbsp;|&nbsp; {self._note}" if self._note else "")
         )

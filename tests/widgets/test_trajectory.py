@@ -16,6 +16,12 @@ from pflow_explore.widgets import (
     show_message,
     shown_errors,
 )
+from pflow_explore.widgets.trajectory import (
+    MAX_DRAWN_LINE_POINTS,
+    MAX_DRAWN_MARKERS,
+    evenly_spaced,
+    marker_shares,
+)
 
 STEPS, N = 12, 30
 
@@ -187,6 +193,58 @@ def test_constructor_rejects_bad_input_with_value_errors():
         TrajectoryExplorer(random_walk(), torch.linspace(1, 0, STEPS + 1), n_lines=-1)
     with pytest.raises(ValueError, match="background"):
         TrajectoryExplorer(random_walk(), torch.linspace(1, 0, STEPS + 1), background="x")
+    for bad in (0, -5, 2.5, True, "400"):
+        with pytest.raises(ValueError, match="max_markers .* must be an integer >= 1"):
+            TrajectoryExplorer(random_walk(), torch.linspace(1, 0, STEPS + 1), max_markers=bad)
+    with pytest.raises(ValueError, match="max_line_points"):
+        TrajectoryExplorer(random_walk(), torch.linspace(1, 0, STEPS + 1), max_line_points=0)
+
+
+def drawn_points(fig) -> tuple[int, int]:
+    """(markers, line points) the browser redraws when the figure changes."""
+    markers = sum(len(t.x) for t in fig.data if t.type == "scatter" and "markers" in t.mode)
+    lines = sum(len(t.x) for t in fig.data if t.type == "scatter" and t.mode == "lines")
+    return markers, lines
+
+
+def test_a_move_draws_at_most_the_caps_and_the_readout_uses_every_particle():
+    """Chapter 00's size (1,024 particles, 80 steps): a move draws an evenly spaced subset
+    of 400 particles and fewer paths (all their time points); the numbers use all 1,024."""
+    steps, n = 80, 1024
+    x = random_walk(steps=steps, n=n, seed=3)
+    e = TrajectoryExplorer(x, torch.linspace(1, 0, steps + 1))
+    assert (MAX_DRAWN_MARKERS, MAX_DRAWN_LINE_POINTS) == (400, 4_000)
+    for i in (steps // 2, steps):
+        e.slider.value = i  # a reader's move
+        markers, lines = drawn_points(e.figure)
+        assert markers == 400 and lines <= MAX_DRAWN_LINE_POINTS
+    full = np.stack([e.figure.data[-3].x, e.figure.data[-3].y], axis=1).reshape(-1, steps + 2, 2)
+    assert len(full) == 4_000 // (2 * (steps + 2)) == 24  # whole paths, not fewer points
+    keep = evenly_spaced(n, 400)
+    np.testing.assert_allclose(e.figure.data[-1].x, x[steps, keep, 0].numpy(), rtol=1e-6)
+    again = TrajectoryExplorer(x, torch.linspace(1, 0, steps + 1))  # same data, same subset
+    again.step_to(steps)
+    np.testing.assert_array_equal(again.figure.data[-1].x, e.figure.data[-1].x)
+    d = x.double().numpy()
+    displacement = np.linalg.norm(d[steps] - d[0], axis=-1).mean()  # all 1,024
+    assert f"= {displacement:.3f}" in e.readout.value and "n = 1024" in e.readout.value
+    assert "drawing 400 of 1,024 particles and 24 of 1,024 paths" in e.readout.value
+    small = TrajectoryExplorer(x[:, :300], torch.linspace(1, 0, steps + 1), n_lines=0)
+    assert "drawing" not in small.readout.value  # all drawn: no note
+    assert drawn_points(small.figure)[0] == 300
+
+
+def test_background_points_share_the_marker_cap():
+    reference = np.random.default_rng(0).normal(size=(600, 2))
+    x = random_walk(n=1024)
+    e = TrajectoryExplorer(x, np.linspace(1, 0, STEPS + 1), background=reference)
+    assert marker_shares([600, 1024], 400) == [147, 252]  # in proportion, rounded down
+    np.testing.assert_allclose(e.figure.data[0].x, reference[evenly_spaced(600, 147), 0])
+    assert drawn_points(e.figure)[0] == 400  # the particles take the rest
+    assert "drawing 253 of 1,024 particles" in e.readout.value
+    assert e.set_trajectories(random_walk(n=2000, seed=4), np.linspace(1, 0, STEPS + 1))
+    e.step_to(3)
+    assert drawn_points(e.figure)[0] == 400 and "253 of 2,000 particles" in e.readout.value
 
 
 def test_shown_errors_shows_escaped_messages_and_lets_interrupts_through():
