@@ -4,7 +4,7 @@
 The same starts z0 (n, 2) are pushed through each round's velocity field v(x, t) (1-RF,
 2-RF, ...; t = 0 noise, t = 1 data) with the chosen number of Euler steps, or through a
 one-step map z0 -> z1 (a distilled model). The figure shows the paths of a subset of the
-starts (red where two of them cross), all end points, and the target samples; the readout
+starts (red where two of them cross), the end points, and the target samples; the readout
 gives, per round:
 
 - S: the straightness (docs/papers.md) of the round's flow, measured on a fine 64-step
@@ -20,6 +20,14 @@ gives, per round:
   points to the target, and the mean distance of each end point to the fine reference's.
 
 Paths are cached per (round, steps): moving back to a setting redraws without computing.
+
+A move redraws the whole figure in the browser, so it draws at most ``max_markers``
+(:data:`~pflow_explore.widgets.trajectory.MAX_DRAWN_MARKERS`, 400) markers and
+``max_line_points`` (4,000) line points: at most a quarter of the markers and
+max_line_points // (steps + 2) of the shown paths (evenly spaced among them, whole paths),
+and evenly spaced subsets of the end points and the target sharing the other markers in
+proportion. Every number (S, crossings among all shown paths, energy distance and end-point
+error of all n) uses all samples; the readout says what is drawn when it is a subset.
 """
 
 from __future__ import annotations
@@ -45,6 +53,14 @@ from pflow_explore.viz.style import ORANGE, line_style, marker_style
 from pflow_explore.widgets.controls import send_values
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
+from pflow_explore.widgets.trajectory import (
+    MAX_DRAWN_LINE_POINTS,
+    MAX_DRAWN_MARKERS,
+    checked_cap,
+    drawing_note,
+    evenly_spaced,
+    marker_shares,
+)
 
 F64 = torch.float64
 VelocityField = Callable[[Tensor, float], Tensor]
@@ -145,9 +161,11 @@ class ReflowExplorer(widgets.VBox):
     one_step: label -> map z0 (n, 2) -> z1 (n, 2) (distilled models), drawn as straight
     segments whatever the steps; z0: (n, 2) starts; target: (m, 2) data samples or None;
     steps_options: the Euler step counts offered (integers >= 1); n_shown: how many paths are
-    drawn (a random subset of z0 fixed by ``seed``; all n end points are always drawn);
+    shown (a random subset of z0 fixed by ``seed``; their crossings are counted);
     reference_steps: the Euler steps of the reference that S and the end-point error use;
-    same_step: count crossings of same-step segments only (default: anywhere in the plane).
+    same_step: count crossings of same-step segments only (default: anywhere in the plane);
+    max_markers, max_line_points: the most markers and line points a move draws (evenly
+    spaced subsets of the shown paths, the end points and the target; module docstring).
 
     Children, top to bottom: the steps slider (the widget's first slider), the round buttons,
     "highlight crossings", the "paths shown" box (CSS class ``pflow-input``), the message
@@ -168,6 +186,8 @@ class ReflowExplorer(widgets.VBox):
         reference_steps: int = REFERENCE_STEPS,
         same_step: bool = False,
         title: str | None = None,
+        max_markers: int = MAX_DRAWN_MARKERS,
+        max_line_points: int = MAX_DRAWN_LINE_POINTS,
     ) -> None:
         fields, one_step = dict(fields or {}), dict(one_step or {})
         if not fields and not one_step:
@@ -185,9 +205,16 @@ class ReflowExplorer(widgets.VBox):
         self.steps_options = options
         self.reference_steps = int(reference_steps)
         self.same_step = bool(same_step)
+        self.max_markers = checked_cap(max_markers, "max_markers")
+        self.max_line_points = checked_cap(max_line_points, "max_line_points")
         self.z0 = _points(z0, "z0")
         self.target = None if target is None else _points(target, "target")
         n = self.z0.shape[0]
+        # drawn subsets, fixed for the data: starts of at most a quarter of the markers, the
+        # end points and the target sharing the rest in proportion
+        m = 0 if self.target is None else self.target.shape[0]
+        ends, targets = marker_shares([n, m], self.max_markers - self.max_markers // 4)
+        self._drawn_ends, self._drawn_target = evenly_spaced(n, ends), evenly_spaced(m, targets)
         g = torch.Generator().manual_seed(int(seed))
         self._order = torch.randperm(n, generator=g).numpy()  # shown paths: a prefix of it
         self._paths: dict[tuple[str, int], Tensor] = {}
@@ -299,6 +326,7 @@ class ReflowExplorer(widgets.VBox):
 
     def _empty_traces(self) -> list[go.Scatter]:
         target = np.zeros((0, 2)) if self.target is None else self.target.numpy()
+        target = target[self._drawn_target]
         return [
             go.Scatter(
                 x=target[:, 0],
@@ -330,16 +358,27 @@ class ReflowExplorer(widgets.VBox):
         layout["legend"] = dict(orientation="h", y=-0.08)
         return layout
 
+    def drawn_paths(self, state: ReflowState) -> np.ndarray:
+        """Indices into z0 of the paths drawn: evenly spaced among ``state.shown``, at most
+        max_line_points // (T + 2) of them (a path of T + 1 points and a break) and a
+        quarter of max_markers (their starts are markers)."""
+        per_path = state.trajectory.shape[0] + 1
+        k = min(max(1, self.max_line_points // per_path), max(1, self.max_markers // 4))
+        return state.shown[evenly_spaced(len(state.shown), k)]
+
     def _fill(self, fig: go.Figure, state: ReflowState) -> None:
         traj = state.trajectory.numpy()
+        drawn = self.drawn_paths(state)
         crossing = np.unique(state.pairs) if self._highlight else np.zeros(0, dtype=int)
-        plain = np.setdiff1d(state.shown, crossing)
+        crossing = np.intersect1d(crossing, drawn)
+        plain = np.setdiff1d(drawn, crossing)
+        ends_drawn = self._drawn_ends
         _, lines, red, starts, ends = fig.data
         with fig.batch_update():
             lines.x, lines.y = polylines(traj[:, plain])
             red.x, red.y = polylines(traj[:, crossing])
-            starts.x, starts.y = traj[0, state.shown, 0], traj[0, state.shown, 1]
-            ends.x, ends.y = traj[-1, :, 0], traj[-1, :, 1]
+            starts.x, starts.y = traj[0, drawn, 0], traj[0, drawn, 1]
+            ends.x, ends.y = traj[-1, ends_drawn, 0], traj[-1, ends_drawn, 1]
 
     def _write_readout(self, state: ReflowState) -> None:
         is_map = state.round in self.one_step
@@ -364,6 +403,14 @@ class ReflowExplorer(widgets.VBox):
                 f"mean |end point − {self.reference_steps}-step end point| = "
                 f"{state.endpoint_error:.4f}"
             )
+        m = 0 if self.target is None else self.target.shape[0]
+        note = drawing_note(
+            (len(self.drawn_paths(state)), len(state.shown), "shown paths"),
+            (len(self._drawn_ends), len(state.end_points), "end points"),
+            (len(self._drawn_target), m, "target samples"),
+        )
+        if note:
+            parts.append(note)
         self.readout.value = " &nbsp;|&nbsp; ".join(parts)
 
     # --- controls ----------------------------------------------------------------------------

@@ -17,12 +17,19 @@ import pytest
 import torch
 from ipywidgets import SelectionSlider
 
+from pflow_explore.metrics import energy_distance
 from pflow_explore.theory.rectified_flow import (
     gaussian_2rf_velocity,
     gaussian_rf_straightness,
     gaussian_rf_velocity,
 )
+from pflow_explore.trajectories import crossings
 from pflow_explore.widgets.reflow_explorer import ReflowExplorer, euler_paths
+from pflow_explore.widgets.trajectory import (
+    MAX_DRAWN_LINE_POINTS,
+    MAX_DRAWN_MARKERS,
+    evenly_spaced,
+)
 
 F64 = torch.float64
 MU = torch.tensor([2.5, 1.0], dtype=F64)
@@ -219,3 +226,48 @@ def test_constructor_rejects_bad_arguments(z0):
         ReflowExplorer(fields(), z0, n_shown=0)
     with pytest.raises(ValueError, match="twice"):
         ReflowExplorer(fields(), z0, one_step={"1-RF": lambda z: z})
+    with pytest.raises(ValueError, match="max_markers .* must be an integer >= 1"):
+        ReflowExplorer(fields(), z0, max_markers=0)
+    with pytest.raises(ValueError, match="max_line_points"):
+        ReflowExplorer(fields(), z0, max_line_points=2.5)
+
+
+def drawn_points(fig) -> tuple[int, int]:
+    """(markers, line points) the browser redraws when the figure changes."""
+    markers = sum(len(t.x) for t in fig.data if "markers" in t.mode)
+    lines = sum(len(t.x) for t in fig.data if t.mode == "lines")
+    return markers, lines
+
+
+def test_a_move_draws_at_most_the_caps_and_the_numbers_use_every_sample():
+    """Chapter 03's size (300 starts, 600 target samples, 64 paths shown): 964 markers
+    before; now evenly spaced subsets within the caps, the numbers on all samples."""
+    z0 = moment_matched(300, 1)
+    target = MU + SIGMA * moment_matched(600, 2)
+    w = ReflowExplorer(fields(), z0, target=target, steps_options=(1, 8, 64), n_shown=64)
+    assert drawn_points(w.figure) == (64 + 100 + 200, 64 * 3)  # one step: all 64 paths
+    w.steps_slider.value = 64  # a reader's move
+    markers, lines = drawn_points(w.figure)
+    assert markers <= MAX_DRAWN_MARKERS == 400 and lines <= MAX_DRAWN_LINE_POINTS == 4_000
+    assert (markers, lines) == (60 + 100 + 200, 60 * 66)  # whole paths, fewer of them
+    state = w.state
+    traj = state.trajectory
+    assert len(state.shown) == 64 and traj.shape == (65, 300, 2)
+    drawn = w.drawn_paths(state)
+    np.testing.assert_array_equal(drawn, state.shown[evenly_spaced(64, 60)])
+    ends = w.figure.data[-1]
+    np.testing.assert_allclose(np.asarray(ends.x), traj[-1, evenly_spaced(300, 100), 0])
+    # the numbers: all 300 end points, all 600 target samples, all 64 shown paths
+    assert state.energy == pytest.approx(energy_distance(traj[-1], target), rel=1e-9)
+    ref = euler_paths(lambda x, t: gaussian_rf_velocity(x, t, MU, SIGMA), z0, 64)[-1]
+    assert state.endpoint_error == pytest.approx(float((traj[-1] - ref).norm(dim=-1).mean()))
+    assert state.crossing_count == len(crossings(traj[:, state.shown]))
+    assert f"crossing pairs among the 64 shown paths: {state.crossing_count}" in w.readout.value
+    assert (
+        "drawing 60 of 64 shown paths and 100 of 300 end points and 200 of 600 target samples"
+        in w.readout.value
+    )
+    assert w.set_n_shown(300)  # every path shown: a quarter of the markers drawn
+    assert len(w.drawn_paths(w.state)) == 60 and drawn_points(w.figure)[0] <= 400
+    w.steps_slider.value = 1
+    assert len(w.drawn_paths(w.state)) == 100 and drawn_points(w.figure)[0] == 400
