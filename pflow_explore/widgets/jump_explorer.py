@@ -10,9 +10,17 @@ the data. Every result is cached per setting: moving back redraws without comput
 
 The two panels are two figures: plotly.js redraws a whole figure on any data change, about
 50 us a marker on a 2-core laptop (benchmarks/results/plotly_redraw.md), so a t move redraws
-the jump panel's 900 markers and not the sampling panel's 1,200 as well (as one figure: a
-230-260 ms task on the page's main thread a move, most of the slider's latency). Titles,
-not make_subplots' subplot titles: an annotation's text change is a whole redraw too.
+the jump panel and not the sampling panel as well (measured when all points were drawn, as
+one figure of 2,100 markers: a 230-260 ms task on the page's main thread a move, most of the
+slider's latency). Titles, not make_subplots' subplot titles: an annotation's text change is
+a whole redraw too.
+
+Each panel draws at most ``max_markers`` markers (400) and ``max_line_points`` line points
+(4,000): the jump panel an evenly spaced third of the cloud (x_t, both landings and the
+segments of the same points; chapter 04: 133 of 300, 900 markers before), the sampling panel
+evenly spaced samples (the same ones of both samplers) and data sharing the cap in
+proportion, with at most 60 learned paths of drawn samples. The readout's numbers use all
+points and it says what is drawn when it is a subset.
 
 The construction computes the jumps of every t the t slider offers at the first s / t (one
 exact dopri5 solve each, about 0.3 s at cpu scale for 300 points), so the first slider's
@@ -41,11 +49,20 @@ from pflow_explore.viz.style import BLUE, GREEN, TEMPLATE, line_style, marker_st
 from pflow_explore.widgets.controls import checked_number, put_back, send_values, set_quietly
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
+from pflow_explore.widgets.trajectory import (
+    MAX_DRAWN_LINE_POINTS,
+    MAX_DRAWN_MARKERS,
+    checked_cap,
+    drawing_note,
+    evenly_spaced,
+    marker_shares,
+)
 
 Jump = Callable[[Tensor, float, float], Tensor]  # G(x (n, 2), t, s) -> (n, 2)
 GREY = "rgba(120, 120, 120, 0.45)"
 SEGMENT = "rgba(31, 119, 180, 0.25)"
 TRACES = ("x_t", "segments", "exact G", "learned G", "data", "learned paths", "exact", "learned")
+LEARNED_PATHS = 60  # the most learned sampling paths drawn
 
 
 class JumpExplorer(widgets.VBox):
@@ -54,7 +71,9 @@ class JumpExplorer(widgets.VBox):
     learned, exact: jumps G(x, t, s); cloud(t) -> (n, 2) samples of p_t (the same noise at
     every t, so the cloud moves smoothly); x_T (m, 2) the sampling noise at times[0] (T);
     target (k, 2) data samples; times: the offered start times t (decreasing or not);
-    precompute: compute the jump of every offered t at the first s / t now (module docstring).
+    precompute: compute the jump of every offered t at the first s / t now (module docstring);
+    max_markers, max_line_points: the most markers and line points a panel draws (evenly
+    spaced subsets; the readout's numbers use all points).
 
     Children: the t slider (the widget's first slider), the s/t slider, the t box (CSS class
     ``pflow-input``: any t in (0, T], bad input shows a message), the gamma and NFE
@@ -73,7 +92,11 @@ class JumpExplorer(widgets.VBox):
         times: Sequence[float] = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 80.0),
         max_nfe: int = 8,
         precompute: bool = True,
+        max_markers: int = MAX_DRAWN_MARKERS,
+        max_line_points: int = MAX_DRAWN_LINE_POINTS,
     ) -> None:
+        self.max_markers = checked_cap(max_markers, "max_markers")
+        self.max_line_points = checked_cap(max_line_points, "max_line_points")
         self.learned, self.exact, self.cloud = learned, exact, cloud
         self.x_T, self.target = x_T, target
         self.t_max = float(max(times))
@@ -82,6 +105,7 @@ class JumpExplorer(widgets.VBox):
         self._energies: dict[tuple[int, float], tuple[float, float]] = {}
         self._quiet = False
         self._error, self._energy = float("nan"), None  # the readout's numbers, once computed
+        self._notes = {"jump": "", "sampling": ""}  # what a panel draws, when a subset
         self.t, self.ratio, self.gamma, self.nfe = 2.0 if 2.0 in times else times[0], 0.25, 0.0, 1
         # plain figures until the first picture is in them (below)
         self.figure, self.sampling_figure = (self._panel(TRACES[:4]), self._panel(TRACES[4:]))
@@ -190,7 +214,10 @@ class JumpExplorer(widgets.VBox):
         if t in self.t_slider.options:
             set_quietly(self, self.t_slider, t)
         set_quietly(self, self.t_box, t)
-        a, b, c = x.numpy(), g.float().numpy(), g_star.float().numpy()
+        n = len(x)
+        keep = evenly_spaced(n, max(1, self.max_markers // 3))  # x_t, both landings: markers
+        a, b, c = x.numpy()[keep], g.float().numpy()[keep], g_star.float().numpy()[keep]
+        self._notes["jump"] = drawing_note((len(keep), n, "points of the jump panel"))
         data = self.figure.data
         with self.figure.batch_update():
             data[0].x, data[0].y = a[:, 0], a[:, 1]
@@ -216,11 +243,20 @@ class JumpExplorer(widgets.VBox):
         self.nfe, self.gamma = int(nfe), gamma
         near = states[1:].numpy() if len(states) > 2 else np.zeros((0, 0, 2))  # t <= T skipped
         data, target = self.sampling_figure.data, self.target.numpy()
+        n, m = len(end), len(target)
+        drawn_data, each, _ = marker_shares([m, n, n], self.max_markers)
+        rows, keep = evenly_spaced(m, drawn_data), evenly_spaced(n, each)  # the same samples
+        # paths of the first drawn learned samples, whole ones (nfe points and a break)
+        paths = keep[: min(LEARNED_PATHS, max(1, self.max_line_points // (len(near) + 1)))]
+        learned, exact_drawn = end[keep].numpy(), exact[keep].numpy()
+        self._notes["sampling"] = drawing_note(
+            (len(keep), n, "samples of each sampler"), (len(rows), m, "data points")
+        )
         with self.sampling_figure.batch_update():
-            data[0].x, data[0].y = target[:, 0], target[:, 1]
-            data[1].x, data[1].y = polylines(near[:, :60]) if len(near) else ([], [])
-            data[2].x, data[2].y = exact[:, 0].numpy(), exact[:, 1].numpy()
-            data[3].x, data[3].y = end[:, 0].numpy(), end[:, 1].numpy()
+            data[0].x, data[0].y = target[rows, 0], target[rows, 1]
+            data[1].x, data[1].y = polylines(near[:, paths]) if len(near) else ([], [])
+            data[2].x, data[2].y = exact_drawn[:, 0], exact_drawn[:, 1]
+            data[3].x, data[3].y = learned[:, 0], learned[:, 1]
             title = f"gamma-sampling, {self.nfe} NFE, gamma = {gamma:g}"
             self.sampling_figure.layout.title.text = title
         self._energy = self._energies_of(self.nfe, gamma, end, exact)
@@ -244,4 +280,5 @@ class JumpExplorer(widgets.VBox):
         if self._energy is not None:
             learned, exact = self._energy
             parts.append(f"energy distance to data: learned {learned:.4f}, exact {exact:.4f}")
+        parts += [note for note in self._notes.values() if note]
         self.readout.value = " &nbsp;|&nbsp; ".join(parts)

@@ -8,7 +8,13 @@ import torch
 
 from pflow_explore import consistency as ct
 from pflow_explore.chapters.ctm import exact_flow
+from pflow_explore.metrics import energy_distance
 from pflow_explore.widgets.jump_explorer import JumpExplorer
+from pflow_explore.widgets.trajectory import (
+    MAX_DRAWN_LINE_POINTS,
+    MAX_DRAWN_MARKERS,
+    evenly_spaced,
+)
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +155,55 @@ def test_moving_back_to_a_sampling_setting_computes_nothing(explorer, monkeypatc
     assert calls == [] and explorer.readout.value == first
     assert explorer.set_sampling(3, 0.5)  # a new setting is measured
     assert len(calls) == 2
+
+
+def drawn_points(fig) -> tuple[int, int]:
+    """(markers, line points) the browser redraws when the figure changes."""
+    markers = sum(len(t.x) for t in fig.data if "markers" in t.mode)
+    lines = sum(len(t.x) for t in fig.data if t.mode == "lines")
+    return markers, lines
+
+
+def test_each_panel_draws_at_most_the_caps_and_the_numbers_use_every_point():
+    """Chapter 04's size (a cloud of 300, 300 samples, 600 data points; 900 and 1,200
+    markers before): a move draws evenly spaced subsets within the caps, the readout's
+    numbers use every point."""
+    flow = exact_flow()
+    g = lambda x, t, s: flow.denoiser(x, t)
+    z = torch.randn(300, 2, generator=torch.Generator().manual_seed(3))
+    x0 = flow.mixture.sample(300, torch.Generator().manual_seed(4)).float()
+    target = flow.mixture.sample(600, torch.Generator().manual_seed(5)).float()
+    w = JumpExplorer(
+        learned=lambda x, t, s: ct.jump(g, x.float(), t, s),
+        exact=lambda x, t, s: ct.exact_jump(flow.denoiser, x, t, s, rtol=1e-4, atol=1e-4),
+        cloud=lambda t: x0 + t * z,
+        x_T=80.0 * torch.randn(300, 2, generator=torch.Generator().manual_seed(6)),
+        target=target,
+        times=(1.0, 2.0),
+        max_nfe=3,
+        precompute=False,
+    )
+    assert (MAX_DRAWN_MARKERS, MAX_DRAWN_LINE_POINTS) == (400, 4_000)
+    w.t_slider.value = 1.0  # a reader's move
+    assert drawn_points(w.figure) == (3 * 133, 133 * 3)  # x_t, both landings; segments
+    keep = evenly_spaced(300, 133)
+    x, learned, exact = w.jumped(1.0, 0.25)
+    assert list(w.figure.data[0].x) == pytest.approx(x[keep, 0].tolist())
+    error = float((learned.double() - exact.double()).norm(dim=1).mean())  # all 300
+    assert w._error == pytest.approx(error, rel=1e-12)
+    assert f"mean |learned G - exact G| = {error:.3f}" in w.readout.value
+    assert "drawing 133 of 300 points of the jump panel" in w.readout.value
+    w.nfe_slider.value = 3
+    markers, lines = drawn_points(w.sampling_figure)
+    assert markers == 200 + 100 + 100 <= MAX_DRAWN_MARKERS and lines == 60 * 4
+    _, end, exact_end = w.sampled(3, 0.0)
+    drawn = evenly_spaced(300, 100)
+    assert list(w.sampling_figure.data[3].x) == pytest.approx(end[drawn, 0].tolist())
+    assert list(w.sampling_figure.data[2].x) == pytest.approx(exact_end[drawn, 0].tolist())
+    ed = (energy_distance(end, target), energy_distance(exact_end, target))  # all points
+    assert w._energy == pytest.approx(ed, rel=1e-9)
+    assert "drawing 100 of 300 samples of each sampler and 200 of 600 data points" in (
+        w.readout.value
+    )
+    with pytest.raises(ValueError, match="max_markers .* must be an integer >= 1"):
+        JumpExplorer(w.learned, w.exact, w.cloud, w.x_T, target, max_markers=-1)
