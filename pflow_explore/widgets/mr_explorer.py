@@ -4,7 +4,9 @@
 Maruyama, Euler on the PF-ODE, MRS on the ODE or the SDE), the prediction it integrates
 (noise or data), its order and its NFE; left, the samples against the data; right, W2 to
 the data against NFE for the chosen solver, computed live over a grid of NFE (and cached),
-beside fixed reference curves. :class:`RestorationStepper` steps through one restoration:
+beside fixed reference curves; a move draws at most 400 markers and 4,000 line points
+(evenly spaced samples and data, fewer whole paths), W2 uses every sample.
+:class:`RestorationStepper` steps through one restoration:
 degraded input, the state x_t and the network's x0^ at step i, the truth, for a task, a
 network and a solver.
 
@@ -34,6 +36,14 @@ from pflow_explore.widgets.controls import kept_on_error, put_back, send_values,
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
 from pflow_explore.widgets.stepping import StepControls
+from pflow_explore.widgets.trajectory import (
+    MAX_DRAWN_LINE_POINTS,
+    MAX_DRAWN_MARKERS,
+    checked_cap,
+    drawing_note,
+    evenly_spaced,
+    marker_shares,
+)
 
 # the explorer's solver families -> (method for noise prediction, for data prediction, top order)
 FAMILIES = {
@@ -75,7 +85,13 @@ class SolverExplorer(widgets.VBox):
     float64, the reference for W2; nfe_grid: the NFE of the live curve; reference: name ->
     (nfe list, W2 list), fixed curves drawn for comparison; floor: W2 between two data sets.
     Controls: NFE slider (over ``nfe_grid``) and box (CSS class ``pflow-input``: any whole
-    number 1..500), solver, prediction, order; bad input leaves the picture and says why."""
+    number 1..500), solver, prediction, order; bad input leaves the picture and says why.
+
+    A move redraws the whole figure in the browser, so it draws at most ``max_markers``
+    markers and ``max_line_points`` line points in all (both panels): evenly spaced samples
+    and data points sharing what the right panel leaves in proportion, and at most
+    max_line_points // (NFE + 2) of the ``n_paths`` paths (whole ones, evenly spaced). W2
+    uses all n samples; the readout says what is drawn when it is a subset."""
 
     def __init__(
         self,
@@ -87,7 +103,11 @@ class SolverExplorer(widgets.VBox):
         reference: Mapping[str, tuple[Sequence[int], Sequence[float]]] | None = None,
         floor: float = float("nan"),
         n_paths: int = 40,
+        max_markers: int = MAX_DRAWN_MARKERS,
+        max_line_points: int = MAX_DRAWN_LINE_POINTS,
     ) -> None:
+        self.max_markers = checked_cap(max_markers, "max_markers")
+        self.max_line_points = checked_cap(max_line_points, "max_line_points")
         self.mixture, self.x_start, self.data, self.t_end = mixture, x_start, data, t_end
         self.nfe_grid, self.floor, self.n_paths = sorted(int(n) for n in nfe_grid), floor, n_paths
         self._runs: dict[tuple[str, int, int], tuple[Tensor, Tensor, float]] = {}
@@ -102,9 +122,14 @@ class SolverExplorer(widgets.VBox):
         fig.add_trace(go.Scatter(name="data", hoverinfo="skip", **marker_style(GRAY, 3)), 1, 1)
         fig.add_trace(go.Scatter(name="paths", hoverinfo="skip", **line_style(BLUE, 1)), 1, 1)
         fig.add_trace(go.Scatter(name="samples", hoverinfo="skip", **marker_style(BLUE, 3)), 1, 1)
+        # what the right panel draws at every move: its curves (plotly.js marks a curve of
+        # fewer than 20 points with markers too), the live curve and the star
+        self._fixed_markers, self._fixed_line_points = len(self.nfe_grid) + 1, len(self.nfe_grid)
         for name, (n, w) in (reference or {}).items():
             line = dict(color=GRAY, dash="dot", width=1)
             fig.add_trace(go.Scatter(x=list(n), y=plain_floats(w), name=name, line=line), 1, 2)
+            self._fixed_markers += len(n) if len(n) < 20 else 0
+            self._fixed_line_points += len(n)
         fig.add_trace(
             go.Scatter(name="this solver", mode="lines+markers", line=dict(color=BLUE)), 1, 2
         )
@@ -215,12 +240,24 @@ class SolverExplorer(widgets.VBox):
         self.nfe = nfe
         self._sync_controls()  # the controls first, then the picture
         data, d, p = self.figure.data, self.data.numpy(), paths.float().numpy()
+        # evenly spaced subsets within the caps (the class docstring); W2 used all samples
+        left = max(2, self.max_markers - self._fixed_markers)
+        drawn_data, drawn_samples = marker_shares([len(d), len(x)], left)
+        rows, keep = evenly_spaced(len(d), drawn_data), evenly_spaced(len(x), drawn_samples)
+        budget = max(1, (self.max_line_points - self._fixed_line_points) // (len(p) + 1))
+        lines = evenly_spaced(p.shape[1], budget)
+        s = x[keep].float().numpy()
+        note = drawing_note(
+            (len(keep), len(x), "samples"),
+            (len(rows), len(d), "data points"),
+            (len(lines), p.shape[1], "paths"),
+        )
         with self.figure.batch_update():
-            data[0].x, data[0].y = d[:, 0], d[:, 1]
-            data[1].x, data[1].y = polylines(p)
-            data[2].x, data[2].y = x[:, 0].float().numpy(), x[:, 1].float().numpy()
+            data[0].x, data[0].y = d[rows, 0], d[rows, 1]
+            data[1].x, data[1].y = polylines(p[:, lines])
+            data[2].x, data[2].y = s[:, 0], s[:, 1]
             data[-1].x, data[-1].y = [nfe], [w2]
-        self._write_readout(w2)
+        self._write_readout(w2, note)
         return True
 
     def _sync_controls(self) -> None:
@@ -234,12 +271,13 @@ class SolverExplorer(widgets.VBox):
             set_quietly(self, self.nfe_slider, self.nfe)
         set_quietly(self, self.nfe_box, self.nfe)
 
-    def _write_readout(self, w2: float) -> None:
+    def _write_readout(self, w2: float, note: str = "") -> None:
         method, order = method_of(self.family, self.prediction, self.order)
         floor = f" (data vs data: {self.floor:.3f})" if np.isfinite(self.floor) else ""
         self.readout.value = (
             f"<b>{self.family}</b>, {self.prediction} prediction, order {order} "
             f"(<code>{method}</code>), {self.nfe} NFE: W2 to the data <b>{w2:.4f}</b>{floor}"
+            + (f" &nbsp;|&nbsp; {note}" if note else "")
         )
 
 

@@ -9,7 +9,13 @@ import torch
 
 from pflow_explore import mean_reverting as mr
 from pflow_explore.chapters import mr_sampler as C
+from pflow_explore.metrics import exact_w2
 from pflow_explore.widgets.mr_explorer import RestorationStepper, SolverExplorer, method_of
+from pflow_explore.widgets.trajectory import (
+    MAX_DRAWN_LINE_POINTS,
+    MAX_DRAWN_MARKERS,
+    evenly_spaced,
+)
 
 S = C.settings("tiny")
 
@@ -84,3 +90,42 @@ def test_stepper_steps_and_changes_setting():
     assert not st.set_setting(nfe=1) and "NFE" in st.message.value and st.n_steps == 12
     assert not st.set_setting(task="deblur") and "task" in st.message.value
     assert st.task == "denoise"
+
+
+def drawn_points(fig) -> tuple[int, int]:
+    """(markers, line points) the browser redraws when the figure changes (plotly.js marks
+    a trace without a mode and of fewer than 20 points with markers and lines)."""
+    markers = lines = 0
+    for t in fig.data:
+        mode = t.mode or ("lines+markers" if len(t.x) < 20 else "lines")
+        markers += len(t.x) if "markers" in mode else 0
+        lines += len(t.x) if "lines" in mode else 0
+    return markers, lines
+
+
+def test_a_move_draws_at_most_the_caps_and_w2_uses_every_sample():
+    """Chapter 05's size (400 samples, 400 data points: 832 markers before): a move draws
+    evenly spaced subsets within the caps, and fewer whole paths at a large NFE."""
+    mix, sch = C.mixture_problem(S), C.schedule(S)
+    start = float(mr.time_grid(sch, 2, t_end=S.t_end)[0])
+    x_start = mix.sample(400, start, torch.Generator().manual_seed(2))
+    data = mix.mixture.sample(400, torch.Generator().manual_seed(3)).double()
+    reference = {"EM (chapter)": ([3, 30], [0.5, 0.2])}
+    w = SolverExplorer(mix, x_start, data, S.t_end, nfe_grid=(3, 10), reference=reference)
+    w.nfe_slider.value = 3  # a reader's move
+    markers, lines = drawn_points(w.figure)
+    fixed = 2 + 2 + 1  # the reference curve, the live curve, the star
+    assert markers == 2 * 197 + fixed <= MAX_DRAWN_MARKERS == 400
+    assert lines == 40 * 5 + 2 + 2 <= MAX_DRAWN_LINE_POINTS == 4_000  # every path drawn
+    x, _, w2 = w.run("mrs_ode_data", 2, 3)
+    keep = evenly_spaced(400, 197)
+    assert list(w.figure.data[2].x) == pytest.approx(x[keep, 0].float().tolist())
+    assert w2 == pytest.approx(exact_w2(x, data), rel=1e-12)  # all 400 samples
+    assert f"W2 to the data <b>{w2:.4f}</b>" in w.readout.value
+    assert "drawing 197 of 400 samples and 197 of 400 data points" in w.readout.value
+    assert w.set_nfe(500)  # the box's largest NFE: 7 whole paths of 502 points
+    markers, lines = drawn_points(w.figure)
+    assert markers <= 400 and lines == 7 * 502 + 2 + 2 <= 4_000
+    assert "and 7 of 40 paths" in w.readout.value
+    with pytest.raises(ValueError, match="max_line_points .* must be an integer >= 1"):
+        SolverExplorer(mix, x_start, data, S.t_end, max_line_points=0)
