@@ -76,8 +76,8 @@ def marker_shares(counts: Sequence[int], cap: int) -> list[int]:
 
 
 def drawing_note(*parts: tuple[int, int, str]) -> str:
-    """ "drawing 400 of 1,024 particles and ..." for the (drawn, total, noun) parts that draw
-    a subset; "" when every part draws all."""
+    """The note 'drawing 400 of 1,024 particles and ...' for the (drawn, total, noun) parts
+    that draw a subset; the empty string when every part draws all."""
     cut = [f"{drawn:,} of {total:,} {noun}" for drawn, total, noun in parts if drawn < total]
     return "drawing " + " and ".join(cut) if cut else ""
 
