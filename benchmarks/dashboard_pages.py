@@ -8,7 +8,8 @@ preheated) and every page (the landing page and each chapter):
   FigureWidget each figure's copy of plotly's bundle); fresh browser context, empty cache;
 - time from navigation to the first plotly plot drawn, and to the first slider move that
   changed a figure's data (a press before the widgets are connected is lost: presses repeat);
-- slider latency: key press -> figure data changed in the page, median of several moves,
+- slider latency: key press -> the figures it changed redrawn and painted (plotly_afterplot,
+  next animation frame; the page's clock), median of several moves of the first slider,
   right after the slider first worked (the page may still be drawing) and once it has
   settled (SETTLE_S later);
 - stress walk (preheated server): two busy-loop Python processes beside the server, every
@@ -20,7 +21,7 @@ preheated) and every page (the landing page and each chapter):
 - 8 sessions opened at the same moment on one chapter: time to a working slider, p50/p95.
 
     .venv/bin/python benchmarks/dashboard_pages.py [--repo DIR] [--label after] [--walks 20]
-        [--parts plain,preheated,cached,walk,concurrent]
+        [--parts plain,preheated,cached,walk,concurrent] [--pages 00,04,index.ipynb]
 
 ``--repo DIR`` serves another checkout (e.g. a `git worktree` of an earlier commit, for
 "before" numbers) with this venv. Writes benchmarks/results/dashboard_pages_<label>.md.
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import subprocess
@@ -154,26 +154,53 @@ async def _slider_works(page, timeout_s: float) -> bool:  # noqa: ANN001
     return False
 
 
+# In the page's own clock: each key press, and each redraw of a plotly figure (plotly_afterplot),
+# stamped at the next animation frame, when the new picture is painted.
+REDRAW_HOOK_JS = """() => {
+  if (!window.__pflowKeys) {
+    window.__pflowKeys = []; window.__pflowDrawn = [];
+    document.addEventListener("keydown", () => window.__pflowKeys.push(performance.now()), true);
+  }
+  for (const gd of document.querySelectorAll(".js-plotly-plot")) {
+    if (gd.__pflowHooked || !gd.on) continue;
+    gd.__pflowHooked = true;
+    gd.on("plotly_afterplot", () =>
+      requestAnimationFrame(() => window.__pflowDrawn.push(performance.now())));
+  }
+  window.__pflowKeys.length = 0; window.__pflowDrawn.length = 0;
+}"""
+QUIET_MS = 300  # a move's redraws are over when none followed the last for this long
+
+
 async def _latency_ms(page, moves: int = 6) -> list[float]:  # noqa: ANN001
-    """Key press -> a figure's data changed, for ``moves`` alternating moves."""
+    """Key press -> the last figure redraw it caused, painted (page clock), for ``moves``
+    alternating moves of the first slider.
+
+    Measured inside the page: the press's keydown and plotly's ``plotly_afterplot`` of every
+    figure, stamped at the next animation frame. (Until 2026-12-06 this polled every frame
+    for a change in the JSON of all figures' data: that polling took 50-90 ms of main thread
+    per frame on the pages with the most points, and plotly sets a figure's data before it
+    redraws, so a poll could see the change before the new picture existed.)"""
     out = []
     handle = page.locator(".widget-slider .noUi-handle").first
     for i in range(moves):
         await handle.focus()
-        before = await _fingerprint(page)
-        start = time.perf_counter()
+        await page.evaluate(REDRAW_HOOK_JS)
         await page.keyboard.press("ArrowLeft" if i % 2 else "ArrowRight")
         try:
-            await page.wait_for_function(
-                f"(b) => JSON.stringify(({FIGURE_DATA_JS})()) !== b",
-                arg=json.dumps(before),
-                polling="raf",
-                timeout=10_000,
-            )
-            out.append(1000 * (time.perf_counter() - start))
-        except Exception:  # a move that changed nothing (slider at its end): not a latency
-            pass
-        await asyncio.sleep(0.3)
+            await page.wait_for_function("window.__pflowDrawn.length > 0", timeout=10_000)
+        except Exception:  # a move that redrew nothing (slider at its end): not a latency
+            continue
+        seen = 0
+        while True:  # until no redraw followed the last one for QUIET_MS
+            await asyncio.sleep(QUIET_MS / 1000)
+            drawn = await page.evaluate("window.__pflowDrawn.length")
+            if drawn == seen:
+                break
+            seen = drawn
+        key, last = await page.evaluate("[window.__pflowKeys[0], Math.max(...window.__pflowDrawn)]")
+        if key is not None:
+            out.append(last - key)
     return out
 
 
@@ -247,7 +274,7 @@ async def run(args: argparse.Namespace) -> dict:
     from playwright.async_api import async_playwright
 
     repo = Path(args.repo).resolve()
-    names = pages(repo)
+    names = [n for n in pages(repo) if not args.pages or n.split("_")[0] in args.pages.split(",")]
     parts = set(args.parts.split(","))
     results: dict = {"pages": names}
     async with async_playwright() as pw:
@@ -363,7 +390,9 @@ def report(args: argparse.Namespace, results: dict, load_before: str) -> str:
         "visitor finds a kernel that has run it; both in a fresh browser (empty cache). "
         "*cached*: preheated, in a browser that has opened the course before (its HTTP "
         "cache holds plotly's versioned bundle; the first row of that browser pays for "
-        "it). JS MB: JavaScript decoded (and as transferred, gzip).",
+        "it). JS MB: JavaScript decoded (and as transferred, gzip). Slider latency: key "
+        "press on the first slider -> the last figure redraw it caused, painted "
+        "(plotly_afterplot, next animation frame; the page's clock), median of 6 moves.",
         "",
         "| page | server | JS MB (transferred) | websocket MB | first plot s | working "
         "slider s | slider latency ms (median): at once / settled | console errors |",
@@ -426,6 +455,12 @@ def main() -> None:
         "--parts",
         default=PARTS,
         help=f"comma-separated, of {PARTS} (a part left out is reported empty)",
+    )
+    parser.add_argument(
+        "--pages",
+        default="",
+        help="comma-separated page numbers to visit (00,04; index.ipynb for the landing "
+        "page); default: all",
     )
     parser.add_argument("--concurrent-page", default="01_painters.ipynb")
     parser.add_argument(
