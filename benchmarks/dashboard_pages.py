@@ -125,6 +125,7 @@ class Visit:
     console: list[str] = field(default_factory=list)
     failure_shown: bool = False
     error: str = ""
+    diagnosis: str = ""  # what a dead page showed (DIAGNOSIS_JS)
 
     @property
     def dead(self) -> bool:
@@ -133,6 +134,23 @@ class Visit:
 
 async def _fingerprint(page) -> list[str]:  # noqa: ANN001
     return await page.evaluate(FIGURE_DATA_JS)
+
+
+# What a page whose slider never moved a figure shows: its figures (drawn, with a size, still
+# "loading"), sliders, outputs holding an error, and the slider's own label and value
+DIAGNOSIS_JS = """() => {
+  const n = (sel) => document.querySelectorAll(sel).length;
+  const sized = Array.from(document.querySelectorAll(".js-plotly-plot"))
+    .filter((el) => el.getBoundingClientRect().height > 0).length;
+  const slider = document.querySelector(".widget-slider");
+  const label = slider ? slider.innerText.replace(/\\s+/g, " ").slice(0, 60) : "";
+  const errors = Array.from(document.querySelectorAll(".jp-OutputArea-output"))
+    .map((el) => el.innerText).filter((t) => /Error|Traceback/.test(t))
+    .map((t) => t.slice(0, 120).replace(/\\s+/g, " "));
+  return `plots ${n(".js-plotly-plot")} (${sized} sized), loading ${n(".pflow-figure-loading")}, ` +
+    `sliders ${n(".widget-slider")} (first: ${label}), error outputs ${errors.length}` +
+    (errors.length ? `: ${errors[0]}` : "");
+}"""
 
 
 async def _slider_works(page, timeout_s: float) -> bool:  # noqa: ANN001
@@ -245,6 +263,8 @@ async def visit(browser, url: str, latency: bool = False, context=None) -> Visit
                     v.latency_ms = await _latency_ms(page)
                     await asyncio.sleep(SETTLE_S)  # the page has drawn all and gone idle
                     v.settled_ms = await _latency_ms(page)
+            else:
+                v.diagnosis = await page.evaluate(DIAGNOSIS_JS)
         await page.wait_for_timeout(500)
         v.failure_shown = (
             await page.locator("#pflow-page-failure, .pflow-figure-failed").count() > 0
@@ -427,7 +447,8 @@ def report(args: argparse.Namespace, results: dict, load_before: str) -> str:
         f"{_q(inter, 0.95):.1f} s, max {_q(inter, 1.0):.1f} s",
     ]
     for v in (dead + noisy)[:8]:
-        lines.append(f"  - {v.page}: {'dead; ' if v.dead else ''}{'; '.join(v.console[:2])}")
+        what = "; ".join(v.console[:2] + ([v.diagnosis] if v.diagnosis else []))
+        lines.append(f"  - {v.page}: {'dead; ' if v.dead else ''}{what}")
     chapter, visits, wall = results.get("concurrent", (args.concurrent_page, [], float("nan")))
     inter = [v.interactive_s for v in visits if not v.dead]
     lines += [
