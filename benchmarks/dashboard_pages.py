@@ -457,7 +457,9 @@ def report(args: argparse.Namespace, results: dict, load_before: str) -> str:
         "",
         f"- interactive: {len(inter)} of 8; time to a working slider p50 {_q(inter, 0.5):.1f} s, "
         f"p95 {_q(inter, 0.95):.1f} s; all 8 done in {wall:.1f} s; console errors in "
-        f"{sum(1 for v in visits if v.console)} of 8",
+        f"{sum(1 for v in visits if v.console)} of 8"
+        if "concurrent" in results
+        else "- not run (left out by --parts)",
         "",
         f"Preheated server quiet (every kernel had run its notebook) {results['warm_s']:.0f} s "
         "after it answered.",
