@@ -49,7 +49,7 @@ from pflow_explore.viz.style import BLUE, GREEN, TEMPLATE, line_style, marker_st
 from pflow_explore.widgets.controls import checked_number, put_back, send_values, set_quietly
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
-from pflow_explore.widgets.trajectory import (
+from pflow_explore.widgets.redraw_budget import (
     MAX_DRAWN_LINE_POINTS,
     MAX_DRAWN_MARKERS,
     checked_cap,

@@ -35,8 +35,7 @@ from pflow_explore.viz.style import BLUE, GRAY, RED, TEMPLATE, line_style, marke
 from pflow_explore.widgets.controls import kept_on_error, put_back, send_values, set_quietly
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
-from pflow_explore.widgets.stepping import StepControls
-from pflow_explore.widgets.trajectory import (
+from pflow_explore.widgets.redraw_budget import (
     MAX_DRAWN_LINE_POINTS,
     MAX_DRAWN_MARKERS,
     checked_cap,
@@ -44,6 +43,7 @@ from pflow_explore.widgets.trajectory import (
     evenly_spaced,
     marker_shares,
 )
+from pflow_explore.widgets.stepping import StepControls
 
 # the explorer's solver families -> (method for noise prediction, for data prediction, top order)
 FAMILIES = {

@@ -22,7 +22,7 @@ gives, per round:
 Paths are cached per (round, steps): moving back to a setting redraws without computing.
 
 A move redraws the whole figure in the browser, so it draws at most ``max_markers``
-(:data:`~pflow_explore.widgets.trajectory.MAX_DRAWN_MARKERS`, 400) markers and
+(:data:`~pflow_explore.widgets.redraw_budget.MAX_DRAWN_MARKERS`, 400) markers and
 ``max_line_points`` (4,000) line points: at most a quarter of the markers and
 max_line_points // (steps + 2) of the shown paths (evenly spaced among them, whole paths),
 and evenly spaced subsets of the end points and the target sharing the other markers in
@@ -53,7 +53,7 @@ from pflow_explore.viz.style import ORANGE, line_style, marker_style
 from pflow_explore.widgets.controls import send_values
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
-from pflow_explore.widgets.trajectory import (
+from pflow_explore.widgets.redraw_budget import (
     MAX_DRAWN_LINE_POINTS,
     MAX_DRAWN_MARKERS,
     checked_cap,
@@ -372,13 +372,12 @@ class ReflowExplorer(widgets.VBox):
         crossing = np.unique(state.pairs) if self._highlight else np.zeros(0, dtype=int)
         crossing = np.intersect1d(crossing, drawn)
         plain = np.setdiff1d(drawn, crossing)
-        ends_drawn = self._drawn_ends
         _, lines, red, starts, ends = fig.data
         with fig.batch_update():
             lines.x, lines.y = polylines(traj[:, plain])
             red.x, red.y = polylines(traj[:, crossing])
             starts.x, starts.y = traj[0, drawn, 0], traj[0, drawn, 1]
-            ends.x, ends.y = traj[-1, ends_drawn, 0], traj[-1, ends_drawn, 1]
+            ends.x, ends.y = traj[-1, self._drawn_ends, 0], traj[-1, self._drawn_ends, 1]
 
     def _write_readout(self, state: ReflowState) -> None:
         is_map = state.round in self.one_step

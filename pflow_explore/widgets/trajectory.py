@@ -7,13 +7,11 @@ Prev/Next) rewrites the data of the last three traces in place inside ``batch_up
 the figure itself is built once (the first FigureWidget costs seconds, an update ms).
 
 The browser redraws the whole figure on every move, about 50 us a marker and a few us a
-line point (docs/architecture.md), so a move draws at most ``max_markers`` markers
-(:data:`MAX_DRAWN_MARKERS`) and ``max_line_points`` line points
-(:data:`MAX_DRAWN_LINE_POINTS`): an evenly spaced, deterministic subset of the particles,
-and fewer paths (never fewer time points). Every number shown (the readout) uses all n
-particles; the readout says what is drawn when it is a subset. The helpers here
-(:func:`evenly_spaced`, :func:`marker_shares`, :func:`checked_cap`, :func:`drawing_note`)
-are the same rule for the other explorers a slider moves.
+line point (docs/architecture.md), so a move draws at most ``max_markers`` markers and
+``max_line_points`` line points (:mod:`pflow_explore.widgets.redraw_budget`, the same rule
+for every explorer a slider moves): an evenly spaced, deterministic subset of the
+particles, and fewer paths (never fewer time points). Every number shown (the readout) uses
+all n particles; the readout says what is drawn when it is a subset.
 
 Time convention: the caller's (the solver's grid is stepped through as given).
 """
@@ -34,52 +32,19 @@ from pflow_explore.viz.style import line_style
 from pflow_explore.widgets.controls import shown
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
+from pflow_explore.widgets.redraw_budget import (
+    MAX_DRAWN_LINE_POINTS,
+    MAX_DRAWN_MARKERS,
+    checked_cap,
+    drawing_note,
+    evenly_spaced,
+    marker_shares,
+)
 from pflow_explore.widgets.stepping import StepControls
 
 FULL_PATH_COLOR = "rgba(90, 90, 90, 0.18)"
 TRACED_PATH_COLOR = "rgba(31, 119, 180, 0.55)"
 BACKGROUND_POINT_COLOR = "rgba(150, 150, 150, 0.5)"
-# what one slider move may make the browser redraw, in all (docs/architecture.md): about
-# 50 us a marker and a few us a line point, besides a fixed ~20 ms
-MAX_DRAWN_MARKERS = 400
-MAX_DRAWN_LINE_POINTS = 4_000
-
-
-def checked_cap(value: Any, name: str) -> int:
-    """``value`` as an int >= 1 (a cap on the points a figure draws); ValueError otherwise."""
-    ok = isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1
-    if not ok:
-        raise ValueError(
-            f"{name} (the most points a slider's figure draws) must be an integer >= 1, "
-            f"got {value!r}"
-        )
-    return int(value)
-
-
-def evenly_spaced(n: int, k: int) -> np.ndarray:
-    """min(k, n) evenly spaced indices of range(n), sorted, the first and last among them:
-    the same n and k always give the same subset (no random draw); all n when k >= n."""
-    if k >= n:
-        return np.arange(n)
-    if k <= 0:
-        return np.zeros(0, dtype=int)
-    return np.unique(np.linspace(0, n - 1, k).round().astype(int))
-
-
-def marker_shares(counts: Sequence[int], cap: int) -> list[int]:
-    """How many of each marker set to draw: all of them when they sum to at most ``cap``,
-    else each cut in proportion (rounded down, at least 1 of a non-empty set)."""
-    total = sum(counts)
-    if total <= cap:
-        return [int(c) for c in counts]
-    return [min(int(c), max(1, int(c) * cap // total)) if c else 0 for c in counts]
-
-
-def drawing_note(*parts: tuple[int, int, str]) -> str:
-    """The note 'drawing 400 of 1,024 particles and ...' for the (drawn, total, noun) parts
-    that draw a subset; the empty string when every part draws all."""
-    cut = [f"{drawn:,} of {total:,} {noun}" for drawn, total, noun in parts if drawn < total]
-    return "drawing " + " and ".join(cut) if cut else ""
 
 
 def validated_trajectories(trajectories: Any, times: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ from pflow_explore import consistency as ct
 from pflow_explore.chapters.ctm import exact_flow
 from pflow_explore.metrics import energy_distance
 from pflow_explore.widgets.jump_explorer import JumpExplorer
-from pflow_explore.widgets.trajectory import (
+from pflow_explore.widgets.redraw_budget import (
     MAX_DRAWN_LINE_POINTS,
     MAX_DRAWN_MARKERS,
     evenly_spaced,

@@ -11,7 +11,7 @@ from pflow_explore import mean_reverting as mr
 from pflow_explore.chapters import mr_sampler as C
 from pflow_explore.metrics import exact_w2
 from pflow_explore.widgets.mr_explorer import RestorationStepper, SolverExplorer, method_of
-from pflow_explore.widgets.trajectory import (
+from pflow_explore.widgets.redraw_budget import (
     MAX_DRAWN_LINE_POINTS,
     MAX_DRAWN_MARKERS,
     evenly_spaced,

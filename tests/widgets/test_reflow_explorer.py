@@ -24,12 +24,12 @@ from pflow_explore.theory.rectified_flow import (
     gaussian_rf_velocity,
 )
 from pflow_explore.trajectories import crossings
-from pflow_explore.widgets.reflow_explorer import ReflowExplorer, euler_paths
-from pflow_explore.widgets.trajectory import (
+from pflow_explore.widgets.redraw_budget import (
     MAX_DRAWN_LINE_POINTS,
     MAX_DRAWN_MARKERS,
     evenly_spaced,
 )
+from pflow_explore.widgets.reflow_explorer import ReflowExplorer, euler_paths
 
 F64 = torch.float64
 MU = torch.tensor([2.5, 1.0], dtype=F64)

@@ -16,7 +16,7 @@ from pflow_explore.widgets import (
     show_message,
     shown_errors,
 )
-from pflow_explore.widgets.trajectory import (
+from pflow_explore.widgets.redraw_budget import (
     MAX_DRAWN_LINE_POINTS,
     MAX_DRAWN_MARKERS,
     evenly_spaced,
