@@ -33,6 +33,11 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[dev,hub,teach,site]"
+	@# rfc3987-syntax (jsonschema's optional "iri" format check, pulled in by jupyter-events)
+	@# compiles 38 grammars on import: 0.9 s in every kernel, which imports it through
+	@# plotly -> nbformat -> jsonschema. jsonschema works without it (no "iri" check), and
+	@# no schema here uses that format (benchmarks/results/kernel_imports.md).
+	$(BIN)/python -m pip uninstall -q -y rfc3987-syntax
 	@touch $@
 
 # Re-resolve: a scratch venv gets the newest versions within pyproject.toml's ranges, and
