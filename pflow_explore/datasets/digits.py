@@ -12,7 +12,10 @@ shipped digits classifier agree on what "held out" means.
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,14 +28,42 @@ _SPLIT_SEED = 0
 _TEST_FRACTION = 0.2
 
 
-@lru_cache(maxsize=1)
-def _raw() -> tuple[Tensor, Tensor]:
+def _sklearn_digits_file() -> Path | None:
+    """scikit-learn's ``datasets/data/digits.csv.gz`` (1797 rows: 64 pixels 0..16, then the
+    label), found without importing scikit-learn, which costs a kernel ~0.9 s (and every
+    dashboard page with digits that much before its first plot); None where it is not."""
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec and spec.submodule_search_locations) or []:
+        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            return path
+    return None
+
+
+def _read_digits() -> tuple[np.ndarray, np.ndarray]:
+    """(images (1797, 8, 8) float64 in 0..16, labels (1797,) int64), as ``load_digits()``
+    gives them; read from its file where possible, else through scikit-learn."""
+    path = _sklearn_digits_file()
+    if path is not None:
+        try:
+            with gzip.open(path, "rt") as fh:
+                data = np.loadtxt(fh, delimiter=",")
+            if data.shape == (1797, 65):
+                return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
+        except (OSError, ValueError):
+            pass  # a file we cannot read: scikit-learn's own loader says what is wrong
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    images = torch.from_numpy(bunch.images.astype(np.float32))  # (1797, 8, 8), values 0..16
+    return bunch.images, bunch.target.astype(np.int64)
+
+
+@lru_cache(maxsize=1)
+def _raw() -> tuple[Tensor, Tensor]:
+    images, labels = _read_digits()
+    images = torch.from_numpy(images.astype(np.float32))  # (1797, 8, 8), values 0..16
     images = images[:, None] / 8.0 - 1.0  # (N, 1, 8, 8) in [-1, 1]
-    return images, torch.from_numpy(bunch.target.astype(np.int64))
+    return images, torch.from_numpy(labels)
 
 
 @lru_cache(maxsize=1)

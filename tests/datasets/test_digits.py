@@ -120,3 +120,27 @@ def test_flat_digits_are_the_split_as_vectors_with_augmented_copies():
     assert aug.min() >= -1 and aug.max() <= 1
     with pytest.raises(ValueError, match="copies"):
         flat_digits(8, copies=-1)
+
+
+def test_read_from_sklearns_file_without_importing_sklearn_and_fall_back_to_it(monkeypatch):
+    """The images come from scikit-learn's digits.csv.gz, read without importing
+    scikit-learn (0.9 s of every kernel's start); where that file is missing or unreadable,
+    through load_digits(), with the same result."""
+    import importlib
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, importlib; d = importlib.import_module('pflow_explore.datasets.digits'); "
+        "x, y = d._raw(); print(tuple(x.shape), 'sklearn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["(1797,", "1,", "8,", "8)", "False"]
+
+    module = importlib.import_module("pflow_explore.datasets.digits")
+    bunch = load_digits()
+    for broken in (None, module.Path("/nonexistent/digits.csv.gz")):
+        monkeypatch.setattr(module, "_sklearn_digits_file", lambda broken=broken: broken)
+        images, labels = module._read_digits()
+        np.testing.assert_array_equal(images, bunch.images)
+        np.testing.assert_array_equal(labels, bunch.target)
