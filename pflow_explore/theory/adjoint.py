@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from pflow_explore.paths import NoiseLevel, Path
+from pflow_explore.theory.derivation_store import stored
 from pflow_explore.theory.gaussian_flow import Derivation, GaussianFlow, pf_ode_eigen_ve
 
 F64 = torch.float64
@@ -57,7 +58,7 @@ a = sp.Function("a")
 
 
 # ---- the scalar derivation ------------------------------------------------------------------
-@functools.cache
+@stored
 def scalar_adjoint() -> Derivation:
     """The PF-ODE, its adjoint and the three gradients along one eigenvector u_k, by sympy.
 

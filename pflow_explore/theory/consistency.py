@@ -19,11 +19,10 @@ marginal variance lambda + t_next^2 for every gamma. :func:`gaussian_jump` evalu
 
 from __future__ import annotations
 
-import functools
-
 import sympy as sp
 from torch import Tensor
 
+from pflow_explore.theory.derivation_store import stored
 from pflow_explore.theory.gaussian_flow import (
     Derivation,
     GaussianFlow,
@@ -41,7 +40,7 @@ gamma = sp.Symbol("gamma", nonnegative=True)
 G_sym, g_sym_out = sp.symbols("G g", real=True)
 
 
-@functools.cache
+@stored
 def ctm_jump_eigen() -> Derivation:
     """The exact jump G* and network target g* along u_k (c = u_k^T (x - mu)), with checks:
 

@@ -28,6 +28,8 @@ import sympy as sp
 import torch
 from torch import Tensor
 
+from pflow_explore.theory.derivation_store import stored
+
 F64 = torch.float64
 
 # ---- symbols ---------------------------------------------------------------------------
@@ -93,7 +95,7 @@ def _pf_ode_in_eigencoords(alpha: sp.Expr, sig: sp.Expr, time: sp.Symbol) -> dic
     return {"variance": variance, "score": score, "f": f, "g2": g2, "dc": dc}
 
 
-@functools.cache
+@stored
 def pf_ode_eigen_ve() -> Derivation:
     """VE / EDM: dc/dsigma = sigma c / (lambda + sigma^2), solved from c(sigma_T) = c_T.
 
@@ -114,7 +116,7 @@ def pf_ode_eigen_ve() -> Derivation:
     return Derivation("VE probability flow of N(mu, Sigma) along u_k", steps, solution)
 
 
-@functools.cache
+@stored
 def pf_ode_eigen_vp() -> Derivation:
     """VP: x = sqrt(abar) x0 + sqrt(1 - abar) z; in the variable abar,
 
@@ -147,7 +149,7 @@ def _denoiser_in_eigencoords(alpha: sp.Expr, sig: sp.Expr) -> tuple[sp.Expr, sp.
     return raw, sp.factor(sp.simplify(raw))
 
 
-@functools.cache
+@stored
 def gaussian_denoiser_eigen() -> Derivation:
     """VE denoiser D(x; sigma) = E[x0 | x0 + sigma z = x] along u_k:
 
@@ -159,7 +161,7 @@ def gaussian_denoiser_eigen() -> Derivation:
     return Derivation("Gaussian denoiser (VE), d = u_k^T (D - mu)", steps, result)
 
 
-@functools.cache
+@stored
 def gaussian_denoiser_eigen_vp() -> Derivation:
     """VP denoiser along u_k: u_k^T (D - mu) = sqrt(abar) lambda c / (1 + (lambda - 1) abar)."""
     raw, simple = _denoiser_in_eigencoords(sp.sqrt(abar), sp.sqrt(1 - abar))
@@ -168,7 +170,7 @@ def gaussian_denoiser_eigen_vp() -> Derivation:
     return Derivation("Gaussian denoiser (VP), d = u_k^T (D - mu)", steps, result)
 
 
-@functools.cache
+@stored
 def feature_share() -> Derivation:
     """Share of feature k already fixed in the predicted x0, f_k = sqrt(lambda/(lambda+sigma^2)).
 
@@ -194,7 +196,7 @@ def feature_share() -> Derivation:
     return Derivation("Feature share f_k(sigma)", steps, result)
 
 
-@functools.cache
+@stored
 def perturbation_gain() -> Derivation:
     """A kick delta along u_k at noise level sigma_t reaches x0 as g delta,
 
@@ -215,7 +217,7 @@ def perturbation_gain() -> Derivation:
     return Derivation("Perturbation gain", steps, result)
 
 
-@functools.cache
+@stored
 def rotation_form() -> Derivation:
     """VP solution with abar = sin^2 theta: c(theta) = c_T sqrt(cos^2 th + lambda sin^2 th) / N_T.
 

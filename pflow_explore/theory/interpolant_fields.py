@@ -44,6 +44,7 @@ from torch import Tensor
 
 from pflow_explore.datasets.mixture import GaussianMixture
 from pflow_explore.interpolants import Interpolant
+from pflow_explore.theory.derivation_store import stored
 from pflow_explore.theory.gaussian_flow import Derivation
 
 F64 = torch.float64
@@ -78,7 +79,7 @@ def _conditional_mean(
     return mean_y + cov_yx / c_t * (x_sym - m_t)
 
 
-@functools.cache
+@stored
 def derivation_gaussian() -> Derivation:
     """Scalar endpoints N(m0, c0), N(m1, c1), x_t = alpha x0 + beta x1 + gamma z, independent.
 

@@ -38,6 +38,7 @@ import sympy as sp
 import torch
 from torch import Tensor
 
+from pflow_explore.theory.derivation_store import stored
 from pflow_explore.theory.gaussian_flow import Derivation
 
 # ---- the trapped AOUP in sympy ----------------------------------------------------------------
@@ -81,7 +82,7 @@ def _trapped_aoup_exprs() -> dict[str, sp.Expr]:
     }
 
 
-@functools.cache
+@stored
 def derivation_trapped_aoup() -> Derivation:
     """One AOUP in a harmonic trap, per dimension (docs/papers.md): z = (x, g),
     B = [[A, -v0], [0, gamma]], D = diag(eps, gamma).

@@ -22,10 +22,9 @@ steps a notebook can display; ``result`` is the equation the numerics use):
 
 from __future__ import annotations
 
-import functools
-
 import sympy as sp
 
+from pflow_explore.theory.derivation_store import stored
 from pflow_explore.theory.gaussian_flow import Derivation
 
 t = sp.Symbol("t", nonnegative=True)
@@ -36,7 +35,7 @@ m, v, y = sp.Function("m"), sp.Function("v"), sp.Function("y")
 Theta = sp.Function("Theta")
 
 
-@functools.cache
+@stored
 def marginal_moments() -> Derivation:
     """Mean and variance of x_t given x0 from the moment ODEs (see the module docstring)."""
     ode_m = sp.Eq(m(t).diff(t), theta * (mu - m(t)))
@@ -65,7 +64,7 @@ def marginal_moments() -> Derivation:
     return Derivation("Marginal of the mean-reverting SDE", steps, result)
 
 
-@functools.cache
+@stored
 def log_snr_rate() -> Derivation:
     """d lam / dt = -theta lambda^2 / sigmabar^2 and alpha(lam), sigmabar(lam)."""
     alpha = sp.exp(-Theta(t))
@@ -96,7 +95,7 @@ def log_snr_rate() -> Derivation:
     return Derivation("Log-SNR of the mean-reverting SDE", steps, result)
 
 
-@functools.cache
+@stored
 def first_order_update() -> Derivation:
     """y = x - mu along the PF-ODE in lam: dy/dlam = (1 - alpha^2) y - sigmabar eps, i.e.
     d(y / alpha)/dlam = -e^{-lam} eps and, with eps = (y - alpha d) / sigmabar,
@@ -129,7 +128,7 @@ def first_order_update() -> Derivation:
     return Derivation("First-order MR Sampler updates", steps, result)
 
 
-@functools.cache
+@stored
 def taylor_coefficients() -> Derivation:
     """int_0^h e^{-(h - u)} u^k / k! du for k = 0, 1, 2 against h^{k+1} phi_{k+1}(-h)."""
     z = -h

@@ -38,6 +38,7 @@ import sympy as sp
 import torch
 from torch import Tensor
 
+from pflow_explore.theory.derivation_store import stored
 from pflow_explore.theory.gaussian_flow import Derivation
 
 F64 = torch.float64
@@ -59,7 +60,7 @@ def _conditional_velocity(cov: sp.Expr, mean_y: sp.Expr, var_xt: sp.Expr) -> sp.
     return sp.simplify(mean_y + cov / var_xt * (x_ - t_ * mu_))
 
 
-@functools.cache
+@stored
 def derivation_gaussian_rf() -> Derivation:
     """1-RF and 2-RF of N(0, I_d) -> N(mu, sigma^2 I_d), per coordinate; result: S(1-RF).
 

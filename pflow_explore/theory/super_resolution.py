@@ -47,6 +47,7 @@ import sympy as sp
 import torch
 from torch import Tensor
 
+from pflow_explore.theory.derivation_store import stored
 from pflow_explore.theory.gaussian_flow import Derivation
 
 F64 = torch.float64
@@ -63,7 +64,7 @@ c_s, a_s, s_s, s_max = sp.symbols("c a s s_max", positive=True)
 t_s = sp.Symbol("t", positive=True)
 
 
-@functools.cache
+@stored
 def posterior_scalar() -> Derivation:
     """x ~ N(m, c), y = a x + n, n ~ N(0, s^2): the posterior, the one-step map and the
     trajectory's consistency function, with checks (each a step that must be 0):
@@ -107,7 +108,7 @@ def posterior_scalar() -> Derivation:
     return Derivation("Linear-Gaussian SR, scalar: x ~ N(m, c), y = a x + n", steps, steps[5][1])
 
 
-@functools.cache
+@stored
 def posterior_2d() -> Derivation:
     """Two pixels x = (x1, x2) ~ N(m, C), C = [[c1, r], [r, c2]], observed through factor-2
     average pooling y = (x1 + x2) / 2 + n, n ~ N(0, s^2): eqs. (1)-(2) as matrices, with
