@@ -104,7 +104,10 @@ def _path(fn: Callable[[], Any]) -> Path:
 
 
 def dump(derivation: Any) -> str:
-    """A Derivation (title, steps, result) as the JSON text :func:`load` reads."""
+    """A Derivation (title, steps, result), or a dict of named sympy expressions, as the JSON
+    text :func:`load` reads."""
+    if isinstance(derivation, dict):
+        return json.dumps({"exprs": {k: sp.srepr(v) for k, v in derivation.items()}})
     return json.dumps(
         {
             "title": derivation.title,
@@ -115,24 +118,28 @@ def dump(derivation: Any) -> str:
 
 
 def load(text: str) -> Any:
-    """The Derivation :func:`dump` wrote; ValueError for anything else."""
+    """The Derivation, or dict of expressions, :func:`dump` wrote; ValueError for anything
+    else."""
     from pflow_explore.theory.gaussian_flow import Derivation  # the class is defined there
 
     try:
         data = json.loads(text)
+        if "exprs" in data:
+            return {str(k): from_srepr(v) for k, v in data["exprs"].items()}
         title, steps, result = data["title"], data["steps"], data["result"]
         if not isinstance(title, str) or not all(isinstance(s[0], str) for s in steps):
             raise TypeError("labels are not text")
         return Derivation(
             title, tuple((label, from_srepr(s)) for label, s in steps), from_srepr(result)
         )
-    except (KeyError, TypeError, IndexError, json.JSONDecodeError) as err:
+    except (KeyError, TypeError, IndexError, AttributeError, json.JSONDecodeError) as err:
         raise ValueError(f"not a stored derivation: {err}") from None
 
 
 def stored(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """``functools.cache`` for a derivation function of no arguments, kept on disk too
-    (module docstring). ``fn.__wrapped__`` derives afresh."""
+    """``functools.cache`` for a function of no arguments returning a Derivation or a dict of
+    named sympy expressions, kept on disk too (module docstring). ``fn.__wrapped__`` derives
+    afresh."""
 
     def load_or_derive() -> Any:
         path = _path(fn)

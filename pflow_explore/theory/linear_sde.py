@@ -47,7 +47,7 @@ x_s, g_s = sp.symbols("x g", real=True)
 Sxx, Sxg, Sgg = sp.symbols("S_xx S_xg S_gg", real=True)
 
 
-@functools.cache
+@stored
 def _trapped_aoup_exprs() -> dict[str, sp.Expr]:
     """The sympy objects of the trapped-AOUP derivation (shared by the Derivation and the
     numerics, so nothing is typed in twice)."""

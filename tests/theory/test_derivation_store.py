@@ -19,6 +19,8 @@ for _info in pkgutil.iter_modules(theory.__path__):
 
 
 def _same(a, b) -> bool:
+    if isinstance(a, dict):  # named expressions
+        return {k: sp.srepr(v) for k, v in a.items()} == {k: sp.srepr(v) for k, v in b.items()}
     return (
         a.title == b.title
         and [(label, sp.srepr(e)) for label, e in a.steps]
