@@ -431,6 +431,13 @@ def voila_command(
     cmd.append(f"--VoilaConfiguration.extension_allowlist={json.dumps(list(EXTENSIONS))}")
     # tracebacks stay in the server log: a dashboard shows messages, never stack traces
     cmd.append("--show_tracebacks=False")
+    if os.name == "posix":
+        # kernels talk to the server over Unix sockets named after the kernel, not TCP ports:
+        # a port jupyter_client picked as free can be taken before the kernel binds it (the
+        # OS hands the same range out to outgoing connections), and with a dozen kernels
+        # starting at once one died of "Address already in use"; Voila then served its
+        # preheated page, which never started ("Running ..."; a fresh clone's make test).
+        cmd.append("--KernelManager.transport=ipc")
     if preheat:
         # a preheated kernel inherits Voila's environment, PFLOW_SCALE included
         cmd += ["--preheat_kernel=True", f"--pool_size={pool_size}"]

@@ -27,6 +27,8 @@ def test_voila_command_defaults_preheat_on_localhost():
     assert "--Voila.ip=127.0.0.1" in cmd and "--port=8866" in cmd
     assert "--template=pflow" in cmd and "--no-browser" in cmd
     assert "--preheat_kernel=True" in cmd and "--pool_size=1" in cmd
+    # Unix sockets, no TCP port races between kernels starting at once
+    assert ("--KernelManager.transport=ipc" in cmd) == (os.name == "posix")
     assert "--VoilaKernelManager.fill_delay=3" in cmd
     assert "--show_tracebacks=False" in cmd
     assert cmd[1:3] == ["-m", "pflow_explore.voila_app"], "Voila with gzip (voila_app.py)"
