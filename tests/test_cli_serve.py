@@ -156,3 +156,47 @@ def test_serve_stops_voila_and_every_kernel(signum, tmp_path, free_port):
     finally:
         if serve.poll() is None:
             serve.kill()
+
+
+def test_a_preheated_kernel_that_failed_is_passed_over():
+    """voila_app.skip_failed_kernels: the pool's next kernel instead of a page that stays at
+    "Running ..." (the failed one is shut down); after MAX_FAILED_KERNELS, what there is."""
+    import asyncio
+    import logging
+
+    from pflow_explore import voila_app
+
+    async def scenario(outcomes: list[bool]) -> tuple[str, list[str]]:
+        async def render(ok: bool) -> None:
+            if not ok:
+                raise RuntimeError("Kernel didn't respond in 60 seconds")
+
+        tasks = [asyncio.ensure_future(render(ok)) for ok in outcomes]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        taken = iter(range(len(tasks)))
+
+        class Pool:  # what voila_kernel_manager_factory returns with preheating on
+            log = logging.getLogger("test")
+            stopped: list[str] = []
+
+            async def get_rendered_notebook(self, name: str) -> tuple:
+                i = next(taken)
+                return tasks[i], [f"cell {i}"], f"kernel-{i}"
+
+            async def shutdown_kernel(self, kernel_id: str) -> None:
+                self.stopped.append(kernel_id)
+
+        pool = voila_app.skip_failed_kernels(lambda: Pool)()()
+        task, _, kernel_id = await pool.get_rendered_notebook("06_ctmsr.ipynb")
+        return kernel_id, pool.stopped
+
+    assert asyncio.run(scenario([True])) == ("kernel-0", [])
+    assert asyncio.run(scenario([False, False, True])) == ("kernel-2", ["kernel-0", "kernel-1"])
+    n = voila_app.MAX_FAILED_KERNELS
+    kernel, stopped = asyncio.run(scenario([False] * (n + 1)))
+    assert kernel == f"kernel-{n - 1}" and len(stopped) == n
+
+    class Plain:  # no preheating: the class is left as it is
+        pass
+
+    assert voila_app.skip_failed_kernels(lambda: Plain)() is Plain
