@@ -181,7 +181,7 @@ def stored(fn: Callable[[], Any]) -> Callable[[], Any]:
             return load(path.read_text())
         except FileNotFoundError:
             pass
-        except (OSError, ValueError) as err:
+        except Exception as err:  # noqa: BLE001 (whatever the file holds, derive again)
             log.warning("%s: %s; deriving again", path, err)
         derivation = fn()
         try:
@@ -192,7 +192,7 @@ def stored(fn: Callable[[], Any]) -> Callable[[], Any]:
             for old in path.parent.glob(path.name.replace(_theory_key(), "*")):
                 if old != path:
                     old.unlink(missing_ok=True)  # derived from an earlier theory
-        except OSError as err:
+        except (OSError, ValueError) as err:  # no folder to write; two functions, one name
             log.warning("cannot keep %s (%s): it will be derived again", path, err)
         return derivation
 

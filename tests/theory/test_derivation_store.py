@@ -108,6 +108,15 @@ def test_a_bad_file_is_derived_again_and_rewritten(fresh_store, caplog):
     assert _same(fn(), derived)  # the rewritten file
 
 
+def test_a_file_whose_sympy_objects_cannot_be_built_is_derived_again(fresh_store):
+    fn = next(f for f in store.STORED if f.__name__ == "perturbation_gain")
+    derived = fn()
+    (path,) = fresh_store.glob("*.perturbation_gain-*.json")
+    path.write_text('{"functions": {}, "title": "x", "steps": [], "result": "Integer(\'x\')"}')
+    fn.cache_clear()
+    assert _same(fn(), derived)
+
+
 def test_a_derivation_of_an_earlier_theory_is_replaced(fresh_store):
     fn = next(f for f in store.STORED if f.__name__ == "feature_share")
     fresh_store.mkdir(parents=True)
