@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@# rfc3987-syntax (jsonschema's optional "iri" format check, pulled in by jupyter-events)
 	@# compiles 38 grammars on import: 0.9 s in every kernel, which imports it through
 	@# plotly -> nbformat -> jsonschema. jsonschema works without it (no "iri" check), and
-	@# no schema here uses that format (benchmarks/results/kernel_imports.md).
+	@# no schema here uses that format (benchmarks/results/kernel_imports_before.md, _after.md).
 	$(BIN)/python -m pip uninstall -q -y rfc3987-syntax
 	@touch $@
 
