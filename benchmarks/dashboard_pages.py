@@ -207,9 +207,9 @@ async def _slider_works(page, timeout_s: float) -> float | None:  # noqa: ANN001
     change of a figure that was drawn before a key press on the slider, confirmed by the next
     press (the other way) changing one again; None if that did not happen in ``timeout_s``.
 
-    Each press waits up to PRESS_WAIT_S for its change, so a slow first answer is timed as
-    it is (pressing again sooner would hide it), and a change that no press caused (a late
-    draw, an output arriving) is not taken for a working slider unless a second press moves
+    A press whose change has not come within PRESS_WAIT_S is followed by one the other way
+    (the time then counts from the next change); a change that no press caused (a late
+    draw, an output arriving) is not taken for a working slider unless the next press moves
     a figure too."""
     await _wait_for(page, HANDLE, timeout_s)
     deadline = time.perf_counter() + timeout_s
@@ -594,6 +594,8 @@ def main() -> None:
         help="an argument for `pflow-explore serve` (repeat it), e.g. --serve-arg=--pool-size=8",
     )
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error(f"--repeat must be >= 1, got {args.repeat}")
     load_before = load_average()
     results = asyncio.run(run(args))
     out = ROOT / "benchmarks" / "results" / f"dashboard_pages_{args.label}.md"
