@@ -44,7 +44,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dashboard_tti import free_port, load_average
+from dashboard_tti import FIGURE_FINGERPRINT_JS, free_port, load_average
 from machine import machine
 
 from pflow_explore.figures_export import CHROMIUM_FLAGS, DEFAULT_CHROMIUM, ENV_CHROMIUM
@@ -138,19 +138,20 @@ class Visit:
 # Each drawn figure's data (lengths and first values of x, y, z), keyed by the element: a figure
 # drawn after the press (a late draw, or a cell's output still arriving under progressive
 # rendering) is not a change of the figures that were there.
-KEYED_FIGURES_JS = """() => {
+KEYED_FIGURES_JS = (
+    """() => {
   window.__pflowFigures = window.__pflowFigures || 0;
   const out = {};
   for (const el of document.querySelectorAll('.js-plotly-plot')) {
     if (!el.data) continue;
     if (!el.dataset.pflowFigure) el.dataset.pflowFigure = String(++window.__pflowFigures);
-    out[el.dataset.pflowFigure] = el.data.map(t => ['x', 'y', 'z'].map(k => {
-      const a = t[k]; if (!a) return '';
-      return a.length + ':' + Array.prototype.slice.call(a, 0, 32).join(',');
-    }).join('|')).join(';');
+    out[el.dataset.pflowFigure] = """
+    + FIGURE_FINGERPRINT_JS
+    + """;
   }
   return out;
 }"""
+)
 # The first slider's handle, focused: the direction a press can move it. Through page.evaluate,
 # not a Playwright locator: a locator's actions wait for the element on animation frames too,
 # and took 0.5 s on a page drawing its figures.

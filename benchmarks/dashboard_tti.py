@@ -43,11 +43,16 @@ TARGETS_S = {"plain": 10.0, "preheated": 3.0}
 # a cheap fingerprint of every plot's data (lengths and the first values of each trace):
 # polled every few ms, it must not itself load the browser the way serializing whole
 # figures would
-FIGURE_DATA_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(
-  el => (el.data || []).map(t => ['x', 'y', 'z'].map(k => {
+# one figure `el`'s data as a string: each trace's x, y, z lengths and first 32 values
+FIGURE_FINGERPRINT_JS = """(el.data || []).map(t => ['x', 'y', 'z'].map(k => {
     const a = t[k]; if (!a) return '';
     return a.length + ':' + Array.prototype.slice.call(a, 0, 32).join(',');
-  }).join('|')).join(';'))"""
+  }).join('|')).join(';')"""
+FIGURE_DATA_JS = (
+    "() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(\n  el => "
+    + FIGURE_FINGERPRINT_JS
+    + ")"
+)
 
 
 def load_average() -> str:
