@@ -6,10 +6,12 @@ preheated) and every page (the landing page and each chapter):
 - bytes: JavaScript over HTTP (decoded, and as transferred: gzip where the server
   compresses), bytes received over the websocket (widget state, and with plotly's
   FigureWidget each figure's copy of plotly's bundle); fresh browser context, empty cache;
-- time from navigation to the first plotly plot drawn, and to the first slider move that
-  changed the data of a figure drawn before the press, confirmed by the next press changing
-  one again (each press waits up to PRESS_WAIT_S for its change; until 2026-12-06 presses
-  repeated every second and any change counted, a figure drawn late included);
+- time from navigation to the first plotly plot drawn, and (waited for side by side: a
+  page's controls now come before its figures) to the first slider move that changed the
+  data of a figure drawn before the press, confirmed by the next press changing one again
+  (each press waits up to PRESS_WAIT_S for its change; until 2026-12-06 presses repeated
+  every second and any change counted, a figure drawn late included, and the slider was
+  tried only once a plot was drawn);
 - slider latency: key press -> the figures it changed redrawn and painted (plotly_afterplot,
   next animation frame; the page's clock), median of several moves of the first slider,
   right after the slider first worked (the page may still be drawing) and once it has
@@ -317,12 +319,21 @@ async def visit(browser, url: str, latency: bool = False, context=None) -> Visit
     page.on("pageerror", lambda e: v.console.append(f"uncaught: {e}"[:200]))
     page.on("response", on_response)
     page.on("websocket", on_ws)
+    plotted = None
+
+    def on_plot(done: asyncio.Future) -> None:
+        if not done.cancelled() and done.exception() is None:
+            v.plot_s = time.perf_counter() - start
+
     try:
         start = time.perf_counter()
         await page.goto(url, timeout=180_000)
-        await _wait_for(page, ".js-plotly-plot .main-svg", 180)
-        v.plot_s = time.perf_counter() - start
+        # the first plot and the slider are waited for side by side: since 2026-12-06 a
+        # page's controls come before its figures, and a press may come before any plot
+        plotted = asyncio.ensure_future(_wait_for(page, ".js-plotly-plot .main-svg", 180))
+        plotted.add_done_callback(on_plot)
         if name != "index.ipynb":
+            await _wait_for(page, HANDLE, 180)
             working = await _slider_works(page, DEAD_AFTER_S)
             if working is not None:
                 v.interactive_s = working - start
@@ -332,12 +343,15 @@ async def visit(browser, url: str, latency: bool = False, context=None) -> Visit
                     v.settled_ms = await _latency_ms(page)
             else:
                 v.diagnosis = await page.evaluate(DIAGNOSIS_JS)
+        await plotted
         await page.wait_for_timeout(500)
         v.failure_shown = (
             await page.locator("#pflow-page-failure, .pflow-figure-failed").count() > 0
         )
     except Exception as err:  # a page that never drew: recorded, the walk goes on
         v.error = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
+        if plotted is not None and not plotted.done():
+            plotted.cancel()
     for r in responses:
         try:
             v.js_bytes += len(await r.body())

@@ -15,6 +15,7 @@ from plotly.subplots import make_subplots
 
 from pflow_explore.viz.arrays import plain_floats
 from pflow_explore.viz.style import TEMPLATE
+from pflow_explore.viz.thinning import MAX_FIGURE_MARKERS, thin_markers
 
 
 def panel_grid(
@@ -24,6 +25,7 @@ def panel_grid(
     axes: Mapping[str, Any] | None = None,
     font: int = 10,
     equal_aspect: bool = True,
+    max_markers: int = MAX_FIGURE_MARKERS,
     **layout: Any,
 ) -> go.Figure:
     """Rows of panels: ``panels[row][col]`` is the list of traces of one panel.
@@ -31,6 +33,8 @@ def panel_grid(
     titles: one per panel, row by row; spacing: (horizontal, vertical) fractions between
     panels; axes: options for every x and y axis (e.g. ``dict(visible=False)``);
     equal_aspect: one unit on y as long as one on x in every panel (the plane R^2);
+    max_markers: the most markers the figure draws in all (``viz.thinning``): marker
+    traces beyond it are cut to evenly spaced subsets and the title says so;
     ``layout``: go.Layout options (height, width, title, ...). No legend.
     """
     rows = len(panels)
@@ -52,8 +56,12 @@ def panel_grid(
         fig.update_xaxes(**(axes or {}), row=r + 1, col=c + 1)
         aspect = dict(scaleanchor=f"x{i}", scaleratio=1) if equal_aspect else {}
         fig.update_yaxes(**(axes or {}), **aspect, row=r + 1, col=c + 1)
+    note = thin_markers(fig.data, max_markers)
     fig.update_annotations(font_size=font)
     fig.update_layout(template=TEMPLATE, showlegend=False, **layout)
+    if note:
+        title = fig.layout.title.text
+        fig.update_layout(title_text=f"{title}<br><sup>{note}</sup>" if title else note)
     return fig
 
 

@@ -44,6 +44,28 @@ function withoutHoverEvents(model) {
   return model;
 }
 
+// After every draw and redraw, plotly's view diffs the figure plotly.js computed (every
+// default of every trace and axis) against the model's and sends both diffs to the kernel
+// (`_js2py_traceDeltas`, `_js2py_layoutDelta`: 5-20 KB each per figure on a chapter page),
+// where plotly's handlers merge them into defaults no course code reads, and echo each
+// trait back. On a page load that is 20-30 such messages, and the kernel answers a first
+// slider move only after it has worked through them (measured: 0.4-0.7 s from key press to
+// redraw on chapter 07). Here each view acknowledges its edit ids only, with no defaults,
+// so plotly's edit bookkeeping (`on_edits_completed`) still completes.
+function withoutDefaults(FigureView) {
+  const proto = FigureView && FigureView.prototype;
+  if (!proto || proto.__pflowNoDefaults) return;
+  proto._sendTraceDeltas = function (traceEditId) {
+    this.model.set("_js2py_traceDeltas", { trace_deltas: [], trace_edit_id: traceEditId });
+    this.touch();
+  };
+  proto._sendLayoutDelta = function (layoutEditId) {
+    this.model.set("_js2py_layoutDelta", { layout_delta: {}, layout_edit_id: layoutEditId });
+    this.touch();
+  };
+  proto.__pflowNoDefaults = true;
+}
+
 function baseUrl() {
   // Voila and JupyterLab both put the server's base URL in this element
   const el = document.getElementById("jupyter-config-data");
@@ -58,8 +80,8 @@ function baseUrl() {
 // output renderers wait for their widget models by polling every 100 ms for at most 2 s,
 // and they check the clock before the registry: a block that outlasts their deadline makes
 // them give up ("widget model not found") although the model arrived meanwhile. In a pflow
-// dashboard the template has evaluated the bundle before Voila starts (preload_partial in
-// live_figure.py) and this module never blocks. Elsewhere (another template, JupyterLab)
+// dashboard the template evaluates the bundle (preload_partial in live_figure.py) and the
+// course's front-end extension makes the renderers wait for their models. Elsewhere (another template, JupyterLab)
 // one pause longer than a poll lets the renderers waiting at that moment find their models
 // before the long evaluation starts.
 const YIELD_TO_RENDERERS_MS = 150;
@@ -103,10 +125,11 @@ function withTimeout(promise, ms) {
 }
 
 function plotlyBundle(model) {
-  // set by the pflow template's module script when it loaded the bundle before Voila started
   if (!globalThis.__pflowPlotlyBundle) {
+    // the pflow template's preload (live_figure.preload_partial): the bundle, or null
+    const preloaded = globalThis.__pflowPlotlyPreload || Promise.resolve(null);
     globalThis.__pflowPlotlyBundle = withTimeout(
-      fromServer().catch(() => fromKernel(model)),
+      preloaded.then((bundle) => bundle || fromServer().catch(() => fromKernel(model))),
       LOAD_TIMEOUT_MS,
     );
     // a failed load may be retried by the next figure that starts (e.g. after a reconnect)
@@ -140,6 +163,43 @@ function showFailure(el, error) {
   el.appendChild(box);
 }
 
+// Every figure is drawn in a task of its own, after `render` has returned: drawing a chapter
+// page's figures back to back in one go held its main thread for 1-2 s (chapter 02: nine
+// figures, 1.2-1.8 s), and a box of controls appeared only once every figure in it was
+// drawn. Now the boxes appear at once, key presses and kernel messages get in between two
+// figures, and the figures come in two lanes (scheduler.postTask where the browser has it):
+// - a figure inside a box (an explorer's, beside its controls): priority "user-visible",
+//   in the order they came;
+// - a figure displayed on its own (model `_draw_later`, set by live_figure.py): priority
+//   "background", one after another, after everything else waiting.
+// The figure's box keeps the figure's height meanwhile, so the page does not jump.
+const drawQueue = [];
+let drawing = false;
+
+function nextTask(callback, priority = "background") {
+  if (globalThis.scheduler && typeof globalThis.scheduler.postTask === "function") {
+    globalThis.scheduler.postTask(callback, { priority });
+  } else {
+    setTimeout(callback, 0);
+  }
+}
+
+function drawLater(draw) {
+  drawQueue.push(draw);
+  if (drawing) return;
+  drawing = true;
+  const step = () => {
+    const next = drawQueue.shift();
+    try {
+      if (next) next();
+    } finally {
+      if (drawQueue.length) nextTask(step);
+      else drawing = false;
+    }
+  };
+  nextTask(step);
+}
+
 export default () => {
   let figure = null; // plotly's own {initialize, render} for this model, once loaded
   let failure = null;
@@ -162,6 +222,7 @@ export default () => {
       ready = plotlyBundle(model)
         .then((bundle) => {
           stopListening();
+          withoutDefaults(bundle.FigureView);
           replay(bundle.FigureModel, model, edits);
           figure = bundle.default();
           // plotly's views send their events through the model given here
@@ -189,7 +250,25 @@ export default () => {
         showFailure(el, failure);
         return;
       }
-      return figure.render({ model, el });
+      const beside = !model.get("_draw_later");
+      const layout = model.get("_widget_layout") || {};
+      el.style.minHeight = `${layout.height || 360}px`;
+      let removed = false;
+      let cleanup = null;
+      (beside ? (draw) => nextTask(draw, "user-visible") : drawLater)(() => {
+        if (removed) return;
+        try {
+          cleanup = figure.render({ model, el });
+        } catch (error) {
+          console.error("[pflow-explore] a figure could not be drawn:", error);
+          showFailure(el, error);
+        }
+        el.style.minHeight = "";
+      });
+      return () => {
+        removed = true;
+        if (typeof cleanup === "function") cleanup();
+      };
     },
   };
 };

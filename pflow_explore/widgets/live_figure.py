@@ -35,7 +35,7 @@ from pathlib import Path
 
 import plotly
 import plotly.graph_objects as go
-from traitlets import observe
+from traitlets import Bool, observe
 
 log = logging.getLogger(__name__)
 
@@ -114,22 +114,32 @@ PRELOAD = "preload.html.j2"  # the template partial, next to the served bundle
 
 
 def preload_partial() -> str:
-    """The Jinja partial the pflow template includes in every page's head: a module script
-    that imports plotly's bundle and leaves it in ``globalThis.__pflowPlotlyBundle`` (a
-    resolved promise) for ``live_figure.js``.
+    """The Jinja partial the pflow template includes in every page's head: plotly's bundle
+    fetched and compiled while the page loads (``modulepreload``), and evaluated in the
+    first idle moment after the page's ``load`` event, when Voila has started its app and
+    waits for the kernel's widget models; ``globalThis.__pflowPlotlyPreload`` holds the
+    promise of the bundle (or of null, if it could not be loaded) for ``live_figure.js``,
+    which then falls back to importing it itself, then to the kernel.
 
-    A module script runs before the page's ``load`` event, and Voila starts its app (kernel,
-    widget models, the renderers that wait for them) only on that event; so the long
-    evaluation of plotly's 5 MB bundle happens before any renderer polls for its model,
-    never during that wait ("widget model not found", docs/architecture.md). If the bundle
-    cannot be fetched or evaluated, the global stays unset and ``live_figure.js`` falls back
-    to importing it itself, then to the kernel. The URL is exactly the one
+    Evaluating the bundle takes 0.3 s of main thread (more on a busy CPU). Until
+    2026-12-06 a module script did it before ``load``, so Voila started its app that much
+    later; it was put there when ipywidgets' renderers gave up on a model after 2 s and a
+    long evaluation during that wait left dead widgets. The pflow-explore front-end
+    extension now makes them wait for their models, and anywidget's own 2 s deadline is
+    stretched (share/jupyter/labextensions/pflow-explore). The URL is exactly the one
     ``live_figure.js`` imports (one module, fetched and evaluated once per page)."""
+    url = f"{{{{ resources.base_url }}}}{bundle_url_path()}"
     return (
         "{#- written by pflow_explore.widgets.live_figure.install_bundle -#}\n"
-        '<script type="module">\n'
-        f'  import * as bundle from "{{{{ resources.base_url }}}}{bundle_url_path()}";\n'
-        "  globalThis.__pflowPlotlyBundle = Promise.resolve(bundle);\n"
+        f'<link rel="modulepreload" href="{url}">\n'
+        "<script>\n"
+        "  globalThis.__pflowPlotlyPreload = new Promise((resolve) => {\n"
+        '    const load = () => import("' + url + '").then(resolve, () => resolve(null));\n'
+        "    const later = () =>\n"
+        "      globalThis.requestIdleCallback ? requestIdleCallback(load, { timeout: 1000 })\n"
+        "        : setTimeout(load, 0);\n"
+        '    addEventListener("load", later, { once: true });\n'
+        "  });\n"
         "</script>\n"
     )
 
@@ -169,6 +179,11 @@ class LiveFigure(go.FigureWidget):
     """
 
     _esm = esm_source()
+    # True once the figure is displayed on its own (an output of its own, no control beside
+    # it): the browser then draws it in a background task of its own, after the page's
+    # controls and their figures (live_figure.js), instead of before the page can answer
+    # a slider. A figure inside a box (an explorer's) draws at once, with its controls.
+    _draw_later = Bool(False).tag(sync=True)
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
@@ -183,6 +198,11 @@ class LiveFigure(go.FigureWidget):
                 f"{ENV_BUNDLE}=full",
                 stacklevel=2,
             )
+
+    def _repr_mimebundle_(self, *args: object, **kwargs: object) -> dict:
+        """The widget's output, as plotly's; a figure displayed on its own draws later."""
+        self._draw_later = True
+        return super()._repr_mimebundle_(*args, **kwargs)
 
     @observe("_js2py_traceDeltas")
     def _handler_js2py_traceDeltas(self, change: dict) -> None:  # noqa: N802 (plotly's name)

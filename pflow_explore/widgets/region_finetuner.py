@@ -39,6 +39,13 @@ from pflow_explore.viz.style import BLUE, GRAY, TEMPLATE
 from pflow_explore.widgets.controls import set_quietly
 from pflow_explore.widgets.live_figure import LiveFigure
 from pflow_explore.widgets.messages import message_label, show_rejected, shown_errors
+from pflow_explore.widgets.redraw_budget import (
+    MAX_DRAWN_MARKERS,
+    checked_cap,
+    drawing_note,
+    evenly_spaced,
+    marker_shares,
+)
 
 EXTENT = 1.6  # the plane spans [-EXTENT, EXTENT]^2
 GRID = 33  # invisible hit points per axis (plotly reports selections on points only)
@@ -76,8 +83,10 @@ class RegionFinetuner(widgets.VBox):
     path: its noise path; grid: the rho grid of its sampler (rho_T .. 0); method: the
     sampler's step ("rk4", "heun", ...); box: ((x0, y0), (x1, y1)); margin: the goal is the
     box shrunk by this much; batch: x_T per fine-tuning step; lr: Adam's learning rate;
-    n_show: samples drawn on the plane (the same noises before and after); seed: those
-    noises and the fine-tuning batches."""
+    n_show: samples on the plane (the same noises before and after; the share in the box
+    counts all of them); max_markers: the most of them drawn, both sets together (an evenly
+    spaced subset, said in the readout: ``widgets.redraw_budget``); seed: those noises and
+    the fine-tuning batches."""
 
     def __init__(
         self,
@@ -91,6 +100,7 @@ class RegionFinetuner(widgets.VBox):
         lr: float = 3e-4,
         n_show: int = 1000,
         seed: int = 0,
+        max_markers: int = MAX_DRAWN_MARKERS,
     ) -> None:
         self.path, self.grid, self.method = path, ad.check_grid(grid), method
         self.margin, self.batch, self.lr = float(margin), int(batch), float(lr)
@@ -98,6 +108,8 @@ class RegionFinetuner(widgets.VBox):
         self.flow = ad.RhoFlow(copy.deepcopy(model).eval(), path)
         self._gen = torch.Generator().manual_seed(seed)
         self._x_show = torch.randn(n_show, 2, generator=torch.Generator().manual_seed(seed + 1))
+        each = marker_shares([n_show, n_show], checked_cap(max_markers, "max_markers"))[0]
+        self._drawn = evenly_spaced(n_show, each)  # the same noises in both sets
         self.box = checked_box(*box, self.margin)
         self.losses: list[float] = []
         self.nfe_per_step = 0
@@ -275,12 +287,13 @@ class RegionFinetuner(widgets.VBox):
             line = self.loss_figure.data[0]
             line.x, line.y = steps, plain_floats(self.losses)
         with self.figure.batch_update():
-            self.figure.data[1].x, self.figure.data[1].y = self.before.T.tolist()
-            self.figure.data[2].x, self.figure.data[2].y = self.now.T.tolist()
+            self.figure.data[1].x, self.figure.data[1].y = self.before[self._drawn].T.tolist()
+            self.figure.data[2].x, self.figure.data[2].y = self.now[self._drawn].T.tolist()
             self.figure.data[3].x, self.figure.data[3].y = outline(*self.box)
             self.figure.data[4].x, self.figure.data[4].y = outline(*self.goal_box)
         before, now = self.share_in_box(self.before), self.share_in_box(self.now)
         n = len(self._x_show)
+        drawn = drawing_note((len(self._drawn), n, "samples of each set"))
         run = (
             f"after {len(self.losses)} fine-tuning steps (adjoint gradients, {self.method} with "
             f"{len(self.grid) - 1} steps: {self.nfe_per_step} network evaluations per step; "
@@ -291,4 +304,5 @@ class RegionFinetuner(widgets.VBox):
         self.readout.value = (
             f"in the box: <b>{before:.3f}</b> pretrained, <b>{now:.3f}</b> now ({n} samples, "
             f"the same noises), {run}. Drag a box on the plane to move the region."
+            + (f" ({drawn}.)" if drawn else "")
         )

@@ -33,6 +33,25 @@ def test_the_first_picture_is_in_the_state_the_browser_first_renders(explorer):
     assert "25 steps" in explorer.readout.value
 
 
+def test_a_first_move_either_way_finds_its_errors_computed(monkeypatch):
+    fresh = AdjointExplorer(STEPS, PEAK, CPU, SLOPES, gaussian_problem(0), error_steps=(4,))
+    assert fresh.n == 25
+    computed = []
+    real = fresh.error.__func__
+
+    def counted(self, label, n):
+        computed.append((label, n) not in self._errors)
+        return real(self, label, n)
+
+    monkeypatch.setattr(AdjointExplorer, "error", counted)
+    for n in (10, 50):
+        fresh.steps_slider.value = n
+        assert fresh.figure.data[-3].x == (n, n)
+    assert computed and not any(computed)  # both neighbours of 25 came from the cache
+    fresh.set_steps(37)
+    assert any(computed)  # off the grid: computed when asked
+
+
 def test_marker_and_errors_follow_the_steps(explorer):
     assert explorer.set_steps(10)
     coarse = list(explorer.figure.data[-1].y)

@@ -47,9 +47,11 @@ def test_preload_partial_names_the_url_the_module_imports(tmp_path):
     partial = (tmp_path / "plotly" / lf.PRELOAD).read_text()
     html = jinja2.Template(partial).render(resources={"base_url": "/course/"})
     # the same URL live_figure.js imports (base URL + bundle path), so the browser fetches once
-    assert f'import * as bundle from "/course/{lf.bundle_url_path()}"' in html
-    assert '<script type="module">' in html and "globalThis.__pflowPlotlyBundle" in html
-    assert "globalThis.__pflowPlotlyBundle" in lf.esm_source()
+    url = f"/course/{lf.bundle_url_path()}"
+    assert f'<link rel="modulepreload" href="{url}">' in html  # fetched while the page loads
+    assert f'import("{url}")' in html and 'addEventListener("load"' in html  # run after load
+    assert "globalThis.__pflowPlotlyPreload" in html
+    assert "globalThis.__pflowPlotlyPreload" in lf.esm_source()
     assert lf.bundle_url_path() in lf.esm_source()
     template = Path(__file__).parents[2] / "share/jupyter/voila/templates/pflow/index.html.j2"
     assert "static/plotly/preload.html.j2" in template.read_text()
@@ -181,3 +183,19 @@ def test_heatmap_trace_deltas_with_typed_arrays_do_not_raise():
     assert lf._without_typed_arrays({"a": {"0": 1}, "b": [{"c": {"1": 2, "x": 3}}]}) == {
         "b": [{"c": {"1": 2, "x": 3}}]
     }
+
+
+def test_a_figure_displayed_on_its_own_is_drawn_after_the_controls():
+    import ipywidgets as widgets
+    from IPython.core.formatters import DisplayFormatter
+
+    alone, beside = LiveFigure(), LiveFigure()
+    box = widgets.VBox([widgets.IntSlider(), beside])
+    assert not alone._draw_later and not beside._draw_later
+    formatter = DisplayFormatter()
+    data, _ = formatter.format(alone)
+    assert "application/vnd.jupyter.widget-view+json" in data
+    formatter.format(box)
+    assert alone._draw_later and not beside._draw_later  # the box's figure draws at once
+    assert "_draw_later" in alone.get_state() and alone.get_state()["_draw_later"] is True
+    assert 'model.get("_draw_later")' in lf.esm_source()

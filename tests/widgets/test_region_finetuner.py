@@ -13,6 +13,7 @@ from pflow_explore import adjoint as ad
 from pflow_explore import paths
 from pflow_explore.datasets.toy2d import eight_gaussians
 from pflow_explore.nets.mlp import MLP
+from pflow_explore.widgets.redraw_budget import evenly_spaced
 from pflow_explore.widgets.region_finetuner import EXTENT, RegionFinetuner, checked_box
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -46,7 +47,10 @@ def tuner(model) -> RegionFinetuner:
 
 def test_the_first_picture_is_in_the_state_the_browser_first_renders(tuner):
     state = tuner.figure._widget_data
-    assert len(state[1]["x"]) == 300 and state[1]["x"] == state[2]["x"]
+    keep = evenly_spaced(300, 200)  # the redraw budget: 400 markers, 200 of each set
+    assert state[1]["x"] == state[2]["x"] == tuner.before[keep, 0].tolist()
+    assert "(drawing 200 of 300 samples of each set.)" in tuner.readout.value
+    assert "(300 samples" in tuner.readout.value  # the share in the box counts all
     assert state[3]["x"] == [0.2, 1.0, 1.0, 0.2, 0.2]  # the region
     assert state[4]["x"] == pytest.approx([0.3, 0.9, 0.9, 0.3, 0.3])  # the goal's box
     assert "press Fine-tune" in tuner.readout.value
@@ -107,3 +111,9 @@ def test_checked_box_clips_to_the_plane():
     assert checked_box((-9, -9), (9, 9), 0.1) == ((-EXTENT, -EXTENT), (EXTENT, EXTENT))
     with pytest.raises(ValueError, match="numbers"):
         checked_box(("a", 0), (1, 1), 0.1)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_a_bad_marker_budget_is_refused(model, bad):
+    with pytest.raises(ValueError, match="max_markers"):
+        RegionFinetuner(model, PATH, ad.rho_grid(8, 80.0), box=BOX, n_show=50, max_markers=bad)

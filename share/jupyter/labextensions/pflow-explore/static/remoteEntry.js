@@ -124,6 +124,101 @@ var _JUPYTERLAB;
     activate: activate,
   };
 
+  // --- math below the fold waits for an idle moment -------------------------------------
+  // Voila typesets every markdown cell's LaTeX (MathJax) in one go when its app starts:
+  // 0.35-0.45 s of main thread on a chapter page, before any figure is drawn or any slider
+  // message handled. Here cells on screen are typeset at once, the others one at a time
+  // when the page is idle (or after IDLE_TIMEOUT_MS at the latest), in page order.
+  var RENDERMIME_PACKAGE = "@jupyterlab/rendermime";
+  var IDLE_TIMEOUT_MS = 4000;
+
+  function later(callback) {
+    if (typeof requestIdleCallback === "function") {
+      requestIdleCallback(callback, { timeout: IDLE_TIMEOUT_MS });
+    } else {
+      setTimeout(callback, 50);
+    }
+  }
+
+  function deferOffscreen(typesetter) {
+    if (!typesetter || typeof typesetter.typeset !== "function" || typesetter.__pflowDeferred) {
+      return false;
+    }
+    var typeset = typesetter.typeset.bind(typesetter);
+    var arriving = []; // asked for in this task: sorted into now and later in one layout
+    var waiting = []; // off screen: typeset one per idle moment, in page order
+    var scheduled = false;
+    window.__pflowMathWaiting = 0;
+    function run(node) {
+      if (!node.isConnected) return;
+      Promise.resolve(typeset(node)).catch(function (error) {
+        console.warn("[pflow-explore] math could not be typeset:", error);
+      });
+    }
+    function schedule() {
+      if (!scheduled && waiting.length) {
+        scheduled = true;
+        later(drain);
+      }
+    }
+    function drain() {
+      scheduled = false;
+      var node = waiting.shift();
+      window.__pflowMathWaiting = waiting.length;
+      if (node) run(node);
+      schedule();
+    }
+    function sort() {
+      // every box is read before any cell is typeset: one layout, not one per cell
+      var nodes = arriving.splice(0);
+      var height = window.innerHeight;
+      var now = nodes.filter(function (node) {
+        if (!node.isConnected) return false;
+        var box = node.getBoundingClientRect();
+        var visible = box.height > 0 && box.bottom > 0 && box.top < height;
+        if (!visible) waiting.push(node);
+        return visible;
+      });
+      now.forEach(run);
+      window.__pflowMathWaiting = waiting.length;
+      schedule();
+    }
+    typesetter.typeset = function (node) {
+      if (!node || !node.isConnected) return typeset(node);
+      if (!arriving.length) queueMicrotask(sort);
+      arriving.push(node);
+      return Promise.resolve();
+    };
+    typesetter.__pflowDeferred = true;
+    return true;
+  }
+
+  async function rendermimeToken() {
+    var versions = (shareScope && shareScope[RENDERMIME_PACKAGE]) || {};
+    for (var v of Object.keys(versions)) {
+      try {
+        var factory = await versions[v].get();
+        var module = typeof factory === "function" ? factory() : factory;
+        if (module && module.IRenderMimeRegistry) return module.IRenderMimeRegistry;
+      } catch (error) {
+        // try the next version
+      }
+    }
+    return null;
+  }
+
+  function mathPlugin(token) {
+    return {
+      id: NAME + ":math-when-idle",
+      description: "LaTeX below the fold is typeset when the page is idle.",
+      autoStart: true,
+      optional: [token],
+      activate: function (app, registry) {
+        window.__pflowMathDeferred = Boolean(registry && deferOffscreen(registry.latexTypesetter));
+      },
+    };
+  }
+
   _JUPYTERLAB = window._JUPYTERLAB = window._JUPYTERLAB || {};
   _JUPYTERLAB[NAME] = {
     init: function (scope) {
@@ -133,8 +228,11 @@ var _JUPYTERLAB;
       if (module !== "./extension") {
         return Promise.reject(new Error('Module "' + module + '" does not exist in ' + NAME));
       }
-      return Promise.resolve(function () {
-        return { __esModule: true, default: [plugin] };
+      return rendermimeToken().then(function (token) {
+        var plugins = token ? [plugin, mathPlugin(token)] : [plugin];
+        return function () {
+          return { __esModule: true, default: plugins };
+        };
       });
     },
   };
