@@ -7,13 +7,17 @@ Data in, go.Figure out; the arguments are plain dicts, lists and tensors.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
+from plotly.colors import diverging, unlabel_rgb
 from torch import Tensor
 
 from pflow_explore.viz import style
+from pflow_explore.viz.images import image_grid_figure
 
+DIVERGING = diverging.RdBu  # ColorBrewer, red (low) to blue (high)
 PALETTE = (style.BLUE, "#17becf", style.GREEN, style.ORANGE, style.GRAY, style.RED)
 
 
@@ -84,22 +88,39 @@ def cross_type_figure(cross: Mapping[str, Mapping[str, float]]) -> go.Figure:
     return fig.update_yaxes(autorange="reversed", title_text="trained on")
 
 
+def diverging_rgb(values: Any) -> np.ndarray:
+    """``values`` (...,) in [-1, 1] -> RGB (..., 3) in [-1, 1] on ColorBrewer's RdBu, blue
+    at -1, white at 0, red at +1 (plotly's "RdBu" heatmaps: low blue, high red)."""
+    stops = np.array([unlabel_rgb(c) for c in DIVERGING[::-1]], dtype=float)  # blue -> red
+    at = (np.clip(np.asarray(values, dtype=float), -1, 1) + 1) / 2 * (len(stops) - 1)
+    lo = np.floor(at).astype(int).clip(0, len(stops) - 2)
+    frac = (at - lo)[..., None]
+    rgb = stops[lo] * (1 - frac) + stops[lo + 1] * frac
+    return rgb / 127.5 - 1
+
+
 def frames_and_nsg_figure(
     videos: Mapping[str, Tensor], nsg_maps: Mapping[str, Tensor], index: int = 0
 ) -> go.Figure:
-    """Rows: one video per kind, videos {kind: (k, T, S, S)}; its T frames (grey) and then
-    its T NSG maps (red-blue, 0 white) from nsg_maps {kind: (k, T, S, S)}."""
-    kinds = list(videos)
-    frames = videos[kinds[0]].shape[1]
-    fig = make_subplots(len(kinds), 2 * frames, horizontal_spacing=0.004, vertical_spacing=0.02)
-    for r, k in enumerate(kinds):
-        for t in range(frames):
-            z = videos[k][index, t].flip(0).tolist()
-            fig.add_trace(go.Heatmap(z=z, colorscale="gray", showscale=False), r + 1, t + 1)
-            z = nsg_maps[k][index, t].flip(0).tolist()
-            heat = go.Heatmap(z=z, zmid=0, colorscale="RdBu", showscale=False)
-            fig.add_trace(heat, r + 1, frames + t + 1)
-        fig.update_yaxes(title_text=k, row=r + 1, col=1)
-    fig.update_xaxes(visible=False).update_yaxes(showticklabels=False)
+    """Rows: one video per kind, videos {kind: (k, T, S, S)}; its T frames (grey, each
+    scaled to its own range) and then its T NSG maps (each scaled by its largest |value|:
+    blue < 0, white 0, red > 0) from nsg_maps {kind: (k, T, S, S)}.
+
+    One ``go.Image`` for the whole grid (``viz.image_grid_figure``): as 2 T heatmaps per
+    kind in make_subplots (80 subplots for five kinds) it took a dashboard 0.6 s to draw."""
+    tiles, titles = [], []
+    for kind in videos:
+        frames = videos[kind][index].detach().cpu().double().numpy()  # (T, S, S)
+        maps = nsg_maps[kind][index].detach().cpu().double().numpy()
+        low = frames.min(axis=(1, 2), keepdims=True)
+        span = np.maximum(frames.max(axis=(1, 2), keepdims=True) - low, 1e-12)
+        gray = 2 * (frames - low) / span - 1
+        tiles += [np.repeat(g[None], 3, axis=0) for g in gray]
+        size = np.maximum(np.abs(maps).max(axis=(1, 2), keepdims=True), 1e-12)
+        tiles += [np.moveaxis(diverging_rgb(m), -1, 0) for m in maps / size]
+        titles += [kind] + [""] * (2 * len(frames) - 1)
+    per_row = len(titles) // len(videos)
     title = "Frames (left half) and NSG maps (right half), one video per kind"
-    return fig.update_layout(style.figure_layout(title, 80 * len(kinds) + 70), width=1100)
+    return image_grid_figure(
+        np.stack(tiles), nrow=per_row, titles=titles, title=title, tile_px=1000 // per_row
+    )
