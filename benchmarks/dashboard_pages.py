@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -612,6 +613,9 @@ def main() -> None:
     if args.repeat < 1:
         parser.error(f"--repeat must be >= 1, got {args.repeat}")
     load_before = load_average()
+    # SIGTERM (kill, a CI timeout) raises SystemExit like Ctrl-C raises KeyboardInterrupt, so
+    # the `finally` blocks stop the server and the two CPU burners (left running otherwise)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = asyncio.run(run(args))
     out = ROOT / "benchmarks" / "results" / f"dashboard_pages_{args.label}.md"
     out.write_text(report(args, results, load_before))
