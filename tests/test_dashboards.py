@@ -58,6 +58,11 @@ def test_dashboard(
     assert page.evaluate("() => window.__pflowStretchedDeadlines") >= 1, "anywidget deadline"
     moved = dashboard_page.slider_moves_a_figure(page)
     assert moved, f"moving the slider did not change any figure; console: {console}"
+    # the extension typesets the math on screen at once and each other cell when the page
+    # is idle: its queue drains, and the page holds typeset math
+    assert page.evaluate("() => window.__pflowMathDeferred"), "math typesetting not deferred"
+    page.wait_for_function("() => window.__pflowMathWaiting === 0", timeout=30_000)
+    assert page.locator("mjx-container").count() > 0, "no math was typeset"
 
     inputs = page.locator(".pflow-input input")
     if inputs.count():
