@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -323,6 +324,17 @@ class Seeds:
 
 
 # ---- cache keys -----------------------------------------------------------------------------
+def weights_digest(module: torch.nn.Module) -> str:
+    """sha256 (16 hex) of a module's state dict (names, dtypes, shapes, values): put it in
+    the key of results measured on trained weights, so retrained weights never reuse them."""
+    h = hashlib.sha256()
+    for name, value in module.state_dict().items():
+        t = value.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def cache_key(
     s: Any,
     fields: Iterable[str] = (),

@@ -28,7 +28,8 @@ from pflow_explore.interpolants import Interpolant
 from pflow_explore.metrics import (
     bootstrap_se,
     energy_distance,
-    flat_digits_frechet,
+    flat_digits_features,
+    frechet_distance,
     sliced_w2,
     support_share,
 )
@@ -256,6 +257,7 @@ def eps_sweep(
     floor_e, floor_w = energy_floor(pair.sample1, pair.target, n, gen, device=dev)
     source_e = energy_distance(x0, target)
     energies, sws, shown, frechets = [], [], [], []
+    ref = None if pair.image_shape is None else flat_digits_features(target, pair.image_shape)
     for i, eps in enumerate(eps_values):
         x = draw(model, x0, float(eps), noise(i))
         e, w = distances(x, target, seed=seed)
@@ -263,11 +265,12 @@ def eps_sweep(
         sws.append(w)
         shown.append(x[:keep].float().cpu())
         if pair.image_shape is not None:
-            frechets.append(flat_digits_frechet(x, target, pair.image_shape))
+            frechets.append(frechet_distance(flat_digits_features(x, pair.image_shape), ref))
     frechet = frechet_floor = None
     if pair.image_shape is not None:
         frechet = torch.tensor(frechets, dtype=torch.float64)
-        frechet_floor = flat_digits_frechet(pair.sample1(n, gen), target, pair.image_shape)
+        floor = flat_digits_features(pair.sample1(n, gen), pair.image_shape)
+        frechet_floor = frechet_distance(floor, ref)
     f64 = torch.float64
     return Sweep(
         pair.name,

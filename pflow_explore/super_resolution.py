@@ -85,7 +85,6 @@ __all__ = [
     "diffusion_sr",
     "dtm_loss",
     "exact_map_batch",
-    "frechet_distance",
     "heun_steps_for_nfe",
     "high_frequency_energy",
     "latency_per_image",
@@ -734,23 +733,6 @@ def exact_map_batch(
 
 
 # ---- distribution match ------------------------------------------------------------------
-def frechet_distance(feat_a: Tensor, feat_b: Tensor) -> float:
-    """|mu_a - mu_b|^2 + Tr C_a + Tr C_b - 2 Tr (C_a^{1/2} C_b C_a^{1/2})^{1/2} for feature
-    sets (n, F) and (m, F), sample means and unbiased covariances: the same number as
-    ``metrics.frechet_distance`` (whose sqrtm of C_a C_b has the same trace), by two
-    symmetric eigendecompositions in float64, ~100x faster at F = 128, which is what makes
-    a bootstrap of it affordable. Negative eigenvalues from round-off are clipped to 0."""
-    a, b = (torch.as_tensor(f).detach().double().cpu().flatten(1) for f in (feat_a, feat_b))
-    if a.shape[1] != b.shape[1] or len(a) < 2 or len(b) < 2:
-        raise ValueError(f"need (n >= 2, F) and (m >= 2, F) features, got {a.shape}, {b.shape}")
-    ca, cb = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)
-    lam, vecs = torch.linalg.eigh(ca)
-    root_a = (vecs * lam.clamp_min(0).sqrt()) @ vecs.T
-    inner = torch.linalg.eigvalsh(root_a @ cb @ root_a).clamp_min(0).sqrt().sum()
-    fd = ((a.mean(0) - b.mean(0)) ** 2).sum() + ca.trace() + cb.trace() - 2 * inner
-    return max(float(fd), 0.0)
-
-
 # ---- latency -----------------------------------------------------------------------------
 def latency_per_image(
     fn: Callable[[], object], n_images: int, repeats: int = 5, warmup: int = 1

@@ -7,6 +7,7 @@ a key builder that hashes anything else (a missing field, a renamed label) fails
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 from pathlib import Path
@@ -158,6 +159,28 @@ def _shipped(chapter: str, name: str, key: dict, fit: dict | None = None) -> boo
     version = importlib.import_module(f"pflow_explore.chapters.{chapter}").VERSION
     digest = E.artifact_digest(chapter, name, key, version, fit)
     return (SHIPPED / chapter / f"{name}-{digest}.pt").exists()
+
+
+def test_weights_digest_follows_values_names_and_shapes():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    digest = E.weights_digest(net)
+    assert len(digest) == 16 and E.weights_digest(copy.deepcopy(net)) == digest
+    with torch.no_grad():
+        net[1].bias[0] += 1e-7  # one value, one ulp-scale change
+    assert E.weights_digest(net) != digest
+    # the same values under other names or shapes are other weights
+    flat = torch.nn.Linear(4, 3)
+    with torch.no_grad():
+        flat.weight.copy_(net[0].weight.T)
+        flat.bias.zero_()
+    other = torch.nn.Linear(3, 4)
+    with torch.no_grad():
+        other.weight.copy_(net[0].weight)
+        other.bias.copy_(net[0].bias)
+    assert E.weights_digest(other) == E.weights_digest(torch.nn.Sequential(other)[0])
+    assert E.weights_digest(torch.nn.Sequential(other)) != E.weights_digest(other)
+    assert E.weights_digest(flat) != E.weights_digest(other)
 
 
 def test_cache_keys_find_the_shipped_painters_denoiser():

@@ -161,6 +161,26 @@ def test_spearman_is_the_rank_formula():
     assert gp.spearman(up, -up) == pytest.approx(-1.0)
 
 
+def test_rank_order_samples_the_permutation_probability_beyond_exact_enumeration():
+    # 8! = 40320 orderings > 9999 resamples: the p-value is a Monte Carlo estimate of the
+    # exact share, within 4 binomial standard errors of it
+    from itertools import permutations
+
+    gen = torch.Generator().manual_seed(33)
+    a = torch.randn(8, generator=gen)
+    b = a + 2.0 * torch.randn(8, generator=gen)
+    rho, p = gp.rank_order(a, b)
+    ra, rb = a.argsort().argsort().double(), b.argsort().argsort().double()
+    rhos = np.array(
+        [1 - 6 * float(((ra - rb[list(q)]) ** 2).sum()) / (8 * 63) for q in permutations(range(8))]
+    )
+    exact = float(np.mean(rhos >= rho - 1e-12))
+    assert 0.02 < exact < 0.5  # a case where sampling error is visible
+    assert p == pytest.approx(exact, abs=4 * math.sqrt(exact * (1 - exact) / 9999))
+    ties = torch.tensor([1.0, 2.0, 2.0, 3.0, 5.0, 5.0, 5.0, 9.0])
+    assert gp.spearman(ties, ties) == pytest.approx(1.0)
+
+
 def test_rank_order_p_value_is_the_permutation_probability():
     gen = torch.Generator().manual_seed(32)
     a = torch.randn(7, generator=gen)
@@ -215,7 +235,8 @@ def test_teleportation_with_the_exact_denoiser_changes_nothing():
 
 def test_teleportation_best_fraction_stops_at_the_first_loss(monkeypatch):
     fds = iter([1.0, 1.05, 1.2, 1.0])  # the third fraction loses > 10%: the fourth never counts
-    monkeypatch.setattr(gp, "frechet_to", lambda *args: next(fds))
+    monkeypatch.setattr(gp, "flat_digits_features", lambda x, shape: x)
+    monkeypatch.setattr(gp, "frechet_distance", lambda *args: next(fds))
     g = random_gaussian(3, seed=47)
     x_T = noise(4, 3, seed=48)
     t = gp.teleportation_sweep(

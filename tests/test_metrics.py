@@ -6,7 +6,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from scipy.optimize import linear_sum_assignment
 from scipy.stats import energy_distance as scipy_energy_distance
 
 from pflow_explore import metrics as M
@@ -49,12 +48,17 @@ def test_sliced_w2_in_1d_with_unequal_sizes_equals_exact_ot():
     )
 
 
-def test_exact_w2_equals_assignment_cost_for_equal_sizes():
+def test_exact_w2_for_equal_sizes_equals_pots_linear_programme():
+    # equal sizes take the assignment route; POT's network simplex is independent of it
+    import ot
+
     x = gaussian(40, [0.0, 0.0, 0.0], 1.0, seed=8)
     y = gaussian(40, [0.5, 0.0, -1.0], 2.0, seed=9)
     cost = torch.cdist(x, y).numpy() ** 2
-    rows, cols = linear_sum_assignment(cost)
-    assert M.exact_w2(x, y) == pytest.approx(math.sqrt(cost[rows, cols].mean()), rel=1e-9)
+    w = np.full(40, 1 / 40)
+    assert M.exact_w2(x, y) == pytest.approx(math.sqrt(ot.emd2(w, w, cost)), rel=1e-9)
+    # y twice is the same measure as y: the unequal route (POT, 40 x 80) gives the same W2
+    assert M.exact_w2(x, torch.cat([y, y])) == pytest.approx(M.exact_w2(x, y), rel=1e-9)
 
 
 def test_exact_w2_between_shifted_gaussians_is_the_mean_distance():
@@ -172,9 +176,24 @@ def test_frechet_distance_from_a_point_mass_is_the_mean_squared_distance():
     exact = float(((b - mu) ** 2).sum(1).mean())
     near = mu + 1e-15 * gaussian(50, [0.0] * 3, 1.0, seed=6)
     assert M.frechet_distance(near, b) == pytest.approx(exact, rel=1e-4)
-    # an exactly constant set is singular for sqrtm: the 1e-6 I regularisation lowers the
-    # value by about 2 tr (1e-6 C_b)^1/2 = 2e-3 * 3 * 0.8
-    assert M.frechet_distance(mu.expand(50, 3), b) == pytest.approx(exact - 4.8e-3, abs=1e-4)
+    # an exactly constant set (C_a = 0, singular): the symmetric root needs no regularisation
+    assert M.frechet_distance(mu.expand(50, 3), b) == pytest.approx(exact, rel=2e-5)  # n / (n - 1)
+
+
+def test_frechet_distance_has_the_trace_of_scipys_sqrtm_of_the_product():
+    # pytorch-fid's form, Tr sqrtm(C_a C_b), on random full-rank features at F = 12
+    from scipy import linalg
+
+    g = torch.Generator().manual_seed(0)
+    a = (torch.randn(300, 12, generator=g) @ torch.randn(12, 12, generator=g)).double()
+    b = 0.5 + torch.randn(250, 12, generator=g).double()
+    ca, cb = np.cov(a.numpy(), rowvar=False), np.cov(b.numpy(), rowvar=False)
+    cross = np.trace(linalg.sqrtm(ca @ cb).real)
+    expected = float(((a.mean(0) - b.mean(0)) ** 2).sum()) + np.trace(ca + cb) - 2 * cross
+    assert M.frechet_distance(a, b) == pytest.approx(expected, rel=1e-8)
+    assert M.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+    with pytest.raises(ValueError, match="feature dimensions"):
+        M.frechet_distance(a, b[:, :3])
 
 
 def test_frechet_distance_survives_singular_covariances():

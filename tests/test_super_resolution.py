@@ -462,15 +462,3 @@ def test_consistency_sides_is_the_core_of_consistency_pair():
     # at t_cur = 0 the target is HR itself (the boundary condition)
     _, at_zero = sr.consistency_sides(model, hr, lr_up, z, 0.0, 0.25, SRPath(0.7))
     assert torch.allclose(at_zero, hr)
-
-
-def test_frechet_distance_equals_the_metrics_one():
-    from pflow_explore import metrics
-
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(300, 12, generator=g) @ torch.randn(12, 12, generator=g)
-    b = 0.5 + torch.randn(250, 12, generator=g)
-    assert sr.frechet_distance(a, b) == pytest.approx(metrics.frechet_distance(a, b), rel=1e-6)
-    assert sr.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
-    with pytest.raises(ValueError, match="features"):
-        sr.frechet_distance(a, b[:, :3])

@@ -29,8 +29,8 @@ from pflow_explore import experiment, metrics, viz
 from pflow_explore.claims import Claim, claim_above, claim_below, claim_ordered
 from pflow_explore.datasets.digits import digits
 from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets
+from pflow_explore.metrics import frechet_distance
 from pflow_explore.nets.hybrid_attention import ARFlowTransformer
-from pflow_explore.super_resolution import frechet_distance
 from pflow_explore.training import FitResult, fit_cached
 from pflow_explore.viz import style
 

@@ -30,10 +30,9 @@ from pflow_explore.datasets.digits import digits as digit_images
 from pflow_explore.datasets.digits import flat_digits
 from pflow_explore.datasets.mixture import GaussianMixture
 from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets
-from pflow_explore.metrics import digits_features
+from pflow_explore.metrics import digits_features, frechet_distance
 from pflow_explore.nets import MLP
 from pflow_explore.nets.classifier import load_digits_classifier
-from pflow_explore.super_resolution import frechet_distance
 from pflow_explore.theory import code_gaussian as cg
 from pflow_explore.theory.mixtures import MixtureFlow
 from pflow_explore.training import FitResult, fit_cached

@@ -420,8 +420,8 @@ def evaluate_images(s: Settings, fits: dict[str, FitResult]) -> ImagesResult:
         r.sharpness[label] = float(sr.sharpness_ratio(y, truth))
         r.sharpness_se[label] = boot(lambda i, y=y: float(sr.sharpness_ratio(y[i], truth[i])))
         fake = features(s, y)
-        r.fd[label] = sr.frechet_distance(fake, real)
-        r.fd_se[label] = boot(lambda i, f=fake: sr.frechet_distance(f[i], real[i]))
+        r.fd[label] = metrics.frechet_distance(fake, real)
+        r.fd_se[label] = boot(lambda i, f=fake: metrics.frechet_distance(f[i], real[i]))
         r.nfe[label], r.examples[label] = nfe, y[:8].clone()  # not the whole batch
     k = min(s.latency_batch, n)
     for label, (_, call) in methods(s, fits, lr_up[:k]).items():

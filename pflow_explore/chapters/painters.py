@@ -26,12 +26,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import plotly.graph_objects as go
 import torch
 from torch import Tensor, nn
 
-from pflow_explore import scale
+from pflow_explore import experiment, scale
 from pflow_explore.claims import Claim, claim_above, claim_below
 from pflow_explore.datasets.digits import augment, digits
 from pflow_explore.edm import EDMDenoiser, edm_denoiser, edm_loss, empirical_denoiser, karras_sigmas
@@ -67,6 +68,7 @@ from pflow_explore.viz.style import thumbnail
 
 CHAPTER = "painters"
 VERSION = 1  # part of the cache key: bump when the training code changes
+T = TypeVar("T")
 NETS = ("mlp", "unet")
 
 
@@ -359,10 +361,34 @@ def setup(s: Settings) -> Model:
     )
 
 
+# ---- the probes, measured once per settings and weights ----------------------------------
+GRID_FIELDS = "n_steps sigma_min sigma_max rho".split()
+FIT_FIELDS = "steps lr ema_decay shrinkage".split()  # fit_cached's arguments, the Gaussian's
+
+
+def measured(m: Model, cls: type[T], name: str, fields: str, evaluate: Callable[[], T]) -> T:
+    """``evaluate()``, stored as ``painters/<name>`` (``experiment.cached_result``) under the
+    training settings, the sampling grid, the probe's own ``fields`` and a digest of the
+    denoiser's weights (``experiment.weights_digest``): a dashboard loads a probe's numbers
+    instead of recomputing them, and retrained weights never reuse them."""
+    names = TRAINING_FIELDS + FIT_FIELDS + GRID_FIELDS + fields.split()
+    key = cache_key(m.settings, names, weights=experiment.weights_digest(m.denoiser))
+    return experiment.cached_result(CHAPTER, VERSION, cls, name, key, evaluate)
+
+
+@dataclass
+class ClosedForm:
+    """Max relative error of the closed-form Gaussian paths against dopri5."""
+
+    error: float
+
+
 def run_closed_form(m: Model) -> float:
     """:func:`closed_form_error` on ``ode_paths`` paths (stream "ode")."""
     s = m.settings
-    return closed_form_error(m.gaussian, initial_noise(s, s.ode_paths, seeds(s)["ode"]), m.sigmas)
+    x_T = initial_noise(s, s.ode_paths, seeds(s)["ode"])
+    measure = lambda: ClosedForm(closed_form_error(m.gaussian, x_T, m.sigmas))
+    return measured(m, ClosedForm, "closed-form", "ode_paths", measure).error
 
 
 @dataclass
@@ -385,12 +411,17 @@ def run_explained_share(m: Model) -> Shares:
         math.log10(s.sigma_min), math.log10(s.sigma_max), s.n_share_sigmas, dtype=torch.float64
     )
     held_out = m.test[: s.n_share].to(m.device)
-    learned = explained_share(m.denoiser, m.gaussian, held_out, sig, seeds(s).generator("share"))
-    ideal = empirical_denoiser(m.train.to(m.device))
-    shares_ideal = explained_share(ideal, m.gaussian, held_out, sig, seeds(s).generator("share"))
-    return Shares(
-        sig, learned, shares_ideal, sigma_star(learned, sig), sigma_star(shares_ideal, sig)
-    )
+
+    def measure() -> Shares:
+        gen = seeds(s).generator
+        learned = explained_share(m.denoiser, m.gaussian, held_out, sig, gen("share"))
+        ideal = empirical_denoiser(m.train.to(m.device))
+        shares_ideal = explained_share(ideal, m.gaussian, held_out, sig, gen("share"))
+        return Shares(
+            sig, learned, shares_ideal, sigma_star(learned, sig), sigma_star(shares_ideal, sig)
+        )
+
+    return measured(m, Shares, "explained-share", "n_share n_share_sigmas", measure)
 
 
 def run_trajectories(m: Model) -> TrajectoryPair:
@@ -404,9 +435,10 @@ def run_perturbation(m: Model) -> Perturbation:
     """:func:`perturbation_experiment` on ``n_kick`` starts (stream "kick")."""
     s = m.settings
     x_T = initial_noise(s, s.n_kick, seeds(s)["kick"], m.device)
-    return perturbation_experiment(
+    measure = lambda: perturbation_experiment(
         m.denoiser, m.gaussian, x_T, m.sigmas, s.kick_features, s.kick, m.sigma_data
     )
+    return measured(m, Perturbation, "perturbation", "n_kick kick_features kick", measure)
 
 
 def run_teleportation(m: Model, jump: GaussianFlow | None = None) -> Teleportation:
@@ -436,9 +468,10 @@ def run_emergence(m: Model) -> Emergence:
     grid of ``emergence_steps``."""
     s = m.settings
     x_T = initial_noise(s, s.n_emergence, seeds(s)["emergence"], m.device)
-    return feature_emergence(
+    measure = lambda: feature_emergence(
         m.denoiser, m.gaussian, x_T, sampling_grid(s, s.emergence_steps), s.n_features
     )
+    return measured(m, Emergence, "emergence", "n_emergence emergence_steps n_features", measure)
 
 
 @dataclass
@@ -465,7 +498,7 @@ def run(s: Settings) -> Results:
     m = setup(s)
     watch.tick("fit and train")
     out = {}
-    for name, key, experiment in (
+    for name, key, probe in (
         ("closed form vs ODE", "ode_error", run_closed_form),
         ("explained share", "share", run_explained_share),
         ("trajectories", "pair", run_trajectories),
@@ -473,7 +506,7 @@ def run(s: Settings) -> Results:
         ("teleportation", "teleport", run_teleportation),
         ("feature emergence", "emergence", run_emergence),
     ):
-        out[key] = experiment(m)
+        out[key] = probe(m)
         watch.tick(name)
     return Results(**vars(m), **out, seconds=watch.seconds)
 

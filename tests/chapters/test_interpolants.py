@@ -181,3 +181,24 @@ def test_tiny_run_end_to_end_and_from_the_cache(data_dir):
     assert {"eps_sweep", "likelihood_control", "residuals", "monte_carlo"} <= set(figs)
     assert all(isinstance(f, go.Figure) for f in figs.values())
     assert isinstance(M.preview(), go.Figure)
+
+
+def test_the_likelihood_control_is_stored_and_shipped_at_cpu_scale(tmp_path, monkeypatch):
+    """A dashboard's first open loads the likelihood control (2 s of moment ODEs)."""
+    import shutil
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[2] / "data" / "shipped" / "interpolants"
+    shutil.copytree(shipped, tmp_path / "shipped" / "interpolants")
+    monkeypatch.setenv("PFLOW_DATA", str(tmp_path))
+
+    def never(*args, **kwargs):
+        raise AssertionError("the shipped likelihood control was computed again")
+
+    monkeypatch.setattr(C, "likelihood_sweep", never)
+    lc = M.likelihood_control(M.settings("cpu"))
+    s = M.settings("cpu")
+    assert lc.eps.tolist() == list(s.lc_eps) and lc.strengths.tolist() == list(s.lc_strengths)
+    # the ODE's KL is the closed form d (e^{2k} - 1 - 2k) / 2
+    k, d = s.lc_strength, s.lc_dim
+    assert lc.kl_ode == pytest.approx(d * (math.exp(2 * k) - 1 - 2 * k) / 2, rel=1e-4)

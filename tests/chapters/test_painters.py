@@ -7,7 +7,9 @@ tests/test_gaussian_probes.py."""
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import plotly.graph_objects as go
 import pytest
@@ -18,6 +20,8 @@ from pflow_explore.claims import Claim
 from pflow_explore.edm import heun_nfe
 from pflow_explore.theory.gaussian_flow import GaussianFlow
 from pflow_explore.training import fit
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---- data and settings ---------------------------------------------------------------------
@@ -106,6 +110,39 @@ def test_tiny_run_end_to_end_and_from_the_cache(data_dir):
     assert {"explained_share", "feature_emergence", "teleportation", "perturbation"} <= set(figs)
     assert all(isinstance(f, go.Figure) for f in figs.values())
     assert isinstance(P.preview(), go.Figure)
+
+
+def test_probes_are_stored_per_weights_and_recomputed_for_other_weights(data_dir):
+    s = P.settings("tiny")
+    m = P.setup(s)
+    first = P.run_perturbation(m)
+    assert len(list((data_dir / "cache" / "painters").glob("perturbation-*.pt"))) == 1
+    again = P.run_perturbation(m)  # loaded: the same numbers
+    torch.testing.assert_close(again.change, first.change, rtol=0, atol=0)
+    with torch.no_grad():
+        next(m.denoiser.parameters()).mul_(1.5)  # other weights: measured again
+    moved = P.run_perturbation(m)
+    assert len(list((data_dir / "cache" / "painters").glob("perturbation-*.pt"))) == 2
+    assert not torch.allclose(moved.change, first.change)
+
+
+def test_a_fresh_clone_loads_the_cpu_probes_it_ships(tmp_path, monkeypatch):
+    """The dashboard's first open at cpu scale measures none of the stored probes again."""
+    shutil.copytree(ROOT / "data" / "shipped" / "painters", tmp_path / "shipped" / "painters")
+    monkeypatch.setenv("PFLOW_DATA", str(tmp_path))
+
+    def never(*args, **kwargs):
+        raise AssertionError("a shipped probe was measured again")
+
+    for name in ("closed_form_error", "explained_share", "perturbation_experiment"):
+        monkeypatch.setattr(P, name, never)
+    monkeypatch.setattr(P, "feature_emergence", never)
+    m = P.setup(P.settings("cpu"))
+    assert m.from_cache
+    assert P.run_closed_form(m) < 1e-5
+    assert P.run_explained_share(m).learned.shape == (m.settings.n_share_sigmas,)
+    assert P.run_perturbation(m).change.shape[0] == len(m.settings.kick_features)
+    assert P.run_emergence(m).features.shape == (m.settings.n_features,)
 
 
 def test_the_learners_jump_drives_teleportation_and_a_wrong_one_changes_the_samples():
