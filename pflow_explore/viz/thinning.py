@@ -24,6 +24,16 @@ POINT_PROPERTIES = ("x", "y", "text", "hovertext", "customdata", "ids")
 MARKER_PROPERTIES = ("color", "size", "symbol", "opacity")
 
 
+def checked_cap(value: Any, name: str) -> int:
+    """``value`` as an int >= 1 (a cap on the points a figure draws); ValueError otherwise."""
+    ok = isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1
+    if not ok:
+        raise ValueError(
+            f"{name} (the most points a figure draws) must be an integer >= 1, got {value!r}"
+        )
+    return int(value)
+
+
 def evenly_spaced(n: int, k: int) -> np.ndarray:
     """min(k, n) evenly spaced indices of range(n), sorted, the first and last among them:
     the same n and k always give the same subset (no random draw); all n when k >= n."""
@@ -67,8 +77,7 @@ def thin_markers(traces: Sequence[Any], cap: int = MAX_FIGURE_MARKERS) -> str:
     per-point property with them); line traces are left whole. Returns what was drawn, as
     a note for the figure ('' when nothing was cut): 'drawing 428 of 2,000 points of each
     set' when every set was cut alike, else 'drawing 3,000 of 14,000 points'."""
-    if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
-        raise ValueError(f"the marker budget must be an integer >= 1, got {cap!r}")
+    cap = checked_cap(cap, "the marker budget")
     marked = [t for t in traces if _is_markers(t)]
     counts = [len(t.x) for t in marked]
     shares = marker_shares(counts, cap)

@@ -40,7 +40,7 @@ from pflow_explore.viz.arrays import as_numpy, padded_range
 from pflow_explore.viz.points import SAMPLE_COLOR, plane_layout
 from pflow_explore.viz.style import GREEN, ORANGE, figure_layout, line_style, margins, marker_style
 from pflow_explore.widgets.controls import checked_number, shown
-from pflow_explore.widgets.live_figure import LiveFigure
+from pflow_explore.widgets.live_figure import ENV_BUNDLE, LiveFigure, can_draw
 from pflow_explore.widgets.messages import (
     describe_error,
     message_label,
@@ -56,6 +56,13 @@ MAX_EIGENVALUE = 1000.0
 ESTIMATE_COLOR = ORANGE
 AXIS_COLOR = GREEN
 MODES = ("VE", "VP")
+
+# The lean plotly bundle (widgets/live_figure.py) leaves out WebGL's 3D traces.
+NO_3D = (
+    "3D needs plotly's scatter3d, which the lean plotly bundle this server uses leaves out "
+    f"(WebGL, megabytes more for every page): serve with {ENV_BUNDLE}=full, or add "
+    "scatter3d to js/plotly-bundle/traces.json and run `make bundle`."
+)
 
 # Trace names in drawing order; both figures (2D and 3D) hold them in this order.
 TRACES = (
@@ -257,6 +264,8 @@ class GaussianPlayground(StepControls, widgets.VBox):
         self._frames: dict[int, widgets.Box] = {}  # one per figure, hidden when not in use
 
         self._build_controls(lam, angle, tilt, mode, dim, interval_ms)
+        if dim == 3 and not can_draw("scatter3d"):
+            raise ValueError(NO_3D)
         with single_threaded():
             self._state = self._computed()  # invalid constructor arguments raise here
         self.figure_area = widgets.VBox([self._drawn_figure(self._state.dim)])
@@ -412,6 +421,11 @@ class GaussianPlayground(StepControls, widgets.VBox):
         Bad values show a message under the eigenvalue boxes and keep the last good picture
         (and return False); never raises.
         """
+        if int(self.dim_toggle.value) == 3 and not can_draw("scatter3d"):
+            with self._holding():  # back to the figure that draws; the message says why
+                self.dim_toggle.value = self.state.dim
+            show_message(self.message, NO_3D, "warning")
+            return False
         with shown_errors(self.message) as outcome, single_threaded():
             state = self._computed()
         if not outcome.ok:

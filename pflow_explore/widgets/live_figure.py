@@ -100,6 +100,13 @@ def served_traces() -> frozenset[str] | None:
     return None if info is None else frozenset(info["traces"])
 
 
+def can_draw(trace_type: str) -> bool:
+    """Whether the served bundle draws ``trace_type`` (e.g. "scatter3d"): a widget offers
+    a view only where its figure will not stay empty."""
+    traces = served_traces()
+    return traces is None or trace_type in traces
+
+
 def bundle_name() -> str:
     """The served file's name, versioned by content: ``widgetbundle-<hash>.js``."""
     return f"widgetbundle-{plotly_bundle()[1]}.js"

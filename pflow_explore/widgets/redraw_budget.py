@@ -13,11 +13,7 @@ The subset helpers live in :mod:`pflow_explore.viz.thinning` (static figures use
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-
-from pflow_explore.viz.thinning import drawing_note, evenly_spaced, marker_shares
+from pflow_explore.viz.thinning import checked_cap, drawing_note, evenly_spaced, marker_shares
 
 __all__ = [
     "MAX_DRAWN_LINE_POINTS",
@@ -30,14 +26,3 @@ __all__ = [
 
 MAX_DRAWN_MARKERS = 400
 MAX_DRAWN_LINE_POINTS = 4_000
-
-
-def checked_cap(value: Any, name: str) -> int:
-    """``value`` as an int >= 1 (a cap on the points a figure draws); ValueError otherwise."""
-    ok = isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1
-    if not ok:
-        raise ValueError(
-            f"{name} (the most points a slider's figure draws) must be an integer >= 1, "
-            f"got {value!r}"
-        )
-    return int(value)

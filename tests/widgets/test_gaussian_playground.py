@@ -12,12 +12,19 @@ from ipywidgets.widgets.widget_link import Link
 
 from pflow_explore.theory.gaussian_flow import GaussianFlow
 from pflow_explore.widgets import GaussianPlayground
+from pflow_explore.widgets import gaussian_playground as GP
 from pflow_explore.widgets.gaussian_playground import TRACES
 
 TRACE = {name: k for k, name in enumerate(TRACES)}
 SIGMAS = np.array([3.0, 2.2, 1.5, 1.0, 0.6, 0.3, 0.1, 0.0])
 ABARS = np.array([0.01, 0.05, 0.15, 0.3, 0.5, 0.7, 0.85, 0.95, 1.0])
 MEAN = (0.7, -0.4, 0.3)
+
+
+@pytest.fixture(autouse=True)
+def full_bundle(monkeypatch):
+    """3D as served by plotly's full bundle (a built lean bundle has no scatter3d)."""
+    monkeypatch.setattr(GP, "can_draw", lambda trace_type: True)
 
 
 @pytest.fixture
@@ -355,3 +362,27 @@ def test_default_grids_and_step_bounds():
 def test_bad_constructor_arguments_are_value_errors(kwargs, words):
     with pytest.raises(ValueError, match=words):
         GaussianPlayground(**kwargs)
+
+
+def test_without_scatter3d_the_3d_toggle_says_why_and_stays_2d(monkeypatch):
+    monkeypatch.setattr(GP, "can_draw", lambda trace_type: trace_type != "scatter3d")
+    with pytest.raises(ValueError, match="PFLOW_PLOTLY_BUNDLE=full"):
+        GaussianPlayground(dim=3)
+    w = GaussianPlayground(eigenvalues=(3.0, 0.4), n_paths=2, sigmas=SIGMAS, abars=ABARS)
+    before = w.figure.data[TRACE["data"]].x
+    w.dim_toggle.value = 3  # the reader's click
+    assert w.dim_toggle.value == 2 and w.state.dim == 2 and 3 not in w._figures
+    assert "scatter3d" in w.message.value and "make bundle" in w.message.value
+    assert np.array_equal(w.figure.data[TRACE["data"]].x, before)
+    assert w.set_parameters(dim=3) is False and w.dim_toggle.value == 2
+    w.dim_toggle.value = 2
+    assert w.set_parameters(eigenvalues=(2.0, 0.5)) and "scatter3d" not in w.message.value
+
+
+def test_can_draw_follows_the_served_bundle(monkeypatch):
+    from pflow_explore.widgets import live_figure
+
+    monkeypatch.setattr(live_figure, "served_traces", lambda: frozenset({"scatter", "image"}))
+    assert live_figure.can_draw("image") and not live_figure.can_draw("scatter3d")
+    monkeypatch.setattr(live_figure, "served_traces", lambda: None)  # plotly's full bundle
+    assert live_figure.can_draw("scatter3d")
