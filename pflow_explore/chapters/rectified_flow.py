@@ -441,13 +441,16 @@ def theory_check(
     rk4 paths of the exact field on ``n_steps`` steps and Simpson in time; the one-step W2^2
     by ``metrics.frechet_distance`` (W2^2 of the Gaussian fits); the 1-RF pairs of the
     reflow regression by the same rk4 solve."""
-    from pflow_explore.theory.rectified_flow import gaussian_rf_check  # sympy: load on use
+    from pflow_explore.theory.rectified_flow import GaussianRFCheck, gaussian_rf_check  # sympy
 
     grid = torch.linspace(0.0, 1.0, n_steps + 1, dtype=torch.float64)
     ends = lambda v, z0: odeint(v, z0, grid, method="rk4").x
     straight = lambda v, z: straightness_of_field(v, z, n_steps)
     w2_sq = metrics.frechet_distance
-    return gaussian_rf_check(straight, w2_sq, d, sigma, n, seed, endpoints_of=ends)
+    check = lambda: gaussian_rf_check(straight, w2_sq, d, sigma, n, seed, endpoints_of=ends)
+    # stored like the experiments' numbers: 20,000 rk4 paths cost a dashboard's open 0.4 s
+    key = dict(d=d, sigma=sigma, n=n, n_steps=n_steps, seed=seed)
+    return experiment.cached_result(CHAPTER, VERSION, GaussianRFCheck, "theory", key, check)
 
 
 @dataclass
