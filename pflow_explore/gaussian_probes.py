@@ -11,6 +11,7 @@ EDM's variance-exploding noise x = x0 + sigma z, in the eigen-coordinates c_k = 
 The estimators here ask how far a *learned* denoiser D(x (n, d), sigma) -> (n, d) and its
 Heun sampler (``edm``) follow that theory, each returning a small dataclass of tensors:
 
+- :func:`fit_gaussian`: the data's Gaussian, with the pixel-range guard;
 - :func:`closed_form_error`: the closed form against an adaptive numerical PF-ODE solve;
 - :func:`explained_share`, :func:`sigma_star`: the R^2 of D_G as a predictor of D, per sigma;
 - :func:`trajectories` (:class:`TrajectoryPair`): analytic vs learned paths from the same
@@ -45,6 +46,27 @@ from pflow_explore.theory.gaussian_flow import GaussianFlow
 
 
 # ---- the closed form and the explained share ------------------------------------------------
+def fit_gaussian(images: Tensor, shrinkage: float = 1e-3) -> GaussianFlow:
+    """The Gaussian N(mu, Sigma) of the data: mu the mean image, Sigma its covariance (PCA).
+
+    images: (N, d) or (N, 1, S, S), pixels in [-1, 1], the range the denoiser sees. The
+    pixel-range trap (paper): a Gaussian fitted to [0, 1] pixels is wrong for [-1, 1] ones
+    (mean 2 mu - 1, eigenvalues 4 lambda); convert with ``GaussianFlow.rescaled(2, -1)``.
+    Sigma is shrunk by ``shrinkage`` towards (tr Sigma / d) I so blank border pixels still
+    give a positive definite matrix (``GaussianFlow.from_samples``).
+    """
+    x = images.flatten(1)
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1 - 1e-6 or hi > 1 + 1e-6:
+        raise ValueError(f"images must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]")
+    if lo >= 0:
+        raise ValueError(
+            "images look like [0, 1] pixels (no negative value): map them with 2 x - 1 "
+            "first, or fit them and use .rescaled(2, -1)"
+        )
+    return GaussianFlow.from_samples(x, shrinkage=shrinkage)
+
+
 def closed_form_error(
     gaussian: GaussianFlow, x_T: Tensor, sigmas: Tensor, tol: float = 1e-10
 ) -> float:

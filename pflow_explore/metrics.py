@@ -306,7 +306,7 @@ def frechet_distance(feat_a: Tensor | np.ndarray, feat_b: Tensor | np.ndarray) -
     the W2^2 between N(mu_a, C_a) and N(mu_b, C_b) (Dowson & Landau 1982; FID, Heusel et
     al. 2017), with sample means and unbiased covariances. The cross term has the trace of
     pytorch-fid's sqrtm(C_a C_b) (the same eigenvalues) but is computed from two symmetric
-    eigendecompositions in float64 (:func:`_psd_sqrt`, then ``eigvalsh``): ~100x faster at
+    eigendecompositions in float64 (:func:`_bures_w2_sq`): ~100x faster at
     F = 128, and exact for singular covariances (round-off's negative eigenvalues are
     clipped to 0, where sqrtm needs a 1e-6 I regularisation that moves FD by O(1e-3 F)).
     """
@@ -317,10 +317,7 @@ def frechet_distance(feat_a: Tensor | np.ndarray, feat_b: Tensor | np.ndarray) -
     if len(a) < 2 or len(b) < 2:
         raise ValueError(f"need at least 2 samples per set, got {len(a)} and {len(b)}")
     ca, cb = (torch.cov(f.T).reshape(f.shape[1], f.shape[1]) for f in (a, b))
-    root_a = _psd_sqrt(ca)
-    cross = torch.linalg.eigvalsh(root_a @ cb @ root_a).clamp_min(0).sqrt().sum()
-    fd = ((a.mean(0) - b.mean(0)) ** 2).sum() + ca.trace() + cb.trace() - 2 * cross
-    return max(float(fd), 0.0)
+    return max(float(_bures_w2_sq(a.mean(0), ca, b.mean(0), cb)), 0.0)
 
 
 def loglog_slope(steps: Sequence[float], errors: Sequence[float]) -> float:
@@ -351,6 +348,15 @@ def _psd_sqrt(c: Tensor) -> Tensor:
     return (u * w.clamp_min(0).sqrt()) @ u.T
 
 
+def _bures_w2_sq(m_a: Tensor, c_a: Tensor, m_b: Tensor, c_b: Tensor) -> Tensor:
+    """W2^2 between N(m_a, C_a) and N(m_b, C_b), float64:
+    |m_a - m_b|^2 + Tr(C_a + C_b) - 2 Tr (C_a^1/2 C_b C_a^1/2)^1/2, the last trace as the sum
+    of the square roots of that matrix's eigenvalues (round-off's negative ones clipped)."""
+    root_a = _psd_sqrt(c_a)
+    cross = torch.linalg.eigvalsh(root_a @ c_b @ root_a).clamp_min(0).sqrt().sum()
+    return ((m_a - m_b) ** 2).sum() + c_a.trace() + c_b.trace() - 2 * cross
+
+
 def gaussian_w2(x: Tensor, mean: Tensor, cov: Tensor) -> float:
     """W2 between the Gaussian fitted to samples x (n, d) (sample mean, unbiased covariance)
     and N(mean (d,), cov (d, d)):
@@ -366,9 +372,7 @@ def gaussian_w2(x: Tensor, mean: Tensor, cov: Tensor) -> float:
             f"need x (n >= 2, d), mean (d,), cov (d, d); got {tuple(x.shape)}, "
             f"{tuple(mean.shape)}, {tuple(cov.shape)}"
         )
-    cx, root = torch.cov(x.T).reshape(cov.shape), _psd_sqrt(cov)
-    cross = _psd_sqrt(root @ cx @ root)
-    w2_sq = ((x.mean(0) - mean) ** 2).sum() + torch.trace(cx + cov - 2 * cross)
+    w2_sq = _bures_w2_sq(mean, cov, x.mean(0), torch.cov(x.T).reshape(cov.shape))
     return float(w2_sq.clamp_min(0).sqrt())
 
 

@@ -148,6 +148,20 @@ def test_perturbation_gain_of_the_exact_denoiser_is_the_closed_form():
     )
 
 
+def test_fit_gaussian_guards_the_pixel_range():
+    x = torch.rand(200, 16, generator=torch.Generator().manual_seed(13)) * 2 - 1
+    g = gp.fit_gaussian(x)
+    torch.testing.assert_close(g.mean, x.double().mean(0))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        gp.fit_gaussian((x + 1) / 2)
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        gp.fit_gaussian(3 * x)
+    # the card's trap, done right: fit in [0, 1], rescale by 2 x - 1
+    back = GaussianFlow.from_samples(((x + 1) / 2).flatten(1)).rescaled(2.0, -1.0)
+    torch.testing.assert_close(back.mean, g.mean)
+    torch.testing.assert_close(back.cov, g.cov)
+
+
 def test_spearman_is_the_rank_formula():
     gen = torch.Generator().manual_seed(31)
     for _ in range(5):

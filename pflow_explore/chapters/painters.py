@@ -46,6 +46,7 @@ from pflow_explore.gaussian_probes import (
     crossing,
     explained_share,
     feature_emergence,
+    fit_gaussian,
     perturbation_experiment,
     rank_order,
     sigma_star,
@@ -208,27 +209,6 @@ def dataset(s: Settings) -> tuple[Tensor, Tensor]:
             images = torch.cat([augment(images, gen) for _ in range(s.aug_copies)])
         out.append(images.flatten(1))
     return out[0], out[1]
-
-
-def fit_gaussian(images: Tensor, shrinkage: float = 1e-3) -> GaussianFlow:
-    """The Gaussian N(mu, Sigma) of the data: mu the mean image, Sigma its covariance (PCA).
-
-    images: (N, d) or (N, 1, S, S), pixels in [-1, 1], the range the denoiser sees. The
-    pixel-range trap (paper): a Gaussian fitted to [0, 1] pixels is wrong for [-1, 1] ones
-    (mean 2 mu - 1, eigenvalues 4 lambda); convert with ``GaussianFlow.rescaled(2, -1)``.
-    Sigma is shrunk by ``shrinkage`` towards (tr Sigma / d) I so blank border pixels still
-    give a positive definite matrix (``GaussianFlow.from_samples``).
-    """
-    x = images.flatten(1)
-    lo, hi = float(x.min()), float(x.max())
-    if lo < -1 - 1e-6 or hi > 1 + 1e-6:
-        raise ValueError(f"images must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]")
-    if lo >= 0:
-        raise ValueError(
-            "images look like [0, 1] pixels (no negative value): map them with 2 x - 1 "
-            "first, or fit them and use .rescaled(2, -1)"
-        )
-    return GaussianFlow.from_samples(x, shrinkage=shrinkage)
 
 
 # ---- the denoiser of this chapter (method: pflow_explore.edm) -------------------------------

@@ -12,7 +12,7 @@ theory: about 1 s of a dashboard's first open).
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 _HOME = {
     "DigitsStepper": "digits_stepper",
@@ -41,33 +41,7 @@ _HOME = {
     "TrajectoryExplorer": "trajectory",
     "validated_trajectories": "trajectory",
 }
-__all__ = [  # the names of _HOME (tests/widgets/test_package.py checks both agree)
-    "DigitsStepper",
-    "EPRSweep",
-    "FewStepDigits",
-    "GaussianPlayground",
-    "InterpolantExplorer",
-    "JumpExplorer",
-    "LiveFigure",
-    "ParticleMovie",
-    "ReflowExplorer",
-    "ReflowState",
-    "SDEStepper",
-    "TrajectoryExplorer",
-    "clear_message",
-    "describe_error",
-    "euler_paths",
-    "fixed_feature_share",
-    "message_html",
-    "message_label",
-    "relative_error",
-    "sampled_states",
-    "show_message",
-    "show_rejected",
-    "shown_errors",
-    "validated_movie",
-    "validated_trajectories",
-]
+__all__ = sorted(_HOME)
 
 
 def __getattr__(name: str) -> Any:
@@ -80,26 +54,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_HOME})
-
-
-if TYPE_CHECKING:  # what type checkers and editors see
-    from pflow_explore.widgets.digits_stepper import DigitsStepper, fixed_feature_share
-    from pflow_explore.widgets.epr_sweep import EPRSweep, relative_error
-    from pflow_explore.widgets.few_step_digits import FewStepDigits, sampled_states
-    from pflow_explore.widgets.gaussian_playground import GaussianPlayground
-    from pflow_explore.widgets.interpolant_explorer import InterpolantExplorer
-    from pflow_explore.widgets.jump_explorer import JumpExplorer
-    from pflow_explore.widgets.live_figure import LiveFigure
-    from pflow_explore.widgets.messages import (
-        clear_message,
-        describe_error,
-        message_html,
-        message_label,
-        show_message,
-        show_rejected,
-        shown_errors,
-    )
-    from pflow_explore.widgets.particle_movie import ParticleMovie, validated_movie
-    from pflow_explore.widgets.reflow_explorer import ReflowExplorer, ReflowState, euler_paths
-    from pflow_explore.widgets.sde_stepper import SDEStepper
-    from pflow_explore.widgets.trajectory import TrajectoryExplorer, validated_trajectories

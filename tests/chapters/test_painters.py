@@ -1,8 +1,8 @@
-"""Chapter 01 painters: the data guard, the presets, and a tiny end-to-end run
+"""Chapter 01 painters: the presets, and a tiny end-to-end run
 (prepare -> cache -> run -> claims -> figures), each named experiment also run alone.
 The EDM method (preconditioning, loss, Heun sampler, teleportation) is tested in
-tests/test_edm.py, the estimators that probe it against the Gaussian theory in
-tests/test_gaussian_probes.py."""
+tests/test_edm.py, the data's Gaussian (its pixel-range guard) and the estimators that
+probe the denoiser against the Gaussian theory in tests/test_gaussian_probes.py."""
 
 from __future__ import annotations
 
@@ -24,21 +24,7 @@ from pflow_explore.training import fit
 ROOT = Path(__file__).resolve().parents[2]
 
 
-# ---- data and settings ---------------------------------------------------------------------
-def test_fit_gaussian_guards_the_pixel_range():
-    x = torch.rand(200, 16, generator=torch.Generator().manual_seed(13)) * 2 - 1
-    g = P.fit_gaussian(x)
-    torch.testing.assert_close(g.mean, x.double().mean(0))
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        P.fit_gaussian((x + 1) / 2)
-    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
-        P.fit_gaussian(3 * x)
-    # the card's trap, done right: fit in [0, 1], rescale by 2 x - 1
-    back = GaussianFlow.from_samples(((x + 1) / 2).flatten(1)).rescaled(2.0, -1.0)
-    torch.testing.assert_close(back.mean, g.mean)
-    torch.testing.assert_close(back.cov, g.cov)
-
-
+# ---- settings ------------------------------------------------------------------------------
 def test_bad_settings_fail_with_clear_messages():
     with pytest.raises(ValueError, match="net must be"):
         P.settings("tiny", net="transformer")
