@@ -401,6 +401,13 @@ def cached_result(
     return cls(**obj, **extra)
 
 
+def chapter_results(chapter: str, version: str | int) -> Callable[..., Any]:
+    """:func:`cached_result` for one chapter's cache folder and version; a chapter module
+    says ``evaluated = experiment.chapter_results(CHAPTER, VERSION)`` and then
+    ``evaluated(cls, name, key, evaluate, **extra)``."""
+    return functools.partial(cached_result, chapter, version)
+
+
 # ---- threads --------------------------------------------------------------------------------
 def one_thread_on_cpu(
     active: bool = True, device: torch.device | None = None, blas: bool = False

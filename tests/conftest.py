@@ -210,6 +210,22 @@ def one_thread():
 FIGURE_DATA_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(
   el => JSON.stringify((el.data || []).map(t => [t.x, t.y, t.z])))"""
 FAILED = "#pflow-page-failure, .pflow-figure-failed"  # what a page shows when a widget failed
+# a Voila page scrolls in its #rendered_cells panel, not in the window
+SCROLL_THROUGH_JS = """async () => {
+  const panel = document.getElementById('rendered_cells') || document.scrollingElement;
+  const frame = () => new Promise(r => requestAnimationFrame(() => setTimeout(r, 50)));
+  for (let y = 0; y < panel.scrollHeight; y += panel.clientHeight / 2) {
+    panel.scrollTo(0, y);
+    await frame();
+  }
+  panel.scrollTo(0, 0);
+}"""
+_DRAWN = "el.querySelector('.main-svg') || el.querySelector('.pflow-figure-failed')"
+ALL_DRAWN_JS = f"() => Array.from(document.querySelectorAll('.pflow-figure')).every(el => {_DRAWN})"
+DRAWN_COUNTS_JS = (
+    f"() => {{ const all = Array.from(document.querySelectorAll('.pflow-figure'));"
+    f" return [all.filter(el => {_DRAWN}).length, all.length]; }}"
+)
 
 
 class DashboardPage:
@@ -288,6 +304,18 @@ class DashboardPage:
         before = cls.figure_data(page)
         cls.move_first_slider(page, key)
         return cls.wait_changed(page, before, timeout_s) != before
+
+    @staticmethod
+    def draw_every_figure(page, timeout_s: float = 60) -> None:
+        """Scroll through the page, a screen at a time, and wait until every live figure is
+        drawn or shows why not: a figure displayed on its own draws only when it comes near
+        the screen (live_figure.js), so one that never does fails here."""
+        page.evaluate(SCROLL_THROUGH_JS)
+        try:
+            page.wait_for_function(ALL_DRAWN_JS, timeout=timeout_s * 1000)
+        except Exception:
+            counts = page.evaluate(DRAWN_COUNTS_JS)
+            pytest.fail(f"figures drawn / on the page after scrolling through it: {counts}")
 
     @staticmethod
     def failure_shown(page) -> bool:

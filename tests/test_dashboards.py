@@ -76,6 +76,7 @@ def test_dashboard(
         assert message.inner_text().strip(), "bad input produced an empty message"
         back = dashboard_page.slider_moves_a_figure(page, "ArrowLeft")
         assert back, "page stopped responding after bad input"
+    dashboard_page.draw_every_figure(page)
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{path.stem}.png"), full_page=True)
     failed = page.locator(dashboard_page.FAILED)

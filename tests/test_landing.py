@@ -138,7 +138,9 @@ def test_index_executes_and_lists_every_chapter():
 
 @pytest.mark.browser
 @pytest.mark.timeout(240)
-def test_landing_page_in_browser(server, browser, watch_outside_requests, watch_console_errors):
+def test_landing_page_in_browser(
+    server, browser, watch_outside_requests, watch_console_errors, dashboard_page
+):
     entries = landing.entries()
     page = browser.new_page(viewport={"width": 1280, "height": 1400})
     outside = watch_outside_requests(page)
@@ -164,6 +166,7 @@ def test_landing_page_in_browser(server, browser, watch_outside_requests, watch_
     page.wait_for_timeout(1000)
     assert page.locator("#pflow-page-failure, .pflow-figure-failed").count() == 0
     assert not console, f"the landing page logged errors: {console[:5]}"
+    dashboard_page.draw_every_figure(page)  # the previews below the first screen too
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "index.png"), full_page=True)
 

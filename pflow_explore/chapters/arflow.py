@@ -15,9 +15,7 @@ recurrent state vs full attention); ``run`` composes the three.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TypeVar
 
 import plotly.graph_objects as go
 import torch
@@ -36,7 +34,6 @@ from pflow_explore.viz import style
 
 CHAPTER = "arflow"
 VERSION = 1  # part of every cache key: bump when training or evaluation changes
-T = TypeVar("T")
 SEEDS = dict(identity=(0, 1), init=10, train=11, noise=12, boot=13, cost=14, explore=15)
 PAPER_FID = "ImageNet 128px, no guidance: ARFlow FID 14.08 vs SiT 9.17 (400k steps)"
 
@@ -108,9 +105,7 @@ def settings(scale_name: str | None = None, **changes: object) -> Settings:
     return choose(SETTINGS, scale_name, **changes)
 
 
-def evaluated(cls: type[T], name: str, key: dict, evaluate: Callable[[], T], **extra: object) -> T:
-    """``experiment.cached_result`` in this chapter's cache folder and version."""
-    return experiment.cached_result(CHAPTER, VERSION, cls, name, key, evaluate, **extra)
+evaluated = experiment.chapter_results(CHAPTER, VERSION)  # cached_result, this chapter's folder
 
 
 def make_model(s: Settings, mode: str = "hybrid", seed: int | None = None) -> ARFlowTransformer:

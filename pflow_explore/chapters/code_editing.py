@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TypeVar
 
 import plotly.graph_objects as go
 import torch
@@ -41,7 +40,6 @@ from pflow_explore.viz import style
 
 CHAPTER = "code_editing"
 VERSION = 1  # part of every cache key: bump when training or evaluation changes
-T = TypeVar("T")
 SEEDS = dict(gauss=0, mix=1, init=2, data=3, corrupt=(4, 100), edit=(5, 100), boot=6)
 F64 = torch.float64
 METHODS = ("CODE", "CODE, no clip", "SDEdit")
@@ -134,9 +132,7 @@ def settings(scale_name: str | None = None, **changes: object) -> Settings:
     return choose(SETTINGS, scale_name, **changes)
 
 
-def evaluated(cls: type[T], name: str, key: dict, evaluate: Callable[[], T], **extra: object) -> T:
-    """``experiment.cached_result`` in this chapter's cache folder and version."""
-    return experiment.cached_result(CHAPTER, VERSION, cls, name, key, evaluate, **extra)
+evaluated = experiment.chapter_results(CHAPTER, VERSION)  # cached_result, this chapter's folder
 
 
 def seeds(s: Settings) -> Seeds:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TypeVar
 
 import plotly.graph_objects as go
 import torch
@@ -42,7 +40,6 @@ CHAPTER = "ctm"
 VERSION = 1  # part of every cache key: bump when training changes
 METHODS = ("CTM", "CM")
 T_MAX = 80.0
-T = TypeVar("T")
 SEEDS = dict(init=0, train=1, noise=10, target=11, other=12, sample=(13, 1000), score=(14, 1000),
              boot=15, theory=(16, 1000), digits_init=30, digits_train=(31, 1000),
              digits_noise=32, augment=1000)  # fmt: skip
@@ -139,9 +136,7 @@ def settings(scale_name: str | None = None, **changes: object) -> Settings:
     return choose(SETTINGS, scale_name, **changes)
 
 
-def evaluated(cls: type[T], name: str, key: dict, evaluate: Callable[[], T], **extra: object) -> T:
-    """``experiment.cached_result`` in this chapter's cache folder and version."""
-    return experiment.cached_result(CHAPTER, VERSION, cls, name, key, evaluate, **extra)
+evaluated = experiment.chapter_results(CHAPTER, VERSION)  # cached_result, this chapter's folder
 
 
 def exact_flow() -> MixtureFlow:

@@ -19,7 +19,6 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
 
 import plotly.graph_objects as go
 import torch
@@ -39,7 +38,6 @@ from pflow_explore.viz import style
 
 CHAPTER = "ctmsr"
 VERSION = 1  # part of every cache key: bump when training or evaluation changes
-T = TypeVar("T")
 SEEDS = dict(problem=0, init=10, train=11, data=12, eval=13, sample=14, boot=15, view=16)
 EXACT_SHAPE = (1, 2, 2)  # the exact problem: a 2x2 image seen through x2 average pooling
 L1, CT, LONGER, DTM = "L1 regression", "CT (1 step)", "CT, longer", "CT + DTM (1 step)"
@@ -147,9 +145,7 @@ def settings(scale_name: str | None = None, **changes: object) -> Settings:
     return choose(SETTINGS, scale_name, **changes)
 
 
-def evaluated(cls: type[T], name: str, key: dict, evaluate: Callable[[], T], **extra: object) -> T:
-    """``experiment.cached_result`` in this chapter's cache folder and version."""
-    return experiment.cached_result(CHAPTER, VERSION, cls, name, key, evaluate, **extra)
+evaluated = experiment.chapter_results(CHAPTER, VERSION)  # cached_result, this chapter's folder
 
 
 def derivations() -> dict[str, Derivation]:

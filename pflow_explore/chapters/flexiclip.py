@@ -18,9 +18,7 @@ temporal and geometric regularity, not text alignment.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import plotly.graph_objects as go
 import torch
@@ -39,7 +37,6 @@ from pflow_explore.viz import style
 
 CHAPTER = "flexiclip"
 VERSION = 2  # part of every cache key: bump when training or evaluation changes
-T = TypeVar("T")
 SEEDS = dict(theory=0, init=1, data=2, train=3, anim=(10, 1), eval=4, held=5)
 VARIANTS = ("Bezier + ARAP", "+ temporal Jacobians", "+ log-prob term")
 METRICS = (
@@ -154,9 +151,7 @@ def settings(scale_name: str | None = None, **changes: object) -> Settings:
     return choose(SETTINGS, scale_name, **changes)
 
 
-def evaluated(cls: type[T], name: str, key: dict, evaluate: Callable[[], T], **extra: object) -> T:
-    """``experiment.cached_result`` in this chapter's cache folder and version."""
-    return experiment.cached_result(CHAPTER, VERSION, cls, name, key, evaluate, **extra)
+evaluated = experiment.chapter_results(CHAPTER, VERSION)  # cached_result, this chapter's folder
 
 
 def cases(s: Settings) -> list[tuple[str, str, int]]:

@@ -15,9 +15,7 @@ mixture; orders, the NFE each needs, an error-carrying network modelled) and
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
 
 import numpy as np
 import plotly.graph_objects as go
@@ -39,7 +37,6 @@ from pflow_explore.viz import style
 
 CHAPTER = "mr_sampler"
 VERSION = 1  # part of every cache key: bump when training or evaluation changes
-T = TypeVar("T")
 SEEDS = dict(theory=(0, 1000), problem=1, start=2, noise=3, floor=(4, 1000), error=5, mix=6,
              init=10, train=11, data=12, eval=13, sample=14, boot=15)  # fmt: skip
 # the solvers compared: label -> (method, order, time spacing)
@@ -162,9 +159,7 @@ def schedule(s: Settings) -> mr.MRSchedule:
     return mr.MRSchedule(s.T, s.lambda_, "cosine", s.alpha_end)
 
 
-def evaluated(cls: type[T], name: str, key: dict, evaluate: Callable[[], T], **extra: object) -> T:
-    """``experiment.cached_result`` in this chapter's cache folder and version."""
-    return experiment.cached_result(CHAPTER, VERSION, cls, name, key, evaluate, **extra)
+evaluated = experiment.chapter_results(CHAPTER, VERSION)  # cached_result, this chapter's folder
 
 
 def solve(label: str, denoiser: mr.Denoiser, sch: mr.MRSchedule, x: Tensor, mu: Tensor,

@@ -20,7 +20,6 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
 
 import plotly.graph_objects as go
 import torch
@@ -40,7 +39,6 @@ from pflow_explore.viz import style
 
 CHAPTER = "nsg_video"
 VERSION = 1  # part of every cache key: bump when training or evaluation changes
-T = TypeVar("T")
 SEEDS = dict(
     theory=(0, 1000),
     data=(1, 100),
@@ -142,9 +140,7 @@ def settings(scale_name: str | None = None, **changes: object) -> Settings:
     return choose(SETTINGS, scale_name, **changes)
 
 
-def evaluated(cls: type[T], name: str, key: dict, evaluate: Callable[[], T], **extra: object) -> T:
-    """``experiment.cached_result`` in this chapter's cache folder and version."""
-    return experiment.cached_result(CHAPTER, VERSION, cls, name, key, evaluate, **extra)
+evaluated = experiment.chapter_results(CHAPTER, VERSION)  # cached_result, this chapter's folder
 
 
 # ---- theory -------------------------------------------------------------------------------
