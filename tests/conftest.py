@@ -213,12 +213,13 @@ FAILED = "#pflow-page-failure, .pflow-figure-failed"  # what a page shows when a
 # a Voila page scrolls in its #rendered_cells panel, not in the window
 SCROLL_THROUGH_JS = """async () => {
   const panel = document.getElementById('rendered_cells') || document.scrollingElement;
-  const frame = () => new Promise(r => requestAnimationFrame(() => setTimeout(r, 50)));
-  for (let y = 0; y < panel.scrollHeight; y += panel.clientHeight / 2) {
+  const step = Math.max(200, panel.clientHeight / 2);
+  for (let y = 0, n = 0; y < panel.scrollHeight && n < 500; y += step, n++) {
     panel.scrollTo(0, y);
-    await frame();
+    await new Promise(r => setTimeout(r, 100));
   }
   panel.scrollTo(0, 0);
+  return [panel.id, panel.clientHeight, panel.scrollHeight];
 }"""
 _DRAWN = "el.querySelector('.main-svg') || el.querySelector('.pflow-figure-failed')"
 ALL_DRAWN_JS = f"() => Array.from(document.querySelectorAll('.pflow-figure')).every(el => {_DRAWN})"

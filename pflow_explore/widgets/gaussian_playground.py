@@ -307,7 +307,11 @@ class GaussianPlayground(StepControls, widgets.VBox):
             style={"button_width": "48px"},
         )
         self.dim_toggle = widgets.ToggleButtons(
-            options=[("2D", 2), ("3D", 3)], value=dim, style={"button_width": "48px"}
+            options=[("2D", 2), ("3D", 3)],
+            value=dim,
+            # where this server cannot draw 3D, the button says so before it is pressed
+            tooltips=["the plane", "3D space" if can_draw("scatter3d") else NO_3D],
+            style={"button_width": "48px"},
         )
         self.resample_button = widgets.Button(
             description="resample x_T", icon="random", tooltip="new noise for paths 2, 3, ..."

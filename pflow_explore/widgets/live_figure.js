@@ -184,57 +184,49 @@ function nextTask(callback, priority = "background") {
   }
 }
 
-// A figure displayed on its own waits, besides, until it comes near the screen (within
-// half a screen of it): a chapter page holds several, most far below the first screen, and
-// drawing them all at open kept the main thread busy while the first slider presses waited
-// (chapter 02, preheated: figures drawn from 2.1 to 3.2 s after navigation, slider working
-// at 3.8 s; with this, 2.0 to 2.2 s and 2.5 s; benchmarks/results/dashboard_timeline_*). Printing
-// draws every figure still waiting (beforeprint). Each figure's element has the class
-// pflow-figure (the browser tests scroll through a page and find every one drawn).
-const offScreen = new Map(); // element -> its draw, for the figures not yet near the screen
-let watchers = null;
+// A figure displayed on its own waits, besides, until it comes on screen: a chapter page
+// holds several, most far below the first screen, and drawing them all at open kept the
+// main thread busy while the first slider presses waited (chapter 02, preheated: figures
+// drawn from 2.1 to 3.2 s after navigation, slider working at 3.8 s; with this, 2.0 to 2.2 s
+// and 2.5 s; benchmarks/results/dashboard_timeline_*). Drawing them half a screen ahead
+// (an observer on the panel that scrolls a Voila page, #rendered_cells, with a margin)
+// made the first working slider 0.3-0.6 s later on chapters 07 and 12: a slider focused
+// for its first press scrolls the page, and the figures around it then drew in its way.
+// Printing draws every figure still waiting (beforeprint). Each figure's element has the
+// class pflow-figure (the browser tests scroll through a page and find every one drawn).
+const offScreen = new Map(); // element -> its draw, for the figures not yet on screen
+let watcher = null;
 
 function drawAll() {
   const waiting = Array.from(offScreen.values());
   offScreen.clear();
-  for (const watcher of watchers || []) watcher.disconnect();
-  watchers = null;
+  if (watcher) watcher.disconnect();
+  watcher = null;
   for (const draw of waiting) draw();
-  return waiting.length;
 }
 
 function stopWatching(el) {
-  if (!offScreen.delete(el)) return;
-  for (const watcher of watchers || []) watcher.unobserve(el);
+  if (offScreen.delete(el) && watcher) watcher.unobserve(el);
 }
 
-// Two watchers: one on the window (it sees a figure once it is on screen, whatever scrolls
-// it), and one on the panel that scrolls a Voila page (#rendered_cells), whose margin draws
-// a figure half a screen before it scrolls in; the window's own margin cannot, as that
-// panel clips its contents.
-function whenNearScreen(el, draw) {
+function whenOnScreen(el, draw) {
   if (typeof globalThis.IntersectionObserver !== "function") {
     drawLater(draw);
     return;
   }
-  if (!watchers) {
-    const onSight = (entries) => {
+  if (!watcher) {
+    watcher = new IntersectionObserver((entries) => {
       for (const entry of entries) {
         const waiting = offScreen.get(entry.target);
         if (!entry.isIntersecting || !waiting) continue;
         stopWatching(entry.target);
         drawLater(waiting);
       }
-    };
-    const panel = document.getElementById("rendered_cells");
-    watchers = [new IntersectionObserver(onSight, { rootMargin: "50% 0px" })];
-    if (panel) {
-      watchers.push(new IntersectionObserver(onSight, { root: panel, rootMargin: "50% 0px" }));
-    }
+    });
     globalThis.addEventListener("beforeprint", drawAll);
   }
   offScreen.set(el, draw);
-  for (const watcher of watchers) watcher.observe(el);
+  watcher.observe(el);
 }
 
 function drawLater(draw) {
@@ -320,7 +312,7 @@ export default () => {
         el.style.minHeight = "";
       };
       if (beside) nextTask(draw, "user-visible");
-      else whenNearScreen(el, draw);
+      else whenOnScreen(el, draw);
       return () => {
         removed = true;
         stopWatching(el);

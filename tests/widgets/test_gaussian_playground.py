@@ -369,6 +369,7 @@ def test_without_scatter3d_the_3d_toggle_says_why_and_stays_2d(monkeypatch):
     with pytest.raises(ValueError, match="PFLOW_PLOTLY_BUNDLE=full"):
         GaussianPlayground(dim=3)
     w = GaussianPlayground(eigenvalues=(3.0, 0.4), n_paths=2, sigmas=SIGMAS, abars=ABARS)
+    assert "PFLOW_PLOTLY_BUNDLE=full" in w.dim_toggle.tooltips[1]  # said before the click
     before = w.figure.data[TRACE["data"]].x
     w.dim_toggle.value = 3  # the reader's click
     assert w.dim_toggle.value == 2 and w.state.dim == 2 and 3 not in w._figures
@@ -377,6 +378,10 @@ def test_without_scatter3d_the_3d_toggle_says_why_and_stays_2d(monkeypatch):
     assert w.set_parameters(dim=3) is False and w.dim_toggle.value == 2
     w.dim_toggle.value = 2
     assert w.set_parameters(eigenvalues=(2.0, 0.5)) and "scatter3d" not in w.message.value
+
+
+def test_where_3d_draws_its_button_says_nothing_of_bundles(playground):
+    assert "bundle" not in playground.dim_toggle.tooltips[1]
 
 
 def test_can_draw_follows_the_served_bundle(monkeypatch):
