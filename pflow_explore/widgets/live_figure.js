@@ -194,19 +194,44 @@ function nextTask(callback, priority = "background") {
 // for its first press scrolls the page, and the figures around it then drew in its way.
 // Printing draws every figure still waiting (beforeprint). Each figure's element has the
 // class pflow-figure (the browser tests scroll through a page and find every one drawn).
-const offScreen = new Map(); // element -> its draw, for the figures not yet on screen
+// A figure still off screen is drawn anyway once the page has been left alone: 3 s after
+// it arrived and after the reader's last key press, click or scroll, in an idle moment,
+// one figure at a time (on a plain page the kernel runs the notebook for seconds meanwhile,
+// and the figures above the first slider are drawn before it appears).
+const QUIET_MS = 3000;
+const offScreen = new Map(); // element -> {draw, since}: the figures not yet on screen
 let watcher = null;
+let lastInput = 0;
+let catchUp = null;
 
 function drawAll() {
   const waiting = Array.from(offScreen.values());
   offScreen.clear();
   if (watcher) watcher.disconnect();
   watcher = null;
-  for (const draw of waiting) draw();
+  for (const { draw } of waiting) draw();
 }
 
 function stopWatching(el) {
   if (offScreen.delete(el) && watcher) watcher.unobserve(el);
+}
+
+function drawWhenQuiet() {
+  if (catchUp || !offScreen.size) return;
+  const [el, { since }] = offScreen.entries().next().value;
+  const wait = Math.max(since, lastInput) + QUIET_MS - performance.now();
+  catchUp = setTimeout(() => {
+    const idle = globalThis.requestIdleCallback || ((f) => setTimeout(f, 0));
+    idle(() => {
+      catchUp = null;
+      const waiting = offScreen.get(el);
+      if (waiting && performance.now() - Math.max(waiting.since, lastInput) >= QUIET_MS) {
+        stopWatching(el);
+        drawLater(waiting.draw);
+      }
+      drawWhenQuiet();
+    });
+  }, Math.max(0, wait));
 }
 
 function whenOnScreen(el, draw) {
@@ -220,13 +245,20 @@ function whenOnScreen(el, draw) {
         const waiting = offScreen.get(entry.target);
         if (!entry.isIntersecting || !waiting) continue;
         stopWatching(entry.target);
-        drawLater(waiting);
+        drawLater(waiting.draw);
       }
     });
     globalThis.addEventListener("beforeprint", drawAll);
+    for (const type of ["keydown", "pointerdown", "wheel", "touchstart"]) {
+      const seen = () => {
+        lastInput = performance.now();
+      };
+      globalThis.addEventListener(type, seen, { capture: true, passive: true });
+    }
   }
-  offScreen.set(el, draw);
+  offScreen.set(el, { draw, since: performance.now() });
   watcher.observe(el);
+  drawWhenQuiet();
 }
 
 function drawLater(draw) {
