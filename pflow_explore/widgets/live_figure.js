@@ -184,20 +184,20 @@ function nextTask(callback, priority = "background") {
   }
 }
 
-// A figure displayed on its own waits, besides, until it comes on screen: a chapter page
-// holds several, most far below the first screen, and drawing them all at open kept the
-// main thread busy while the first slider presses waited (chapter 02, preheated: figures
-// drawn from 2.1 to 3.2 s after navigation, slider working at 3.8 s; with this, 2.0 to 2.2 s
-// and 2.5 s; benchmarks/results/dashboard_timeline_*). Drawing them half a screen ahead
-// (an observer on the panel that scrolls a Voila page, #rendered_cells, with a margin)
-// made the first working slider 0.3-0.6 s later on chapters 07 and 12: a slider focused
-// for its first press scrolls the page, and the figures around it then drew in its way.
+// A figure displayed on its own waits, besides, until it comes on screen, or until the page
+// has been left alone: 3 s after the figure arrived and after the reader's last key press,
+// click or scroll, in an idle moment, one figure at a time. A chapter page holds several,
+// most far below the first screen; drawing them all at open kept the main thread busy
+// while the first slider presses waited (preheated, back-to-back A/Bs: chapter 02's first
+// working slider 0.1-0.4 s sooner, the other pages within the noise;
+// benchmarks/results/dashboard_pages_onscreen_ab*). The catch-up keeps what a plain page
+// gained before: its kernel runs the notebook for seconds, and the figures that arrived
+// meanwhile are drawn while the page waits (dashboard_pages_idle_ab_*). Drawing them half
+// a screen ahead (an observer on #rendered_cells, the panel that scrolls a Voila page, with
+// a margin) made the first working slider 0.4-0.6 s later on chapters 07 and 12: a slider
+// focused for its first press scrolls the page, and the figures around it drew in its way.
 // Printing draws every figure still waiting (beforeprint). Each figure's element has the
 // class pflow-figure (the browser tests scroll through a page and find every one drawn).
-// A figure still off screen is drawn anyway once the page has been left alone: 3 s after
-// it arrived and after the reader's last key press, click or scroll, in an idle moment,
-// one figure at a time (on a plain page the kernel runs the notebook for seconds meanwhile,
-// and the figures above the first slider are drawn before it appears).
 const QUIET_MS = 3000;
 const offScreen = new Map(); // element -> {draw, since}: the figures not yet on screen
 let watcher = null;
