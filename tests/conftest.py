@@ -308,15 +308,19 @@ class DashboardPage:
 
     @staticmethod
     def draw_every_figure(page, timeout_s: float = 60) -> None:
-        """Scroll through the page, a screen at a time, and wait until every live figure is
-        drawn or shows why not: a figure displayed on its own draws only when it comes near
-        the screen (live_figure.js), so one that never does fails here."""
-        page.evaluate(SCROLL_THROUGH_JS)
+        """Scroll through the page, half a screen at a time, and wait until every live
+        figure is drawn or shows why not: a figure displayed on its own draws once it is on
+        screen or the page has been left alone (live_figure.js), so one that never does
+        fails here."""
+        scrolled = page.evaluate(SCROLL_THROUGH_JS)  # [panel id, its height, its content's]
         try:
             page.wait_for_function(ALL_DRAWN_JS, timeout=timeout_s * 1000)
         except Exception:
             counts = page.evaluate(DRAWN_COUNTS_JS)
-            pytest.fail(f"figures drawn / on the page after scrolling through it: {counts}")
+            pytest.fail(
+                f"figures drawn / on the page after scrolling through it: {counts}; "
+                f"scrolled (panel, height, content height): {scrolled}"
+            )
 
     @staticmethod
     def failure_shown(page) -> bool:

@@ -186,7 +186,9 @@ function nextTask(callback, priority = "background") {
 
 // A figure displayed on its own waits, besides, until it comes on screen, or until the page
 // has been left alone: 3 s after the figure arrived and after the reader's last key press,
-// click or scroll, in an idle moment, one figure at a time. A chapter page holds several,
+// click or scroll, in an idle moment. (anywidget imports this file once per figure, from a
+// blob URL of its own, so the state below is each figure's own, drawQueue's too; only
+// globalThis is shared by a page's figures.) A chapter page holds several,
 // most far below the first screen; drawing them all at open kept the main thread busy
 // while the first slider presses waited (preheated, back-to-back A/Bs: chapter 02's first
 // working slider 0.1-0.4 s sooner, the other pages within the noise;
