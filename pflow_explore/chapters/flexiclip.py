@@ -28,8 +28,15 @@ from pflow_explore import animation as an
 from pflow_explore import experiment
 from pflow_explore import motion_prior as mp
 from pflow_explore.claims import Claim, claim_above, claim_below
-from pflow_explore.datasets.motions import MOTIONS, labelled_clips
-from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets
+from pflow_explore.datasets.motions import JOINTS, MOTIONS, labelled_clips
+from pflow_explore.experiment import (
+    Seeds,
+    cache_key,
+    choose,
+    lazy_tensors,
+    one_thread_on_cpu,
+    presets,
+)
 from pflow_explore.flow_matching import rectified_flow_loss, uniform_time
 from pflow_explore.training import FitResult, fit_cached
 from pflow_explore.viz import animation_figures as af
@@ -236,10 +243,16 @@ def flat(d: Tensor, s: Settings) -> Tensor:
 def train_prior(s: Settings) -> FitResult:
     """Flow matching on labelled walk / wave / jump clips (cached)."""
     seeds = Seeds(s.seed, **SEEDS)
-    clips, labels = labelled_clips(s.n_clips, s.frames, seeds.generator("data"))
-    x1, gen = flat(clips, s), seeds.generator("train")
+
+    def data() -> tuple[Tensor, Tensor]:
+        clips, labels = labelled_clips(s.n_clips, s.frames, seeds.generator("data"))
+        return flat(clips, s), labels
+
+    prior_data = lazy_tensors("cpu", data)  # made at the first step: a cached prior needs none
+    gen = seeds.generator("train")
 
     def loss(model: torch.nn.Module, step: int) -> Tensor:
+        x1, labels = prior_data()
         i = torch.randint(len(x1), (s.batch,), generator=gen)
         x0 = torch.randn(s.batch, x1.shape[1], generator=gen)
         return rectified_flow_loss(
@@ -248,7 +261,7 @@ def train_prior(s: Settings) -> FitResult:
 
     make = lambda: (
         torch.manual_seed(seeds["init"]),
-        mp.make_prior(x1.shape[1], s.hidden, s.depth),
+        mp.make_prior(len(JOINTS) * s.frames * 2, s.hidden, s.depth),  # flat (K F 2) clips
     )[1]
     with one_thread_on_cpu(blas=True):
         return fit_cached(

@@ -23,14 +23,21 @@ from dataclasses import dataclass, field, replace
 
 import plotly.graph_objects as go
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from pflow_explore import experiment, scale
 from pflow_explore import nsg as N
 from pflow_explore import two_sample as ts
 from pflow_explore.claims import Claim, claim_above, claim_band, claim_below, claim_ordered
 from pflow_explore.datasets import videos as V
-from pflow_explore.experiment import Seeds, cache_key, choose, one_thread_on_cpu, presets
+from pflow_explore.experiment import (
+    Seeds,
+    cache_key,
+    choose,
+    lazy_tensors,
+    one_thread_on_cpu,
+    presets,
+)
 from pflow_explore.theory import nsg as theory_nsg
 from pflow_explore.theory.gaussian_flow import Derivation
 from pflow_explore.training import FitResult, fit_cached
@@ -227,14 +234,18 @@ def gaussian_score(s: Settings) -> N.GaussianScore:
 
 def train_denoiser(s: Settings) -> FitResult:
     """A small residual MLP denoiser at noise ``sigma`` on the same frames (cached)."""
-    frames = fit_frames(s).to(scale.device())
     seeds = Seeds(s.seed, **SEEDS)
 
     def make() -> N.FrameDenoiser:
         torch.manual_seed(seeds["init"])
         return N.FrameDenoiser(s.size**2, s.den_hidden, s.den_depth)
 
-    loss = N.denoising_loss(frames, s.sigma, s.den_batch, seeds.generator("denoiser"))
+    frames = lazy_tensors(scale.device(), lambda: (fit_frames(s),))  # a cached net needs none
+    gen = seeds.generator("denoiser")
+
+    def loss(model: nn.Module, step: int) -> Tensor:
+        return N.denoising_loss(frames()[0], s.sigma, s.den_batch, gen)(model, step)
+
     return fit_cached(
         CHAPTER,
         "denoiser",

@@ -27,11 +27,13 @@ import sympy as sp
 import torch
 from torch import Tensor
 
+from pflow_explore.theory.derivation_store import stored
 from pflow_explore.theory.gaussian_flow import Derivation
 
 LogDensity = Callable[[Tensor, Tensor], Tensor]  # log p(x (n, d), t (n,) or ()) -> (n,)
 
 
+@stored
 def identity_derivation() -> Derivation:
     """sympy, in 2D with a general symmetric Sigma: log p of N(mu0 + v t, Sigma), its spatial
     gradient s, d_t log p, the NSG and v^T NSG (simplifies to -1); then the zoom density
