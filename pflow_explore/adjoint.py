@@ -813,6 +813,14 @@ def gaussian_problem(
     return GaussianProblem(flow, x_T, rho_T, loss, exact.x_T.detach(), exact.mean.detach())
 
 
+def relative_error(problem: GaussianProblem, route: str, method: str, n_steps: int) -> float:
+    """|g - g*| / |g*| for g = dL/dx_T by ``route`` (:data:`ROUTES`) and ``method`` on
+    :func:`rho_grid` (n_steps, rho_T), g* the closed form ``problem.exact_x_T``."""
+    p = problem
+    g = gradients(route, p.flow, p.x_T, rho_grid(n_steps, p.rho_T), p.loss, method)
+    return float((g.x_T - p.exact_x_T).norm() / p.exact_x_T.norm())
+
+
 def finite_difference_check(
     flow: RhoFlow,
     x_T: Tensor,

@@ -327,8 +327,14 @@ class Seeds:
 def weights_digest(module: torch.nn.Module) -> str:
     """sha256 (16 hex) of a module's state dict (names, dtypes, shapes, values): put it in
     the key of results measured on trained weights, so retrained weights never reuse them."""
+    return tensors_digest(module.state_dict())
+
+
+def tensors_digest(named: Mapping[str, Tensor]) -> str:
+    """sha256 (16 hex) of named tensors (names, dtypes, shapes, values, in order): the key of
+    results computed from them (:func:`weights_digest` for a module's weights)."""
     h = hashlib.sha256()
-    for name, value in module.state_dict().items():
+    for name, value in named.items():
         t = value.detach().cpu().contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())

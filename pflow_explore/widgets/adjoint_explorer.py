@@ -4,8 +4,8 @@
 the number of steps (naive backprop, the hand adjoint, torchdiffeq's odeint_adjoint; the
 chapter's :func:`~pflow_explore.chapters.adjoint.memory` results, a dotted marker at the
 chosen steps, the fitted line read off there), and the relative error of dL/dx_T against
-the closed form on Gaussian data, computed live at the chosen number of steps for each route
-(a star on each curve).
+the closed form on Gaussian data at the chosen number of steps for each route (a star on
+each curve): computed when first asked for, or handed in already computed (``errors``).
 
 Time convention: diffusion (t = 0 data); the flows run in rho = sigma / alpha from rho_T to 0.
 """
@@ -36,6 +36,7 @@ LIVE = {
     "torchdiffeq (rk4)": ("torchdiffeq", "rk4"),
 }
 LIVE_COLORS = {"naive (heun)": RED, "adjoint (heun)": BLUE, "torchdiffeq (rk4)": GREEN}
+ERROR_STEPS = (4, 8, 16, 32, 64)  # the dotted error curves
 
 
 def checked_steps(n: Any) -> int:
@@ -57,7 +58,9 @@ class AdjointExplorer(widgets.VBox):
     slopes: route -> (MiB per step, MiB at 0); problem: a Gaussian problem with a closed
     form (:func:`adjoint.gaussian_problem`). Controls: a steps slider over ``steps``
     and a box (CSS class ``pflow-input``: any whole number 2..400); bad input keeps the
-    picture and says why."""
+    picture and says why. errors: {label of :data:`LIVE`: {steps: relative error}} already
+    computed on this ``problem`` (chapter 07 stores them: ``adjoint.explorer_errors``), so
+    the first picture costs no gradient; every other one is computed when it is needed."""
 
     def __init__(
         self,
@@ -66,11 +69,16 @@ class AdjointExplorer(widgets.VBox):
         cpu: Mapping[str, Sequence[float]],
         slopes: Mapping[str, tuple[float, float]],
         problem: ad.GaussianProblem,
-        error_steps: Sequence[int] = (4, 8, 16, 32, 64),
+        error_steps: Sequence[int] = ERROR_STEPS,
+        errors: Mapping[str, Mapping[int, float]] | None = None,
     ) -> None:
         self.steps_grid, self.slopes, self.problem = [int(n) for n in steps], dict(slopes), problem
         self.error_steps = sorted({int(n) for n in error_steps})
-        self._errors: dict[tuple[str, int], float] = {}
+        self._errors: dict[tuple[str, int], float] = {
+            (label, int(n)): float(e)
+            for label, row in (errors or {}).items()
+            for n, e in row.items()
+        }
         self._quiet = False
         self.n = self.steps_grid[(len(self.steps_grid) - 1) // 2]  # below the last: can move right
         fig = make_subplots(
@@ -168,11 +176,8 @@ class AdjointExplorer(widgets.VBox):
     def error(self, label: str, n: int) -> float:
         """Relative error of dL/dx_T by route ``label`` with ``n`` steps (computed once)."""
         if (label, n) not in self._errors:
-            p, (route, method) = self.problem, LIVE[label]
             with single_threaded():
-                g = ad.gradients(route, p.flow, p.x_T, ad.rho_grid(n, p.rho_T), p.loss, method)
-            exact = p.exact_x_T
-            self._errors[label, n] = float((g.x_T - exact).norm() / exact.norm())
+                self._errors[label, n] = ad.relative_error(self.problem, *LIVE[label], n)
         return self._errors[label, n]
 
     def set_steps(self, n: Any) -> bool:

@@ -115,7 +115,9 @@ class RegionFinetuner(widgets.VBox):
         self.nfe_per_step = 0
         self.seconds_per_press = 0.0
         self._quiet = False
-        self._reset_optimizer()
+        # Adam is made at the first press: torch's first optimizer imports torch._dynamo
+        # (1.1 s), which a dashboard page would otherwise wait for before its first picture
+        self.optimizer: torch.optim.Optimizer | None = None
         with torch.no_grad(), single_threaded():
             self.before = ad.sample(ad.RhoFlow(self._base, path), self._x_show, self.grid, method)
         self.now = self.before.clone()
@@ -199,9 +201,6 @@ class RegionFinetuner(widgets.VBox):
         lo, hi = (torch.tensor(c, dtype=x.dtype) for c in self.box)
         return float(((x >= lo) & (x <= hi)).all(-1).float().mean())
 
-    def _reset_optimizer(self) -> None:
-        self.optimizer = torch.optim.Adam(self.flow.trainable(), lr=self.lr)
-
     # ---- actions -------------------------------------------------------------------------
     def set_box(self, low: Sequence[float], high: Sequence[float]) -> bool:
         """Move the region (the model is kept: the next presses pull towards the new box);
@@ -227,6 +226,8 @@ class RegionFinetuner(widgets.VBox):
                     f"steps per press must be a whole number 1..{MAX_STEPS_PER_PRESS}, "
                     f"got {steps!r}"
                 )
+            if self.optimizer is None:
+                self.optimizer = torch.optim.Adam(self.flow.trainable(), lr=self.lr)
             saved = copy.deepcopy(self.flow.eps_model.state_dict())
             saved_opt = copy.deepcopy(self.optimizer.state_dict())
             goal = lambda x: ad.distance_to_box(x, *self.goal_box)  # noqa: E731
@@ -259,7 +260,7 @@ class RegionFinetuner(widgets.VBox):
     def reset(self) -> None:
         """Back to the pretrained weights (and a fresh optimizer)."""
         self.flow.eps_model.load_state_dict(self._base.state_dict())
-        self._reset_optimizer()
+        self.optimizer = None
         self.losses, self.now = [], self.before.clone()
         self._draw()
 
