@@ -407,6 +407,29 @@ def cached_result(
     return cls(**obj, **extra)
 
 
+def stored_numbers(
+    chapter: str,
+    name: str,
+    inputs: Mapping[str, Tensor],
+    key: Mapping[str, object],
+    compute: Callable[[], Mapping[str, Iterable[float]]],
+    version: str | int = 0,
+) -> dict[str, list[float]]:
+    """``compute()``, named lists of numbers computed from the tensors ``inputs``, kept as
+    the artifact ``<chapter>/<name>`` under ``key`` and a digest of ``inputs``
+    (:func:`tensors_digest`): what an explorer computes for its first picture, stored so a
+    dashboard opens without computing it again. Other inputs (another problem, retrained
+    weights) have another digest and are computed anew; ``version``: bump it when the
+    computation changes."""
+
+    def build() -> dict[str, list[float]]:
+        return {str(k): [float(v) for v in vals] for k, vals in compute().items()}
+
+    full = {**key, "inputs": tensors_digest(inputs)}
+    obj, _ = cache.cached(chapter, name, full, build, version=version)
+    return obj
+
+
 def chapter_results(chapter: str, version: str | int) -> Callable[..., Any]:
     """:func:`cached_result` for one chapter's cache folder and version; a chapter module
     says ``evaluated = experiment.chapter_results(CHAPTER, VERSION)`` and then

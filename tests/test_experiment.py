@@ -161,6 +161,24 @@ def _shipped(chapter: str, name: str, key: dict, fit: dict | None = None) -> boo
     return (SHIPPED / chapter / f"{name}-{digest}.pt").exists()
 
 
+def test_stored_numbers_are_computed_once_per_inputs_key_and_version(data_dir):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"w2": torch.tensor([0.5, 0.25]), "n": [3]}
+
+    x = torch.arange(4.0)
+    args = ("ch", "table", {"x": x}, {"nfe": [3, 5]})
+    first = E.stored_numbers(*args, compute)
+    assert first == {"w2": [0.5, 0.25], "n": [3.0]} and len(calls) == 1
+    assert E.stored_numbers(*args, compute) == first and len(calls) == 1  # read back
+    E.stored_numbers("ch", "table", {"x": x + 1e-6}, {"nfe": [3, 5]}, compute)  # other inputs
+    E.stored_numbers("ch", "table", {"x": x}, {"nfe": [3]}, compute)  # another key
+    E.stored_numbers(*args, compute, version=2)  # the computation changed
+    assert len(calls) == 4
+
+
 def test_weights_digest_follows_values_names_and_shapes():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))

@@ -15,7 +15,7 @@ digits model optimised to change a classifier's decision); ``run`` composes the 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import plotly.graph_objects as go
@@ -295,47 +295,6 @@ def memory_check(s: Settings) -> MemoryResult:
 def memory(s: Settings) -> MemoryResult:
     """:func:`memory_check`, cached (measured once per machine's cache)."""
     return evaluated(MemoryResult, "memory", cache_key(s, EVAL_MEMORY), lambda: memory_check(s))
-
-
-@dataclass
-class ExplorerErrors:
-    """Relative errors of dL/dx_T against the closed form (``ad.relative_error``) on one
-    Gaussian problem: route label -> one error per number of steps in ``steps``."""
-
-    steps: list[int]
-    errors: dict[str, list[float]]
-
-
-def explorer_errors(
-    problem: ad.GaussianProblem, routes: Mapping[str, tuple[str, str]], steps: Sequence[int]
-) -> dict[str, dict[int, float]]:
-    """{label: {n: error}} for each route label -> (route, method) of ``routes`` and each n
-    of ``steps``, stored (keyed by a digest of the problem: its Gaussian, path, x_T and exact
-    gradient), so the explorer's first picture costs no gradient when a dashboard opens
-    (27 gradients, 2-3 s on a laptop); the explorer computes any other n itself."""
-    steps = sorted({int(n) for n in steps})
-    flow = problem.flow
-    digest = experiment.tensors_digest(
-        {**flow.state_dict(), "x_T": problem.x_T, "exact_x_T": problem.exact_x_T}
-    )
-    key = dict(
-        problem=digest,
-        path=type(flow.path).__name__,
-        rho_T=problem.rho_T,
-        routes={label: list(r) for label, r in routes.items()},
-        steps=steps,
-    )
-
-    def compute() -> ExplorerErrors:
-        with experiment.single_threaded():  # as the explorer computes them
-            rows = {
-                label: [ad.relative_error(problem, route, method, n) for n in steps]
-                for label, (route, method) in routes.items()
-            }
-        return ExplorerErrors(steps, rows)
-
-    r = evaluated(ExplorerErrors, "explorer-errors", key, compute)
-    return {label: dict(zip(r.steps, row, strict=True)) for label, row in r.errors.items()}
 
 
 # ---- fine-tuning a 2D model through its sampler -------------------------------------------

@@ -5,7 +5,7 @@ the number of steps (naive backprop, the hand adjoint, torchdiffeq's odeint_adjo
 chapter's :func:`~pflow_explore.chapters.adjoint.memory` results, a dotted marker at the
 chosen steps, the fitted line read off there), and the relative error of dL/dx_T against
 the closed form on Gaussian data at the chosen number of steps for each route (a star on
-each curve): computed when first asked for, or handed in already computed (``errors``).
+each curve): computed when first asked for, or read from a chapter's store (``store``).
 
 Time convention: diffusion (t = 0 data); the flows run in rho = sigma / alpha from rho_T to 0.
 """
@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from pflow_explore import adjoint as ad
+from pflow_explore.experiment import stored_numbers
 from pflow_explore.scale import single_threaded
 from pflow_explore.viz.arrays import plain_floats
 from pflow_explore.viz.style import BLUE, GREEN, RED, TEMPLATE
@@ -37,6 +38,7 @@ LIVE = {
 }
 LIVE_COLORS = {"naive (heun)": RED, "adjoint (heun)": BLUE, "torchdiffeq (rk4)": GREEN}
 ERROR_STEPS = (4, 8, 16, 32, 64)  # the dotted error curves
+STORE_VERSION = 1  # of the stored errors: bump when a gradient route changes
 
 
 def checked_steps(n: Any) -> int:
@@ -58,9 +60,11 @@ class AdjointExplorer(widgets.VBox):
     slopes: route -> (MiB per step, MiB at 0); problem: a Gaussian problem with a closed
     form (:func:`adjoint.gaussian_problem`). Controls: a steps slider over ``steps``
     and a box (CSS class ``pflow-input``: any whole number 2..400); bad input keeps the
-    picture and says why. errors: {label of :data:`LIVE`: {steps: relative error}} already
-    computed on this ``problem`` (chapter 07 stores them: ``adjoint.explorer_errors``), so
-    the first picture costs no gradient; every other one is computed when it is needed."""
+    picture and says why. store: a chapter's cache folder (e.g. "adjoint"), where the errors
+    at the slider's steps and on the dotted curves are kept (``experiment.stored_numbers``,
+    keyed by a digest of the problem): a dashboard opened again draws its first picture
+    without computing a gradient (27 of them, 2-3 s on a laptop). Any other number of steps
+    is computed when asked for."""
 
     def __init__(
         self,
@@ -70,15 +74,13 @@ class AdjointExplorer(widgets.VBox):
         slopes: Mapping[str, tuple[float, float]],
         problem: ad.GaussianProblem,
         error_steps: Sequence[int] = ERROR_STEPS,
-        errors: Mapping[str, Mapping[int, float]] | None = None,
+        store: str | None = None,
     ) -> None:
         self.steps_grid, self.slopes, self.problem = [int(n) for n in steps], dict(slopes), problem
         self.error_steps = sorted({int(n) for n in error_steps})
-        self._errors: dict[tuple[str, int], float] = {
-            (label, int(n)): float(e)
-            for label, row in (errors or {}).items()
-            for n, e in row.items()
-        }
+        self._errors: dict[tuple[str, int], float] = {}
+        if store is not None:
+            self._stored_errors(store)
         self._quiet = False
         self.n = self.steps_grid[(len(self.steps_grid) - 1) // 2]  # below the last: can move right
         fig = make_subplots(
@@ -172,6 +174,17 @@ class AdjointExplorer(widgets.VBox):
                 self.readout,
             ]
         )
+
+    def _stored_errors(self, chapter: str) -> None:
+        steps = sorted({*self.steps_grid, *self.error_steps})
+        p = self.problem
+        inputs = {**p.flow.state_dict(), "x_T": p.x_T, "exact_x_T": p.exact_x_T}
+        routes = {label: list(r) for label, r in LIVE.items()}
+        key = dict(path=type(p.flow.path).__name__, rho_T=p.rho_T, routes=routes, steps=steps)
+        compute = lambda: {label: [self.error(label, n) for n in steps] for label in LIVE}
+        table = stored_numbers(chapter, "explorer-errors", inputs, key, compute, STORE_VERSION)
+        for label, row in table.items():
+            self._errors.update(((label, n), e) for n, e in zip(steps, row, strict=True))
 
     def error(self, label: str, n: int) -> float:
         """Relative error of dL/dx_T by route ``label`` with ``n`` steps (computed once)."""

@@ -103,26 +103,3 @@ def test_attack_negative_control_fails(tiny_results):
 def test_rel_and_fit_line():
     assert C.rel(torch.tensor([1.0, 1.0]), torch.tensor([1.0, 0.0])) == pytest.approx(1.0)
     assert C.fit_line([1, 2, 3], [2, 4, 6]) == pytest.approx((2.0, 0.0))
-
-
-def test_the_explorers_stored_errors_are_its_live_ones_and_its_first_picture_computes_none(
-    data_dir, monkeypatch
-):
-    from pflow_explore.widgets.adjoint_explorer import LIVE, AdjointExplorer
-
-    problem, steps = ad.gaussian_problem(0), [10, 25, 50]
-    stored = C.explorer_errors(problem, LIVE, [*steps, 4])
-    assert sorted(stored) == sorted(LIVE) and all(sorted(r) == [4, *steps] for r in stored.values())
-    measured = ({"naive": [1.0, 2.0, 3.0]}, {"naive": [1.0, 2.0, 3.0]}, {"naive": (1.0, 0.0)})
-    live = AdjointExplorer(steps, *measured, problem, error_steps=(4,))
-    assert all(live.error(label, n) == e for label, row in stored.items() for n, e in row.items())
-
-    def no_gradients(*args, **kw):
-        raise AssertionError("a gradient was computed")
-
-    monkeypatch.setattr(ad, "relative_error", no_gradients)
-    assert C.explorer_errors(problem, LIVE, [4, *steps]) == stored  # read back from disk
-    seeded = AdjointExplorer(steps, *measured, problem, error_steps=(4,), errors=stored)
-    assert list(seeded.figure.data[-1].y) == [stored[label][25] for label in LIVE]
-    with pytest.raises(AssertionError, match="gradient"):  # another problem: computed again
-        C.explorer_errors(ad.gaussian_problem(1), LIVE, [4, *steps])

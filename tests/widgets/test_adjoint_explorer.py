@@ -78,3 +78,25 @@ def test_checked_steps():
     assert checked_steps(2) == 2 and checked_steps(400.0) == 400
     with pytest.raises(ValueError, match="between 2 and 400"):
         checked_steps(401)
+
+
+def test_stored_errors_are_the_computed_ones_and_a_second_explorer_computes_none(
+    data_dir, monkeypatch
+):
+    import pflow_explore.widgets.adjoint_explorer as module
+
+    problem = gaussian_problem(0)
+    first = AdjointExplorer(STEPS, PEAK, CPU, SLOPES, problem, error_steps=(4,), store="t")
+    live = AdjointExplorer(STEPS, PEAK, CPU, SLOPES, problem, error_steps=(4,))
+    stored = {key: live.error(*key) for key in first._errors}
+    assert len(stored) == 3 * 4 and first._errors == stored  # 3 routes at 4, 10, 25, 50 steps
+
+    def no_gradients(*args, **kw):
+        raise AssertionError("a gradient was computed")
+
+    monkeypatch.setattr(module.ad, "relative_error", no_gradients)
+    second = AdjointExplorer(STEPS, PEAK, CPU, SLOPES, problem, error_steps=(4,), store="t")
+    assert second._errors == stored  # read back: not one gradient
+    assert list(second.figure.data[-1].y) == [stored[label, 25] for label in module.LIVE]
+    with pytest.raises(AssertionError, match="gradient"):  # another problem: computed anew
+        AdjointExplorer(STEPS, PEAK, CPU, SLOPES, gaussian_problem(1), error_steps=(4,), store="t")
