@@ -15,6 +15,7 @@ mixture; orders, the NFE each needs, an error-carrying network modelled) and
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -326,6 +327,40 @@ def exact(s: Settings) -> ExactResult:
     """:func:`exact_check`, cached."""
     with one_thread_on_cpu(blas=True):
         return evaluated(ExactResult, "exact", cache_key(s, EVAL_EXACT), lambda: exact_check(s))
+
+
+# ---- the exercise's problem ---------------------------------------------------------------
+def exercise_start(s: Settings) -> tuple[mr.MixtureMR, Tensor, Callable[[Tensor], float]]:
+    """The exercise's problem (section 3): the restoration problem's exact law given mu as a
+    MixtureMR, x_T (min(n_exact, 20000), d) drawn from it at the grid's first time (seed 1),
+    and W2 to the exact law at ``t_end`` (Gaussian moments, ``metrics.gaussian_w2``)."""
+    mean, cov, mu, _ = restoration_problem(s)
+    gauss = mr.MixtureMR.gaussian(mean, cov, schedule(s), mu)
+    law = gauss.marginal(s.t_end)
+    start = float(mr.time_grid(schedule(s), 2, t_end=s.t_end)[0])
+    x_T = gauss.sample(min(s.n_exact, 20000), start, torch.Generator().manual_seed(1))
+    return gauss, x_T, lambda x: metrics.gaussian_w2(x, law.means[0], law.covs[0])
+
+
+def em_baseline(s: Settings, steps: Sequence[int] = (50, 200)) -> dict[int, float]:
+    """{n: W2} of Euler-Maruyama (uniform steps, noise seeded 2) from the exercise's start,
+    the baseline the reader's samplers are compared with; stored (2 s at scale cpu)."""
+    steps = [int(n) for n in steps]
+    fields = "T lambda_ alpha_end t_end signal_dim n_exact seed".split()
+
+    def compute() -> dict[str, list[float]]:
+        (gauss, x_T, w2), sch, out = exercise_start(s), schedule(s), []
+        with one_thread_on_cpu(blas=True):
+            for n in steps:
+                times, noise = mr.time_grid(sch, n, "uniform", s.t_end), torch.Generator()
+                sample = mr.sample("euler_maruyama", gauss.denoiser, sch, x_T, gauss.mu, times,
+                                   1, noise.manual_seed(2))  # fmt: skip
+                out.append(w2(sample.x))
+        return {"w2": out}
+
+    key = cache_key(s, fields, steps=steps)
+    table = experiment.stored_numbers(CHAPTER, "em-baseline", {}, key, compute, VERSION)
+    return dict(zip(steps, table["w2"], strict=True))
 
 
 # ---- digits restoration -------------------------------------------------------------------

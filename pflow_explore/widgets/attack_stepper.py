@@ -138,7 +138,8 @@ class AttackStepper(StepControls, widgets.VBox):
     # ---- the audit -----------------------------------------------------------------------
     def _restart(self) -> None:
         self._leaf = self.start.clone().requires_grad_(True)
-        self.optimizer = torch.optim.Adam([self._leaf], lr=self.lr)
+        # made at the first iteration, as RegionFinetuner's: a first optimizer costs 1.1 s
+        self.optimizer: torch.optim.Optimizer | None = None
         self._x_T, self._images = [self.start.clone()], [self.before]
         with torch.no_grad():
             logits = self.classify(self.before)
@@ -151,6 +152,8 @@ class AttackStepper(StepControls, widgets.VBox):
         """Run the audit until iteration i is known (one adjoint gradient per iteration)."""
         with single_threaded():
             while self.computed < i:
+                if self.optimizer is None:
+                    self.optimizer = torch.optim.Adam([self._leaf], lr=self.lr)
                 args = (self.optimizer, self.start, self.proximity, "adjoint", self.method)
                 ad.noise_attack_step(self.flow, self._leaf, self.grid, self._objective, *args)
                 with torch.no_grad():

@@ -119,3 +119,24 @@ def test_digits_claims_fail_for_an_untrained_network_and_a_slow_solver(tiny_resu
     assert not rows["digits: restored PSNR over the degraded input (dB, mean of tasks)"].holds
     trained = {c.name: c for c in C.claims_digits(d, s)}
     assert trained["digits: a data-prediction network restores better than a noise one"].holds
+
+
+def test_the_stored_euler_maruyama_baseline_is_euler_maruyama_from_the_exercises_start(
+    data_dir, monkeypatch
+):
+    from pflow_explore import mean_reverting as mr
+    from pflow_explore.scale import torch_threads
+
+    s = C.settings("tiny")
+    gauss, x_T, w2 = C.exercise_start(s)
+    sch, by_hand = C.schedule(s), []
+    with torch_threads(1, blas=True):
+        for n in (4, 16):
+            times = mr.time_grid(sch, n, "uniform", s.t_end)
+            noise = torch.Generator().manual_seed(2)
+            x = mr.sample("euler_maruyama", gauss.denoiser, sch, x_T, gauss.mu, times, 1, noise)
+            by_hand.append(w2(x.x))
+    assert C.em_baseline(s, (4, 16)) == {4: by_hand[0], 16: by_hand[1]}
+    monkeypatch.setattr(mr, "sample", lambda *a, **k: pytest.fail("sampled again"))
+    assert C.em_baseline(s, (4, 16)) == {4: by_hand[0], 16: by_hand[1]}  # stored
+    assert by_hand[1] < by_hand[0]  # finer steps, closer to the exact law

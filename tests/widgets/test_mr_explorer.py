@@ -129,3 +129,24 @@ def test_a_move_draws_at_most_the_caps_and_w2_uses_every_sample():
     assert "and 7 of 40 paths" in w.readout.value
     with pytest.raises(ValueError, match="max_line_points .* must be an integer >= 1"):
         SolverExplorer(mix, x_start, data, S.t_end, max_line_points=0)
+
+
+def test_the_stored_curve_is_the_computed_one_and_a_second_explorer_samples_no_grid(
+    data_dir, monkeypatch
+):
+    mix, sch = C.mixture_problem(S), C.schedule(S)
+    start = float(mr.time_grid(sch, 2, t_end=S.t_end)[0])
+    x_start = mix.sample(60, start, torch.Generator().manual_seed(4))
+    data = mix.mixture.sample(60, torch.Generator().manual_seed(5)).double()
+    args = (mix, x_start, data, S.t_end)
+    first = SolverExplorer(*args, nfe_grid=(3, 10, 30), store="t")
+    live = SolverExplorer(*args, nfe_grid=(3, 10, 30))
+    assert first.curve() == live.curve()  # what the explorer computes, bit for bit
+    runs = []
+    real = SolverExplorer.run
+    monkeypatch.setattr(SolverExplorer, "run", lambda self, *a: runs.append(a) or real(self, *a))
+    second = SolverExplorer(*args, nfe_grid=(3, 10, 30), store="t")
+    assert runs == [("mrs_ode_data", 2, 10)]  # the star's samples only, no grid
+    assert list(second.figure.data[-2].y) == live.curve()
+    SolverExplorer(mix, x_start + 1e-3, data, S.t_end, nfe_grid=(3, 10, 30), store="t")
+    assert len(runs) == 1 + 3 + 1  # other samples: the whole grid anew, then the star
