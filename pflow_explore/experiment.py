@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import importlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -396,15 +397,68 @@ def cached_result(
     ``<chapter>/<name>`` (``cache.cached``; ``key``: everything the results depend on), so a
     chapter's ``run`` and dashboard load measured numbers and samples instead of computing
     them on every open. Its fields must be what ``torch.load(weights_only=True)`` reads back
-    (tensors, numbers, strings, lists, dicts); the ``extra`` fields (trained models, sympy
-    derivations) are not stored but given to ``cls`` on load and on build."""
+    (tensors, numbers, strings, lists, tuples, dicts) or dataclasses of ``pflow_explore``
+    made of those (stored as tagged dicts, rebuilt on load); the ``extra`` fields (trained
+    models, sympy derivations) are not stored but given to ``cls`` on load and on build. A
+    stored dataclass that no longer exists or fits is computed again."""
 
     def build() -> dict[str, object]:
         r = evaluate()
-        return {f.name: getattr(r, f.name) for f in dataclasses.fields(cls) if f.name not in extra}
+        fields = (f.name for f in dataclasses.fields(cls) if f.name not in extra)
+        return {name: _storable(getattr(r, name)) for name in fields}
 
     obj, _ = cache.cached(chapter, name, dict(key), build, version=version)
-    return cls(**obj, **extra)
+    try:
+        return cls(**_rebuilt(obj), **extra)
+    except (AttributeError, ImportError, TypeError, ValueError) as err:
+        print(f"cache: {chapter}/{name} no longer fits its results ({err}); computing again")
+        obj, _ = cache.cached(chapter, name, dict(key), build, version=version, rebuild=True)
+        return cls(**_rebuilt(obj), **extra)
+
+
+DATACLASS = "__dataclass__"  # the tag of a dataclass stored by cached_result
+
+
+def _storable(value: Any) -> Any:
+    """value with every dataclass in it as {DATACLASS: "module:QualName", field: value}."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        kind = type(value)
+        if kind.__module__.split(".")[0] != "pflow_explore":
+            raise TypeError(f"results can hold dataclasses of pflow_explore only, not {kind}")
+        fields = {f.name: _storable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {DATACLASS: f"{kind.__module__}:{kind.__qualname__}", **fields}
+    if isinstance(value, dict):
+        return {k: _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_storable(v) for v in value)
+    return value
+
+
+def _rebuilt(value: Any) -> Any:
+    """The inverse of :func:`_storable`: only dataclasses of pflow_explore are rebuilt."""
+    if isinstance(value, dict):
+        items = {k: _rebuilt(v) for k, v in value.items() if k != DATACLASS}
+        if DATACLASS not in value:
+            return items
+        module, _, qualname = str(value[DATACLASS]).partition(":")
+        if module.split(".")[0] != "pflow_explore":
+            raise ValueError(f"not a pflow_explore dataclass: {value[DATACLASS]}")
+        kind: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            kind = getattr(kind, part)
+        if not (isinstance(kind, type) and dataclasses.is_dataclass(kind)):
+            raise TypeError(f"{value[DATACLASS]} is not a dataclass")
+        fields = {f.name: f for f in dataclasses.fields(kind)}
+        if set(items) != set(fields):
+            raise TypeError(f"{value[DATACLASS]} has other fields now")
+        made = kind(**{k: v for k, v in items.items() if fields[k].init})
+        for k, v in items.items():
+            if not fields[k].init:
+                object.__setattr__(made, k, v)
+        return made
+    if isinstance(value, list | tuple):
+        return type(value)(_rebuilt(v) for v in value)
+    return value
 
 
 def stored_numbers(

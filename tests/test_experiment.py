@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from pflow_explore import cache, scale
 from pflow_explore import experiment as E
-from pflow_explore import scale
 
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "shipped"
 
@@ -399,6 +399,43 @@ def test_cached_result_stores_the_fields_and_passes_the_extra_ones(data_dir):
     assert again.model == "other"  # extra fields are never stored
     E.cached_result("demo", 1, Measured, "eval", {"n": 4}, evaluate, model="net")
     assert len(calls) == 2  # another key computes again
+
+
+def test_cached_result_rebuilds_the_dataclasses_inside_and_recomputes_what_no_longer_fits(
+    data_dir,
+):
+    from pflow_explore import mips
+
+    @dataclasses.dataclass
+    class Measured:
+        sweeps: list
+        pair: tuple
+
+    calls = []
+
+    def sweep(k: float) -> mips.PhiSweep:
+        return mips.PhiSweep(*(torch.arange(3.0) + k for _ in range(4)), trained_phi=0.5 + k)
+
+    def evaluate():
+        calls.append(1)
+        return Measured([sweep(0), sweep(1)], (sweep(2), 7))
+
+    first = E.cached_result("demo", 1, Measured, "nested", {"n": 1}, evaluate)
+    again = E.cached_result("demo", 1, Measured, "nested", {"n": 1}, evaluate)
+    assert len(calls) == 1 and isinstance(again.pair, tuple) and again.pair[1] == 7
+    for a, b in zip([*again.sweeps, again.pair[0]], [*first.sweeps, first.pair[0]], strict=True):
+        assert type(a) is mips.PhiSweep and a.trained_phi == b.trained_phi
+        assert torch.equal(a.epr, b.epr) and torch.equal(a.dense_share, b.dense_share)
+    # a file from before the class changed its fields: computed again, not a TypeError
+    stale = {"sweeps": [{E.DATACLASS: "pflow_explore.mips:PhiSweep", "phis": 1}], "pair": ()}
+    cache.cached("demo", "stale", {"n": 1}, lambda: stale, version=1)
+    fresh = E.cached_result("demo", 1, Measured, "stale", {"n": 1}, evaluate)
+    assert len(calls) == 2 and fresh.pair[1] == 7
+    # only pflow_explore's dataclasses are stored, and rebuilt from a stored file
+    with pytest.raises(TypeError, match="pflow_explore only"):
+        E.cached_result("demo", 1, Measured, "local", {}, lambda: Measured([Measured([], ())], ()))
+    with pytest.raises(ValueError, match="not a pflow_explore dataclass"):
+        E._rebuilt({E.DATACLASS: "os:system", "command": "true"})
 
 
 # ---- a chapter's prepare and run ----------------------------------------------------------------

@@ -13,11 +13,12 @@ Time convention: physical time. States (n, N, d), d = 2. Experiments (``run`` co
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import plotly.graph_objects as go
 import torch
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from pflow_explore.theory.linear_sde import AOUPChecks
 
 CHAPTER = "active_matter"
+T = TypeVar("T")
 VERSION = 1  # part of every cache key: bump when simulation or training code changes
 
 
@@ -205,6 +207,16 @@ def _train(
         )  # fmt: skip
 
 
+def _measured(cls: type[T], name: str, s: Settings, trained: FitResult,
+              evaluate: Callable[[], T], **extra: object) -> T:  # fmt: skip
+    """``evaluate()``, the measurements of the ``trained`` network, stored under every setting
+    and a digest of its weights (``experiment.cached_result``): a dashboard opens with them
+    instead of measuring again (0.4-0.8 s each at scale cpu); retrained weights are
+    measured anew."""
+    key = {**dataclasses.asdict(s), "weights": experiment.weights_digest(trained.model)}
+    return experiment.cached_result(CHAPTER, VERSION, cls, name, key, evaluate, **extra)
+
+
 # ---- the physical models ---------------------------------------------------------------------
 def trap_model(s: Settings, v0: float) -> AOUP:
     """One AOUP in the harmonic trap A (docs/papers.md); independent particles."""
@@ -296,11 +308,17 @@ def trap_experiment(s: Settings, net: nn.Module | None = None) -> TrapResult:
     """Train (or load) ``TrapScore``; the EPR of its score on held-out samples at every v0
     beside the exact gamma v0^2 / (eps (A + gamma)) per dimension (paper), and the current.
     ``net`` (x, g, v0=) -> (s_x, s_g): evaluate this network instead (a control; fit None)."""
+    if net is not None:
+        return _trap_estimate(s, net, None)
+    fit = train_trap_score(s)
+    estimate = lambda: _trap_estimate(s, fit.model, fit)
+    return _measured(TrapResult, "trap_measured", s, fit, estimate, settings=s, fit=fit)
+
+
+def _trap_estimate(s: Settings, net: nn.Module, fit: FitResult | None) -> TrapResult:
     from pflow_explore.theory import linear_sde as ls  # imports sympy: not at module import
 
-    data, fit = trap_data(s), None if net is not None else train_trap_score(s)
-    net = fit.model if fit is not None else net
-    dev = device_of(net)
+    data, dev = trap_data(s), device_of(net)
     gen = Seeds(s.seed, **TRAP_SEEDS).generator("estimate", device=dev)
     rows, per_sample = [], []
     for j, v0 in enumerate(s.trap_v0s):
@@ -382,10 +400,17 @@ def ring_experiment(s: Settings, net: nn.Module | None = None) -> RingResult:
     """Train (or load) the ring network at N = ``ring_n``; evaluate it there and at each N of
     ``ring_n_eval`` on fresh configurations, without retraining (docs/papers.md).
     ``net`` (x, g) -> (s_x, s_g): evaluate this network instead (a control; fit None)."""
+    if net is not None:
+        return _ring_estimate(s, net, None)
+    fit = train_ring_score(s)
+    return _measured(RingResult, "ring_measured", s, fit, lambda: _ring_estimate(s, fit.model, fit),
+                     fit=fit)  # fmt: skip
+
+
+def _ring_estimate(s: Settings, net: nn.Module, fit: FitResult | None) -> RingResult:
     from pflow_explore.theory import linear_sde as ls  # imports sympy: not at module import
 
-    fit, args = None if net is not None else train_ring_score(s), ring_parameters(s)
-    net = fit.model if fit is not None else net
+    args = ring_parameters(s)
     dev, rows, per_particle, sizes = device_of(net), [], [], (s.ring_n, *s.ring_n_eval)
     for j, n in enumerate(sizes):
         seed = Seeds(s.seed, **RING_SEEDS).seed("test", j)
@@ -492,22 +517,33 @@ class MIPSResult:
 def mips_experiment(s: Settings, net: PropulsionScore | None = None) -> MIPSResult:
     """Simulate, train (cached), and the local EPR on ``mips_eval_replicas`` fresh replicas.
     ``net`` (x, g, box) -> (None, s_g): evaluate this network instead (a control; fit None)."""
-    fit = None if net is not None else train_mips_score(s)
-    net = fit.model if fit is not None else net
+    if net is not None:
+        return MIPSResult(s, None, _mips_estimate(s, net))
+    fit = train_mips_score(s)
+    estimate = lambda: MIPSResult(s, fit, _mips_estimate(s, fit.model))
+    return _measured(MIPSResult, "mips_measured", s, fit, estimate, settings=s, fit=fit)
+
+
+def _mips_estimate(s: Settings, net: PropulsionScore) -> PhaseEPR:
     args = (s.mips_phi, s.mips_n, s.mips_eval_replicas, s.mips_eval_frames, s.mips_eval_every)
     data = mips_trajectory(s, *args, Seeds(s.seed, **MIPS_SEEDS)["eval_frames"])
-    return MIPSResult(s, fit, mips_local_epr(s, net, *mips.pooled_frames(data), s.mips_phi))
+    return mips_local_epr(s, net, *mips.pooled_frames(data), s.mips_phi)
 
 
 @on_settings_threads
 def mips_phi_sweep(s: Settings, trained: MIPSResult) -> mips.PhiSweep:
     """Evaluate the network at the packing fractions ``mips_phis`` (plus the trained one)."""
-    rows, seeds = [(s.mips_phi, trained.local)], Seeds(s.seed, **MIPS_SEEDS)
-    for j, phi in enumerate(s.mips_phis):
-        reps, every = s.mips_sweep_replicas, s.mips_frame_every
-        data = mips_trajectory(s, phi, s.mips_n, reps, 4, every, seeds.seed("sweep", j))
-        rows.append((phi, mips_local_epr(s, trained.fit.model, *mips.pooled_frames(data), phi)))
-    return mips.phi_sweep(rows, s.mips_phi)
+
+    def sweep() -> mips.PhiSweep:
+        rows, seeds = [(s.mips_phi, trained.local)], Seeds(s.seed, **MIPS_SEEDS)
+        for j, phi in enumerate(s.mips_phis):
+            reps, every = s.mips_sweep_replicas, s.mips_frame_every
+            data = mips_trajectory(s, phi, s.mips_n, reps, 4, every, seeds.seed("sweep", j))
+            local = mips_local_epr(s, trained.fit.model, *mips.pooled_frames(data), phi)
+            rows.append((phi, local))
+        return mips.phi_sweep(rows, s.mips_phi)
+
+    return _measured(mips.PhiSweep, "mips_sweep_measured", s, trained.fit, sweep)
 
 
 @on_settings_threads
@@ -536,11 +572,14 @@ def mips_large_box(s: Settings, trained: MIPSResult) -> PhaseEPR | None:
     ``mips_phi``, chunked inference (None when ``mips_eval_n`` is 0)."""
     if not s.mips_eval_n:
         return None
-    args = (s.mips_phi, s.mips_eval_n, s.mips_large_replicas, 1, 1.0)
-    big = mips_trajectory(s, *args, Seeds(s.seed, **MIPS_SEEDS)["large"])
-    return mips_local_epr(
-        s, trained.fit.model, *mips.pooled_frames(big), s.mips_phi, s.mips_eval_chunk
-    )
+
+    def estimate() -> PhaseEPR:
+        args = (s.mips_phi, s.mips_eval_n, s.mips_large_replicas, 1, 1.0)
+        big = mips_trajectory(s, *args, Seeds(s.seed, **MIPS_SEEDS)["large"])
+        net, configurations = trained.fit.model, mips.pooled_frames(big)
+        return mips_local_epr(s, net, *configurations, s.mips_phi, s.mips_eval_chunk)
+
+    return _measured(PhaseEPR, "mips_large_measured", s, trained.fit, estimate)
 
 
 # ---- the chapter --------------------------------------------------------------------------

@@ -224,3 +224,16 @@ def test_tiny_run_end_to_end_and_from_the_cache(data_dir):
     torch.testing.assert_close(sweep.epr, r.mips_sweep.epr, rtol=0, atol=0)
     assert M.mips_large_box(s, mips) is None  # tiny evaluates no larger box
     assert isinstance(phi_sweep_figure(sweep), go.Figure)
+    # the measurements are stored under the weights they measured: read back, they are what
+    # measuring those weights gives now; other weights are measured anew
+    now = M._trap_estimate(s, trap.fit.model, trap.fit)
+    torch.testing.assert_close(now.learned_x, trap.learned_x, rtol=0, atol=0)
+    torch.testing.assert_close(now.current.J_learned, trap.current.J_learned, rtol=0, atol=0)
+    assert trap.settings == s and type(trap.current) is type(now.current)
+    measured = []
+    estimate = lambda: measured.append(1) or now
+    M._measured(M.TrapResult, "trap_measured", s, trap.fit, estimate, settings=s, fit=trap.fit)
+    with torch.no_grad():
+        next(trap.fit.model.parameters()).add_(1e-3)
+    M._measured(M.TrapResult, "trap_measured", s, trap.fit, estimate, settings=s, fit=trap.fit)
+    assert measured == [1]  # stored for the trained weights; measured for the nudged ones
