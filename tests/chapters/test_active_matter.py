@@ -237,3 +237,26 @@ def test_tiny_run_end_to_end_and_from_the_cache(data_dir):
         next(trap.fit.model.parameters()).add_(1e-3)
     M._measured(M.TrapResult, "trap_measured", s, trap.fit, estimate, settings=s, fit=trap.fit)
     assert measured == [1]  # stored for the trained weights; measured for the nudged ones
+
+
+def test_a_fresh_clone_opens_the_chapter_with_the_shipped_measurements(tmp_path, monkeypatch):
+    """The cpu-scale estimates are shipped for the shipped weights: no estimate runs."""
+    import shutil
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[2] / "data" / "shipped" / "active_matter"
+    shutil.copytree(shipped, tmp_path / "shipped" / "active_matter")
+    monkeypatch.setenv("PFLOW_DATA", str(tmp_path))
+
+    def never(*args, **kwargs):
+        raise AssertionError("a shipped measurement was computed again")
+
+    for name in ("_trap_estimate", "_ring_estimate", "_mips_estimate", "mips_local_epr"):
+        monkeypatch.setattr(M, name, never)
+    s = M.settings("cpu")
+    trap, ring, box = M.trap_experiment(s), M.ring_experiment(s), M.mips_experiment(s)
+    sweep, large = M.mips_phi_sweep(s, box), M.mips_large_box(s, box)
+    assert trap.fit.from_cache and trap.learned.shape == (len(s.trap_v0s),)
+    assert ring.sizes.tolist() == [s.ring_n, *s.ring_n_eval]
+    assert box.local.local.shape[1] == s.mips_n and sweep.phis.numel() == len(s.mips_phis) + 1
+    assert large is not None and large.local.shape[1] == s.mips_eval_n

@@ -100,3 +100,21 @@ def test_stored_errors_are_the_computed_ones_and_a_second_explorer_computes_none
     assert list(second.figure.data[-1].y) == [stored[label, 25] for label in module.LIVE]
     with pytest.raises(AssertionError, match="gradient"):  # another problem: computed anew
         AdjointExplorer(STEPS, PEAK, CPU, SLOPES, gaussian_problem(1), error_steps=(4,), store="t")
+
+
+def test_a_fresh_clone_opens_chapter_07s_explorer_with_the_shipped_errors(tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    import pflow_explore.widgets.adjoint_explorer as module
+    from pflow_explore.chapters import adjoint as chapter
+
+    shipped = Path(__file__).resolve().parents[2] / "data" / "shipped" / "adjoint"
+    shutil.copytree(shipped, tmp_path / "shipped" / "adjoint")
+    monkeypatch.setenv("PFLOW_DATA", str(tmp_path))
+    monkeypatch.setattr(module.ad, "relative_error", lambda *a: pytest.fail("computed again"))
+    mem = chapter.memory(chapter.settings("cpu"))
+    slopes = {r: chapter.fit_line([float(n) for n in mem.steps], mem.peak[r]) for r in mem.peak}
+    problem = gaussian_problem(0)
+    w = AdjointExplorer(mem.steps, mem.peak, mem.cpu, slopes, problem, store=chapter.CHAPTER)
+    assert len(w._errors) == 3 * len({*mem.steps, *module.ERROR_STEPS})

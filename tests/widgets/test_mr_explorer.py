@@ -150,3 +150,31 @@ def test_the_stored_curve_is_the_computed_one_and_a_second_explorer_samples_no_g
     assert list(second.figure.data[-2].y) == live.curve()
     SolverExplorer(mix, x_start + 1e-3, data, S.t_end, nfe_grid=(3, 10, 30), store="t")
     assert len(runs) == 1 + 3 + 1  # other samples: the whole grid anew, then the star
+
+
+def test_a_fresh_clone_opens_chapter_05_with_the_shipped_curve_and_baseline(tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[2] / "data" / "shipped" / "mr_sampler"
+    shutil.copytree(shipped, tmp_path / "shipped" / "mr_sampler")
+    monkeypatch.setenv("PFLOW_DATA", str(tmp_path))
+    s = C.settings("cpu")
+    monkeypatch.setattr(mr, "sample", lambda *a, **k: pytest.fail("sampled again"))
+    assert set(C.em_baseline(s, (50, 200))) == {50, 200}  # as the notebook asks
+    monkeypatch.undo()
+    monkeypatch.setenv("PFLOW_DATA", str(tmp_path))
+    runs = []
+    real = SolverExplorer.run
+    monkeypatch.setattr(SolverExplorer, "run", lambda self, *a: runs.append(a) or real(self, *a))
+    mix, sch = C.mixture_problem(s), C.schedule(s)
+    start = float(mr.time_grid(sch, 2, t_end=s.t_end)[0])  # the notebook's explorer
+    SolverExplorer(
+        mix,
+        mix.sample(400, start, torch.Generator().manual_seed(4)),
+        mix.mixture.sample(400, torch.Generator().manual_seed(5)).double(),
+        s.t_end,
+        nfe_grid=sorted({3, 5, 10, *s.mix_nfe}),
+        store=C.CHAPTER,
+    )
+    assert runs == [("mrs_ode_data", 2, 10)]  # the star only: the curve was shipped
