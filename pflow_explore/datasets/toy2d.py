@@ -19,6 +19,7 @@ CPU, reproducible from a ``torch.Generator``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -252,8 +253,10 @@ TOY_2D_MIXTURES: dict[str, Callable[[], GaussianMixture]] = {
 
 
 def _mixture_sampler(name: str) -> Sampler:
+    mixture = functools.cache(TOY_2D_MIXTURES[name])  # built once: a training step draws a batch
+
     def sample(n: int, generator: torch.Generator | None = None) -> Tensor:
-        return TOY_2D_MIXTURES[name]().sample(_check_n(n), generator)
+        return mixture().sample(_check_n(n), generator)
 
     sample.__name__ = name
     sample.__doc__ = f"(n, generator) -> (n, 2) samples of TOY_2D_MIXTURES[{name!r}]()."
