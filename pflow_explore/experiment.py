@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import hashlib
 import importlib
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -411,7 +412,8 @@ def cached_result(
     try:
         return cls(**_rebuilt(obj), **extra)
     except (AttributeError, ImportError, TypeError, ValueError) as err:
-        print(f"cache: {chapter}/{name} no longer fits its results ({err}); computing again")
+        say = f"cache: {chapter}/{name} no longer fits its results ({err}); computing again"
+        print(say, file=sys.stderr)
         obj, _ = cache.cached(chapter, name, dict(key), build, version=version, rebuild=True)
         return cls(**_rebuilt(obj), **extra)
 

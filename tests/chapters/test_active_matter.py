@@ -226,7 +226,8 @@ def test_tiny_run_end_to_end_and_from_the_cache(data_dir):
     assert isinstance(phi_sweep_figure(sweep), go.Figure)
     # the measurements are stored under the weights they measured: read back, they are what
     # measuring those weights gives now; other weights are measured anew
-    now = M._trap_estimate(s, trap.fit.model, trap.fit)
+    with M.scale.torch_threads(s.threads):  # as trap_experiment measures
+        now = M._trap_estimate(s, trap.fit.model, trap.fit)
     torch.testing.assert_close(now.learned_x, trap.learned_x, rtol=0, atol=0)
     torch.testing.assert_close(now.current.J_learned, trap.current.J_learned, rtol=0, atol=0)
     assert trap.settings == s and type(trap.current) is type(now.current)
