@@ -486,6 +486,26 @@ def stored_numbers(
     return obj
 
 
+def stored_calls(
+    chapter: str,
+    name: str,
+    fn: Callable[..., Tensor],
+    key: Mapping[str, object],
+    version: str | int = 0,
+) -> Callable[..., Tensor]:
+    """``fn(x, *numbers) -> Tensor`` with each answer kept as an artifact ``<chapter>/<name>``
+    under ``key`` (what ``fn`` is: its data, tolerances), a digest of x and the numbers: an
+    exact solution an explorer asks for again at every open (chapter 04's exact jumps, one
+    ODE solve each) is solved once. Returned on x's device."""
+
+    def call(x: Tensor, *numbers: float) -> Tensor:
+        full = {**key, "x": tensors_digest({"x": x}), "numbers": [float(a) for a in numbers]}
+        obj, _ = cache.cached(chapter, name, full, lambda: {"y": fn(x, *numbers)}, version=version)
+        return obj["y"].to(x.device)
+
+    return call
+
+
 def chapter_results(chapter: str, version: str | int) -> Callable[..., Any]:
     """:func:`cached_result` for one chapter's cache folder and version; a chapter module
     says ``evaluated = experiment.chapter_results(CHAPTER, VERSION)`` and then

@@ -179,6 +179,21 @@ def test_stored_numbers_are_computed_once_per_inputs_key_and_version(data_dir):
     assert len(calls) == 4
 
 
+def test_stored_calls_keep_each_answer_by_its_input_and_numbers(data_dir):
+    calls = []
+
+    def slow(x, t):
+        calls.append(t)
+        return x * t
+
+    x = torch.arange(3.0)
+    f = E.stored_calls("ch", "f", slow, {"what": "x t"})
+    assert torch.equal(f(x, 2.0), x * 2) and torch.equal(f(x.clone(), 2.0), x * 2)
+    assert calls == [2.0]  # the same input and number: read back
+    f(x, 3.0), f(x + 1, 2.0), E.stored_calls("ch", "f", slow, {"what": "other"})(x, 2.0)
+    assert calls == [2.0, 3.0, 2.0, 2.0]  # another number, input or key: computed
+
+
 def test_weights_digest_follows_values_names_and_shapes():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import plotly.graph_objects as go
@@ -142,6 +143,20 @@ evaluated = experiment.chapter_results(CHAPTER, VERSION)  # cached_result, this 
 def exact_flow() -> MixtureFlow:
     """The 2D data (eight Gaussians) and its exact denoiser / PF-ODE at every noise level."""
     return MixtureFlow(eight_gaussians(), NoiseLevel())
+
+
+def stored_exact_jump(
+    flow: MixtureFlow, rtol: float = 1e-5, atol: float = 1e-5
+) -> Callable[[Tensor, float, float], Tensor]:
+    """G*(x, t, s) = ``consistency.exact_jump`` of ``flow``'s exact denoiser (a dopri5 solve,
+    ``rtol``/``atol``), each answer kept in the chapter's cache under a digest of x, t, s
+    and the mixture (``experiment.stored_calls``): the explorer asks for the same jumps at
+    every open (one per t of its slider, 1.1 s at scale cpu)."""
+    m = flow.mixture
+    mixture = experiment.tensors_digest({"w": m.weights, "means": m.means, "covs": m.covs})
+    key = dict(mixture=mixture, path=type(flow.path).__name__, rtol=rtol, atol=atol)
+    exact = lambda x, t, s: ct.exact_jump(flow.denoiser, x, t, s, rtol=rtol, atol=atol)
+    return experiment.stored_calls(CHAPTER, "exact-jump", exact, key, VERSION)
 
 
 def data_std(flow: MixtureFlow) -> float:

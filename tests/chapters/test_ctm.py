@@ -114,3 +114,42 @@ def test_digits_claim_fails_when_more_jumps_do_not_help(tiny_results):
     one, two = C.label("CTM", 0, 1), C.label("CTM", 0, s.digits_nfe[1])
     fd = dict(r.digits.fd, **{two: r.digits.fd[one] + 10})
     assert not C.claims_digits(replace(r.digits, fd=fd), s)[0].holds
+
+
+def test_the_stored_exact_jump_is_the_dopri5_jump_solved_once(data_dir, monkeypatch):
+    flow = C.exact_flow()
+    x = flow.mixture.sample(50, torch.Generator().manual_seed(0)) + 2.0 * torch.randn(50, 2)
+    stored = C.stored_exact_jump(flow)
+    first = stored(x, 2.0, 0.5)
+    assert torch.equal(first, ct.exact_jump(flow.denoiser, x, 2.0, 0.5, rtol=1e-5, atol=1e-5))
+    monkeypatch.setattr(ct, "exact_jump", lambda *a, **k: pytest.fail("solved again"))
+    assert torch.equal(stored(x.clone(), 2.0, 0.5), first)  # the same x, t, s: read back
+    with pytest.raises(pytest.fail.Exception, match="solved again"):
+        stored(x, 2.0, 0.25)  # another s
+    with pytest.raises(pytest.fail.Exception, match="solved again"):
+        C.stored_exact_jump(flow, rtol=1e-6)(x, 2.0, 0.5)  # other tolerances
+
+
+def test_a_fresh_clone_opens_chapter_04s_explorer_without_an_ode_solve(tmp_path, monkeypatch):
+    """The notebook's explorer: its exact jumps at every t of the slider are shipped."""
+    import shutil
+    from pathlib import Path
+
+    from pflow_explore.widgets.jump_explorer import JumpExplorer
+
+    shipped = Path(__file__).resolve().parents[2] / "data" / "shipped" / "ctm"
+    shutil.copytree(shipped, tmp_path / "shipped" / "ctm")
+    monkeypatch.setenv("PFLOW_DATA", str(tmp_path))
+    s = C.settings("cpu")
+    two_d, flow = C.experiment_2d(s), C.exact_flow()
+    monkeypatch.setattr(ct, "exact_jump", lambda *a, **k: pytest.fail("solved again"))
+    student = two_d.fits["CTM"].model
+    z_cloud = torch.randn(300, 2, generator=torch.Generator().manual_seed(8))
+    x0_cloud = flow.mixture.sample(300, torch.Generator().manual_seed(9))
+    JumpExplorer(  # as notebooks/04_ctm.ipynb builds it
+        learned=lambda x, t, s: ct.jump(student, x.float(), t, s),
+        exact=C.stored_exact_jump(flow),
+        cloud=lambda t: (x0_cloud + t * z_cloud).float(),
+        x_T=80.0 * torch.randn(300, 2, generator=torch.Generator().manual_seed(10)),
+        target=two_d.target[:600],
+    )
