@@ -200,6 +200,11 @@ function nextTask(callback, priority = "background") {
 // focused for its first press scrolls the page, and the figures around it drew in its way.
 // Printing draws every figure still waiting (beforeprint). Each figure's element has the
 // class pflow-figure (the browser tests scroll through a page and find every one drawn).
+// An explorer's figure is not held back so: Voila keeps the page's cells display:none until
+// its widgets are up, so nothing is on screen before then, and holding explorer figures
+// until they were (with the observer, or with a bounding-box test at their first draw) made
+// every page's first working slider 0.6-0.9 s later, chapter 00's too
+// (dashboard_pages_s16_explorers_ab*, dashboard_pages_s16_offscreen_explorers_ab*).
 const QUIET_MS = 3000;
 const offScreen = new Map(); // element -> {draw, since}: the figures not yet on screen
 let watcher = null;
