@@ -36,6 +36,22 @@ def data_dir(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.fixture
+def shipped_only(tmp_path, monkeypatch):
+    """A fresh clone's data folder for one test: ``shipped_only(chapter)`` copies the
+    repository's data/shipped/<chapter> into an empty temporary folder that PFLOW_DATA
+    points at (no cache: what a dashboard finds before anything was built)."""
+    import shutil
+
+    monkeypatch.setenv("PFLOW_DATA", str(tmp_path))
+
+    def copy(chapter: str) -> Path:
+        shipped = Path(__file__).resolve().parents[1] / "data" / "shipped" / chapter
+        return Path(shutil.copytree(shipped, tmp_path / "shipped" / chapter))
+
+    return copy
+
+
 def pytest_terminal_summary(terminalreporter):
     """Print seconds per executed notebook so slow chapters are visible in CI logs."""
     import sys

@@ -240,14 +240,9 @@ def test_tiny_run_end_to_end_and_from_the_cache(data_dir):
     assert measured == [1]  # stored for the trained weights; measured for the nudged ones
 
 
-def test_a_fresh_clone_opens_the_chapter_with_the_shipped_measurements(tmp_path, monkeypatch):
+def test_a_fresh_clone_opens_the_chapter_with_the_shipped_measurements(shipped_only, monkeypatch):
     """The cpu-scale estimates are shipped for the shipped weights: no estimate runs."""
-    import shutil
-    from pathlib import Path
-
-    shipped = Path(__file__).resolve().parents[2] / "data" / "shipped" / "active_matter"
-    shutil.copytree(shipped, tmp_path / "shipped" / "active_matter")
-    monkeypatch.setenv("PFLOW_DATA", str(tmp_path))
+    shipped_only("active_matter")
 
     def never(*args, **kwargs):
         raise AssertionError("a shipped measurement was computed again")

@@ -130,16 +130,11 @@ def test_the_stored_exact_jump_is_the_dopri5_jump_solved_once(data_dir, monkeypa
         C.stored_exact_jump(flow, rtol=1e-6)(x, 2.0, 0.5)  # other tolerances
 
 
-def test_a_fresh_clone_opens_chapter_04s_explorer_without_an_ode_solve(tmp_path, monkeypatch):
+def test_a_fresh_clone_opens_chapter_04s_explorer_without_an_ode_solve(shipped_only, monkeypatch):
     """The notebook's explorer: its exact jumps at every t of the slider are shipped."""
-    import shutil
-    from pathlib import Path
-
     from pflow_explore.widgets.jump_explorer import JumpExplorer
 
-    shipped = Path(__file__).resolve().parents[2] / "data" / "shipped" / "ctm"
-    shutil.copytree(shipped, tmp_path / "shipped" / "ctm")
-    monkeypatch.setenv("PFLOW_DATA", str(tmp_path))
+    shipped_only("ctm")
     s = C.settings("cpu")
     two_d, flow = C.experiment_2d(s), C.exact_flow()
     monkeypatch.setattr(ct, "exact_jump", lambda *a, **k: pytest.fail("solved again"))

@@ -183,14 +183,9 @@ def test_tiny_run_end_to_end_and_from_the_cache(data_dir):
     assert isinstance(M.preview(), go.Figure)
 
 
-def test_the_likelihood_control_is_stored_and_shipped_at_cpu_scale(tmp_path, monkeypatch):
+def test_the_likelihood_control_is_stored_and_shipped_at_cpu_scale(shipped_only, monkeypatch):
     """A dashboard's first open loads the likelihood control (2 s of moment ODEs)."""
-    import shutil
-    from pathlib import Path
-
-    shipped = Path(__file__).resolve().parents[2] / "data" / "shipped" / "interpolants"
-    shutil.copytree(shipped, tmp_path / "shipped" / "interpolants")
-    monkeypatch.setenv("PFLOW_DATA", str(tmp_path))
+    shipped_only("interpolants")
 
     def never(*args, **kwargs):
         raise AssertionError("the shipped likelihood control was computed again")

@@ -102,16 +102,13 @@ def test_stored_errors_are_the_computed_ones_and_a_second_explorer_computes_none
         AdjointExplorer(STEPS, PEAK, CPU, SLOPES, gaussian_problem(1), error_steps=(4,), store="t")
 
 
-def test_a_fresh_clone_opens_chapter_07s_explorer_with_the_shipped_errors(tmp_path, monkeypatch):
-    import shutil
-    from pathlib import Path
-
+def test_a_fresh_clone_opens_chapter_07s_explorer_with_the_shipped_errors(
+    shipped_only, monkeypatch
+):
     import pflow_explore.widgets.adjoint_explorer as module
     from pflow_explore.chapters import adjoint as chapter
 
-    shipped = Path(__file__).resolve().parents[2] / "data" / "shipped" / "adjoint"
-    shutil.copytree(shipped, tmp_path / "shipped" / "adjoint")
-    monkeypatch.setenv("PFLOW_DATA", str(tmp_path))
+    shipped_only("adjoint")
     monkeypatch.setattr(module.ad, "relative_error", lambda *a: pytest.fail("computed again"))
     mem = chapter.memory(chapter.settings("cpu"))
     slopes = {r: chapter.fit_line([float(n) for n in mem.steps], mem.peak[r]) for r in mem.peak}

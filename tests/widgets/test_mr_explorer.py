@@ -152,18 +152,14 @@ def test_the_stored_curve_is_the_computed_one_and_a_second_explorer_samples_no_g
     assert len(runs) == 1 + 3 + 1  # other samples: the whole grid anew, then the star
 
 
-def test_a_fresh_clone_opens_chapter_05_with_the_shipped_curve_and_baseline(tmp_path, monkeypatch):
-    import shutil
-    from pathlib import Path
-
-    shipped = Path(__file__).resolve().parents[2] / "data" / "shipped" / "mr_sampler"
-    shutil.copytree(shipped, tmp_path / "shipped" / "mr_sampler")
-    monkeypatch.setenv("PFLOW_DATA", str(tmp_path))
-    s = C.settings("cpu")
+def test_a_fresh_clone_opens_chapter_05_with_the_shipped_curve_and_baseline(
+    shipped_only, monkeypatch
+):
+    shipped_only("mr_sampler")
+    s, sample = C.settings("cpu"), mr.sample
     monkeypatch.setattr(mr, "sample", lambda *a, **k: pytest.fail("sampled again"))
     assert set(C.em_baseline(s, (50, 200))) == {50, 200}  # as the notebook asks
-    monkeypatch.undo()
-    monkeypatch.setenv("PFLOW_DATA", str(tmp_path))
+    monkeypatch.setattr(mr, "sample", sample)
     runs = []
     real = SolverExplorer.run
     monkeypatch.setattr(SolverExplorer, "run", lambda self, *a: runs.append(a) or real(self, *a))
