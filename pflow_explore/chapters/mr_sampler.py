@@ -334,10 +334,9 @@ def exercise_start(s: Settings) -> tuple[mr.MixtureMR, Tensor, Callable[[Tensor]
     """The exercise's problem (section 3): the restoration problem's exact law given mu as a
     MixtureMR, x_T (min(n_exact, 20000), d) drawn from it at the grid's first time (seed 1),
     and W2 to the exact law at ``t_end`` (Gaussian moments, ``metrics.gaussian_w2``)."""
-    mean, cov, mu, _ = restoration_problem(s)
-    gauss = mr.MixtureMR.gaussian(mean, cov, schedule(s), mu)
-    law = gauss.marginal(s.t_end)
-    start = float(mr.time_grid(schedule(s), 2, t_end=s.t_end)[0])
+    (mean, cov, mu, _), sch = restoration_problem(s), schedule(s)
+    gauss = mr.MixtureMR.gaussian(mean, cov, sch, mu)
+    law, start = gauss.marginal(s.t_end), float(mr.time_grid(sch, 2, t_end=s.t_end)[0])
     x_T = gauss.sample(min(s.n_exact, 20000), start, torch.Generator().manual_seed(1))
     return gauss, x_T, lambda x: metrics.gaussian_w2(x, law.means[0], law.covs[0])
 
@@ -349,14 +348,11 @@ def em_baseline(s: Settings, steps: Sequence[int] = (50, 200)) -> dict[int, floa
     fields = "T lambda_ alpha_end t_end signal_dim n_exact seed".split()
 
     def compute() -> dict[str, list[float]]:
-        (gauss, x_T, w2), sch, out = exercise_start(s), schedule(s), []
+        (gauss, x_T, w2), sch = exercise_start(s), schedule(s)
+        noise = lambda: torch.Generator().manual_seed(2)
+        run = lambda n: solve(EM, gauss.denoiser, sch, x_T, gauss.mu, n, s.t_end, noise())
         with one_thread_on_cpu(blas=True):
-            for n in steps:
-                times, noise = mr.time_grid(sch, n, "uniform", s.t_end), torch.Generator()
-                sample = mr.sample("euler_maruyama", gauss.denoiser, sch, x_T, gauss.mu, times,
-                                   1, noise.manual_seed(2))  # fmt: skip
-                out.append(w2(sample.x))
-        return {"w2": out}
+            return {"w2": [w2(run(n).x) for n in steps]}
 
     key = cache_key(s, fields, steps=steps)
     table = experiment.stored_numbers(CHAPTER, "em-baseline", {}, key, compute, VERSION)
